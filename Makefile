@@ -1,0 +1,42 @@
+# Defect Inspector. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench install mosquitto clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/inspector demo
+
+# Tests need a real Mosquitto. Install it when missing and we may (root, apt).
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq mosquitto)) ; \
+	  else echo "tests need mosquitto: sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
+
+test: $(STAMP) mosquitto
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check inspector tests
+	$(VENV)/bin/ruff format --check inspector tests
+
+bench: $(STAMP)
+	@echo "bench: the side-by-side benchmark (inspector bench) is tracked in issue 6" >&2; exit 2
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

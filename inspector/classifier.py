@@ -1,0 +1,140 @@
+"""ONNX Runtime classifier: load model.onnx with its manifest, pick providers, run batches.
+
+Providers come from the config in order (tensorrt, cuda, cpu). ONNX Runtime silently
+falls back to the CPU when a GPU provider cannot start; we log the providers actually
+active, and ``require_gpu: true`` turns such a fallback into a start-up error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .config import ModelSection
+from .errors import ModelError
+from .manifest import METADATA_KEY, Manifest, file_digest, parse
+from .preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+OPT_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ModelRunError(RuntimeError):
+    """Inference failed or returned unusable scores; the parts fail with reason 'error'."""
+
+
+class Classifier:
+    """A loaded model. ``run(batch)`` returns class probabilities in manifest order."""
+
+    def __init__(self, cfg: ModelSection, roi: list[int] | None = None, remap=None) -> None:
+        path = Path(cfg.path)
+        if not path.is_file():
+            raise ModelError(f"model.path: model file not found: {path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = OPT_LEVELS[cfg.graph_optimization]
+        opts.log_severity_level = 3
+        if cfg.intra_op_threads:
+            opts.intra_op_num_threads = cfg.intra_op_threads
+        available = ort.get_available_providers()
+        wanted = []
+        for p in cfg.providers:
+            name = PROVIDERS[p.type]
+            if name in available:
+                wanted.append((name, {k: str(v) for k, v in p.options.items()}))
+            else:
+                log.warning("execution provider %s is not available in this onnxruntime build", name)
+        if not wanted:
+            raise ModelError(f"model.providers: none of {[p.type for p in cfg.providers]} is available "
+                             f"(available: {available})")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=wanted)
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from None
+        self.providers = self.session.get_providers()
+        log.info("model %s runs on %s", path.name, ", ".join(self.providers))
+        if cfg.require_gpu and not GPU_PROVIDERS & set(self.providers):
+            raise ModelError(f"model.require_gpu: no GPU provider is active (active: {self.providers})")
+
+        text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if text is None:
+            raise ModelError(f"model.path: {path} has no '{METADATA_KEY}' metadata; export it with "
+                             "'inspector export' or embed a manifest")
+        self.manifest: Manifest = parse(text, path, file_digest(path))
+        self.spec: PreprocessSpec = self.manifest.preprocess_spec(roi=roi, remap=remap)
+        self.model_id = self.manifest.model_id
+        self.classes = self.manifest.classes
+        self._check_io(path)
+        self.max_batch = min(cfg.max_batch, self._fixed_batch or cfg.max_batch)
+        self._buffers: dict[int, np.ndarray] = {}
+
+    def _check_io(self, path: Path) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        name = self.manifest.input_name
+        if name not in inputs:
+            raise ModelError(f"model.path: manifest input {name!r} is not an input of {path.name} "
+                             f"(inputs: {list(inputs)})")
+        inp = inputs[name]
+        if inp.type != "tensor(uint8)":
+            raise ModelError(f"model.path: input {name!r} is {inp.type}; the line feeds raw uint8 pixels")
+        shape = list(inp.shape)
+        want = list(self.spec.shape)
+        if len(shape) != 4 or [s if isinstance(s, int) else None for s in shape[1:]] != want:
+            raise ModelError(f"model.path: input shape {shape} does not match the manifest's "
+                             f"preprocessing (expected [batch, {want[0]}, {want[1]}, {want[2]}])")
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        outputs = self.session.get_outputs()
+        self.output_name = self.manifest.data["output"].get("name") or outputs[0].name
+        out = {o.name: o for o in outputs}.get(self.output_name)
+        if out is None:
+            raise ModelError(f"model.path: output {self.output_name!r} not found in {path.name}")
+        width = 1 if self.manifest.output_kind == "sigmoid" else len(self.classes)
+        if len(out.shape) != 2 or (isinstance(out.shape[1], int) and out.shape[1] != width):
+            raise ModelError(f"model.path: output shape {out.shape} does not fit {self.manifest.output_kind} "
+                             f"over {len(self.classes)} classes (expected [batch, {width}])")
+
+    def buffer(self, n: int) -> np.ndarray:
+        """A preallocated input batch of n images (reused, never reallocated)."""
+        buf = self._buffers.get(n)
+        if buf is None:
+            buf = self._buffers[n] = np.zeros((n, *self.spec.shape), np.uint8)
+        return buf
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities, shape (len(batch), len(classes)), in the manifest's class order."""
+        try:
+            out = self.session.run([self.output_name], {self.manifest.input_name: batch})[0]
+        except Exception as exc:
+            raise ModelRunError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        out = np.asarray(out, dtype=np.float64)
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise ModelRunError(f"model returned shape {out.shape} for a batch of {len(batch)}")
+        if self.manifest.output_kind == "sigmoid":
+            p = out[:, 0]
+            defect = self.classes.index(self.manifest.defect_classes[0])
+            probs = np.empty((len(batch), 2))
+            probs[:, defect] = p
+            probs[:, 1 - defect] = 1.0 - p
+            out = probs
+        if not np.all(np.isfinite(out)) or out.min() < -1e-6 or out.max() > 1 + 1e-6:
+            raise ModelRunError("model returned scores outside [0, 1] or NaN")
+        return out
+
+    def warmup(self, runs: int) -> None:
+        for n in {1, self.max_batch}:
+            for _ in range(max(runs, 0)):
+                self.run(self.buffer(n))

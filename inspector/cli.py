@@ -1,0 +1,123 @@
+"""``inspector VERB ...``: a thin dispatcher over the verbs.
+
+User mistakes reach the user as one line per problem and a non-zero exit code (2 for
+configuration and model problems); programming errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import __version__
+from .errors import InspectorError
+
+log = logging.getLogger("inspector")
+
+
+def _cmd_check(args) -> int:
+    from .check import check_station
+    from .config import StationConfig
+    from .schema import describe_schema
+
+    if args.schema:
+        print("\n".join(describe_schema(StationConfig)))
+        return 0
+    if not args.config:
+        print("inspector check: give a CONFIG file (or --schema)", file=sys.stderr)
+        return 2
+    problems, notes = check_station(args.config)
+    for line in notes:
+        print(f"ok: {line}")
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+        return 2
+    print(f"{args.config}: valid")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from . import logs
+    from .config import load_config
+    from .pipeline import Station
+
+    cfg = load_config(args.config)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    station = Station(cfg)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    station.start()
+    try:
+        while not stop.wait(0.2):
+            if args.exit_at_end and station.source_ended.is_set() and station.wait_idle(0):
+                log.info("replay finished")
+                break
+    finally:
+        station.stop()
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(parts=args.parts, rate=args.rate, broker=args.broker, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inspector", description="Defect Inspector: line-side "
+                                "visual defect inspection with a fail-safe MQTT verdict per part.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    c = sub.add_parser("check", help="validate a station config, its model and its source")
+    c.add_argument("config", nargs="?", type=Path)
+    c.add_argument("--schema", action="store_true", help="list every setting with its default")
+    c.set_defaults(func=_cmd_check)
+
+    r = sub.add_parser("run", help="run a station until SIGTERM/SIGINT")
+    r.add_argument("config", type=Path)
+    r.add_argument("--exit-at-end", action="store_true",
+                   help="stop when a non-looping replay source has delivered its last frame")
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
+    d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")
+    d.add_argument("--rate", type=float, default=15.0, help="parts per second")
+    d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    d.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.verb != "run":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except InspectorError as exc:
+        for line in exc.problems:
+            print(f"inspector {args.verb}: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The station configuration: one YAML file per station, validated before anything starts.
+
+Every setting has a default and a description (``inspector check --schema`` lists them).
+Unknown keys and wrong types are errors naming the key path and line. Relative paths
+resolve against the config file's folder. The broker password can come from the file,
+an environment variable (``password_env``) or a file (``password_file``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .schema import Tagged, load_yaml, setting
+
+
+def _sources() -> dict[str, type]:
+    from .sources import SOURCE_TYPES
+
+    return SOURCE_TYPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationSection:
+    id: str = setting("station-1", "station id; used in topics, client id and verdicts")
+    name: str = setting("", "human-readable name")
+
+    def problems(self):
+        if not self.id or any(c in self.id for c in "/#+ \0"):
+            yield "id", "must be non-empty and contain no '/', '#', '+', spaces or NUL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerSection:
+    type: Literal["free-run", "mqtt", "camera"] = setting(
+        "free-run", "free-run: each frame is a part; mqtt: a trigger message names the part; "
+        "camera: a hardware-triggered camera, each frame is a part")
+    topic: str | None = setting(None, "trigger topic (default PREFIX/trigger)")
+    max_pending: int = setting(64, "triggers waiting for a frame; more are failed with 'overflow'")
+    max_payload_bytes: int = setting(4096, "larger trigger payloads are rejected and counted")
+    max_part_id_chars: int = setting(256, "longer part ids are rejected and counted")
+
+    def problems(self):
+        if self.max_pending < 1:
+            yield "max_pending", "must be at least 1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartSection:
+    deadline_ms: float = setting(1000.0, "time from trigger (or capture) to the part's deadline")
+    timeout_margin_ms: float = setting(
+        20.0, "a part still without a verdict this long before its deadline fails with 'timeout'")
+
+    def problems(self):
+        if self.deadline_ms <= 0:
+            yield "deadline_ms", "must be positive"
+        if not 0 <= self.timeout_margin_ms < self.deadline_ms:
+            yield "timeout_margin_ms", "must be between 0 and deadline_ms"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessSection:
+    roi: list[int] | None = setting(None, "region of interest [x, y, width, height] in the camera frame")
+    size: list[int] | None = setting(None, "expected model input [width, height]; must match the model")
+    color: Literal["gray", "rgb", "bgr"] | None = setting(None, "expected model colour order; must match")
+
+    def problems(self):
+        if self.roi is not None and (len(self.roi) != 4 or min(self.roi[2:]) <= 0 or min(self.roi[:2]) < 0):
+            yield "roi", "must be [x, y, width, height] with x, y >= 0 and positive width and height"
+        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
+            yield "size", "must be [width, height], both positive"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderSection:
+    type: Literal["tensorrt", "cuda", "cpu"] = setting(help="execution provider")
+    options: dict[str, Any] = setting(factory=dict, help="provider options passed to ONNX Runtime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSection:
+    path: Path = setting(help="the model.onnx file (with its embedded manifest)")
+    providers: list[ProviderSection] = setting(
+        factory=lambda: [ProviderSection(type="cpu")],
+        help="execution providers, in order of preference")
+    require_gpu: bool = setting(False, "refuse to start when no GPU provider is active")
+    max_batch: int = setting(8, "parts waiting together are classified in one batch of up to this")
+    warmup_runs: int = setting(3, "inference runs before the station reports online")
+    intra_op_threads: int = setting(0, "ONNX Runtime intra-op threads (0: its default)")
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = setting(
+        "all", "ONNX Runtime graph optimisation level")
+
+    def problems(self):
+        if self.max_batch < 1:
+            yield "max_batch", "must be at least 1"
+        if not self.providers:
+            yield "providers", "name at least one execution provider"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionSection:
+    thresholds: dict[str, float] = setting(
+        factory=dict, help="per defect class: overrides the manifest's threshold")
+    uncertainty_margin: float = setting(
+        0.0, "scores within this margin below a threshold fail with reason 'uncertain'")
+
+    def problems(self):
+        for name, t in self.thresholds.items():
+            if not 0.0 <= t <= 1.0:
+                yield f"thresholds.{name}", "must be between 0 and 1"
+        if not 0.0 <= self.uncertainty_margin < 1.0:
+            yield "uncertainty_margin", "must be between 0 and 1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsSection:
+    ca: Path | None = setting(None, "CA certificate file (default: system CAs)")
+    cert: Path | None = setting(None, "client certificate")
+    key: Path | None = setting(None, "client key")
+    insecure: bool = setting(False, "skip host name verification (testing only)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttSection:
+    host: str = setting("localhost", "broker host")
+    port: int = setting(1883, "broker port")
+    protocol: Literal["5", "3.1.1"] = setting("5", "MQTT protocol version")
+    prefix: str | None = setting(None, "topic prefix (default inspector/STATION_ID)")
+    client_id: str | None = setting(None, "client id (default inspector-STATION_ID)")
+    username: str | None = setting(None, "user name")
+    password: str | None = setting(None, "password (prefer password_env or password_file)")
+    password_env: str | None = setting(None, "environment variable holding the password")
+    password_file: Path | None = setting(None, "file holding the password")
+    tls: TlsSection | None = setting(None, "TLS settings; absent means plain TCP")
+    keepalive_s: int = setting(5, "MQTT keepalive; the last-will fires about 1.5x this after a crash")
+    outbox_size: int = setting(1000, "verdicts kept while the broker is away")
+    connect_timeout_s: float = setting(5.0, "time to wait for the broker's CONNACK")
+    reconnect_max_s: float = setting(2.0, "longest wait between reconnect attempts")
+
+    def problems(self):
+        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
+        if len(given) > 1:
+            yield given[1], f"give only one of password, password_env, password_file (got {', '.join(given)})"
+        if self.password_env and self.password_env not in os.environ:
+            yield "password_env", f"environment variable {self.password_env} is not set"
+        if self.password_file and not self.password_file.is_file():
+            yield "password_file", f"file not found: {self.password_file}"
+        if not 0 < self.port < 65536:
+            yield "port", "must be between 1 and 65535"
+        if self.prefix is not None and (not self.prefix or any(c in self.prefix for c in "#+\0")):
+            yield "prefix", "must be non-empty and contain no '#', '+' or NUL"
+        if self.outbox_size < 1:
+            yield "outbox_size", "must be at least 1"
+
+    def resolved_password(self) -> str | None:
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        if self.password_file:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecorderSection:
+    enabled: bool = setting(True, "keep images of failed/uncertain parts and a sample of passes")
+    path: Path = setting(Path("recordings"), "folder for kept images and their JSON sidecars")
+    pass_sample_rate: float = setting(0.01, "fraction of passed parts to keep (0..1)")
+    quota_mb: float = setting(1024.0, "disk quota; the oldest recordings are deleted first")
+    format: Literal["png", "jpg"] = setting("png", "image format (png is lossless)")
+    queue_size: int = setting(64, "recordings waiting for the disk; more are dropped and counted")
+
+    def problems(self):
+        if not 0.0 <= self.pass_sample_rate <= 1.0:
+            yield "pass_sample_rate", "must be between 0 and 1"
+        if self.quota_mb <= 0:
+            yield "quota_mb", "must be positive"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSection:
+    enabled: bool = setting(True, "serve /metrics (Prometheus) and /health over HTTP")
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(9108, "port (0: any free port)")
+    max_frame_age_s: float = setting(5.0, "/health fails when no frame arrived for this long")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSection:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", "log level")
+    format: Literal["text", "json"] = setting("text", "json: one JSON object per line")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSection:
+    queue_size: int = setting(32, "captured parts waiting for the classifier; more fail with 'overflow'")
+
+    def problems(self):
+        if self.queue_size < 1:
+            yield "queue_size", "must be at least 1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationConfig:
+    station: StationSection = setting(factory=StationSection, help="")
+    source: Tagged("source", _sources) = setting(help="where frames come from")  # type: ignore[valid-type]
+    trigger: TriggerSection = setting(factory=TriggerSection, help="")
+    part: PartSection = setting(factory=PartSection, help="")
+    preprocess: PreprocessSection = setting(factory=PreprocessSection, help="")
+    model: ModelSection = setting(help="")
+    decision: DecisionSection = setting(factory=DecisionSection, help="")
+    mqtt: MqttSection = setting(factory=MqttSection, help="")
+    recorder: RecorderSection = setting(factory=RecorderSection, help="")
+    metrics: MetricsSection = setting(factory=MetricsSection, help="")
+    logging: LoggingSection = setting(factory=LoggingSection, help="")
+    pipeline: PipelineSection = setting(factory=PipelineSection, help="")
+    config_path: Path | None = setting(None, "(set by the loader)")
+
+    @property
+    def prefix(self) -> str:
+        return self.mqtt.prefix or f"inspector/{self.station.id}"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"inspector-{self.station.id}"
+
+    def topic(self, name: str) -> str:
+        if name == "trigger" and self.trigger.topic:
+            return self.trigger.topic
+        return f"{self.prefix}/{name}"
+
+
+def load_config(path: str | Path) -> StationConfig:
+    """Load and validate a station config; raises ConfigError listing every problem."""
+    path = Path(path)
+    cfg = load_yaml(StationConfig, path)
+    if cfg.config_path is not None:
+        raise ConfigError(f"{path}: config_path: set by the loader, not in the file")
+    return replace(cfg, config_path=path.resolve())

@@ -1,0 +1,160 @@
+"""The model manifest: everything the line needs to run a model, carried inside model.onnx.
+
+The manifest is a JSON object stored in the ONNX metadata under ``inspector.manifest``
+(and beside the model as ``model.manifest.json`` for people). Schema version 1 fields:
+
+- ``schema_version`` (1), ``name``, ``created``
+- ``classes``: class names in output order; ``defect_classes``: which of them are defects
+- ``input``: ``name``, ``shape`` ([null, H, W, C]), ``dtype`` ("uint8"), ``layout`` ("NHWC")
+- ``preprocess``: ``size`` ([W, H]), ``color`` (gray|rgb|bgr), ``interpolation``
+- ``output``: ``name``, ``kind`` ("softmax": one probability per class, or "sigmoid": one
+  column, the probability that the part is defective), ``meaning`` (free text)
+- ``thresholds``: per defect class ``{"value": t, "policy": ..., "metrics": {...}}``;
+  a part fails when a defect score is >= its threshold
+- optional: ``dataset``, ``training``, ``parity``, ``image_stats``, ``versions``
+
+Writing needs the ``onnx`` package (``pip install defect-inspector[onnx]``); reading
+uses only ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .preprocess import CHANNELS, INTERPOLATIONS, PreprocessSpec
+
+METADATA_KEY = "inspector.manifest"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: dict[str, Any]
+    model_id: str
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data["classes"])
+
+    @property
+    def defect_classes(self) -> list[str]:
+        return list(self.data["defect_classes"])
+
+    @property
+    def input_name(self) -> str:
+        return self.data["input"]["name"]
+
+    @property
+    def output_kind(self) -> str:
+        return self.data["output"]["kind"]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {k: float(v["value"]) for k, v in self.data["thresholds"].items()}
+
+    def preprocess_spec(self, roi=None, remap=None) -> PreprocessSpec:
+        p = self.data["preprocess"]
+        return PreprocessSpec(size=(int(p["size"][0]), int(p["size"][1])), color=p["color"],
+                              interpolation=p.get("interpolation", "area"),
+                              roi=tuple(roi) if roi else None, remap=remap)
+
+
+def validate(data: Any, where: str = "manifest") -> list[str]:
+    """Problems with a manifest dict, one line each (empty when valid)."""
+    if not isinstance(data, dict):
+        return [f"{where}: expected a JSON object"]
+    problems = []
+
+    def need(key, kind):
+        if not isinstance(data.get(key), kind):
+            problems.append(f"{where}: '{key}' missing or not a {kind.__name__}")
+            return False
+        return True
+
+    if data.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"{where}: schema_version {data.get('schema_version')!r} is not "
+                        f"{SCHEMA_VERSION} (re-export the model with this version)")
+    if need("classes", list) and need("defect_classes", list):
+        classes = data["classes"]
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            problems.append(f"{where}: 'classes' needs at least two distinct names")
+        missing = [c for c in data["defect_classes"] if c not in classes]
+        if missing or not data["defect_classes"]:
+            problems.append(f"{where}: 'defect_classes' must name at least one of {classes}")
+    if need("input", dict):
+        if not isinstance(data["input"].get("name"), str):
+            problems.append(f"{where}: input.name missing")
+        if data["input"].get("dtype", "uint8") != "uint8":
+            problems.append(f"{where}: input.dtype must be uint8 (normalisation belongs in the graph)")
+    if need("preprocess", dict):
+        p = data["preprocess"]
+        size = p.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+            problems.append(f"{where}: preprocess.size must be [width, height]")
+        if p.get("color") not in CHANNELS:
+            problems.append(f"{where}: preprocess.color must be one of {list(CHANNELS)}")
+        if p.get("interpolation", "area") not in INTERPOLATIONS:
+            problems.append(f"{where}: preprocess.interpolation must be one of {list(INTERPOLATIONS)}")
+    if need("output", dict) and data["output"].get("kind") not in ("softmax", "sigmoid"):
+        problems.append(f"{where}: output.kind must be 'softmax' or 'sigmoid'")
+    if need("thresholds", dict):
+        for name in data.get("defect_classes") or []:
+            t = data["thresholds"].get(name)
+            value = t.get("value") if isinstance(t, dict) else None
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                problems.append(f"{where}: thresholds.{name}.value must be a number in [0, 1]")
+    if (isinstance(data.get("output"), dict) and data["output"].get("kind") == "sigmoid"
+            and isinstance(data.get("classes"), list) and len(data["classes"]) != 2):
+        problems.append(f"{where}: a sigmoid output needs exactly two classes (good, defect)")
+    return problems
+
+
+def parse(text: str, model_path: Path | str, file_digest: str) -> Manifest:
+    """Parse and validate the JSON text of a manifest; raise ModelError when it's unusable."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{model_path}: manifest is not valid JSON ({exc})") from None
+    problems = validate(data, f"{model_path}: manifest")
+    if problems:
+        raise ModelError(*problems)
+    model_id = f"{data.get('name', Path(model_path).stem)}@{file_digest[:12]}"
+    return Manifest(data=data, model_id=model_id)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".manifest.json")
+
+
+def embed(model_path: Path, manifest: dict[str, Any], write_sidecar: bool = True) -> None:
+    """Store ``manifest`` in the ONNX file's metadata (and beside it as JSON)."""
+    problems = validate(manifest)
+    if problems:
+        raise ModelError(*problems)
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError("writing a manifest needs the onnx package: "
+                         "pip install 'defect-inspector[onnx]'") from None
+    model = onnx.load(str(model_path))
+    text = json.dumps(manifest, sort_keys=True)
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=METADATA_KEY, value=text)
+    onnx.save(model, str(model_path))
+    if write_sidecar:
+        sidecar_path(model_path).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,129 @@
+"""Counters, latency histograms, and the HTTP endpoints ``/metrics`` and ``/health``.
+
+Every drop and every fail-safe verdict shows up here: nothing is lost silently.
+``/health`` answers 200 only while frames flow and the broker is connected, 503
+otherwise, with a JSON body that says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .records import Verdict
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """The station's metrics, in a registry of its own (several stations can share a process)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.frames = Counter("inspector_frames", "frames captured", registry=r)
+        self.frames_unused = Counter(
+            "inspector_frames_unused", "frames captured while no trigger was waiting", registry=r)
+        self.parts = Counter("inspector_parts", "parts registered (triggered or free-run)", registry=r)
+        self.verdicts = Counter("inspector_verdicts", "verdicts decided", ["result", "reason"], registry=r)
+        self.verdicts_sent = Counter(
+            "inspector_verdicts_published", "verdicts acknowledged by the broker", ["result"], registry=r)
+        self.drops = Counter("inspector_drops", "things dropped, by what", ["what"], registry=r)
+        self.triggers = Counter("inspector_triggers", "trigger messages", ["outcome"], registry=r)
+        self.reconnects = Counter("inspector_mqtt_reconnects", "broker reconnections", registry=r)
+        self.source_reopens = Counter("inspector_source_reopens", "source reopened after a loss", registry=r)
+        self.deadline_misses = Counter(
+            "inspector_deadline_misses", "parts whose verdict could not be made in time", registry=r)
+        self.stage = Histogram("inspector_stage_seconds", "time per pipeline stage", ["stage"],
+                               buckets=LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("inspector_e2e_seconds", "trigger to verdict handed to MQTT",
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("inspector_parts_in_flight", "parts waiting for a verdict", registry=r)
+        self.outbox = Gauge("inspector_outbox", "verdicts waiting for the broker", registry=r)
+        self.mqtt_connected = Gauge("inspector_mqtt_connected", "1 while connected", registry=r)
+        self.source_up = Gauge("inspector_source_up", "1 while the source delivers frames", registry=r)
+        self.batch = Histogram("inspector_batch_size", "parts per inference batch",
+                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+
+    def drop(self, what: str) -> None:
+        self.drops.labels(what=what).inc()
+
+    def decided(self, v: Verdict) -> None:
+        self.verdicts.labels(result=v.result, reason=v.reason.value).inc()
+
+    def published(self, v: Verdict) -> None:
+        self.verdicts_sent.labels(result=v.result).inc()
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample, e.g. ``value("inspector_drops_total", what="overflow")``."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+    def total(self, name: str) -> float:
+        """Sum over all label values of a counter sample such as ``inspector_verdicts_total``."""
+        total = 0.0
+        for metric in self.registry.collect():
+            for s in metric.samples:
+                if s.name == name:
+                    total += s.value
+        return total
+
+    def snapshot(self) -> dict[str, float]:
+        """Every counter and gauge sample as ``name{labels}: value`` (for summaries and tests)."""
+        out = {}
+        for metric in self.registry.collect():
+            for s in metric.samples:
+                if s.name.endswith(("_created", "_bucket")):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+
+class HttpEndpoint:
+    """Serves ``/metrics`` and ``/health`` on a small thread."""
+
+    def __init__(self, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
+                 host: str, port: int) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] == "/metrics":
+                    body, code, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
+                elif self.path.split("?")[0] == "/health":
+                    ok, detail = endpoint.health()
+                    body = json.dumps(dict(detail, healthy=ok)).encode()
+                    code, ctype = (200 if ok else 503), "application/json"
+                else:
+                    body, code, ctype = b"not found\n", 404, "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):
+                log.debug("http: " + fmt, *args)
+
+        self.health = health
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics, health on /health",
+                 self.server.server_address[0], self.port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

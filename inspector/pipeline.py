@@ -1,0 +1,376 @@
+"""The station: the only module that knows the order of the stages.
+
+    trigger ─► capture (+ preprocess) ─► bounded queue ─► classify (batched) ─► decide
+                                                                               │
+               watchdog: a part without a verdict near its deadline fails ─────┤
+                                                                               ▼
+                                                        publish (MQTT) + recorder
+
+Every part registered (by a trigger, or by a frame in free-run/camera mode) gets
+exactly one verdict: the first of "decided", "failed by the watchdog", "failed
+because something went wrong" wins; the others are ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+
+from .classifier import Classifier, ModelRunError
+from .config import StationConfig
+from .decision import Decider
+from .errors import ConfigError
+from .metrics import HttpEndpoint, Metrics
+from .preprocess import FrameError, preprocess
+from .publisher import Publisher
+from .records import Frame, Part, Reason, Verdict
+from .recorder import Recorder
+from .sources import SourceRunner, make_source
+from .triggers import TriggerError, parse_trigger
+
+log = logging.getLogger(__name__)
+
+
+def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
+    """Problems between the station config and the model's manifest."""
+    problems = []
+    spec = classifier.spec
+    if cfg.preprocess.size is not None and tuple(cfg.preprocess.size) != spec.size:
+        problems.append(f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
+                        f"size {list(spec.size)} (width, height)")
+    if cfg.preprocess.color is not None and cfg.preprocess.color != spec.color:
+        problems.append(f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
+                        f"colour order {spec.color!r}")
+    defects = classifier.manifest.defect_classes
+    for name in cfg.decision.thresholds:
+        if name not in defects:
+            problems.append(f"decision.thresholds.{name}: not a defect class of the model "
+                            f"(defect classes: {', '.join(defects)})")
+    return problems
+
+
+class Station:
+    """One inspection station. ``start()``, then ``stop()`` (or ``run_until(event)``)."""
+
+    def __init__(self, cfg: StationConfig, classifier: Classifier | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.classifier = classifier or Classifier(cfg.model, roi=cfg.preprocess.roi)
+        problems = check_model_fits(cfg, self.classifier)
+        if problems:
+            raise ConfigError(*problems)
+        self.decider = Decider(self.classifier.manifest, cfg.decision.thresholds,
+                               cfg.decision.uncertainty_margin)
+        self.spec = self.classifier.spec
+        self.mode = cfg.trigger.type
+        self.station_id = cfg.station.id
+        self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
+        self.recorder = Recorder(cfg.recorder, self.metrics) if cfg.recorder.enabled else None
+        topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger")}
+        self.publisher = Publisher(cfg.mqtt, self.station_id, topics, self.metrics,
+                                   status=self.status_payload, client_id=cfg.client_id,
+                                   on_trigger=self._on_trigger if self.mode == "mqtt" else None)
+        self.http = None
+        if cfg.metrics.enabled:
+            self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
+        self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
+        self._pending: collections.deque[Part] = collections.deque()
+        self._inflight: dict[int, Part] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self._capture_stop = threading.Event()
+        self._stopping = threading.Event()
+        self._infer_done = threading.Event()
+        self.source_ended = threading.Event()
+        self.ready = False
+        self.last_frame_mono = 0.0
+        self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
+        self._threads = [
+            threading.Thread(target=self._capture_loop, name="capture", daemon=True),
+            threading.Thread(target=self._infer_loop, name="infer", daemon=True),
+            threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True),
+        ]
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.classifier.warmup(self.cfg.model.warmup_runs)
+        if self.recorder:
+            self.recorder.start()
+        if self.http:
+            self.http.start()
+        self.ready = True
+        self.publisher.start()
+        for t in self._threads:
+            t.start()
+        log.info("station %s started: model %s, trigger %s, source %s", self.station_id,
+                 self.classifier.model_id, self.mode, self.source.source.describe())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop capturing, give every part in flight its verdict, go offline."""
+        if self._stopping.is_set():
+            return
+        self._capture_stop.set()
+        self._threads[0].join(timeout)
+        with self._lock:
+            pending, self._pending = list(self._pending), collections.deque()
+        for part in pending:
+            self._fail(part, Reason.SHUTDOWN, "station stopped before a frame was captured")
+        self._stopping.set()
+        self._infer_done.wait(timeout)
+        with self._lock:
+            left = list(self._inflight.values())
+        for part in left:
+            self._fail(part, Reason.SHUTDOWN, "station stopped before the part was classified")
+        for t in self._threads[1:]:
+            t.join(timeout)
+        self.ready = False
+        self.publisher.status_changed()
+        self.publisher.stop()
+        if self.recorder:
+            self.recorder.stop()
+        if self.http:
+            self.http.stop()
+        self.source.close()
+        log.info("station %s stopped", self.station_id)
+
+    # -- status and health ---------------------------------------------------------------------------
+    def state(self) -> str:
+        if self._stopping.is_set():
+            return "offline"
+        if not self.ready:
+            return "starting"
+        return "online" if self.source.state == "ok" else "degraded"
+
+    def status_payload(self) -> dict:
+        return {
+            "schema": 1,
+            "station": self.station_id,
+            "state": self.state(),
+            "model_id": self.classifier.model_id,
+            "providers": self.classifier.providers,
+            "camera": self.source.state,
+            "detail": self.source.detail,
+            "ts": time.time(),
+        }
+
+    def health(self) -> tuple[bool, dict]:
+        age = time.monotonic() - self.last_frame_mono if self.last_frame_mono else None
+        frames_ok = age is not None and age <= self.cfg.metrics.max_frame_age_s
+        broker_ok = self.publisher.connected.is_set()
+        return frames_ok and broker_ok and self.ready, {
+            "state": self.state(), "camera": self.source.state,
+            "last_frame_age_s": None if age is None else round(age, 3), "broker_connected": broker_ok,
+        }
+
+    def _on_source_state(self, state: str, detail: str) -> None:
+        self.metrics.source_up.set(1 if state == "ok" else 0)
+        if state != "ok":
+            with self._lock:
+                pending, self._pending = list(self._pending), collections.deque()
+            for part in pending:
+                self._fail(part, Reason.SOURCE_LOST, detail)
+        self.publisher.status_changed()
+
+    # -- parts ---------------------------------------------------------------------------------
+    def _register(self, part_id: str, t_trigger: float | None, deadline: float | None) -> Part:
+        now, now_mono = time.time(), time.monotonic()
+        if deadline is None:
+            deadline = now + self.cfg.part.deadline_ms / 1000.0
+        part = Part(part_id=part_id, seq=next(self._seq), t_trigger=t_trigger or now,
+                    t_trigger_mono=now_mono, deadline=deadline,
+                    deadline_mono=now_mono + (deadline - now))
+        with self._lock:
+            self._inflight[part.seq] = part
+            heapq.heappush(self._deadlines, (part.deadline_mono, part.seq))
+            self.metrics.in_flight.set(len(self._inflight))
+        self.metrics.parts.inc()
+        return part
+
+    def _finish(self, part: Part, result: str, reason: Reason, label: str | None = None,
+                scores: dict[str, float] | None = None, detail: str = "") -> Verdict | None:
+        """Give ``part`` its verdict unless it already has one. Returns the verdict or None."""
+        with self._lock:
+            if self._inflight.pop(part.seq, None) is None:
+                return None
+            self.metrics.in_flight.set(len(self._inflight))
+        now, now_mono = time.time(), time.monotonic()
+        frame = part.frame
+        latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
+        if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
+            latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
+        verdict = Verdict(
+            part_id=part.part_id, seq=part.seq, result=result, reason=reason, label=label,
+            scores=scores or {}, thresholds=self.decider.thresholds, model_id=self.classifier.model_id,
+            t_trigger=part.t_trigger, t_capture=frame.t_capture if frame else None, t_verdict=now,
+            deadline=part.deadline, deadline_mono=part.deadline_mono, latency_ms=latency, detail=detail,
+            frame=frame.origin if frame else "")
+        self.metrics.decided(verdict)
+        self.metrics.e2e.observe(latency["e2e"] / 1000.0)
+        if reason == Reason.TIMEOUT or now_mono > part.deadline_mono:
+            self.metrics.deadline_misses.inc()
+        self.publisher.publish(verdict)
+        if self.recorder and frame is not None:
+            self.recorder.offer(verdict, frame.image)
+        for hook in self.verdict_hooks:
+            hook(verdict)
+        part.frame, part.input = None, None
+        return verdict
+
+    def _fail(self, part: Part, reason: Reason, detail: str) -> None:
+        if self._finish(part, "fail", reason, detail=detail) is not None:
+            log.warning("part %r failed safe: %s (%s)", part.part_id, reason.value, detail)
+
+    # -- trigger (paho's thread) -------------------------------------------------------------
+    def _on_trigger(self, payload: bytes) -> None:
+        try:
+            trig = parse_trigger(payload, self.cfg.trigger.max_payload_bytes,
+                                 self.cfg.trigger.max_part_id_chars)
+        except TriggerError as exc:
+            self.metrics.triggers.labels(outcome="malformed").inc()
+            log.warning("malformed trigger ignored: %s (payload %r)", exc, bytes(payload[:80]))
+            return
+        self.metrics.triggers.labels(outcome="accepted").inc()
+        part = self._register(trig.part_id, trig.ts, trig.deadline)
+        if self._capture_stop.is_set():
+            self._fail(part, Reason.SHUTDOWN, "station is stopping")
+            return
+        if self.source.state != "ok":
+            self._fail(part, Reason.SOURCE_LOST, f"source {self.source.state}: {self.source.detail}")
+            return
+        with self._lock:
+            overflow = len(self._pending) >= self.cfg.trigger.max_pending
+            if not overflow:
+                self._pending.append(part)
+        if overflow:
+            self.metrics.drop("trigger_overflow")
+            self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
+
+    # -- capture thread ---------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        while not self._capture_stop.is_set():
+            frame = self.source.next(self._capture_stop)
+            if frame is None:
+                if self.source.state == "ended":
+                    self.source_ended.set()
+                    self._capture_stop.wait()
+                continue
+            self.metrics.frames.inc()
+            self.last_frame_mono = frame.t_capture_mono
+            part = self._part_for(frame)
+            if part is None:
+                continue
+            part.frame = frame
+            t0 = time.monotonic()
+            try:
+                if frame.image is None:
+                    raise FrameError(frame.error or "unreadable frame")
+                part.input = preprocess(frame.image, self.spec)
+            except FrameError as exc:
+                self.metrics.drop("unreadable_frame")
+                self._fail(part, Reason.UNREADABLE_FRAME, f"{frame.origin}: {exc}")
+                continue
+            part.t_preprocessed_mono = time.monotonic()
+            self.metrics.stage.labels(stage="preprocess").observe(part.t_preprocessed_mono - t0)
+            try:
+                self._queue.put_nowait(part)
+            except queue.Full:
+                self.metrics.drop("queue_overflow")
+                self._fail(part, Reason.OVERFLOW, "classifier queue full")
+
+    def _part_for(self, frame: Frame) -> Part | None:
+        if self.mode != "mqtt":  # free-run and hardware-triggered camera: each frame is a part
+            return self._register(f"{self.station_id}-{self._run_id}-{frame.index}", frame.t_capture, None)
+        with self._lock:
+            while self._pending:
+                part = self._pending[0]
+                if part.seq not in self._inflight:  # timed out while waiting
+                    self._pending.popleft()
+                    continue
+                if frame.t_capture_mono < part.t_trigger_mono:
+                    break  # this frame was taken before the trigger arrived
+                return self._pending.popleft()
+        self.metrics.frames_unused.inc()
+        return None
+
+    # -- classifier thread ---------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        max_batch = self.classifier.max_batch
+        while True:
+            try:
+                first = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._stopping.is_set() and self._queue.empty():
+                    break
+                continue
+            batch = [first]
+            while len(batch) < max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            with self._lock:
+                live = [p for p in batch if p.seq in self._inflight]
+            if live:
+                self._classify(live)
+        self._infer_done.set()
+
+    def _classify(self, parts: list[Part]) -> None:
+        buf = self.classifier.buffer(len(parts))
+        for i, part in enumerate(parts):
+            buf[i] = part.input
+        t0 = time.monotonic()
+        for part in parts:
+            self.metrics.stage.labels(stage="queue").observe(t0 - part.t_preprocessed_mono)
+        try:
+            probs = self.classifier.run(buf)
+        except ModelRunError as exc:
+            log.error("model failed on a batch of %d: %s", len(parts), exc)
+            for part in parts:
+                self._fail(part, Reason.ERROR, f"model error: {exc}")
+            return
+        t1 = time.monotonic()
+        self.metrics.stage.labels(stage="inference").observe(t1 - t0)
+        self.metrics.batch.observe(len(parts))
+        for part, row in zip(parts, probs):
+            d = self.decider.decide(row)
+            self._finish(part, d.result, d.reason, d.label, d.scores)
+        self.metrics.stage.labels(stage="decide_publish").observe(time.monotonic() - t1)
+
+    # -- deadline watchdog -------------------------------------------------------------------------
+    def _watchdog_loop(self) -> None:
+        margin = self.cfg.part.timeout_margin_ms / 1000.0
+        while not (self._stopping.is_set() and self._infer_done.is_set()):
+            due: list[Part] = []
+            now = time.monotonic()
+            with self._lock:
+                while self._deadlines and self._deadlines[0][0] - margin <= now:
+                    _, seq = heapq.heappop(self._deadlines)
+                    part = self._inflight.get(seq)
+                    if part is not None:
+                        due.append(part)
+                wait = self._deadlines[0][0] - margin - now if self._deadlines else 0.05
+            for part in due:
+                self._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
+            time.sleep(min(max(wait, 0.001), 0.05))
+
+    # -- convenience -----------------------------------------------------------------------------
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no part is in flight and the outbox is empty."""
+        end = time.monotonic() + timeout
+        while True:
+            if not self.in_flight() and not self.publisher.pending():
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)

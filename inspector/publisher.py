@@ -1,0 +1,326 @@
+"""MQTT: verdicts out (QoS 1, never retained, never late), status out (retained, last-will), triggers in.
+
+paho-mqtt keeps its own queue of unacknowledged messages and replays it after a
+reconnect, however stale. We don't let it: every connection gets a fresh paho client
+with automatic reconnection off, and the outbox is ours. While the broker is away,
+verdicts wait in a bounded outbox; after reconnect each is sent only while its part's
+deadline has not passed. Expired verdicts are counted and logged, never sent. A verdict
+in flight when the connection dropped (no PUBACK) goes back to the outbox under the
+same rule; the gate treats a duplicate part id as the same verdict.
+
+Under MQTT 5 each verdict carries a message expiry interval: the whole seconds left
+until its deadline, rounded up (the protocol's resolution), so the broker does not
+deliver it much later either; the gate enforces the exact deadline itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import MqttSection
+from .metrics import Metrics
+from .records import Verdict
+
+log = logging.getLogger(__name__)
+CONTRACT_VERSION = 1
+
+
+def verdict_payload(v: Verdict, station: str) -> dict:
+    """The verdict message (see docs/contract.md)."""
+    return {
+        "schema": CONTRACT_VERSION,
+        "station": station,
+        "part_id": v.part_id,
+        "seq": v.seq,
+        "result": v.result,
+        "reason": v.reason.value,
+        "class": v.label,
+        "scores": {k: round(s, 6) for k, s in v.scores.items()},
+        "threshold": v.thresholds,
+        "model_id": v.model_id,
+        "t_trigger": v.t_trigger,
+        "t_capture": v.t_capture,
+        "t_verdict": v.t_verdict,
+        "deadline": v.deadline,
+        "latency_ms": {k: round(x, 3) for k, x in v.latency_ms.items()},
+        "detail": v.detail,
+        "frame": v.frame,
+    }
+
+
+@dataclass
+class _Item:
+    verdict: Verdict
+    payload: bytes
+
+
+class Publisher:
+    """Owns the broker connection. Thread-safe ``publish``; runs its own thread."""
+
+    def __init__(self, cfg: MqttSection, station: str, topics: dict[str, str], metrics: Metrics,
+                 status: Callable[[], dict], on_trigger: Callable[[bytes], None] | None = None,
+                 client_id: str | None = None) -> None:
+        self.cfg = cfg
+        self.client_id = client_id or f"inspector-{station}"
+        self.station = station
+        self.topics = topics
+        self.metrics = metrics
+        self.status = status
+        self.on_trigger = on_trigger
+        self.protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        self._outbox: collections.deque[_Item] = collections.deque()
+        self._inflight: dict[tuple[int, int], _Item] = {}
+        self._acked_early: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._status_dirty = False
+        self._stopping = threading.Event()
+        self._client: mqtt.Client | None = None
+        self._generation = 0
+        self.connected = threading.Event()
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    # -- public ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, verdict: Verdict) -> None:
+        payload = json.dumps(verdict_payload(verdict, self.station), separators=(",", ":")).encode()
+        with self._wake:
+            if len(self._outbox) >= self.cfg.outbox_size:
+                dropped = self._outbox.popleft()
+                self.metrics.drop("outbox_overflow")
+                log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
+            self._outbox.append(_Item(verdict, payload))
+            self.metrics.outbox.set(len(self._outbox))
+            self._wake.notify()
+
+    def status_changed(self) -> None:
+        with self._wake:
+            self._status_dirty = True
+            self._wake.notify()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._outbox) + len(self._inflight)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Send what is still valid, publish status offline, disconnect."""
+        end = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < end and self.connected.is_set():
+            time.sleep(0.01)
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify()
+        self._thread.join(timeout=max(0.5, end - time.monotonic() + 1.0))
+        client = self._client
+        if client is not None and self.connected.is_set():
+            offline = dict(self.status(), state="offline")
+            try:
+                info = client.publish(self.topics["status"], json.dumps(offline), qos=1, retain=True)
+                info.wait_for_publish(timeout=1.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("could not publish offline status: %s", exc)
+            client.disconnect()
+            client.loop_stop()
+        self.connected.clear()
+
+    # -- connection management ---------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopping.is_set():
+            if not self.connected.is_set():
+                self._drop_client()
+                if self._connect():
+                    backoff = 0.05
+                else:
+                    self._expire_outbox()
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            self._drain()
+
+    def _new_client(self) -> mqtt.Client:
+        gen = self._generation = self._generation + 1
+        kwargs = dict(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                      client_id=self.client_id, protocol=self.protocol,
+                      reconnect_on_failure=False)
+        if self.protocol == mqtt.MQTTv311:
+            kwargs["clean_session"] = True
+        client = mqtt.Client(**kwargs)
+        offline = json.dumps(dict(self.status(), state="offline", detail="connection lost"))
+        client.will_set(self.topics["status"], offline, qos=1, retain=True)
+        password = self.cfg.resolved_password()
+        if self.cfg.username or password:
+            client.username_pw_set(self.cfg.username, password)
+        if self.cfg.tls is not None:
+            t = self.cfg.tls
+            client.tls_set(ca_certs=str(t.ca) if t.ca else None,
+                           certfile=str(t.cert) if t.cert else None,
+                           keyfile=str(t.key) if t.key else None,
+                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(t.insecure)
+        client.max_inflight_messages_set(100)
+        client.on_connect = lambda c, u, f, rc, p=None: self._on_connect(gen, rc)
+        client.on_disconnect = lambda c, u, f, rc, p=None: self._on_disconnect(gen, rc)
+        client.on_publish = lambda c, u, mid, rc=None, p=None: self._on_publish(gen, mid)
+        client.on_message = lambda c, u, msg: self._on_message(msg)
+        return client
+
+    def _connect(self) -> bool:
+        client = self._new_client()
+        self._connack = threading.Event()
+        self._connack_rc = None
+        try:
+            if self.protocol == mqtt.MQTTv5:
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=True)
+            else:
+                client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._connect_failed(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
+            return False
+        client.loop_start()
+        if not self._connack.wait(self.cfg.connect_timeout_s):
+            client.loop_stop()
+            self._connect_failed(f"no CONNACK from {self.cfg.host}:{self.cfg.port}")
+            return False
+        rc = self._connack_rc
+        if rc is None or rc.is_failure:
+            client.loop_stop()
+            self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}")
+            return False
+        self._client = client
+        if self.on_trigger is not None:
+            client.subscribe(self.topics["trigger"], qos=1)
+        self.connected.set()
+        self.metrics.mqtt_connected.set(1)
+        if self.last_error:
+            self.metrics.reconnects.inc()
+            log.info("reconnected to broker %s:%s", self.cfg.host, self.cfg.port)
+        else:
+            log.info("connected to broker %s:%s (MQTT %s)", self.cfg.host, self.cfg.port, self.cfg.protocol)
+        self.last_error = ""
+        self._publish_status(client)
+        return True
+
+    def _connect_failed(self, why: str) -> None:
+        if why != self.last_error:
+            log.warning("%s", why)
+        self.last_error = why
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.loop_stop()
+        with self._lock:  # verdicts without PUBACK go back to the outbox, oldest first
+            stale = sorted(self._inflight.values(), key=lambda i: i.verdict.seq, reverse=True)
+            self._inflight.clear()
+            self._acked_early.clear()
+            for item in stale:
+                self._outbox.appendleft(item)
+
+    # -- paho callbacks (paho's thread) ------------------------------------------------------------
+    def _on_connect(self, gen: int, rc) -> None:
+        if gen == self._generation:
+            self._connack_rc = rc
+            self._connack.set()
+
+    def _on_disconnect(self, gen: int, rc) -> None:
+        if gen != self._generation:
+            return
+        if self.connected.is_set() and not self._stopping.is_set():
+            self.last_error = f"connection lost ({rc})"
+            log.warning("broker connection lost (%s)", rc)
+        self.connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        with self._wake:
+            self._wake.notify()
+
+    def _on_publish(self, gen: int, mid: int) -> None:
+        with self._lock:
+            item = self._inflight.pop((gen, mid), None)
+            if item is None:
+                self._acked_early.add((gen, mid))
+                return
+        self.metrics.published(item.verdict)
+
+    def _on_message(self, msg) -> None:
+        if self.on_trigger is None:
+            return
+        try:
+            self.on_trigger(msg.payload)
+        except Exception:  # a bad trigger must never take down the MQTT thread
+            log.exception("trigger handler failed")
+
+    # -- sending (our thread) ------------------------------------------------------------------
+    def _publish_status(self, client: mqtt.Client) -> None:
+        with self._lock:
+            self._status_dirty = False
+        client.publish(self.topics["status"], json.dumps(self.status()), qos=1, retain=True)
+
+    def _expire_outbox(self) -> None:
+        now = time.time()
+        with self._lock:
+            keep = collections.deque(i for i in self._outbox if i.verdict.deadline > now)
+            expired = len(self._outbox) - len(keep)
+            self._outbox = keep
+        for _ in range(expired):
+            self.metrics.drop("verdict_expired")
+        if expired:
+            log.warning("%d verdicts expired in the outbox while the broker was away", expired)
+        self.metrics.outbox.set(len(keep))
+
+    def _drain(self) -> None:
+        client = self._client
+        with self._wake:
+            if not self._outbox and not self._status_dirty and not self._stopping.is_set():
+                self._wake.wait(0.2)
+            status_dirty = self._status_dirty
+        if status_dirty and client is not None:
+            self._publish_status(client)
+        while self.connected.is_set() and client is not None:
+            with self._lock:
+                if not self._outbox:
+                    break
+                item = self._outbox.popleft()
+                self.metrics.outbox.set(len(self._outbox))
+            remaining = item.verdict.deadline - time.time()
+            if remaining <= 0:
+                self.metrics.drop("verdict_expired")
+                log.warning("verdict for part %r expired before it could be sent (%.0f ms late)",
+                            item.verdict.part_id, -remaining * 1000)
+                continue
+            props = None
+            if self.protocol == mqtt.MQTTv5:
+                props = Properties(PacketTypes.PUBLISH)
+                props.MessageExpiryInterval = max(1, math.ceil(remaining))
+            info = client.publish(self.topics["verdict"], item.payload, qos=1, retain=False,
+                                  properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                with self._lock:
+                    self._outbox.appendleft(item)
+                break
+            key = (self._generation, info.mid)
+            with self._lock:
+                if key in self._acked_early:
+                    self._acked_early.discard(key)
+                    acked = True
+                else:
+                    self._inflight[key] = item
+                    acked = False
+            if acked:
+                self.metrics.published(item.verdict)

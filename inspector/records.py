@@ -1,0 +1,75 @@
+"""Small typed records that flow between the pipeline stages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Reason(str, enum.Enum):
+    """Why a part got its verdict. ``ok`` is the only reason that goes with ``pass``."""
+
+    OK = "ok"
+    DEFECT = "defect"
+    UNCERTAIN = "uncertain"
+    ERROR = "error"  # the model raised or returned garbage
+    TIMEOUT = "timeout"  # no verdict could be made before the part's deadline
+    SOURCE_LOST = "source_lost"  # the camera or replay source is gone
+    UNREADABLE_FRAME = "unreadable_frame"  # a frame that could not be decoded or preprocessed
+    OVERFLOW = "overflow"  # a queue was full; the part was not inspected
+    SHUTDOWN = "shutdown"  # the station stopped before the part was inspected
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image. ``image`` is None when the frame could not be read."""
+
+    image: np.ndarray | None
+    t_capture: float  # Unix seconds
+    t_capture_mono: float  # monotonic seconds
+    index: int  # running frame number of the source
+    origin: str = ""  # file name, URL or device index, for the recorder and logs
+    error: str = ""  # why image is None
+
+
+@dataclass(slots=True)
+class Part:
+    """One physical part on the line, from trigger to verdict."""
+
+    part_id: str
+    seq: int
+    t_trigger: float  # Unix seconds, verbatim from the trigger when it carried one
+    t_trigger_mono: float
+    deadline: float  # Unix seconds
+    deadline_mono: float
+    frame: Frame | None = None
+    t_preprocessed_mono: float | None = None
+    input: np.ndarray | None = None  # model input (uint8), filled by preprocessing
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one answer a part gets."""
+
+    part_id: str
+    seq: int
+    result: str  # "pass" | "fail"
+    reason: Reason
+    label: str | None  # the class the model chose, None when it did not run
+    scores: dict[str, float]
+    thresholds: dict[str, float]
+    model_id: str
+    t_trigger: float
+    t_capture: float | None
+    t_verdict: float
+    deadline: float
+    deadline_mono: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+    frame: str = ""  # where the image came from (file name, device), for traceability
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "pass"

@@ -1,0 +1,347 @@
+"""Frame sources, chosen by the config's ``source.type``.
+
+| type     | what                                                        |
+| -------- | ----------------------------------------------------------- |
+| device   | an OpenCV camera index (USB/V4L2)                           |
+| url      | an RTSP/HTTP URL (FFmpeg) or a GStreamer pipeline string    |
+| video    | a video file, optionally looped and paced                   |
+| folder   | a folder of images replayed at a set rate, looped or not    |
+
+A source only opens and reads; ``SourceRunner`` (in the capture thread) reopens a lost
+source with exponential backoff and reports its state. PyPI's OpenCV wheels have FFmpeg
+but not GStreamer: a GStreamer pipeline needs an OpenCV built with it (see
+``deploy/README.md``); ``url`` sources say so clearly when it is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+from .records import Frame
+from .schema import setting
+
+log = logging.getLogger(__name__)
+
+SOURCE_TYPES: dict[str, type] = {}
+_IMPLEMENTATIONS: dict[type, type] = {}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def register(name: str, config_cls: type):
+    """Class decorator: make ``source.type: NAME`` build this source from ``config_cls``."""
+
+    def wrap(cls):
+        SOURCE_TYPES[name] = config_cls
+        _IMPLEMENTATIONS[config_cls] = cls
+        return cls
+
+    return wrap
+
+
+class SourceLost(Exception):
+    """The source stopped delivering frames; the runner will reopen it."""
+
+
+class SourceEnded(Exception):
+    """A finite source (non-looping file or folder) has delivered its last frame."""
+
+
+class FrameSource:
+    """Base class: ``open`` may raise SourceError; ``read`` returns a Frame or raises."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.index = 0
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> Frame:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def _frame(self, image: np.ndarray | None, origin: str, error: str = "") -> Frame:
+        self.index += 1
+        return Frame(image=image, t_capture=time.time(), t_capture_mono=time.monotonic(),
+                     index=self.index, origin=origin, error=error)
+
+
+class _Pacer:
+    """Sleeps so that frames come at ``rate`` per second (0: as fast as possible)."""
+
+    def __init__(self, rate: float) -> None:
+        self.period = 1.0 / rate if rate > 0 else 0.0
+        self.next = time.monotonic()
+
+    def wait(self, stop_at: float | None = None) -> None:
+        if not self.period:
+            return
+        now = time.monotonic()
+        if self.next > now:
+            time.sleep(self.next - now)
+            self.next += self.period
+        else:  # running late: don't try to catch up with a burst
+            self.next = now + self.period
+
+
+# -- folder replay --------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class FolderSourceConfig:
+    type: Literal["folder"] = "folder"
+    path: Path = setting(help="folder of images (.png .jpg .bmp .tif), replayed in name order")
+    rate_fps: float = setting(10.0, "frames per second (0: as fast as they can be read)")
+    loop: bool = setting(True, "start again after the last image")
+    recursive: bool = setting(False, "include images in sub-folders")
+
+    def problems(self):
+        if self.rate_fps < 0:
+            yield "rate_fps", "must be 0 or more"
+
+
+@register("folder", FolderSourceConfig)
+class FolderSource(FrameSource):
+    def open(self) -> None:
+        root = self.cfg.path
+        if not root.is_dir():
+            raise SourceError(f"image folder not found: {root}")
+        pattern = "**/*" if self.cfg.recursive else "*"
+        self.files = sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise SourceError(f"no images (.png .jpg .bmp .tif) in {root}")
+        self.pos = 0
+        self.pacer = _Pacer(self.cfg.rate_fps)
+
+    def read(self) -> Frame:
+        if self.pos >= len(self.files):
+            if not self.cfg.loop:
+                raise SourceEnded(str(self.cfg.path))
+            self.pos = 0
+        path = self.files[self.pos]
+        self.pos += 1
+        self.pacer.wait()
+        if not self.cfg.path.is_dir():
+            raise SourceLost(f"image folder disappeared: {self.cfg.path}")
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None or image.size == 0:
+            return self._frame(None, path.name, f"cannot decode image {path.name}")
+        return self._frame(image, path.name)
+
+    def describe(self) -> str:
+        return f"folder {self.cfg.path}"
+
+
+# -- OpenCV VideoCapture: camera index, URL / GStreamer pipeline, video file ----------------
+class _CaptureSource(FrameSource):
+    """Shared read loop for everything cv2.VideoCapture opens."""
+
+    backend = cv2.CAP_ANY
+    target: str | int = ""
+
+    def open(self) -> None:
+        self.cap = cv2.VideoCapture(self.target, self.backend)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(f"cannot open {self.describe()}")
+        self._configure()
+        self.pacer = _Pacer(getattr(self.cfg, "rate_fps", 0.0) or 0.0)
+
+    def _configure(self) -> None:
+        pass
+
+    def read(self) -> Frame:
+        self.pacer.wait()
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            return self._end_of_stream()
+        return self._frame(image, str(self.target))
+
+    def _end_of_stream(self) -> Frame:
+        raise SourceLost(f"{self.describe()} stopped delivering frames")
+
+    def close(self) -> None:
+        cap = getattr(self, "cap", None)
+        if cap is not None:
+            cap.release()
+
+    def describe(self) -> str:
+        return f"{self.cfg.type} {self.target}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSourceConfig:
+    type: Literal["device"] = "device"
+    index: int = setting(0, "OpenCV camera index (/dev/videoN)")
+    width: int | None = setting(None, "requested frame width")
+    height: int | None = setting(None, "requested frame height")
+    fps: float | None = setting(None, "requested frame rate")
+    fourcc: str | None = setting(None, "requested pixel format, e.g. MJPG")
+
+
+@register("device", DeviceSourceConfig)
+class DeviceSource(_CaptureSource):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.target = cfg.index
+
+    def _configure(self) -> None:
+        if self.cfg.fourcc:
+            self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.cfg.fourcc[:4]))
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width),
+                            (cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height),
+                            (cv2.CAP_PROP_FPS, self.cfg.fps)):
+            if value:
+                self.cap.set(prop, value)
+        self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # freshest frame, not a stale buffered one
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlSourceConfig:
+    type: Literal["url"] = "url"
+    url: str | None = setting(None, "rtsp://, http:// or file URL opened through FFmpeg")
+    pipeline: str | None = setting(None, "GStreamer pipeline ending in appsink (GigE, RTSP)")
+
+    def problems(self):
+        if bool(self.url) == bool(self.pipeline):
+            yield "url", "give exactly one of url or pipeline"
+
+
+def gstreamer_available() -> bool:
+    info = cv2.getBuildInformation()
+    for line in info.splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+@register("url", UrlSourceConfig)
+class UrlSource(_CaptureSource):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if cfg.pipeline:
+            self.target, self.backend = cfg.pipeline, cv2.CAP_GSTREAMER
+        else:
+            self.target, self.backend = cfg.url, cv2.CAP_FFMPEG
+
+    def open(self) -> None:
+        if self.backend == cv2.CAP_GSTREAMER and not gstreamer_available():
+            raise SourceError(
+                "this OpenCV has no GStreamer support (PyPI wheels don't); install the "
+                "distribution's python3-opencv with gstreamer1.0-plugins, see deploy/README.md")
+        super().open()
+
+    def describe(self) -> str:
+        return "GStreamer pipeline" if self.cfg.pipeline else f"stream {self.cfg.url}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoSourceConfig:
+    type: Literal["video"] = "video"
+    path: Path = setting(help="video file")
+    loop: bool = setting(False, "start again at the end")
+    rate_fps: float = setting(0.0, "frames per second (0: as fast as they decode)")
+
+
+@register("video", VideoSourceConfig)
+class VideoSource(_CaptureSource):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.target = str(cfg.path)
+
+    def open(self) -> None:
+        if not self.cfg.path.is_file():
+            raise SourceError(f"video file not found: {self.cfg.path}")
+        super().open()
+
+    def _end_of_stream(self) -> Frame:
+        if self.cfg.loop and self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            ok, image = self.cap.read()
+            if ok:
+                return self._frame(image, self.target)
+        raise SourceEnded(self.target)
+
+
+def make_source(cfg) -> FrameSource:
+    """Build the source a ``source:`` config section describes."""
+    return _IMPLEMENTATIONS[type(cfg)](cfg)
+
+
+class SourceRunner:
+    """Keeps a source open: reopens it with exponential backoff and reports its state.
+
+    States: ``starting``, ``ok``, ``reconnecting``, ``ended``, ``stopped``.
+    """
+
+    def __init__(self, source: FrameSource, initial_backoff_s: float = 0.2,
+                 max_backoff_s: float = 5.0, on_state=None) -> None:
+        self.source = source
+        self.on_state = on_state or (lambda state, detail: None)
+        self.state = "starting"
+        self.detail = ""
+        self.initial = initial_backoff_s
+        self.max = max_backoff_s
+        self.backoff = initial_backoff_s
+        self.reopens = 0
+        self._open = False
+
+    def next(self, stop) -> Frame | None:
+        """The next frame, or None when stopping or after the source ended.
+
+        ``stop`` is a threading.Event. Blocks while the source is being reopened;
+        ``on_state(state, detail)`` is called on every change of state.
+        """
+        while not stop.is_set():
+            if not self._open:
+                try:
+                    self.source.open()
+                except SourceError as exc:
+                    self._lost(str(exc))
+                    stop.wait(self.backoff)
+                    self.backoff = min(self.backoff * 2, self.max)
+                    continue
+                if self.state != "starting":
+                    self.reopens += 1
+                    log.info("source reopened: %s", self.source.describe())
+                self._open = True
+                self._set("ok", "")
+                self.backoff = self.initial
+            try:
+                return self.source.read()
+            except SourceEnded:
+                self.source.close()
+                self._open = False
+                self._set("ended", "end of replay")
+                return None
+            except (SourceLost, OSError, cv2.error) as exc:
+                self.source.close()
+                self._open = False
+                self._lost(str(exc))
+        return None
+
+    def _lost(self, why: str) -> None:
+        if self.state != "reconnecting" or why != self.detail:
+            log.warning("source lost (%s); retrying in %.1f s", why, self.backoff)
+        self._set("reconnecting", why)
+
+    def _set(self, state: str, detail: str) -> None:
+        changed = state != self.state
+        self.state, self.detail = state, detail
+        if changed:
+            self.on_state(state, detail)
+
+    def close(self) -> None:
+        self.source.close()
+        self._open = False
+        self.state = "stopped"
