@@ -41,17 +41,23 @@ class Mosquitto:
 
     protocol = "5"
 
-    def __init__(self, port: int | None = None, binary: str | None = None,
-                 persistence: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, binary: str | None = None, persistence: bool = False
+    ) -> None:
         self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self.conf = self._dir / "mosquitto.conf"
-        persist = (f"persistence true\npersistence_location {self._dir}/\n" if persistence
-                   else "persistence false\n")
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"{persist}max_queued_messages 10000\n")
+        persist = (
+            f"persistence true\npersistence_location {self._dir}/\n"
+            if persistence
+            else "persistence false\n"
+        )
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"{persist}max_queued_messages 10000\n"
+        )
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -60,8 +66,9 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         log_file = open(self._dir / "mosquitto.log", "ab")  # noqa: SIM115 (kept open with the process)
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log_file,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=log_file, stderr=subprocess.STDOUT
+        )
         if not wait_for_port(self.host, self.port):
             self.stop()
             raise RuntimeError(f"mosquitto did not start on port {self.port}")
@@ -108,7 +115,9 @@ class Amqtt:
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # port probes look like bad clients
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         self._thread.start()
 

@@ -25,8 +25,10 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
         clf = Classifier(cfg.model, roi=cfg.preprocess.roi)
     except InspectorError as exc:
         return problems + exc.problems, notes
-    notes.append(f"model {clf.model_id}: input {list(clf.spec.shape)} {clf.spec.color}, "
-                 f"classes {clf.classes}, providers {clf.providers}")
+    notes.append(
+        f"model {clf.model_id}: input {list(clf.spec.shape)} {clf.spec.color}, "
+        f"classes {clf.classes}, providers {clf.providers}"
+    )
     problems += check_model_fits(cfg, clf)
     problems += _check_source(cfg, clf, notes)
     return problems, notes

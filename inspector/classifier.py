@@ -57,23 +57,33 @@ class Classifier:
             if name in available:
                 wanted.append((name, {k: str(v) for k, v in p.options.items()}))
             else:
-                log.warning("execution provider %s is not available in this onnxruntime build", name)
+                log.warning(
+                    "execution provider %s is not available in this onnxruntime build", name
+                )
         if not wanted:
-            raise ModelError(f"model.providers: none of {[p.type for p in cfg.providers]} is available "
-                             f"(available: {available})")
+            raise ModelError(
+                f"model.providers: none of {[p.type for p in cfg.providers]} is available "
+                f"(available: {available})"
+            )
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types for bad files
-            raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from None
+            raise ModelError(
+                f"model.path: cannot load {path}: {str(exc).splitlines()[0]}"
+            ) from None
         self.providers = self.session.get_providers()
         log.info("model %s runs on %s", path.name, ", ".join(self.providers))
         if cfg.require_gpu and not GPU_PROVIDERS & set(self.providers):
-            raise ModelError(f"model.require_gpu: no GPU provider is active (active: {self.providers})")
+            raise ModelError(
+                f"model.require_gpu: no GPU provider is active (active: {self.providers})"
+            )
 
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if text is None:
-            raise ModelError(f"model.path: {path} has no '{METADATA_KEY}' metadata; export it with "
-                             "'inspector export' or embed a manifest")
+            raise ModelError(
+                f"model.path: {path} has no '{METADATA_KEY}' metadata; export it with "
+                "'inspector export' or embed a manifest"
+            )
         self.manifest: Manifest = parse(text, path, file_digest(path))
         self.spec: PreprocessSpec = self.manifest.preprocess_spec(roi=roi, remap=remap)
         self.model_id = self.manifest.model_id
@@ -86,16 +96,22 @@ class Classifier:
         inputs = {i.name: i for i in self.session.get_inputs()}
         name = self.manifest.input_name
         if name not in inputs:
-            raise ModelError(f"model.path: manifest input {name!r} is not an input of {path.name} "
-                             f"(inputs: {list(inputs)})")
+            raise ModelError(
+                f"model.path: manifest input {name!r} is not an input of {path.name} "
+                f"(inputs: {list(inputs)})"
+            )
         inp = inputs[name]
         if inp.type != "tensor(uint8)":
-            raise ModelError(f"model.path: input {name!r} is {inp.type}; the line feeds raw uint8 pixels")
+            raise ModelError(
+                f"model.path: input {name!r} is {inp.type}; the line feeds raw uint8 pixels"
+            )
         shape = list(inp.shape)
         want = list(self.spec.shape)
         if len(shape) != 4 or [s if isinstance(s, int) else None for s in shape[1:]] != want:
-            raise ModelError(f"model.path: input shape {shape} does not match the manifest's "
-                             f"preprocessing (expected [batch, {want[0]}, {want[1]}, {want[2]}])")
+            raise ModelError(
+                f"model.path: input shape {shape} does not match the manifest's "
+                f"preprocessing (expected [batch, {want[0]}, {want[1]}, {want[2]}])"
+            )
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
         outputs = self.session.get_outputs()
         self.output_name = self.manifest.data["output"].get("name") or outputs[0].name
@@ -104,8 +120,10 @@ class Classifier:
             raise ModelError(f"model.path: output {self.output_name!r} not found in {path.name}")
         width = 1 if self.manifest.output_kind == "sigmoid" else len(self.classes)
         if len(out.shape) != 2 or (isinstance(out.shape[1], int) and out.shape[1] != width):
-            raise ModelError(f"model.path: output shape {out.shape} does not fit {self.manifest.output_kind} "
-                             f"over {len(self.classes)} classes (expected [batch, {width}])")
+            raise ModelError(
+                f"model.path: output shape {out.shape} does not fit {self.manifest.output_kind} "
+                f"over {len(self.classes)} classes (expected [batch, {width}])"
+            )
 
     def buffer(self, n: int) -> np.ndarray:
         """A preallocated input batch of n images (reused, never reallocated)."""
@@ -119,7 +137,9 @@ class Classifier:
         try:
             out = self.session.run([self.output_name], {self.manifest.input_name: batch})[0]
         except Exception as exc:
-            raise ModelRunError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+            raise ModelRunError(
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ) from exc
         out = np.asarray(out, dtype=np.float64)
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise ModelRunError(f"model returned shape {out.shape} for a batch of {len(batch)}")

@@ -70,14 +70,24 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import prepare, run_demo
 
+    if args.prepare:
+        truth = prepare(args.prepare, parts=args.parts)
+        print(
+            f"demo: wrote {len(truth)} parts to {args.prepare}/parts and the model to "
+            f"{args.prepare}/model/contrast-demo.onnx"
+        )
+        return 0
     return run_demo(parts=args.parts, rate=args.rate, broker=args.broker, keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inspector", description="Defect Inspector: line-side "
-                                "visual defect inspection with a fail-safe MQTT verdict per part.")
+    p = argparse.ArgumentParser(
+        prog="inspector",
+        description="Defect Inspector: line-side "
+        "visual defect inspection with a fail-safe MQTT verdict per part.",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
@@ -88,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a station until SIGTERM/SIGINT")
     r.add_argument("config", type=Path)
-    r.add_argument("--exit-at-end", action="store_true",
-                   help="stop when a non-looping replay source has delivered its last frame")
+    r.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        help="stop when a non-looping replay source has delivered its last frame",
+    )
     r.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
@@ -97,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=15.0, help="parts per second")
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
+    d.add_argument(
+        "--prepare",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only write the demo model and parts into DIR (for deploy/examples)",
+    )
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -36,8 +36,10 @@ class StationSection:
 @dataclass(frozen=True, kw_only=True)
 class TriggerSection:
     type: Literal["free-run", "mqtt", "camera"] = setting(
-        "free-run", "free-run: each frame is a part; mqtt: a trigger message names the part; "
-        "camera: a hardware-triggered camera, each frame is a part")
+        "free-run",
+        "free-run: each frame is a part; mqtt: a trigger message names the part; "
+        "camera: a hardware-triggered camera, each frame is a part",
+    )
     topic: str | None = setting(None, "trigger topic (default PREFIX/trigger)")
     max_pending: int = setting(64, "triggers waiting for a frame; more are failed with 'overflow'")
     max_payload_bytes: int = setting(4096, "larger trigger payloads are rejected and counted")
@@ -52,7 +54,8 @@ class TriggerSection:
 class PartSection:
     deadline_ms: float = setting(1000.0, "time from trigger (or capture) to the part's deadline")
     timeout_margin_ms: float = setting(
-        20.0, "a part still without a verdict this long before its deadline fails with 'timeout'")
+        20.0, "a part still without a verdict this long before its deadline fails with 'timeout'"
+    )
 
     def problems(self):
         if self.deadline_ms <= 0:
@@ -63,13 +66,24 @@ class PartSection:
 
 @dataclass(frozen=True, kw_only=True)
 class PreprocessSection:
-    roi: list[int] | None = setting(None, "region of interest [x, y, width, height] in the camera frame")
-    size: list[int] | None = setting(None, "expected model input [width, height]; must match the model")
-    color: Literal["gray", "rgb", "bgr"] | None = setting(None, "expected model colour order; must match")
+    roi: list[int] | None = setting(
+        None, "region of interest [x, y, width, height] in the camera frame"
+    )
+    size: list[int] | None = setting(
+        None, "expected model input [width, height]; must match the model"
+    )
+    color: Literal["gray", "rgb", "bgr"] | None = setting(
+        None, "expected model colour order; must match"
+    )
 
     def problems(self):
-        if self.roi is not None and (len(self.roi) != 4 or min(self.roi[2:]) <= 0 or min(self.roi[:2]) < 0):
-            yield "roi", "must be [x, y, width, height] with x, y >= 0 and positive width and height"
+        if self.roi is not None and (
+            len(self.roi) != 4 or min(self.roi[2:]) <= 0 or min(self.roi[:2]) < 0
+        ):
+            yield (
+                "roi",
+                "must be [x, y, width, height] with x, y >= 0 and positive width and height",
+            )
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             yield "size", "must be [width, height], both positive"
 
@@ -85,13 +99,15 @@ class ModelSection:
     path: Path = setting(help="the model.onnx file (with its embedded manifest)")
     providers: list[ProviderSection] = setting(
         factory=lambda: [ProviderSection(type="cpu")],
-        help="execution providers, in order of preference")
+        help="execution providers, in order of preference",
+    )
     require_gpu: bool = setting(False, "refuse to start when no GPU provider is active")
     max_batch: int = setting(8, "parts waiting together are classified in one batch of up to this")
     warmup_runs: int = setting(3, "inference runs before the station reports online")
     intra_op_threads: int = setting(0, "ONNX Runtime intra-op threads (0: its default)")
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = setting(
-        "all", "ONNX Runtime graph optimisation level")
+        "all", "ONNX Runtime graph optimisation level"
+    )
 
     def problems(self):
         if self.max_batch < 1:
@@ -103,9 +119,11 @@ class ModelSection:
 @dataclass(frozen=True, kw_only=True)
 class DecisionSection:
     thresholds: dict[str, float] = setting(
-        factory=dict, help="per defect class: overrides the manifest's threshold")
+        factory=dict, help="per defect class: overrides the manifest's threshold"
+    )
     uncertainty_margin: float = setting(
-        0.0, "scores within this margin below a threshold fail with reason 'uncertain'")
+        0.0, "scores within this margin below a threshold fail with reason 'uncertain'"
+    )
 
     def problems(self):
         for name, t in self.thresholds.items():
@@ -135,7 +153,9 @@ class MqttSection:
     password_env: str | None = setting(None, "environment variable holding the password")
     password_file: Path | None = setting(None, "file holding the password")
     tls: TlsSection | None = setting(None, "TLS settings; absent means plain TCP")
-    keepalive_s: int = setting(5, "MQTT keepalive; the last-will fires about 1.5x this after a crash")
+    keepalive_s: int = setting(
+        5, "MQTT keepalive; the last-will fires about 1.5x this after a crash"
+    )
     outbox_size: int = setting(1000, "verdicts kept while the broker is away")
     connect_timeout_s: float = setting(5.0, "time to wait for the broker's CONNACK")
     reconnect_max_s: float = setting(2.0, "longest wait between reconnect attempts")
@@ -143,7 +163,10 @@ class MqttSection:
     def problems(self):
         given = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
         if len(given) > 1:
-            yield given[1], f"give only one of password, password_env, password_file (got {', '.join(given)})"
+            yield (
+                given[1],
+                f"give only one of password, password_env, password_file (got {', '.join(given)})",
+            )
         if self.password_env and self.password_env not in os.environ:
             yield "password_env", f"environment variable {self.password_env} is not set"
         if self.password_file and not self.password_file.is_file():
@@ -195,7 +218,9 @@ class LoggingSection:
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineSection:
-    queue_size: int = setting(32, "captured parts waiting for the classifier; more fail with 'overflow'")
+    queue_size: int = setting(
+        32, "captured parts waiting for the classifier; more fail with 'overflow'"
+    )
 
     def problems(self):
         if self.queue_size < 1:

@@ -26,14 +26,20 @@ class Decision:
 
 
 class Decider:
-    def __init__(self, manifest: Manifest, overrides: dict[str, float] | None = None,
-                 uncertainty_margin: float = 0.0) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        overrides: dict[str, float] | None = None,
+        uncertainty_margin: float = 0.0,
+    ) -> None:
         self.classes = manifest.classes
         thresholds = manifest.thresholds
         for name, value in (overrides or {}).items():
             if name not in manifest.defect_classes:
-                raise ConfigError(f"decision.thresholds.{name}: not a defect class of the model "
-                                  f"(defect classes: {', '.join(manifest.defect_classes)})")
+                raise ConfigError(
+                    f"decision.thresholds.{name}: not a defect class of the model "
+                    f"(defect classes: {', '.join(manifest.defect_classes)})"
+                )
             thresholds[name] = float(value)
         self.thresholds = {c: thresholds[c] for c in manifest.defect_classes}
         self.margin = uncertainty_margin
@@ -41,7 +47,7 @@ class Decider:
         self._good_idx = [i for i, c in enumerate(self.classes) if c not in self.thresholds]
 
     def decide(self, probs: np.ndarray) -> Decision:
-        scores = {c: float(p) for c, p in zip(self.classes, probs)}
+        scores = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         worst, worst_excess, near, near_gap = None, -1.0, None, 2.0
         for i, name, t in self._defect_idx:
             s = probs[i]
@@ -53,5 +59,7 @@ class Decider:
             return Decision("fail", Reason.DEFECT, worst, scores)
         if near is not None:
             return Decision("fail", Reason.UNCERTAIN, near, scores)
-        best = max(self._good_idx, key=lambda i: probs[i]) if self._good_idx else int(np.argmax(probs))
+        best = (
+            max(self._good_idx, key=lambda i: probs[i]) if self._good_idx else int(np.argmax(probs))
+        )
         return Decision("pass", Reason.OK, self.classes[best], scores)

@@ -53,31 +53,40 @@ metrics:
 """
 
 
-def run_demo(parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Path | None = None,
-             out=sys.stdout) -> int:
+def prepare(folder: Path, parts: int = 60, seed: int = 7) -> dict[str, bool]:
+    """Write the demo's model (``model/contrast-demo.onnx``) and parts (``parts/``) into folder."""
     try:
         from .modelkit import build_contrast_model, write_parts
     except ImportError:  # pragma: no cover - onnx missing
-        raise InspectorError("the demo builds its model with the onnx package: "
-                             "pip install 'defect-inspector[demo]'") from None
+        raise InspectorError(
+            "the demo builds its model with the onnx package: pip install 'defect-inspector[demo]'"
+        ) from None
+    folder = Path(folder)
+    truth = write_parts(folder / "parts", parts, defect_rate=0.3, seed=seed)
+    build_contrast_model(folder / "model" / "contrast-demo.onnx", size=64)
+    return truth
+
+
+def run_demo(
+    parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Path | None = None, out=None
+) -> int:
     from . import logs
     from .broker import local_broker
     from .config import load_config
     from .pipeline import Station
 
+    out = out or sys.stdout
     logs.setup("WARNING")
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="inspector-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     t_setup = time.monotonic()
-    truth = write_parts(work / "parts", parts, defect_rate=0.3, seed=7)
-    try:
-        build_contrast_model(work / "model" / "contrast-demo.onnx", size=64)
-    except ImportError:
-        raise InspectorError("the demo builds its model with the onnx package: "
-                             "pip install 'defect-inspector[demo]'") from None
+    truth = prepare(work, parts)
     b = local_broker(broker)
-    print(f"demo: {parts} synthetic parts in {work}/parts, broker {type(b).__name__} "
-          f"on {b.host}:{b.port} (MQTT {b.protocol})", file=out)
+    print(
+        f"demo: {parts} synthetic parts in {work}/parts, broker {type(b).__name__} "
+        f"on {b.host}:{b.port} (MQTT {b.protocol})",
+        file=out,
+    )
     (work / "station.yaml").write_text(_config_yaml(work, b.host, b.port, b.protocol, rate))
     cfg = load_config(work / "station.yaml")
 
@@ -91,18 +100,27 @@ def run_demo(parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Pa
         v["_received"] = time.time()
         received.append(v)
         truth_defect = truth.get(v.get("frame", ""), None)
-        mark = "" if truth_defect is None else (
-            "  (correct)" if truth_defect == (v["result"] == "fail") else "  (WRONG)")
+        mark = (
+            ""
+            if truth_defect is None
+            else ("  (correct)" if truth_defect == (v["result"] == "fail") else "  (WRONG)")
+        )
         score = v["scores"].get("defect")
-        print(f"  {v['part_id']:<28} {v['result'].upper():<4} {v['reason']:<16} "
-              f"defect={'-' if score is None else f'{score:.3f}'}  "
-              f"{(v['_received'] - v['t_trigger']) * 1000:6.1f} ms  {v.get('frame', '')}{mark}",
-              file=out, flush=True)
+        print(
+            f"  {v['part_id']:<28} {v['result'].upper():<4} {v['reason']:<16} "
+            f"defect={'-' if score is None else f'{score:.3f}'}  "
+            f"{(v['_received'] - v['t_trigger']) * 1000:6.1f} ms  {v.get('frame', '')}{mark}",
+            file=out,
+            flush=True,
+        )
         if len(received) >= parts:
             got_all.set()
 
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-viewer",
-                      protocol=mqtt.MQTTv5 if b.protocol == "5" else mqtt.MQTTv311)
+    sub = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="demo-viewer",
+        protocol=mqtt.MQTTv5 if b.protocol == "5" else mqtt.MQTTv311,
+    )
     sub.on_message = on_message
     sub.connect(b.host, b.port)
     sub.subscribe(f"{cfg.prefix}/#", qos=1)
@@ -112,8 +130,11 @@ def run_demo(parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Pa
     interrupted = False
     try:
         station.start()
-        print(f"demo: station online (model {station.classifier.model_id} on "
-              f"{', '.join(station.classifier.providers)}); verdicts as the gate sees them:", file=out)
+        print(
+            f"demo: station online (model {station.classifier.model_id} on "
+            f"{', '.join(station.classifier.providers)}); verdicts as the gate sees them:",
+            file=out,
+        )
         while not (station.source_ended.is_set() and station.wait_idle(0)):
             time.sleep(0.05)
         got_all.wait(5)
@@ -127,32 +148,45 @@ def run_demo(parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Pa
         sub.disconnect()
         b.stop()
 
-    ok = _summary(received, truth, station, time.monotonic() - t_setup, out)
+    ok = _summary(received, truth, station, time.monotonic() - t_setup, out, keep)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok or interrupted else 1
 
 
-def _summary(received: list[dict], truth: dict[str, bool], station, seconds: float, out) -> bool:
+def _summary(
+    received: list[dict], truth: dict[str, bool], station, seconds: float, out, keep: Path | None
+) -> bool:
     ids = [v["part_id"] for v in received]
     fails = [v for v in received if v["result"] == "fail"]
     correct = sum(1 for v in received if truth.get(v.get("frame", "")) == (v["result"] == "fail"))
     escapes = sum(1 for v in received if truth.get(v.get("frame", "")) and v["result"] == "pass")
-    lat = np.array([(v["_received"] - v["t_trigger"]) * 1000 for v in received]) if received else None
+    lat = (
+        np.array([(v["_received"] - v["t_trigger"]) * 1000 for v in received]) if received else None
+    )
     m = station.metrics
     print("\ndemo summary", file=out)
     print(f"  parts captured       {int(m.value('inspector_parts_total'))}", file=out)
     print(f"  verdicts received    {len(received)} ({len(set(ids))} distinct part ids)", file=out)
     print(f"  passed / failed      {len(received) - len(fails)} / {len(fails)}", file=out)
-    print(f"  agree with truth     {correct} of {len(received)}; escapes (defect passed): {escapes}",
-          file=out)
+    print(
+        f"  agree with truth     {correct} of {len(received)}; escapes (defect passed): {escapes}",
+        file=out,
+    )
     if lat is not None:
-        print(f"  latency (trigger -> verdict received)  p50 {np.percentile(lat, 50):.1f} ms, "
-              f"p99 {np.percentile(lat, 99):.1f} ms", file=out)
+        print(
+            f"  latency (trigger -> verdict received)  p50 {np.percentile(lat, 50):.1f} ms, "
+            f"p99 {np.percentile(lat, 99):.1f} ms",
+            file=out,
+        )
     drops = {k: v for k, v in m.snapshot().items() if k.startswith("inspector_drops_total") and v}
     print(f"  drops                {drops or 'none'}", file=out)
     if station.recorder:
-        print(f"  images kept for QA   {station.recorder.kept} in {station.recorder.root}", file=out)
+        print(
+            f"  images kept for QA   {station.recorder.kept} in {station.recorder.root}"
+            f"{'' if keep else ' (removed; --keep DIR keeps them)'}",
+            file=out,
+        )
     print(f"  took                 {seconds:.1f} s", file=out)
     expected = int(m.value("inspector_parts_total"))
     return len(received) == expected == len(set(ids)) and expected > 0

@@ -59,9 +59,13 @@ class Manifest:
 
     def preprocess_spec(self, roi=None, remap=None) -> PreprocessSpec:
         p = self.data["preprocess"]
-        return PreprocessSpec(size=(int(p["size"][0]), int(p["size"][1])), color=p["color"],
-                              interpolation=p.get("interpolation", "area"),
-                              roi=tuple(roi) if roi else None, remap=remap)
+        return PreprocessSpec(
+            size=(int(p["size"][0]), int(p["size"][1])),
+            color=p["color"],
+            interpolation=p.get("interpolation", "area"),
+            roi=tuple(roi) if roi else None,
+            remap=remap,
+        )
 
 
 def validate(data: Any, where: str = "manifest") -> list[str]:
@@ -77,8 +81,10 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
         return True
 
     if data.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"{where}: schema_version {data.get('schema_version')!r} is not "
-                        f"{SCHEMA_VERSION} (re-export the model with this version)")
+        problems.append(
+            f"{where}: schema_version {data.get('schema_version')!r} is not "
+            f"{SCHEMA_VERSION} (re-export the model with this version)"
+        )
     if need("classes", list) and need("defect_classes", list):
         classes = data["classes"]
         if len(classes) < 2 or len(set(classes)) != len(classes):
@@ -90,16 +96,24 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
         if not isinstance(data["input"].get("name"), str):
             problems.append(f"{where}: input.name missing")
         if data["input"].get("dtype", "uint8") != "uint8":
-            problems.append(f"{where}: input.dtype must be uint8 (normalisation belongs in the graph)")
+            problems.append(
+                f"{where}: input.dtype must be uint8 (normalisation belongs in the graph)"
+            )
     if need("preprocess", dict):
         p = data["preprocess"]
         size = p.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(s, int) and s > 0 for s in size)
+        ):
             problems.append(f"{where}: preprocess.size must be [width, height]")
         if p.get("color") not in CHANNELS:
             problems.append(f"{where}: preprocess.color must be one of {list(CHANNELS)}")
         if p.get("interpolation", "area") not in INTERPOLATIONS:
-            problems.append(f"{where}: preprocess.interpolation must be one of {list(INTERPOLATIONS)}")
+            problems.append(
+                f"{where}: preprocess.interpolation must be one of {list(INTERPOLATIONS)}"
+            )
     if need("output", dict) and data["output"].get("kind") not in ("softmax", "sigmoid"):
         problems.append(f"{where}: output.kind must be 'softmax' or 'sigmoid'")
     if need("thresholds", dict):
@@ -108,8 +122,12 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
             value = t.get("value") if isinstance(t, dict) else None
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"{where}: thresholds.{name}.value must be a number in [0, 1]")
-    if (isinstance(data.get("output"), dict) and data["output"].get("kind") == "sigmoid"
-            and isinstance(data.get("classes"), list) and len(data["classes"]) != 2):
+    if (
+        isinstance(data.get("output"), dict)
+        and data["output"].get("kind") == "sigmoid"
+        and isinstance(data.get("classes"), list)
+        and len(data["classes"]) != 2
+    ):
         problems.append(f"{where}: a sigmoid output needs exactly two classes (good, defect)")
     return problems
 
@@ -147,8 +165,9 @@ def embed(model_path: Path, manifest: dict[str, Any], write_sidecar: bool = True
     try:
         import onnx
     except ImportError:
-        raise ModelError("writing a manifest needs the onnx package: "
-                         "pip install 'defect-inspector[onnx]'") from None
+        raise ModelError(
+            "writing a manifest needs the onnx package: pip install 'defect-inspector[onnx]'"
+        ) from None
     model = onnx.load(str(model_path))
     text = json.dumps(manifest, sort_keys=True)
     for prop in list(model.metadata_props):

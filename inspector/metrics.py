@@ -30,27 +30,56 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.frames = Counter("inspector_frames", "frames captured", registry=r)
         self.frames_unused = Counter(
-            "inspector_frames_unused", "frames captured while no trigger was waiting", registry=r)
-        self.parts = Counter("inspector_parts", "parts registered (triggered or free-run)", registry=r)
-        self.verdicts = Counter("inspector_verdicts", "verdicts decided", ["result", "reason"], registry=r)
+            "inspector_frames_unused", "frames captured while no trigger was waiting", registry=r
+        )
+        self.parts = Counter(
+            "inspector_parts", "parts registered (triggered or free-run)", registry=r
+        )
+        self.verdicts = Counter(
+            "inspector_verdicts", "verdicts decided", ["result", "reason"], registry=r
+        )
         self.verdicts_sent = Counter(
-            "inspector_verdicts_published", "verdicts acknowledged by the broker", ["result"], registry=r)
+            "inspector_verdicts_published",
+            "verdicts acknowledged by the broker",
+            ["result"],
+            registry=r,
+        )
         self.drops = Counter("inspector_drops", "things dropped, by what", ["what"], registry=r)
         self.triggers = Counter("inspector_triggers", "trigger messages", ["outcome"], registry=r)
         self.reconnects = Counter("inspector_mqtt_reconnects", "broker reconnections", registry=r)
-        self.source_reopens = Counter("inspector_source_reopens", "source reopened after a loss", registry=r)
+        self.source_reopens = Counter(
+            "inspector_source_reopens", "source reopened after a loss", registry=r
+        )
         self.deadline_misses = Counter(
-            "inspector_deadline_misses", "parts whose verdict could not be made in time", registry=r)
-        self.stage = Histogram("inspector_stage_seconds", "time per pipeline stage", ["stage"],
-                               buckets=LATENCY_BUCKETS, registry=r)
-        self.e2e = Histogram("inspector_e2e_seconds", "trigger to verdict handed to MQTT",
-                             buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("inspector_parts_in_flight", "parts waiting for a verdict", registry=r)
+            "inspector_deadline_misses", "parts whose verdict could not be made in time", registry=r
+        )
+        self.stage = Histogram(
+            "inspector_stage_seconds",
+            "time per pipeline stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "inspector_e2e_seconds",
+            "trigger to verdict handed to MQTT",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "inspector_parts_in_flight", "parts waiting for a verdict", registry=r
+        )
         self.outbox = Gauge("inspector_outbox", "verdicts waiting for the broker", registry=r)
         self.mqtt_connected = Gauge("inspector_mqtt_connected", "1 while connected", registry=r)
-        self.source_up = Gauge("inspector_source_up", "1 while the source delivers frames", registry=r)
-        self.batch = Histogram("inspector_batch_size", "parts per inference batch",
-                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.source_up = Gauge(
+            "inspector_source_up", "1 while the source delivers frames", registry=r
+        )
+        self.batch = Histogram(
+            "inspector_batch_size",
+            "parts per inference batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
 
     def drop(self, what: str) -> None:
         self.drops.labels(what=what).inc()
@@ -90,8 +119,9 @@ class Metrics:
 class HttpEndpoint:
     """Serves ``/metrics`` and ``/health`` on a small thread."""
 
-    def __init__(self, metrics: Metrics, health: Callable[[], tuple[bool, dict]],
-                 host: str, port: int) -> None:
+    def __init__(
+        self, metrics: Metrics, health: Callable[[], tuple[bool, dict]], host: str, port: int
+    ) -> None:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -121,8 +151,11 @@ class HttpEndpoint:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics, health on /health",
-                 self.server.server_address[0], self.port)
+        log.info(
+            "metrics on http://%s:%d/metrics, health on /health",
+            self.server.server_address[0],
+            self.port,
+        )
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -19,31 +19,56 @@ import numpy as np
 from .manifest import SCHEMA_VERSION, embed
 
 
-def demo_manifest(size: int, name: str, channels: int = 1, threshold: float = 0.5,
-                  kind: str = "softmax") -> dict:
+def demo_manifest(
+    size: int, name: str, channels: int = 1, threshold: float = 0.5, kind: str = "softmax"
+) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "classes": ["good", "defect"],
         "defect_classes": ["defect"],
-        "input": {"name": "image", "shape": [None, size, size, channels], "dtype": "uint8",
-                  "layout": "NHWC"},
-        "preprocess": {"size": [size, size], "color": "gray" if channels == 1 else "bgr",
-                       "interpolation": "area"},
-        "output": {"name": "scores", "kind": kind,
-                   "meaning": "probability per class (good, defect)" if kind == "softmax"
-                   else "probability that the part is defective"},
-        "thresholds": {"defect": {"value": threshold, "policy": "fixed",
-                                  "metrics": {}, "note": "hand-set for synthetic parts"}},
+        "input": {
+            "name": "image",
+            "shape": [None, size, size, channels],
+            "dtype": "uint8",
+            "layout": "NHWC",
+        },
+        "preprocess": {
+            "size": [size, size],
+            "color": "gray" if channels == 1 else "bgr",
+            "interpolation": "area",
+        },
+        "output": {
+            "name": "scores",
+            "kind": kind,
+            "meaning": "probability per class (good, defect)"
+            if kind == "softmax"
+            else "probability that the part is defective",
+        },
+        "thresholds": {
+            "defect": {
+                "value": threshold,
+                "policy": "fixed",
+                "metrics": {},
+                "note": "hand-set for synthetic parts",
+            }
+        },
         "training": {"method": "hand-built local-contrast detector (inspector.modelkit)"},
     }
 
 
-def build_contrast_model(path: Path, size: int = 64, contrast_at_half: float = 25.0,
-                         slope: float = 0.3, channels: int = 1, name: str = "contrast-demo",
-                         threshold: float = 0.5, kind: str = "softmax",
-                         fixed_batch: int | None = None) -> Path:
+def build_contrast_model(
+    path: Path,
+    size: int = 64,
+    contrast_at_half: float = 25.0,
+    slope: float = 0.3,
+    channels: int = 1,
+    name: str = "contrast-demo",
+    threshold: float = 0.5,
+    kind: str = "softmax",
+    fixed_batch: int | None = None,
+) -> Path:
     """Write the model to ``path`` (with its manifest) and return the path."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -51,8 +76,12 @@ def build_contrast_model(path: Path, size: int = 64, contrast_at_half: float = 2
     k = 5
     big = 1 << 30
     inits = [
-        numpy_helper.from_array(np.full((1, channels, k, k), 1.0 / (k * k * channels), np.float32), "box"),
-        numpy_helper.from_array(np.full((1, channels, 1, 1), 1.0 / channels, np.float32), "chan_mean"),
+        numpy_helper.from_array(
+            np.full((1, channels, k, k), 1.0 / (k * k * channels), np.float32), "box"
+        ),
+        numpy_helper.from_array(
+            np.full((1, channels, 1, 1), 1.0 / channels, np.float32), "chan_mean"
+        ),
         numpy_helper.from_array(np.array([0, 0, 2, 2], np.int64), "crop_start"),
         numpy_helper.from_array(np.array([big, big, size - 2, size - 2], np.int64), "crop_end"),
         numpy_helper.from_array(np.array(slope, np.float32), "slope"),
@@ -77,8 +106,10 @@ def build_contrast_model(path: Path, size: int = 64, contrast_at_half: float = 2
         helper.make_node("Sigmoid", ["z"], ["p_defect"]),
     ]
     if kind == "softmax":
-        nodes += [helper.make_node("Sub", ["one", "p_defect"], ["p_good"]),
-                  helper.make_node("Concat", ["p_good", "p_defect"], ["scores"], axis=1)]
+        nodes += [
+            helper.make_node("Sub", ["one", "p_defect"], ["p_good"]),
+            helper.make_node("Concat", ["p_good", "p_defect"], ["scores"], axis=1),
+        ]
         out_width = 2
     else:
         nodes += [helper.make_node("Identity", ["p_defect"], ["scores"])]
@@ -91,8 +122,9 @@ def build_contrast_model(path: Path, size: int = 64, contrast_at_half: float = 2
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, out_width])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="defect-inspector")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="defect-inspector"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = Path(path)
@@ -102,8 +134,9 @@ def build_contrast_model(path: Path, size: int = 64, contrast_at_half: float = 2
     return path
 
 
-def synthetic_part(rng: np.random.Generator, defect: bool, size: int = 96,
-                   color: bool = False) -> np.ndarray:
+def synthetic_part(
+    rng: np.random.Generator, defect: bool, size: int = 96, color: bool = False
+) -> np.ndarray:
     """A smooth, lightly noisy surface; defective parts carry a dark scratch or spot."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(110, 160)
@@ -124,8 +157,14 @@ def synthetic_part(rng: np.random.Generator, defect: bool, size: int = 96,
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if color else img
 
 
-def write_parts(folder: Path, count: int, defect_rate: float = 0.3, seed: int = 0,
-                size: int = 96, labelled: bool = True) -> dict[str, bool]:
+def write_parts(
+    folder: Path,
+    count: int,
+    defect_rate: float = 0.3,
+    seed: int = 0,
+    size: int = 96,
+    labelled: bool = True,
+) -> dict[str, bool]:
     """Write ``count`` synthetic parts as PNG; returns {file name: is_defect}.
 
     ``labelled`` puts them in ``good/`` and ``defect/`` sub-folders (the layout the

@@ -28,8 +28,8 @@ from .errors import ConfigError
 from .metrics import HttpEndpoint, Metrics
 from .preprocess import FrameError, preprocess
 from .publisher import Publisher
-from .records import Frame, Part, Reason, Verdict
 from .recorder import Recorder
+from .records import Frame, Part, Reason, Verdict
 from .sources import SourceRunner, make_source
 from .triggers import TriggerError, parse_trigger
 
@@ -41,16 +41,22 @@ def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
     problems = []
     spec = classifier.spec
     if cfg.preprocess.size is not None and tuple(cfg.preprocess.size) != spec.size:
-        problems.append(f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
-                        f"size {list(spec.size)} (width, height)")
+        problems.append(
+            f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
+            f"size {list(spec.size)} (width, height)"
+        )
     if cfg.preprocess.color is not None and cfg.preprocess.color != spec.color:
-        problems.append(f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
-                        f"colour order {spec.color!r}")
+        problems.append(
+            f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
+            f"colour order {spec.color!r}"
+        )
     defects = classifier.manifest.defect_classes
     for name in cfg.decision.thresholds:
         if name not in defects:
-            problems.append(f"decision.thresholds.{name}: not a defect class of the model "
-                            f"(defect classes: {', '.join(defects)})")
+            problems.append(
+                f"decision.thresholds.{name}: not a defect class of the model "
+                f"(defect classes: {', '.join(defects)})"
+            )
     return problems
 
 
@@ -64,17 +70,24 @@ class Station:
         problems = check_model_fits(cfg, self.classifier)
         if problems:
             raise ConfigError(*problems)
-        self.decider = Decider(self.classifier.manifest, cfg.decision.thresholds,
-                               cfg.decision.uncertainty_margin)
+        self.decider = Decider(
+            self.classifier.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin
+        )
         self.spec = self.classifier.spec
         self.mode = cfg.trigger.type
         self.station_id = cfg.station.id
         self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
         self.recorder = Recorder(cfg.recorder, self.metrics) if cfg.recorder.enabled else None
         topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger")}
-        self.publisher = Publisher(cfg.mqtt, self.station_id, topics, self.metrics,
-                                   status=self.status_payload, client_id=cfg.client_id,
-                                   on_trigger=self._on_trigger if self.mode == "mqtt" else None)
+        self.publisher = Publisher(
+            cfg.mqtt,
+            self.station_id,
+            topics,
+            self.metrics,
+            status=self.status_payload,
+            client_id=cfg.client_id,
+            on_trigger=self._on_trigger if self.mode == "mqtt" else None,
+        )
         self.http = None
         if cfg.metrics.enabled:
             self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
@@ -109,8 +122,13 @@ class Station:
         self.publisher.start()
         for t in self._threads:
             t.start()
-        log.info("station %s started: model %s, trigger %s, source %s", self.station_id,
-                 self.classifier.model_id, self.mode, self.source.source.describe())
+        log.info(
+            "station %s started: model %s, trigger %s, source %s",
+            self.station_id,
+            self.classifier.model_id,
+            self.mode,
+            self.source.source.describe(),
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop capturing, give every part in flight its verdict, go offline."""
@@ -165,8 +183,10 @@ class Station:
         frames_ok = age is not None and age <= self.cfg.metrics.max_frame_age_s
         broker_ok = self.publisher.connected.is_set()
         return frames_ok and broker_ok and self.ready, {
-            "state": self.state(), "camera": self.source.state,
-            "last_frame_age_s": None if age is None else round(age, 3), "broker_connected": broker_ok,
+            "state": self.state(),
+            "camera": self.source.state,
+            "last_frame_age_s": None if age is None else round(age, 3),
+            "broker_connected": broker_ok,
         }
 
     def _on_source_state(self, state: str, detail: str) -> None:
@@ -183,9 +203,14 @@ class Station:
         now, now_mono = time.time(), time.monotonic()
         if deadline is None:
             deadline = now + self.cfg.part.deadline_ms / 1000.0
-        part = Part(part_id=part_id, seq=next(self._seq), t_trigger=t_trigger or now,
-                    t_trigger_mono=now_mono, deadline=deadline,
-                    deadline_mono=now_mono + (deadline - now))
+        part = Part(
+            part_id=part_id,
+            seq=next(self._seq),
+            t_trigger=t_trigger or now,
+            t_trigger_mono=now_mono,
+            deadline=deadline,
+            deadline_mono=now_mono + (deadline - now),
+        )
         with self._lock:
             self._inflight[part.seq] = part
             heapq.heappush(self._deadlines, (part.deadline_mono, part.seq))
@@ -193,8 +218,15 @@ class Station:
         self.metrics.parts.inc()
         return part
 
-    def _finish(self, part: Part, result: str, reason: Reason, label: str | None = None,
-                scores: dict[str, float] | None = None, detail: str = "") -> Verdict | None:
+    def _finish(
+        self,
+        part: Part,
+        result: str,
+        reason: Reason,
+        label: str | None = None,
+        scores: dict[str, float] | None = None,
+        detail: str = "",
+    ) -> Verdict | None:
         """Give ``part`` its verdict unless it already has one. Returns the verdict or None."""
         with self._lock:
             if self._inflight.pop(part.seq, None) is None:
@@ -206,11 +238,23 @@ class Station:
         if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
             latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
         verdict = Verdict(
-            part_id=part.part_id, seq=part.seq, result=result, reason=reason, label=label,
-            scores=scores or {}, thresholds=self.decider.thresholds, model_id=self.classifier.model_id,
-            t_trigger=part.t_trigger, t_capture=frame.t_capture if frame else None, t_verdict=now,
-            deadline=part.deadline, deadline_mono=part.deadline_mono, latency_ms=latency, detail=detail,
-            frame=frame.origin if frame else "")
+            part_id=part.part_id,
+            seq=part.seq,
+            result=result,
+            reason=reason,
+            label=label,
+            scores=scores or {},
+            thresholds=self.decider.thresholds,
+            model_id=self.classifier.model_id,
+            t_trigger=part.t_trigger,
+            t_capture=frame.t_capture if frame else None,
+            t_verdict=now,
+            deadline=part.deadline,
+            deadline_mono=part.deadline_mono,
+            latency_ms=latency,
+            detail=detail,
+            frame=frame.origin if frame else "",
+        )
         self.metrics.decided(verdict)
         self.metrics.e2e.observe(latency["e2e"] / 1000.0)
         if reason == Reason.TIMEOUT or now_mono > part.deadline_mono:
@@ -230,8 +274,9 @@ class Station:
     # -- trigger (paho's thread) -------------------------------------------------------------
     def _on_trigger(self, payload: bytes) -> None:
         try:
-            trig = parse_trigger(payload, self.cfg.trigger.max_payload_bytes,
-                                 self.cfg.trigger.max_part_id_chars)
+            trig = parse_trigger(
+                payload, self.cfg.trigger.max_payload_bytes, self.cfg.trigger.max_part_id_chars
+            )
         except TriggerError as exc:
             self.metrics.triggers.labels(outcome="malformed").inc()
             log.warning("malformed trigger ignored: %s (payload %r)", exc, bytes(payload[:80]))
@@ -242,7 +287,9 @@ class Station:
             self._fail(part, Reason.SHUTDOWN, "station is stopping")
             return
         if self.source.state != "ok":
-            self._fail(part, Reason.SOURCE_LOST, f"source {self.source.state}: {self.source.detail}")
+            self._fail(
+                part, Reason.SOURCE_LOST, f"source {self.source.state}: {self.source.detail}"
+            )
             return
         with self._lock:
             overflow = len(self._pending) >= self.cfg.trigger.max_pending
@@ -286,7 +333,9 @@ class Station:
 
     def _part_for(self, frame: Frame) -> Part | None:
         if self.mode != "mqtt":  # free-run and hardware-triggered camera: each frame is a part
-            return self._register(f"{self.station_id}-{self._run_id}-{frame.index}", frame.t_capture, None)
+            return self._register(
+                f"{self.station_id}-{self._run_id}-{frame.index}", frame.t_capture, None
+            )
         with self._lock:
             while self._pending:
                 part = self._pending[0]
@@ -338,7 +387,7 @@ class Station:
         t1 = time.monotonic()
         self.metrics.stage.labels(stage="inference").observe(t1 - t0)
         self.metrics.batch.observe(len(parts))
-        for part, row in zip(parts, probs):
+        for part, row in zip(parts, probs, strict=True):
             d = self.decider.decide(row)
             self._finish(part, d.result, d.reason, d.label, d.scores)
         self.metrics.stage.labels(stage="decide_publish").observe(time.monotonic() - t1)

@@ -55,7 +55,9 @@ class PreprocessSpec:
         return (self.size[1], self.size[0], CHANNELS[self.color])
 
 
-def preprocess(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+def preprocess(
+    image: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None
+) -> np.ndarray:
     """Turn a camera frame (gray, BGR or BGRA, uint8) into the model's uint8 input.
 
     ``out``, when given, is a preallocated (H, W, C) uint8 array that receives the result.
@@ -75,7 +77,8 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None =
         x, y, w, h = spec.roi
         if x + w > image.shape[1] or y + h > image.shape[0]:
             raise FrameError(
-                f"ROI {list(spec.roi)} lies outside the {image.shape[1]}x{image.shape[0]} frame")
+                f"ROI {list(spec.roi)} lies outside the {image.shape[1]}x{image.shape[0]} frame"
+            )
         image = image[y : y + h, x : x + w]
     width, height = spec.size
     if image.shape[1] != width or image.shape[0] != height:

@@ -69,9 +69,16 @@ class _Item:
 class Publisher:
     """Owns the broker connection. Thread-safe ``publish``; runs its own thread."""
 
-    def __init__(self, cfg: MqttSection, station: str, topics: dict[str, str], metrics: Metrics,
-                 status: Callable[[], dict], on_trigger: Callable[[bytes], None] | None = None,
-                 client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttSection,
+        station: str,
+        topics: dict[str, str],
+        metrics: Metrics,
+        status: Callable[[], dict],
+        on_trigger: Callable[[bytes], None] | None = None,
+        client_id: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.client_id = client_id or f"inspector-{station}"
         self.station = station
@@ -130,7 +137,9 @@ class Publisher:
         if client is not None and self.connected.is_set():
             offline = dict(self.status(), state="offline")
             try:
-                info = client.publish(self.topics["status"], json.dumps(offline), qos=1, retain=True)
+                info = client.publish(
+                    self.topics["status"], json.dumps(offline), qos=1, retain=True
+                )
                 info.wait_for_publish(timeout=1.0)
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
@@ -155,9 +164,12 @@ class Publisher:
 
     def _new_client(self) -> mqtt.Client:
         gen = self._generation = self._generation + 1
-        kwargs = dict(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                      client_id=self.client_id, protocol=self.protocol,
-                      reconnect_on_failure=False)
+        kwargs = dict(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self.protocol,
+            reconnect_on_failure=False,
+        )
         if self.protocol == mqtt.MQTTv311:
             kwargs["clean_session"] = True
         client = mqtt.Client(**kwargs)
@@ -168,10 +180,12 @@ class Publisher:
             client.username_pw_set(self.cfg.username, password)
         if self.cfg.tls is not None:
             t = self.cfg.tls
-            client.tls_set(ca_certs=str(t.ca) if t.ca else None,
-                           certfile=str(t.cert) if t.cert else None,
-                           keyfile=str(t.key) if t.key else None,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=str(t.ca) if t.ca else None,
+                certfile=str(t.cert) if t.cert else None,
+                keyfile=str(t.key) if t.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
             client.tls_insecure_set(t.insecure)
         client.max_inflight_messages_set(100)
         client.on_connect = lambda c, u, f, rc, p=None: self._on_connect(gen, rc)
@@ -200,7 +214,9 @@ class Publisher:
         rc = self._connack_rc
         if rc is None or rc.is_failure:
             client.loop_stop()
-            self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}")
+            self._connect_failed(
+                f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}"
+            )
             return False
         self._client = client
         if self.on_trigger is not None:
@@ -211,7 +227,12 @@ class Publisher:
             self.metrics.reconnects.inc()
             log.info("reconnected to broker %s:%s", self.cfg.host, self.cfg.port)
         else:
-            log.info("connected to broker %s:%s (MQTT %s)", self.cfg.host, self.cfg.port, self.cfg.protocol)
+            log.info(
+                "connected to broker %s:%s (MQTT %s)",
+                self.cfg.host,
+                self.cfg.port,
+                self.cfg.protocol,
+            )
         self.last_error = ""
         self._publish_status(client)
         return True
@@ -301,15 +322,19 @@ class Publisher:
             remaining = item.verdict.deadline - time.time()
             if remaining <= 0:
                 self.metrics.drop("verdict_expired")
-                log.warning("verdict for part %r expired before it could be sent (%.0f ms late)",
-                            item.verdict.part_id, -remaining * 1000)
+                log.warning(
+                    "verdict for part %r expired before it could be sent (%.0f ms late)",
+                    item.verdict.part_id,
+                    -remaining * 1000,
+                )
                 continue
             props = None
             if self.protocol == mqtt.MQTTv5:
                 props = Properties(PacketTypes.PUBLISH)
                 props.MessageExpiryInterval = max(1, math.ceil(remaining))
-            info = client.publish(self.topics["verdict"], item.payload, qos=1, retain=False,
-                                  properties=props)
+            info = client.publish(
+                self.topics["verdict"], item.payload, qos=1, retain=False, properties=props
+            )
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 with self._lock:
                     self._outbox.appendleft(item)

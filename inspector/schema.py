@@ -67,9 +67,9 @@ class _Walker:
         origin = get_origin(tp)
         if origin in (Union, types.UnionType):
             args = [a for a in get_args(tp) if a is not type(None)]
-            if isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
-                if len(args) < len(get_args(tp)):
-                    return None
+            optional = len(args) < len(get_args(tp))
+            if optional and isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
+                return None
             return self.convert(args[0], node, path)
         if origin is Literal:
             value = self.scalar(node) if isinstance(node, yaml.ScalarNode) else None
@@ -126,15 +126,20 @@ class _Walker:
     def tagged(self, tp: Tagged, node: yaml.Node, path: str) -> Any:
         registry = tp.registry()
         if not isinstance(node, yaml.MappingNode):
-            self.error(node, path, f"expected a mapping with a 'type' key, got {self.describe(node)}")
+            self.error(
+                node, path, f"expected a mapping with a 'type' key, got {self.describe(node)}"
+            )
             return None
         kind = None
         for knode, vnode in node.value:
             if self.scalar(knode) == "type":
                 kind = self.scalar(vnode) if isinstance(vnode, yaml.ScalarNode) else None
                 if kind not in registry:
-                    self.error(vnode, f"{path}.type",
-                               f"unknown {tp.name} type {kind!r} (expected one of {', '.join(registry)})")
+                    self.error(
+                        vnode,
+                        f"{path}.type",
+                        f"unknown {tp.name} type {kind!r} (expected one of {', '.join(registry)})",
+                    )
                     return None
         if kind is None:
             self.error(node, f"{path}.type", f"missing; choose one of {', '.join(registry)}")
@@ -193,8 +198,13 @@ class _Walker:
 
     @staticmethod
     def type_name(tp: Any) -> str:
-        return {bool: "true or false", int: "a whole number", float: "a number",
-                str: "a string", Path: "a path"}.get(tp, getattr(tp, "__name__", str(tp)))
+        return {
+            bool: "true or false",
+            int: "a whole number",
+            float: "a number",
+            str: "a string",
+            Path: "a path",
+        }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _optional(tp: Any) -> bool:

@@ -75,8 +75,14 @@ class FrameSource:
 
     def _frame(self, image: np.ndarray | None, origin: str, error: str = "") -> Frame:
         self.index += 1
-        return Frame(image=image, t_capture=time.time(), t_capture_mono=time.monotonic(),
-                     index=self.index, origin=origin, error=error)
+        return Frame(
+            image=image,
+            t_capture=time.time(),
+            t_capture_mono=time.monotonic(),
+            index=self.index,
+            origin=origin,
+            error=error,
+        )
 
 
 class _Pacer:
@@ -199,9 +205,11 @@ class DeviceSource(_CaptureSource):
     def _configure(self) -> None:
         if self.cfg.fourcc:
             self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.cfg.fourcc[:4]))
-        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width),
-                            (cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height),
-                            (cv2.CAP_PROP_FPS, self.cfg.fps)):
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height),
+            (cv2.CAP_PROP_FPS, self.cfg.fps),
+        ):
             if value:
                 self.cap.set(prop, value)
         self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # freshest frame, not a stale buffered one
@@ -239,7 +247,8 @@ class UrlSource(_CaptureSource):
         if self.backend == cv2.CAP_GSTREAMER and not gstreamer_available():
             raise SourceError(
                 "this OpenCV has no GStreamer support (PyPI wheels don't); install the "
-                "distribution's python3-opencv with gstreamer1.0-plugins, see deploy/README.md")
+                "distribution's python3-opencv with gstreamer1.0-plugins, see deploy/README.md"
+            )
         super().open()
 
     def describe(self) -> str:
@@ -284,8 +293,13 @@ class SourceRunner:
     States: ``starting``, ``ok``, ``reconnecting``, ``ended``, ``stopped``.
     """
 
-    def __init__(self, source: FrameSource, initial_backoff_s: float = 0.2,
-                 max_backoff_s: float = 5.0, on_state=None) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        initial_backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+        on_state=None,
+    ) -> None:
         self.source = source
         self.on_state = on_state or (lambda state, detail: None)
         self.state = "starting"

@@ -20,7 +20,9 @@ from inspector.modelkit import build_contrast_model, write_parts
 @pytest.fixture
 def broker():
     if not Mosquitto.available():
-        pytest.fail("mosquitto is not installed (make test installs it: apt-get install -y mosquitto)")
+        pytest.fail(
+            "mosquitto is not installed (make test installs it: apt-get install -y mosquitto)"
+        )
     b = Mosquitto().start()
     yield b
     b.stop()
@@ -38,8 +40,17 @@ def parts_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def station_yaml(model: Path, parts: Path, broker, *, trigger: str = "mqtt", rate: float = 30.0,
-                 loop: bool = True, deadline_ms: float = 2000, extra: str = "") -> str:
+def station_yaml(
+    model: Path,
+    parts: Path,
+    broker,
+    *,
+    trigger: str = "mqtt",
+    rate: float = 30.0,
+    loop: bool = True,
+    deadline_ms: float = 2000,
+    extra: str = "",
+) -> str:
     trigger_line = "" if "trigger:" in extra else f"trigger: {{type: {trigger}}}\n"
     return f"""\
 station: {{id: test}}
@@ -77,16 +88,19 @@ class Line:
         self.statuses: list[dict] = []
         self.expiry: list[int | None] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"line-{id(self)}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"line-{id(self)}", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # paho's default: 1 s+
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{prefix}/#", qos=1)
         props = None
         if persistent:  # the broker keeps our subscription and queues verdicts while we're away
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 300
-        self.client.connect(broker.host, broker.port, keepalive=5, clean_start=not persistent,
-                            properties=props)
+        self.client.connect(
+            broker.host, broker.port, keepalive=5, clean_start=not persistent, properties=props
+        )
         self.client.loop_start()
         time.sleep(0.2)
 

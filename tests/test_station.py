@@ -35,8 +35,9 @@ def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, statio
     assert m.value("inspector_e2e_seconds_count") == len(ids)
 
 
-def test_free_run_from_folder_classifies_every_image_correctly(make_config, station_factory, line,
-                                                                parts_dir):
+def test_free_run_from_folder_classifies_every_image_correctly(
+    make_config, station_factory, line, parts_dir
+):
     station = station_factory(make_config(trigger="free-run", loop=False, rate=100))
     station.start()
     files = sorted(p.name for p in parts_dir.rglob("*.png"))
@@ -51,8 +52,9 @@ def test_free_run_from_folder_classifies_every_image_correctly(make_config, stat
     assert status and status["camera"] == "ended"
 
 
-def test_source_lost_mid_run_fails_parts_and_recovers(make_config, station_factory, line,
-                                                      parts_dir, tmp_path):
+def test_source_lost_mid_run_fails_parts_and_recovers(
+    make_config, station_factory, line, parts_dir, tmp_path
+):
     folder = tmp_path / "cam"
     shutil.copytree(parts_dir, folder)
     station = station_factory(make_config(trigger="mqtt", parts=folder))
@@ -78,11 +80,14 @@ def test_source_lost_mid_run_fails_parts_and_recovers(make_config, station_facto
     line.wait_for(3)
     assert line.by_id()["after"]["reason"] in ("ok", "defect")
     assert station.source.reopens >= 1
-    assert station.metrics.value("inspector_verdicts_total", result="fail", reason="source_lost") == 1
+    assert (
+        station.metrics.value("inspector_verdicts_total", result="fail", reason="source_lost") == 1
+    )
 
 
-def test_unreadable_frame_fails_that_part_only(make_config, station_factory, line, parts_dir,
-                                               tmp_path):
+def test_unreadable_frame_fails_that_part_only(
+    make_config, station_factory, line, parts_dir, tmp_path
+):
     folder = tmp_path / "imgs"
     shutil.copytree(parts_dir, folder)
     (folder / "good" / "00000_zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
@@ -92,11 +97,15 @@ def test_unreadable_frame_fails_that_part_only(make_config, station_factory, lin
     verdicts = line.wait_for(n)
     assert len(verdicts) == n
     bad = [v for v in verdicts if v["reason"] == "unreadable_frame"]
-    assert len(bad) == 1 and bad[0]["frame"] == "00000_zz_corrupt.png" and bad[0]["result"] == "fail"
+    assert (
+        len(bad) == 1 and bad[0]["frame"] == "00000_zz_corrupt.png" and bad[0]["result"] == "fail"
+    )
     assert sum(v["reason"] in ("ok", "defect") for v in verdicts) == n - 1
 
 
-def test_model_error_fails_the_parts_and_the_station_keeps_going(make_config, station_factory, line):
+def test_model_error_fails_the_parts_and_the_station_keeps_going(
+    make_config, station_factory, line
+):
     station = station_factory(make_config(trigger="mqtt"))
     real_run = station.classifier.session.run
     broken = {"on": True}
@@ -154,8 +163,9 @@ def test_slow_model_fails_part_with_timeout_before_its_deadline(make_config, sta
 
 
 def test_trigger_flood_overflows_into_fail_verdicts_not_silence(make_config, station_factory, line):
-    station = station_factory(make_config(trigger="mqtt", rate=2,
-                                          extra="trigger: {type: mqtt, max_pending: 2}\n"))
+    station = station_factory(
+        make_config(trigger="mqtt", rate=2, extra="trigger: {type: mqtt, max_pending: 2}\n")
+    )
     station.start()
     assert line.wait_status("online")
     for i in range(8):
@@ -164,10 +174,14 @@ def test_trigger_flood_overflows_into_fail_verdicts_not_silence(make_config, sta
     assert len(verdicts) == 8
     reasons = [v["reason"] for v in verdicts]
     assert reasons.count("overflow") >= 5
-    assert station.metrics.value("inspector_drops_total", what="trigger_overflow") == reasons.count("overflow")
+    assert station.metrics.value("inspector_drops_total", what="trigger_overflow") == reasons.count(
+        "overflow"
+    )
 
 
-def test_stop_gives_parts_in_flight_their_verdicts_and_goes_offline(make_config, station_factory, line):
+def test_stop_gives_parts_in_flight_their_verdicts_and_goes_offline(
+    make_config, station_factory, line
+):
     station = station_factory(make_config(trigger="mqtt", rate=1, deadline_ms=5000))
     station.start()
     assert line.wait_status("online")

@@ -1,0 +1,84 @@
+"""Loading models: manifest, providers, shapes; and the pass/fail decision."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import onnx
+import pytest
+
+from inspector.classifier import Classifier
+from inspector.config import ModelSection, ProviderSection
+from inspector.decision import Decider
+from inspector.errors import ConfigError, ModelError
+from inspector.manifest import METADATA_KEY, sidecar_path
+from inspector.modelkit import build_contrast_model
+from inspector.records import Reason
+
+
+def test_loads_manifest_and_reports_active_providers(model_path, caplog):
+    caplog.set_level(logging.INFO)
+    clf = Classifier(ModelSection(path=model_path))
+    assert clf.classes == ["good", "defect"] and clf.spec.shape == (32, 32, 1)
+    assert clf.providers == ["CPUExecutionProvider"]
+    assert "runs on CPUExecutionProvider" in caplog.text
+    assert json.loads(sidecar_path(model_path).read_text())["name"] == "contrast-demo"
+    probs = clf.run(clf.buffer(3))
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1)
+
+
+def test_gpu_providers_fall_back_to_cpu_but_require_gpu_refuses(model_path, caplog):
+    providers = [ProviderSection(type="cuda"), ProviderSection(type="cpu")]
+    clf = Classifier(ModelSection(path=model_path, providers=providers))
+    assert "CPUExecutionProvider" in clf.providers  # this machine has no GPU
+    if set(clf.providers) & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
+        pytest.skip("a GPU is present")
+    with pytest.raises(ModelError, match="require_gpu: no GPU provider is active"):
+        Classifier(ModelSection(path=model_path, providers=providers, require_gpu=True))
+
+
+def test_model_without_manifest_is_refused(tmp_path, model_path):
+    m = onnx.load(str(model_path))
+    del m.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(m, str(bare))
+    with pytest.raises(ModelError, match="no 'inspector.manifest' metadata"):
+        Classifier(ModelSection(path=bare))
+
+
+def test_manifest_that_disagrees_with_the_graph_is_refused(tmp_path, model_path):
+    m = onnx.load(str(model_path))
+    data = json.loads(next(p.value for p in m.metadata_props if p.key == METADATA_KEY))
+    data["preprocess"]["size"] = [64, 64]
+    for p in m.metadata_props:
+        if p.key == METADATA_KEY:
+            p.value = json.dumps(data)
+    bad = tmp_path / "bad.onnx"
+    onnx.save(m, str(bad))
+    with pytest.raises(ModelError, match=r"input shape .* does not match"):
+        Classifier(ModelSection(path=bad))
+
+
+def test_sigmoid_model_and_fixed_batch(tmp_path):
+    path = build_contrast_model(tmp_path / "sig.onnx", size=16, kind="sigmoid", fixed_batch=1)
+    clf = Classifier(ModelSection(path=path, max_batch=8))
+    assert clf.max_batch == 1
+    p = clf.run(clf.buffer(1))
+    assert p.shape == (1, 2) and abs(p.sum() - 1) < 1e-6
+
+
+def test_decision_thresholds_overrides_and_uncertainty(model_path):
+    manifest = Classifier(ModelSection(path=model_path)).manifest
+    d = Decider(manifest)
+    assert d.decide(np.array([0.3, 0.7])).reason == Reason.DEFECT
+    assert d.decide(np.array([0.6, 0.4])).result == "pass"
+    d = Decider(manifest, overrides={"defect": 0.8}, uncertainty_margin=0.2)
+    assert d.thresholds == {"defect": 0.8}
+    assert d.decide(np.array([0.3, 0.7])).reason == Reason.UNCERTAIN
+    assert d.decide(np.array([0.15, 0.85])).reason == Reason.DEFECT
+    ok = d.decide(np.array([0.45, 0.55]))
+    assert (ok.result, ok.label) == ("pass", "good")
+    with pytest.raises(ConfigError, match="not a defect class"):
+        Decider(manifest, overrides={"good": 0.5})

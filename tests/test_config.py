@@ -1,0 +1,187 @@
+"""Station config: every mistake is named by key path and line; `inspector check` exits 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspector.cli import main
+from inspector.config import load_config
+from inspector.errors import ConfigError
+
+from .conftest import station_yaml
+
+
+class FakeBroker:
+    host, port = "127.0.0.1", 1883
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "station.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture
+def good_yaml(model_path, parts_dir, tmp_path):
+    return (
+        station_yaml(model_path, parts_dir, FakeBroker) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+    )
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    return exc.value.problems
+
+
+def test_valid_config_loads_with_defaults(tmp_path, good_yaml):
+    cfg = load_config(write(tmp_path, good_yaml))
+    assert cfg.trigger.type == "mqtt"
+    assert cfg.prefix == "inspector/test" and cfg.topic("verdict") == "inspector/test/verdict"
+    assert cfg.mqtt.protocol == "5" and cfg.model.providers[0].type == "cpu"
+
+
+def test_unknown_key_names_path_and_line(tmp_path, good_yaml):
+    p = write(tmp_path, good_yaml + "mqtt_extra: 1\n")
+    text = "\n".join(problems_of(p))
+    assert "mqtt_extra: unknown key" in text
+    line = good_yaml.count("\n") + 1
+    assert f"station.yaml:{line}:" in text
+
+
+def test_nested_unknown_key_and_wrong_type_reported_together(tmp_path, model_path, parts_dir):
+    text = f"""\
+source:
+  type: folder
+  path: "{parts_dir}"
+  rate_fps: fast
+model:
+  path: "{model_path}"
+  max_batch: 4
+  colour: rgb
+mqtt:
+  port: "not a port"
+"""
+    problems = problems_of(write(tmp_path, text))
+    joined = "\n".join(problems)
+    assert "station.yaml:4: source.rate_fps: expected a number, got 'fast'" in joined
+    assert "station.yaml:8: model.colour: unknown key" in joined
+    assert "station.yaml:10: mqtt.port: expected a whole number" in joined
+    assert len(problems) == 3
+
+
+def test_unknown_source_type_lists_the_choices(tmp_path, model_path):
+    p = write(tmp_path, f'source: {{type: webcam}}\nmodel: {{path: "{model_path}"}}\n')
+    assert any("unknown source type 'webcam'" in x and "folder" in x for x in problems_of(p))
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    sub = tmp_path / "station"
+    sub.mkdir()
+    p = sub / "s.yaml"
+    p.write_text("source: {type: folder, path: images}\nmodel: {path: models/m.onnx}\n")
+    cfg = load_config(p)
+    assert cfg.source.path == sub / "images"
+    assert cfg.model.path == sub / "models" / "m.onnx"
+
+
+def test_password_from_environment_and_file(tmp_path, good_yaml, monkeypatch):
+    monkeypatch.setenv("LINE_BROKER_PW", "s3cret")
+    p = write(
+        tmp_path,
+        good_yaml.replace(
+            "reconnect_max_s: 0.3", "reconnect_max_s: 0.3, password_env: LINE_BROKER_PW"
+        ),
+    )
+    assert load_config(p).mqtt.resolved_password() == "s3cret"
+    monkeypatch.delenv("LINE_BROKER_PW")
+    assert any("LINE_BROKER_PW is not set" in x for x in problems_of(p))
+    (tmp_path / "pw").write_text("from-file\n")
+    p = write(
+        tmp_path,
+        good_yaml.replace("reconnect_max_s: 0.3", "reconnect_max_s: 0.3, password_file: pw"),
+    )
+    assert load_config(p).mqtt.resolved_password() == "from-file"
+
+
+def test_broken_yaml_and_missing_file(tmp_path):
+    p = write(tmp_path, "source: {type: folder\nmodel: [")
+    (problem,) = problems_of(p)
+    assert "not valid YAML" in problem and "station.yaml:" in problem
+    assert "config file not found" in problems_of(tmp_path / "nope.yaml")[0]
+
+
+def test_check_accepts_a_valid_station(tmp_path, good_yaml, capsys):
+    p = write(tmp_path, good_yaml)
+    assert main(["check", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "first frame 48x48 -> model input [32, 32, 1]" in out
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda y: y + "bogus: 1\n", "bogus: unknown key"),
+        (
+            lambda y: y.replace("warmup_runs: 1", "warmup_runs: many"),
+            "model.warmup_runs: expected a whole number",
+        ),
+        (lambda y: y.replace("contrast.onnx", "missing.onnx"), "model file not found"),
+        (
+            lambda y: y + "preprocess: {size: [64, 64]}\n",
+            "preprocess.size: [64, 64] does not match",
+        ),
+        (lambda y: y + "preprocess: {color: rgb}\n", "preprocess.color: 'rgb' does not match"),
+        (
+            lambda y: y + "preprocess: {roi: [40, 40, 30, 30]}\n",
+            "ROI [40, 40, 30, 30] lies outside the 48x48 frame",
+        ),
+        (
+            lambda y: y + "decision: {thresholds: {scratch: 0.3}}\n",
+            "decision.thresholds.scratch: not a defect class",
+        ),
+    ],
+)
+def test_check_and_run_reject_bad_configs_with_exit_2(
+    tmp_path, good_yaml, capsys, change, expected
+):
+    p = write(tmp_path, change(good_yaml))
+    assert main(["check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert "Traceback" not in err
+
+
+def test_run_exits_2_with_one_clear_line(tmp_path, good_yaml):
+    p = write(tmp_path, good_yaml.replace("warmup_runs: 1", "warmup_runs: many") + "bogus: 1\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "inspector.cli", "run", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in r.stderr
+    assert any("model.warmup_runs" in x for x in lines) and any("bogus" in x for x in lines)
+
+
+def test_model_that_is_not_onnx_is_a_clear_error(tmp_path, good_yaml, model_path, capsys):
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"this is a jpeg, honest")
+    p = write(tmp_path, good_yaml.replace(str(model_path), str(fake)))
+    assert main(["check", str(p)]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+def test_schema_listing_documents_every_setting(capsys):
+    assert main(["check", "--schema"]) == 0
+    out = capsys.readouterr().out
+    assert "mqtt.outbox_size = 1000  # verdicts kept while the broker is away" in out
+    assert "part.deadline_ms" in out
