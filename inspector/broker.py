@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,11 @@ class Mosquitto:
     protocol = "5"
 
     def __init__(
-        self, port: int | None = None, binary: str | None = None, persistence: bool = False
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        persistence: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.host = "127.0.0.1"
@@ -54,9 +59,21 @@ class Mosquitto:
             if persistence
             else "persistence false\n"
         )
+        auth = "allow_anonymous true\n"
+        if users:  # password authentication, as on a real line
+            pw = self._dir / "passwords"
+            pw.touch()
+            for user, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(pw), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            auth = f"allow_anonymous false\npassword_file {pw}\n"
+        # as root, Mosquitto would switch to the 'mosquitto' user, who can't read our temp dir
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"{persist}max_queued_messages 10000\n"
+            f"listener {self.port} 127.0.0.1\n{user}{auth}{persist}max_queued_messages 10000\n"
         )
         self.proc: subprocess.Popen | None = None
 

@@ -134,6 +134,10 @@ class Station:
         """Stop capturing, give every part in flight its verdict, go offline."""
         if self._stopping.is_set():
             return
+        if not self._threads[0].is_alive() and not self.ready:  # never started
+            self._stopping.set()
+            self.source.close()
+            return
         self._capture_stop.set()
         self._threads[0].join(timeout)
         with self._lock:

@@ -81,3 +81,39 @@ def test_broker_restart_sends_only_verdicts_still_in_time(
     assert min(v["_received"] for v in during) <= t_reconnected + 0.5
     # and inspection resumed: parts captured after reconnect were delivered too
     assert any(v["t_trigger"] > t_reconnected for v in received)
+
+
+def test_broker_refusal_is_reported_with_its_reason_and_never_goes_online(
+    tmp_path, model_path, parts_dir, station_factory, caplog
+):
+    from dataclasses import replace
+
+    from inspector.config import load_config
+
+    from .conftest import station_yaml
+
+    b = Mosquitto(users={"inspector": "right-password"}).start()
+    try:
+        path = tmp_path / "s.yaml"
+        path.write_text(
+            station_yaml(model_path, parts_dir, b) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        )
+        cfg = load_config(path)
+        wrong = replace(cfg, mqtt=replace(cfg.mqtt, username="inspector", password="wrong"))
+        station = station_factory(wrong)
+        station.start()
+        time.sleep(1.0)
+        assert not station.publisher.connected.is_set()
+        assert "refused the connection: Not authorized" in station.publisher.last_error
+        assert station.health()[0] is False
+        station.stop()
+
+        (tmp_path / "pw").write_text("right-password\n")
+        right = replace(
+            cfg, mqtt=replace(cfg.mqtt, username="inspector", password_file=tmp_path / "pw")
+        )
+        station = station_factory(right)
+        station.start()
+        assert station.publisher.connected.wait(5)
+    finally:
+        b.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -193,3 +194,33 @@ def test_stop_gives_parts_in_flight_their_verdicts_and_goes_offline(
     assert sorted(v["part_id"] for v in verdicts) == ["late-0", "late-1", "late-2"]
     assert all(v["result"] in ("pass", "fail") for v in verdicts)
     assert line.wait_status("offline", timeout=5)
+
+
+def test_parts_that_queue_up_are_classified_in_batches(make_config, station_factory, line):
+    station = station_factory(make_config(trigger="free-run", rate=0, loop=True))
+    real_run = station.classifier.session.run
+
+    def slowish(*a, **k):
+        time.sleep(0.02)
+        return real_run(*a, **k)
+
+    station.classifier.session.run = slowish
+    station.start()
+    time.sleep(1.0)
+    station.stop()
+    m = station.metrics
+    batches = m.value("inspector_batch_size_count")
+    parts = m.value("inspector_batch_size_sum")
+    assert batches > 0 and parts / batches > 2  # up to max_batch (8) per run
+    assert m.value("inspector_parts_total") == m.total("inspector_verdicts_total")
+
+
+def test_mqtt_3_1_1_works_without_expiry(make_config, station_factory, line):
+    cfg = make_config(trigger="mqtt")
+    cfg = replace(cfg, mqtt=replace(cfg.mqtt, protocol="3.1.1"))
+    station = station_factory(cfg)
+    station.start()
+    assert line.wait_status("online")
+    line.trigger("v311")
+    (v,) = line.wait_for(1)
+    assert v["part_id"] == "v311" and line.expiry == [None]
