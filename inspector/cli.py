@@ -50,14 +50,7 @@ def _cmd_run(args) -> int:
     cfg = load_config(args.config)
     logs.setup(cfg.logging.level, cfg.logging.format)
     station = Station(cfg)
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _wait_for_signal()
     station.start()
     try:
         while not stop.wait(0.2):
@@ -67,6 +60,71 @@ def _cmd_run(args) -> int:
     finally:
         station.stop()
     return 0
+
+
+def _wait_for_signal() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _cmd_gate(args) -> int:
+    from . import logs
+    from .gate import GateService, load_gate_config
+
+    cfg = load_gate_config(args.config)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    stop = _wait_for_signal()
+    gate = GateService(cfg)
+    gate.start()
+    try:
+        stop.wait()
+    finally:
+        gate.stop()
+        log.info("gate stopped: %s", dict(gate.core.counts))
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    import json
+
+    from . import logs
+    from .simulator import SimOptions, format_scorecard, simulate
+
+    logs.setup("WARNING")
+    card = simulate(
+        SimOptions(
+            data=args.data,
+            model=args.model,
+            parts=args.parts,
+            rate_ppm=args.rate,
+            fault=args.fault,
+            out=args.out,
+            broker=args.broker,
+            deadline_ms=args.deadline_ms,
+            travel_ms=args.travel_ms,
+            fault_s=args.fault_seconds,
+            seed=args.seed,
+            work=args.work,
+        )
+    )
+    print(format_scorecard(card))
+    if args.out:
+        print(f"scorecard: {args.out}")
+    else:
+        print(json.dumps(card, indent=2))
+    safe = (
+        card["escapes"] == 0
+        and card["unaccounted"] == 0
+        and card["passed_without_timely_pass"] == 0
+    )
+    return 0 if safe else 1
 
 
 def _cmd_demo(args) -> int:
@@ -105,6 +163,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_cmd_run)
 
+    g = sub.add_parser("gate", help="run the reference reject gate until SIGTERM/SIGINT")
+    g.add_argument("config", type=Path)
+    g.set_defaults(func=_cmd_gate)
+
+    sm = sub.add_parser(
+        "simulate", help="a conveyor in software: inspector + gate + faults, scored"
+    )
+    sm.add_argument(
+        "--data", type=Path, required=True, help="labelled folder: good/, other folders defects"
+    )
+    sm.add_argument("--model", type=Path, required=True)
+    sm.add_argument("--parts", type=int, default=100)
+    sm.add_argument("--rate", type=float, default=240.0, help="parts per minute")
+    sm.add_argument(
+        "--fault",
+        default="none",
+        choices=[
+            "none",
+            "broker-restart",
+            "source-loss",
+            "slow-model",
+            "kill-inspector",
+            "bad-payloads",
+        ],
+    )
+    sm.add_argument("--fault-seconds", type=float, default=2.0, help="how long the fault lasts")
+    sm.add_argument("--deadline-ms", type=float, default=1000.0, help="the inspector's deadline")
+    sm.add_argument("--travel-ms", type=float, default=1200.0, help="trigger to reject gate")
+    sm.add_argument("--broker", default=None, metavar="HOST:PORT", help="use this broker")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--work", type=Path, default=None, help="keep the run's files here")
+    sm.add_argument("--out", type=Path, default=None, help="write the scorecard JSON here")
+    sm.set_defaults(func=_cmd_simulate)
+
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
     d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")
     d.add_argument("--rate", type=float, default=15.0, help="parts per second")
@@ -127,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.verb != "run":
+    if args.verb not in ("run", "gate"):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

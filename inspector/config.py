@@ -44,6 +44,22 @@ class TriggerSection:
     max_pending: int = setting(64, "triggers waiting for a frame; more are failed with 'overflow'")
     max_payload_bytes: int = setting(4096, "larger trigger payloads are rejected and counted")
     max_part_id_chars: int = setting(256, "longer part ids are rejected and counted")
+    match_by: Literal["receipt", "timestamp"] = setting(
+        "receipt",
+        "receipt: a part's frame is the first captured after its trigger message arrived; "
+        "timestamp: the first captured after the trigger's 'ts' (needs synchronised clocks; "
+        "robust to a trigger message delayed past its frame)",
+    )
+    max_frame_wait_ms: float | None = setting(
+        None,
+        "a part whose frame has not come this long after its trigger fails with 'timeout', "
+        "so one missed frame can't shift every later part onto its neighbour's image",
+    )
+    max_age_ms: float | None = setting(
+        None,
+        "a trigger whose 'ts' is older than this on arrival fails at once with 'timeout': "
+        "the frame after it would show another part. Needs synchronised clocks (NTP/PTP).",
+    )
 
     def problems(self):
         if self.max_pending < 1:
@@ -159,6 +175,9 @@ class MqttSection:
     outbox_size: int = setting(1000, "verdicts kept while the broker is away")
     connect_timeout_s: float = setting(5.0, "time to wait for the broker's CONNACK")
     reconnect_max_s: float = setting(2.0, "longest wait between reconnect attempts")
+    status_interval_s: float = setting(
+        1.0, "status is republished this often, so a gate can tell a silent station from a live one"
+    )
 
     def problems(self):
         given = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
@@ -228,6 +247,15 @@ class PipelineSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TestingSection:
+    model_delay_file: Path | None = setting(
+        None,
+        "fault injection for 'inspector simulate': while this file exists, each inference "
+        "batch is delayed by the milliseconds it holds. Leave unset in production.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class StationConfig:
     station: StationSection = setting(factory=StationSection, help="")
     source: Tagged("source", _sources) = setting(help="where frames come from")  # type: ignore[valid-type]
@@ -241,6 +269,7 @@ class StationConfig:
     metrics: MetricsSection = setting(factory=MetricsSection, help="")
     logging: LoggingSection = setting(factory=LoggingSection, help="")
     pipeline: PipelineSection = setting(factory=PipelineSection, help="")
+    testing: TestingSection = setting(factory=TestingSection, help="")
     config_path: Path | None = setting(None, "(set by the loader)")
 
     @property

@@ -34,6 +34,7 @@ from .sources import SourceRunner, make_source
 from .triggers import TriggerError, parse_trigger
 
 log = logging.getLogger(__name__)
+RECENT_S = 1.0  # unclaimed frames kept this long for triggers that arrive after their frame
 
 
 def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
@@ -93,6 +94,9 @@ class Station:
             self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
         self._pending: collections.deque[Part] = collections.deque()
+        self.match_ts = cfg.trigger.match_by == "timestamp"
+        self._recent: collections.deque[Frame] = collections.deque(maxlen=64)
+        self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._inflight: dict[int, Part] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._lock = threading.Lock()
@@ -285,20 +289,49 @@ class Station:
             self.metrics.triggers.labels(outcome="malformed").inc()
             log.warning("malformed trigger ignored: %s (payload %r)", exc, bytes(payload[:80]))
             return
+        with self._lock:
+            duplicate = trig.part_id in self._seen_ids
+            self._seen_ids[trig.part_id] = None
+            if len(self._seen_ids) > 10_000:
+                self._seen_ids.popitem(last=False)
+        if duplicate:  # a redelivered trigger (QoS 1) is the same part, not a new one
+            self.metrics.triggers.labels(outcome="duplicate").inc()
+            log.info("duplicate trigger for part %r ignored", trig.part_id[:80])
+            return
         self.metrics.triggers.labels(outcome="accepted").inc()
         part = self._register(trig.part_id, trig.ts, trig.deadline)
         if self._capture_stop.is_set():
             self._fail(part, Reason.SHUTDOWN, "station is stopping")
             return
+        max_age = self.cfg.trigger.max_age_ms
+        if max_age is not None and trig.ts is not None:
+            age_ms = (time.time() - trig.ts) * 1000.0
+            if age_ms > max_age:
+                self.metrics.drop("stale_trigger")
+                self._fail(
+                    part, Reason.TIMEOUT, f"trigger arrived {age_ms:.0f} ms after the part was seen"
+                )
+                return
         if self.source.state != "ok":
             self._fail(
                 part, Reason.SOURCE_LOST, f"source {self.source.state}: {self.source.detail}"
             )
             return
+        frame = None
         with self._lock:
-            overflow = len(self._pending) >= self.cfg.trigger.max_pending
-            if not overflow:
+            if self.match_ts and not self._pending and trig.ts is not None:
+                # the part's frame may have come before its trigger message did
+                while self._recent:
+                    f = self._recent.popleft()
+                    if f.t_capture >= part.t_trigger:
+                        frame = f
+                        break
+            overflow = frame is None and len(self._pending) >= self.cfg.trigger.max_pending
+            if frame is None and not overflow:
                 self._pending.append(part)
+        if frame is not None:
+            self._process(part, frame)
+            return
         if overflow:
             self.metrics.drop("trigger_overflow")
             self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
@@ -315,42 +348,67 @@ class Station:
             self.metrics.frames.inc()
             self.last_frame_mono = frame.t_capture_mono
             part = self._part_for(frame)
-            if part is None:
-                continue
-            part.frame = frame
-            t0 = time.monotonic()
-            try:
-                if frame.image is None:
-                    raise FrameError(frame.error or "unreadable frame")
-                part.input = preprocess(frame.image, self.spec)
-            except FrameError as exc:
-                self.metrics.drop("unreadable_frame")
-                self._fail(part, Reason.UNREADABLE_FRAME, f"{frame.origin}: {exc}")
-                continue
-            part.t_preprocessed_mono = time.monotonic()
-            self.metrics.stage.labels(stage="preprocess").observe(part.t_preprocessed_mono - t0)
-            try:
-                self._queue.put_nowait(part)
-            except queue.Full:
-                self.metrics.drop("queue_overflow")
-                self._fail(part, Reason.OVERFLOW, "classifier queue full")
+            if part is not None:
+                self._process(part, frame)
+
+    def _process(self, part: Part, frame: Frame) -> None:
+        """Preprocess the part's frame and queue it for the classifier."""
+        part.frame = frame
+        t0 = time.monotonic()
+        try:
+            if frame.image is None:
+                raise FrameError(frame.error or "unreadable frame")
+            part.input = preprocess(frame.image, self.spec)
+        except FrameError as exc:
+            self.metrics.drop("unreadable_frame")
+            self._fail(part, Reason.UNREADABLE_FRAME, f"{frame.origin}: {exc}")
+            return
+        part.t_preprocessed_mono = time.monotonic()
+        self.metrics.stage.labels(stage="preprocess").observe(part.t_preprocessed_mono - t0)
+        try:
+            self._queue.put_nowait(part)
+        except queue.Full:
+            self.metrics.drop("queue_overflow")
+            self._fail(part, Reason.OVERFLOW, "classifier queue full")
+
+    def _since_trigger(self, frame: Frame, part: Part) -> float:
+        """Seconds from the part's trigger to the frame, on the clock ``trigger.match_by`` names."""
+        if self.match_ts:
+            return frame.t_capture - part.t_trigger
+        return frame.t_capture_mono - part.t_trigger_mono
 
     def _part_for(self, frame: Frame) -> Part | None:
         if self.mode != "mqtt":  # free-run and hardware-triggered camera: each frame is a part
             return self._register(
                 f"{self.station_id}-{self._run_id}-{frame.index}", frame.t_capture, None
             )
+        max_wait = self.cfg.trigger.max_frame_wait_ms
+        missed = []
+        chosen = None
         with self._lock:
             while self._pending:
                 part = self._pending[0]
                 if part.seq not in self._inflight:  # timed out while waiting
                     self._pending.popleft()
                     continue
-                if frame.t_capture_mono < part.t_trigger_mono:
-                    break  # this frame was taken before the trigger arrived
-                return self._pending.popleft()
-        self.metrics.frames_unused.inc()
-        return None
+                if self._since_trigger(frame, part) < 0:
+                    break  # this frame was taken before the part was there
+                self._pending.popleft()
+                if max_wait is not None and self._since_trigger(frame, part) * 1000 > max_wait:
+                    missed.append(part)  # its own frame never came; this one is a later part's
+                    continue
+                chosen = part
+                break
+            if chosen is None and self.match_ts:  # its trigger message may still be on its way
+                self._recent.append(frame)
+                while self._recent and frame.t_capture - self._recent[0].t_capture > RECENT_S:
+                    self._recent.popleft()
+        for part in missed:
+            self.metrics.drop("frame_missed")
+            self._fail(part, Reason.TIMEOUT, f"no frame within {max_wait:.0f} ms of the trigger")
+        if chosen is None:
+            self.metrics.frames_unused.inc()
+        return chosen
 
     # -- classifier thread ---------------------------------------------------------------------------
     def _infer_loop(self) -> None:
@@ -381,6 +439,9 @@ class Station:
         t0 = time.monotonic()
         for part in parts:
             self.metrics.stage.labels(stage="queue").observe(t0 - part.t_preprocessed_mono)
+        delay_file = self.cfg.testing.model_delay_file
+        if delay_file is not None:
+            _injected_delay(delay_file)
         try:
             probs = self.classifier.run(buf)
         except ModelRunError as exc:
@@ -427,3 +488,12 @@ class Station:
             if time.monotonic() >= end:
                 return False
             time.sleep(0.01)
+
+
+def _injected_delay(path) -> None:
+    """Fault injection (``testing.model_delay_file``): sleep while the file says so."""
+    try:
+        ms = float(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return
+    time.sleep(ms / 1000.0)

@@ -93,6 +93,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._status_dirty = False
+        self._last_status = 0.0
         self._stopping = threading.Event()
         self._client: mqtt.Client | None = None
         self._generation = 0
@@ -192,11 +193,13 @@ class Publisher:
         client.on_disconnect = lambda c, u, f, rc, p=None: self._on_disconnect(gen, rc)
         client.on_publish = lambda c, u, mid, rc=None, p=None: self._on_publish(gen, mid)
         client.on_message = lambda c, u, msg: self._on_message(msg)
+        client.on_subscribe = lambda c, u, mid, rcs, p=None: self._suback.set()
         return client
 
     def _connect(self) -> bool:
         client = self._new_client()
         self._connack = threading.Event()
+        self._suback = threading.Event()
         self._connack_rc = None
         try:
             if self.protocol == mqtt.MQTTv5:
@@ -221,6 +224,9 @@ class Publisher:
         self._client = client
         if self.on_trigger is not None:
             client.subscribe(self.topics["trigger"], qos=1)
+            # "online" must mean triggers are being received: wait for the SUBACK
+            if not self._suback.wait(self.cfg.connect_timeout_s):
+                log.warning("no SUBACK for %s", self.topics["trigger"])
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
         if self.last_error:
@@ -291,6 +297,7 @@ class Publisher:
     def _publish_status(self, client: mqtt.Client) -> None:
         with self._lock:
             self._status_dirty = False
+        self._last_status = time.monotonic()
         client.publish(self.topics["status"], json.dumps(self.status()), qos=1, retain=True)
 
     def _expire_outbox(self) -> None:
@@ -311,7 +318,8 @@ class Publisher:
             if not self._outbox and not self._status_dirty and not self._stopping.is_set():
                 self._wake.wait(0.2)
             status_dirty = self._status_dirty
-        if status_dirty and client is not None:
+        heartbeat = time.monotonic() - self._last_status >= self.cfg.status_interval_s
+        if (status_dirty or heartbeat) and client is not None:
             self._publish_status(client)
         while self.connected.is_set() and client is not None:
             with self._lock:

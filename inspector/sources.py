@@ -6,6 +6,7 @@
 | url      | an RTSP/HTTP URL (FFmpeg) or a GStreamer pipeline string    |
 | video    | a video file, optionally looped and paced                   |
 | folder   | a folder of images replayed at a set rate, looped or not    |
+| spool    | images dropped into a folder by another program, each once  |
 
 A source only opens and reads; ``SourceRunner`` (in the capture thread) reopens a lost
 source with exponential backoff and reports its state. PyPI's OpenCV wheels have FFmpeg
@@ -16,6 +17,7 @@ but not GStreamer: a GStreamer pipeline needs an OpenCV built with it (see
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,8 @@ class SourceEnded(Exception):
 
 
 class FrameSource:
-    """Base class: ``open`` may raise SourceError; ``read`` returns a Frame or raises."""
+    """Base class: ``open`` may raise SourceError; ``read`` returns a Frame (None: nothing
+    new yet, ask again) or raises SourceLost / SourceEnded."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -282,6 +285,65 @@ class VideoSource(_CaptureSource):
         raise SourceEnded(self.target)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpoolSourceConfig:
+    type: Literal["spool"] = "spool"
+    path: Path = setting(
+        help="folder another program drops images into (the simulator, a frame grabber)"
+    )
+    delete: bool = setting(True, "delete each image once read")
+    poll_ms: float = setting(2.0, "how often to look for a new image")
+
+
+@register("spool", SpoolSourceConfig)
+class SpoolSource(FrameSource):
+    """Each image file that appears in the folder is one frame, read once, in name order.
+
+    Writers should create files atomically (write ``.tmp``, then rename).
+    """
+
+    def open(self) -> None:
+        if not self.cfg.path.is_dir():
+            raise SourceError(f"spool folder not found: {self.cfg.path}")
+        # images that piled up while we were not reading are not frames of the parts to come
+        stale = [
+            e.path
+            for e in os.scandir(self.cfg.path)
+            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+        ]
+        for path in stale:
+            Path(path).unlink(missing_ok=True)
+        if stale:
+            log.warning("spool: discarded %d images left from before the source opened", len(stale))
+
+    def read(self) -> Frame | None:
+        end = time.monotonic() + 0.1
+        while True:
+            try:
+                names = sorted(
+                    e.name
+                    for e in os.scandir(self.cfg.path)
+                    if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+                )
+            except FileNotFoundError:
+                raise SourceLost(f"spool folder disappeared: {self.cfg.path}") from None
+            if names:
+                break
+            if time.monotonic() >= end:
+                return None  # nothing yet; the runner checks for stop and asks again
+            time.sleep(self.cfg.poll_ms / 1000.0)
+        path = self.cfg.path / names[0]
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if self.cfg.delete:
+            path.unlink(missing_ok=True)
+        if image is None or image.size == 0:
+            return self._frame(None, path.name, f"cannot decode image {path.name}")
+        return self._frame(image, path.name)
+
+    def describe(self) -> str:
+        return f"spool {self.cfg.path}"
+
+
 def make_source(cfg) -> FrameSource:
     """Build the source a ``source:`` config section describes."""
     return _IMPLEMENTATIONS[type(cfg)](cfg)
@@ -332,7 +394,10 @@ class SourceRunner:
                 self._set("ok", "")
                 self.backoff = self.initial
             try:
-                return self.source.read()
+                frame = self.source.read()
+                if frame is None:  # a source with nothing new yet
+                    continue
+                return frame
             except SourceEnded:
                 self.source.close()
                 self._open = False

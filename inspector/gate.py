@@ -1,0 +1,387 @@
+"""The reference reject gate: a part passes only on a timely ``pass`` verdict.
+
+The gate listens to the station's triggers, verdicts and status. Each triggered part
+is in flight until it reaches the gate (``travel_ms`` after its trigger, or
+``travel_counts`` encoder ticks when ``encoder_topic`` is set). It is rejected when:
+
+- its verdict says ``fail`` (any reason);
+- no verdict has arrived when it reaches the gate (``no_verdict``);
+- the station's status goes ``offline`` (last-will) or stops arriving for
+  ``status_stale_s`` while it waits (``inspector_offline`` / ``inspector_stale``);
+- the verdict cannot be read (``invalid_verdict``).
+
+While the gate has no broker connection it cannot see triggers or verdicts: it holds
+the reject output on (every part passing is rejected, ``gate_blind``) until it is back.
+A trigger that arrives after its part already reached the gate is reported as
+``missed`` (``late_trigger``): the part went by uninspected; it is an alarm, not a pass.
+
+Verdicts for unknown parts are counted and ignored; a repeated verdict for the same
+part (QoS 1 redelivery) changes nothing; a verdict after the part was already rejected
+is counted as late. Every decision is published as a gate event (``PREFIX/gate``).
+Reject pulses fire when the part reaches the gate.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from .actuators import ACTUATOR_TYPES, LogActuatorConfig, make_actuator
+from .config import LoggingSection, MqttSection
+from .schema import Tagged, load_yaml, setting
+from .triggers import TriggerError, parse_trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSection:
+    id: str = setting("gate-1", "gate id, in gate events and the MQTT client id")
+    station_prefix: str = setting("inspector/station-1", "the inspector's topic prefix")
+    travel_ms: float = setting(1000.0, "trigger to the part reaching the gate: its deadline")
+    encoder_topic: str | None = setting(None, 'encoder counts (JSON number or {"count": n})')
+    travel_counts: int | None = setting(None, "encoder ticks from trigger to the gate")
+    status_stale_s: float = setting(3.0, "no status for this long: the station is gone")
+    keep_decided: int = setting(100_000, "decided parts remembered for duplicate/late detection")
+
+    def problems(self):
+        if bool(self.encoder_topic) != (self.travel_counts is not None):
+            yield "travel_counts", "give encoder_topic and travel_counts together"
+        if self.travel_ms <= 0:
+            yield "travel_ms", "must be positive"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    gate: GateSection = setting(factory=GateSection, help="")
+    mqtt: MqttSection = setting(factory=MqttSection, help="")
+    actuator: Tagged("actuator", lambda: ACTUATOR_TYPES) = setting(  # type: ignore[valid-type]
+        factory=LogActuatorConfig, help="what a reject does"
+    )
+    logging: LoggingSection = setting(factory=LoggingSection, help="")
+
+
+def load_gate_config(path) -> GateConfig:
+    return load_yaml(GateConfig, path)
+
+
+@dataclass
+class GatePart:
+    part_id: str
+    t_trigger: float
+    arrival: float | None  # Unix seconds (time mode)
+    arrival_mono: float | None
+    arrival_count: int | None  # encoder mode
+    outcome: str | None = None  # passed | rejected
+    reason: str | None = None
+    verdict: dict | None = None
+    t_decided: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class GateCore:
+    """The gate's decisions, without MQTT (the service feeds it; tests can too)."""
+
+    def __init__(self, cfg: GateSection, actuator, emit) -> None:
+        self.cfg = cfg
+        self.actuator = actuator
+        self.emit = emit  # callable(event dict)
+        self.lock = threading.RLock()
+        self.waiting: dict[str, GatePart] = {}
+        self.decided: collections.OrderedDict[str, GatePart] = collections.OrderedDict()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.station_state = "unknown"
+        self.last_status_mono: float | None = None
+        self.encoder: int | None = None
+        self.blind_since: float | None = None  # Unix time the broker connection was lost
+        self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=1000)
+
+    def set_connected(self, connected: bool) -> None:
+        """Without the broker the gate is blind: it holds the reject output on until it's back."""
+        now = time.time()
+        with self.lock:
+            if not connected and self.blind_since is None:
+                self.blind_since = now
+                self.actuator.hold(True)
+                log.error("gate lost the broker: reject output held on (every part is rejected)")
+            elif connected and self.blind_since is not None:
+                self.blind.append((self.blind_since, now))
+                self.blind_since = None
+                self.actuator.hold(False)
+                log.warning("gate reconnected: reject output released")
+
+    def _was_blind(self, t: float) -> bool:
+        if self.blind_since is not None and t >= self.blind_since:
+            return True
+        return any(a <= t <= b for a, b in self.blind)
+
+    # -- inputs ------------------------------------------------------------------------
+    def on_trigger(self, payload: bytes) -> None:
+        try:
+            trig = parse_trigger(payload, max_bytes=65536, max_id_chars=4096)
+        except TriggerError as exc:
+            self.counts["malformed_triggers"] += 1
+            log.warning("malformed trigger ignored: %s", exc)
+            return
+        now, now_mono = time.time(), time.monotonic()
+        with self.lock:
+            if trig.part_id in self.waiting or trig.part_id in self.decided:
+                self.counts["duplicate_triggers"] += 1
+                return
+            t0 = trig.ts or now
+            arrival = t0 + self.cfg.travel_ms / 1000.0
+            if not self.cfg.encoder_topic and arrival <= now:
+                # the part reached the gate before its trigger reached us
+                self.counts["parts"] += 1
+                part = GatePart(trig.part_id, t0, arrival, None, None)
+                if self._was_blind(arrival):
+                    self._decide(part, "rejected", "gate_blind")  # the output was held on
+                else:
+                    log.error(
+                        "part %r passed the gate before its trigger arrived", trig.part_id[:80]
+                    )
+                    self._decide(part, "missed", "late_trigger")
+                return
+            if self.cfg.encoder_topic:
+                base = self.encoder or 0
+                part = GatePart(trig.part_id, t0, None, None, base + self.cfg.travel_counts)
+            else:
+                part = GatePart(trig.part_id, t0, arrival, now_mono + (arrival - now), None)
+            self.counts["parts"] += 1
+            self.waiting[part.part_id] = part
+            if self._station_gone():
+                self._reject(part, self._gone_reason())
+
+    def on_verdict(self, payload: bytes) -> None:
+        now = time.time()
+        try:
+            v = json.loads(payload)
+            part_id, result = v["part_id"], v["result"]
+            if not isinstance(part_id, str) or result not in ("pass", "fail"):
+                raise ValueError("bad part_id or result")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            self.counts["invalid_verdicts"] += 1
+            log.warning("unreadable verdict ignored: %r", bytes(payload[:80]))
+            return
+        record = {
+            "result": result,
+            "reason": str(v.get("reason", "")),
+            "seq": v.get("seq", 0),
+            "model_id": str(v.get("model_id", "")),
+            "t_received": now,
+        }
+        with self.lock:
+            part = self.waiting.get(part_id)
+            if part is None:
+                done = self.decided.get(part_id)
+                if done is None:
+                    self.counts["unknown_verdicts"] += 1
+                    log.warning("verdict for unknown part %r ignored", part_id[:80])
+                elif done.verdict is not None and done.verdict["seq"] == record["seq"]:
+                    self.counts["duplicate_verdicts"] += 1
+                else:
+                    self.counts["late_verdicts"] += 1
+                    log.warning(
+                        "verdict for part %r arrived after the gate decided (%s)",
+                        part_id[:80],
+                        done.reason,
+                    )
+                return
+            if part.arrival is not None and now > part.arrival:
+                self.counts["late_verdicts"] += 1
+                self._reject(part, "no_verdict")
+                return
+            part.verdict = record
+            if result == "pass" and record["reason"] == "ok":
+                self._decide(part, "passed", "pass")
+            else:
+                reason = record["reason"] if result == "fail" else "invalid_verdict"
+                self._reject(part, reason if reason in _VERDICT_REASONS else "invalid_verdict")
+
+    def on_status(self, payload: bytes) -> None:
+        try:
+            state = json.loads(payload)["state"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            if payload:
+                self.counts["invalid_status"] += 1
+            return
+        with self.lock:
+            self.station_state = str(state)
+            self.last_status_mono = time.monotonic()
+            if state == "offline":
+                for part in list(self.waiting.values()):
+                    self._reject(part, "inspector_offline")
+
+    def on_encoder(self, payload: bytes) -> None:
+        try:
+            value = json.loads(payload)
+            count = int(value["count"] if isinstance(value, dict) else value)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            self.counts["invalid_encoder"] += 1
+            return
+        with self.lock:
+            self.encoder = count
+            for part in list(self.waiting.values()):
+                if part.arrival_count is not None and count >= part.arrival_count:
+                    self._reject(part, "no_verdict")
+
+    def tick(self) -> None:
+        """Deadlines and staleness; call every few milliseconds."""
+        now_mono = time.monotonic()
+        with self.lock:
+            gone = self._station_gone()
+            for part in list(self.waiting.values()):
+                if gone:
+                    self._reject(part, self._gone_reason())
+                elif part.arrival_mono is not None and now_mono >= part.arrival_mono:
+                    self._reject(part, "no_verdict")
+
+    # -- decisions -------------------------------------------------------------------------
+    def _station_gone(self) -> bool:
+        if self.station_state == "offline":
+            return True
+        if self.last_status_mono is None:
+            return False  # not heard yet: parts still need a verdict to pass
+        return time.monotonic() - self.last_status_mono > self.cfg.status_stale_s
+
+    def _gone_reason(self) -> str:
+        return "inspector_offline" if self.station_state == "offline" else "inspector_stale"
+
+    def _reject(self, part: GatePart, reason: str) -> None:
+        self._decide(part, "rejected", reason)
+        if part.arrival_mono is not None:
+            self.actuator.schedule(part.part_id, part.arrival_mono)
+        else:  # encoder mode: the part is at the gate when its count is reached
+            self.actuator.schedule(part.part_id, time.monotonic())
+
+    def _decide(self, part: GatePart, outcome: str, reason: str) -> None:
+        self.waiting.pop(part.part_id, None)
+        part.outcome, part.reason, part.t_decided = outcome, reason, time.time()
+        self.decided[part.part_id] = part
+        while len(self.decided) > self.cfg.keep_decided:
+            self.decided.popitem(last=False)
+        self.counts[outcome] += 1
+        self.counts[f"{outcome}:{reason}"] += 1
+        self.emit(self.event(part))
+
+    def event(self, part: GatePart) -> dict:
+        return {
+            "schema": 1,
+            "gate": self.cfg.id,
+            "part_id": part.part_id,
+            "outcome": part.outcome,
+            "reason": part.reason,
+            "t_trigger": part.t_trigger,
+            "arrival": part.arrival,
+            "arrival_count": part.arrival_count,
+            "t_decided": part.t_decided,
+            "verdict": part.verdict,
+        }
+
+
+_VERDICT_REASONS = {
+    "defect",
+    "uncertain",
+    "error",
+    "timeout",
+    "source_lost",
+    "unreadable_frame",
+    "overflow",
+    "shutdown",
+}
+
+
+class GateService:
+    """GateCore on MQTT: subscribes to the station's topics, publishes gate events."""
+
+    def __init__(self, cfg: GateConfig) -> None:
+        self.cfg = cfg
+        g = cfg.gate
+        self.topics = {
+            name: f"{g.station_prefix}/{name}" for name in ("trigger", "verdict", "status", "gate")
+        }
+        self.actuator = make_actuator(cfg.actuator)
+        self.core = GateCore(g, self.actuator, self._emit)
+        self.events: collections.deque[dict] = collections.deque(maxlen=100_000)
+        self.connected = threading.Event()
+        proto = mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            protocol=proto,
+            client_id=cfg.mqtt.client_id or f"gate-{g.id}",
+        )
+        self.client.reconnect_delay_set(0.05, max(0.1, cfg.mqtt.reconnect_max_s))
+        password = cfg.mqtt.resolved_password()
+        if cfg.mqtt.username or password:
+            self.client.username_pw_set(cfg.mqtt.username, password)
+        if cfg.mqtt.tls is not None:
+            t = cfg.mqtt.tls
+            self.client.tls_set(
+                ca_certs=str(t.ca) if t.ca else None,
+                certfile=str(t.cert) if t.cert else None,
+                keyfile=str(t.key) if t.key else None,
+            )
+            self.client.tls_insecure_set(t.insecure)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="gate-tick", daemon=True)
+
+    def start(self) -> None:
+        self.actuator.start()
+        self.core.set_connected(False)  # blind until the broker answers
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive_s)
+        self.client.loop_start()
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._ticker.join(2)
+        self.actuator.stop()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def _on_connect(self, client, _u, _f, rc, _p=None) -> None:
+        if rc.is_failure:
+            log.error("broker refused the gate: %s", rc)
+            return
+        subs = [(self.topics[t], 1) for t in ("trigger", "verdict", "status")]
+        if self.cfg.gate.encoder_topic:
+            subs.append((self.cfg.gate.encoder_topic, 1))
+        client.subscribe(subs)
+        self.connected.set()
+        self.core.set_connected(True)
+        log.info("gate %s watching %s/#", self.cfg.gate.id, self.cfg.gate.station_prefix)
+
+    def _on_disconnect(self, *_args) -> None:
+        self.connected.clear()
+        self.core.set_connected(False)
+
+    def _on_message(self, _c, _u, msg) -> None:
+        handler = {
+            self.topics["trigger"]: self.core.on_trigger,
+            self.topics["verdict"]: self.core.on_verdict,
+            self.topics["status"]: self.core.on_status,
+        }.get(msg.topic)
+        if handler is None and msg.topic == self.cfg.gate.encoder_topic:
+            handler = self.core.on_encoder
+        if handler is not None:
+            try:
+                handler(msg.payload)
+            except Exception:
+                log.exception("gate handler failed on %s", msg.topic)
+
+    def _emit(self, event: dict) -> None:
+        self.events.append(event)
+        self.client.publish(self.topics["gate"], json.dumps(event), qos=1)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(0.005):
+            self.core.tick()

@@ -1,0 +1,474 @@
+"""``inspector simulate``: a conveyor in software, with the real inspector and the real gate.
+
+Parts arrive at a set rate with ground truth from a labelled folder (``good/`` is good,
+every other folder a defect). For each part the simulated sensor publishes a trigger;
+20 ms later the simulated camera drops that part's image into the inspector's spool
+folder. The inspector runs as its own process (``inspector run``), the gate
+(``GateService``) sits ``travel_ms`` downstream, and an observer records every verdict
+on the wire. Faults can be injected mid-run; at the end a scorecard says what
+happened to every part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from .broker import Mosquitto, free_port
+from .config import MqttSection
+from .errors import InspectorError
+from .gate import GateConfig, GateSection, GateService
+from .sources import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+CAMERA_DELAY_S = 0.02  # trigger -> exposure
+FAULTS = ("none", "broker-restart", "source-loss", "slow-model", "kill-inspector", "bad-payloads")
+INSPECTED = {"pass", "defect", "uncertain"}
+HOSTILE = [
+    b"\xff\xfe\x00\x01",
+    b"{not json",
+    b"[1,2,3]",
+    b'{"part_id": 42}',
+    b'{"part_id": ""}',
+    b"x" * 100_000,
+    b'{"part_id": "a", "ts": "soon"}',
+    b"null",
+    b"\x00" * 64,
+]
+
+
+@dataclass
+class SimOptions:
+    data: Path
+    model: Path
+    parts: int = 100
+    rate_ppm: float = 240.0
+    fault: str = "none"
+    out: Path | None = None
+    broker: str | None = None  # HOST:PORT of an existing broker
+    deadline_ms: float = 1000.0  # the inspector's deadline after the trigger
+    travel_ms: float = 1200.0  # trigger -> gate
+    fault_at: float = 0.3  # fraction of the run when the fault starts
+    fault_s: float = 2.0  # how long it lasts
+    seed: int = 0
+    work: Path | None = None
+
+
+def labelled_images(folder: Path) -> list[tuple[Path, bool]]:
+    """(path, is_defect) for every image under folder/<class>/."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InspectorError(f"--data: folder not found: {folder}")
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for p in sorted(sub.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                items.append((p, sub.name != "good"))
+    if not items:
+        raise InspectorError(
+            f"--data: no images in class folders under {folder} (expected good/, defect/ …)"
+        )
+    if not any(d for _, d in items) or all(d for _, d in items):
+        log.warning("the data has only one class; the scorecard will be one-sided")
+    return items
+
+
+def _station_yaml(o: SimOptions, host: str, port: int, work: Path) -> str:
+    return f"""\
+station: {{id: sim}}
+source: {{type: spool, path: "{work / "camera"}"}}
+trigger: {{type: mqtt, max_pending: 256, max_age_ms: 150, match_by: timestamp, max_frame_wait_ms: {min(150.0, 0.6 * 60000 / o.rate_ppm)}}}
+part: {{deadline_ms: {o.deadline_ms}}}
+model: {{path: "{Path(o.model).resolve()}", max_batch: 8}}
+mqtt: {{host: {host}, port: {port}, keepalive_s: 1, reconnect_max_s: 0.25, status_interval_s: 0.5}}
+recorder: {{path: "{work / "recordings"}", pass_sample_rate: 0.0}}
+metrics: {{port: 0, max_frame_age_s: 3600}}
+logging: {{level: WARNING}}
+testing: {{model_delay_file: "{work / "slow-model"}"}}
+"""
+
+
+class _Observer:
+    """Sees the line as an outsider: every verdict and status on the wire, with receipt times."""
+
+    def __init__(self, host: str, port: int, prefix: str) -> None:
+        self.verdicts: dict[str, dict] = {}
+        self.duplicates = 0
+        self.state = "unknown"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="sim-observer", protocol=mqtt.MQTTv5
+        )
+        self.client.reconnect_delay_set(0.05, 0.25)
+        self.client.on_connect = lambda c, *a: c.subscribe(f"{prefix}/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=5)
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, msg) -> None:
+        if msg.topic.endswith("/verdict"):
+            v = json.loads(msg.payload)
+            v["_received"] = time.time()
+            if v["part_id"] in self.verdicts:
+                self.duplicates += 1
+            else:
+                self.verdicts[v["part_id"]] = v
+        elif msg.topic.endswith("/status") and msg.payload:
+            self.state = json.loads(msg.payload)["state"]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class _Plc:
+    """The sensor/PLC that publishes triggers. It keeps every trigger until the broker has
+    acknowledged it and publishes the unacknowledged ones again after a reconnect (the
+    gate and the inspector treat a repeated part id as the same part)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.unacked: dict[int, tuple[str, bytes]] = {}
+        self.lock = threading.Lock()
+        self.was_connected = False
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="sim-plc", protocol=mqtt.MQTTv5
+        )
+        self.client.reconnect_delay_set(0.05, 0.25)
+        self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, track: bool = True) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if track:
+            with self.lock:
+                self.unacked[info.mid] = (topic, payload)
+
+    def _on_publish(self, _c, _u, mid, _rc=None, _p=None) -> None:
+        with self.lock:
+            self.unacked.pop(mid, None)
+
+    def _on_connect(self, _c, _u, _f, rc, _p=None) -> None:
+        if self.was_connected and not rc.is_failure:
+            with self.lock:
+                again, self.unacked = list(self.unacked.values()), {}
+            for topic, payload in again:
+                threading.Thread(target=self.publish, args=(topic, payload), daemon=True).start()
+        self.was_connected = True
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class _Inspector:
+    """``inspector run`` as a child process (killable, restartable)."""
+
+    def __init__(self, config: Path, work: Path) -> None:
+        self.config = config
+        self.log = open(work / "inspector.log", "ab")  # noqa: SIM115 (lives as long as the process)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector.cli", "run", str(self.config)],
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def rss_kb(self) -> int | None:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except (OSError, AttributeError):
+            return None
+        return None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def simulate(o: SimOptions) -> dict:
+    if o.fault not in FAULTS:
+        raise InspectorError(f"--fault: unknown fault {o.fault!r} (one of {', '.join(FAULTS)})")
+    if not Path(o.model).is_file():
+        raise InspectorError(f"--model: file not found: {o.model}")
+    if o.parts < 1 or o.rate_ppm <= 0:
+        raise InspectorError("--parts and --rate must be positive")
+    images = labelled_images(o.data)
+    rng = random.Random(o.seed)
+    work = Path(o.work or tempfile.mkdtemp(prefix="inspector-sim-"))
+    (work / "camera").mkdir(parents=True, exist_ok=True)
+    broker = None
+    if o.broker:
+        host, _, port_s = o.broker.rpartition(":")
+        host, port = host or "127.0.0.1", int(port_s)
+    else:
+        broker = Mosquitto(port=free_port()).start()
+        host, port = broker.host, broker.port
+    prefix = "inspector/sim"
+    (work / "station.yaml").write_text(_station_yaml(o, host, port, work))
+    inspector = _Inspector(work / "station.yaml", work)
+    gate = GateService(
+        GateConfig(
+            gate=GateSection(
+                id="sim-gate", station_prefix=prefix, travel_ms=o.travel_ms, status_stale_s=2.0
+            ),
+            mqtt=MqttSection(host=host, port=port, reconnect_max_s=0.25),
+        )
+    )
+    observer = _Observer(host, port, prefix)
+    plc = _Plc(host, port)
+    gate.start()
+    inspector.start()
+    try:
+        t_online = _wait_for(lambda: observer.state == "online", 60)
+        if t_online is None:
+            raise InspectorError(f"the inspector did not come online; see {work / 'inspector.log'}")
+        card = _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, gate)
+    finally:
+        plc.close()
+        observer.close()
+        gate.stop()
+        inspector.stop()
+        if broker is not None:
+            broker.stop()
+    card["work_dir"] = str(work)
+    if o.out:
+        Path(o.out).write_text(json.dumps(card, indent=2) + "\n")
+    if o.work is None and not o.out:
+        shutil.rmtree(work, ignore_errors=True)
+    return card
+
+
+def _wait_for(cond, timeout: float) -> float | None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return time.time()
+        time.sleep(0.02)
+    return None
+
+
+def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, gate) -> dict:
+    period = 60.0 / o.rate_ppm
+    n = o.parts
+    fault_start = int(n * o.fault_at) if o.fault != "none" else None
+    fault_parts = max(1, int(o.fault_s / period))
+    fault_window = (fault_start, fault_start + fault_parts) if fault_start is not None else None
+    camera, lost = work / "camera", work / "camera.unplugged"
+    slow_flag = work / "slow-model"
+    truth: dict[str, tuple[bool, str, float]] = {}
+    t_fault = t_clear = None
+    rss_start = rss_end = None
+    t0 = time.monotonic()
+    for k in range(n):
+        time.sleep(max(0.0, t0 + k * period - time.monotonic()))
+        if fault_window and k == fault_window[0]:
+            t_fault = time.time()
+            _inject(o.fault, broker, inspector, camera, lost, slow_flag, o)
+        if fault_window and k == fault_window[1]:
+            _clear(o.fault, broker, inspector, camera, lost, slow_flag)
+            t_clear = time.time()
+        if k == min(n - 1, max(50, n // 20)):
+            rss_start = inspector.rss_kb()
+        path, defect = images[rng.randrange(len(images))]
+        part_id = f"sim-{k:06d}"
+        now = time.time()
+        name = f"{k:08d}{path.suffix.lower()}"
+        truth[part_id] = (defect, name, now)
+        payload = {"part_id": part_id, "ts": now, "deadline": now + o.deadline_ms / 1000.0}
+        plc.publish(f"{prefix}/trigger", json.dumps(payload).encode())
+        if o.fault == "bad-payloads":
+            for _ in range(rng.randrange(1, 4)):
+                plc.publish(f"{prefix}/trigger", rng.choice(HOSTILE), track=False)
+        if not (
+            o.fault == "source-loss" and fault_window and fault_window[0] <= k < fault_window[1]
+        ):
+            threading.Timer(CAMERA_DELAY_S, _drop_image, (path, camera / name)).start()
+    if fault_window and t_clear is None:  # the run ended inside the fault window
+        _clear(o.fault, broker, inspector, camera, lost, slow_flag)
+        t_clear = time.time()
+    rss_end = inspector.rss_kb()
+    _wait_for(lambda: not gate.core.waiting, o.travel_ms / 1000.0 + 5)
+    time.sleep(0.3)
+    return _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end)
+
+
+def _drop_image(src: Path, dst: Path) -> None:
+    """The camera 'exposes' the part: atomically, so the inspector never reads half a file."""
+    tmp = dst.with_suffix(".tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        pass  # the camera is unplugged: no image
+
+
+def _inject(fault, broker, inspector, camera, lost, slow_flag, o) -> None:
+    log.warning("fault: %s", fault)
+    if fault == "broker-restart":
+        if broker is None:
+            raise InspectorError(
+                "--fault broker-restart needs the simulator's own broker (no --broker)"
+            )
+        broker.kill()
+    elif fault == "source-loss":
+        camera.rename(lost)
+    elif fault == "slow-model":
+        slow_flag.write_text(str(o.deadline_ms * 1.5))
+    elif fault == "kill-inspector":
+        inspector.kill()
+
+
+def _clear(fault, broker, inspector, camera, lost, slow_flag) -> None:
+    log.warning("fault cleared: %s", fault)
+    if fault == "broker-restart":
+        broker.start()
+    elif fault == "source-loss":
+        lost.rename(camera)
+    elif fault == "slow-model":
+        slow_flag.unlink(missing_ok=True)
+    elif fault == "kill-inspector":
+        inspector.start()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) -> dict:
+    decided = gate.core.decided
+    card = {
+        "parts": len(truth),
+        "passed": 0,
+        "rejected": 0,
+        "correct_passes": 0,
+        "correct_rejects": 0,
+        "escapes": 0,
+        "false_rejects": 0,
+        "unaccounted": 0,
+        "missed": 0,
+        "failsafe_rejects": {},
+        "passed_without_timely_pass": 0,
+        "image_mismatches": 0,
+        "deadline_misses": 0,
+    }
+    latencies, recovery = [], None
+    for part_id, (defect, image, t_trig) in truth.items():
+        g = decided.get(part_id)
+        v = observer.verdicts.get(part_id)
+        arrival = t_trig + o.travel_ms / 1000.0
+        if v is not None:
+            latencies.append((v["_received"] - v["t_trigger"]) * 1000.0)
+            if (
+                v.get("frame")
+                and v["frame"] != image
+                and v["reason"] in ("ok", "defect", "uncertain")
+            ):
+                card["image_mismatches"] += 1
+        if v is None or v["_received"] > arrival:
+            card["deadline_misses"] += 1
+        if g is None:
+            if not gate.core._was_blind(arrival):
+                card["unaccounted"] += 1
+                continue
+            outcome, reason = "rejected", "gate_blind"  # the gate held its reject output on
+        else:
+            outcome, reason = g.outcome, g.reason
+        if outcome == "missed":  # went by before the gate knew of it: physically, a pass
+            card["missed"] += 1
+            outcome = "passed"
+        if outcome == "passed":
+            card["passed"] += 1
+            card["escapes" if defect else "correct_passes"] += 1
+            timely = v is not None and v["result"] == "pass" and v["_received"] <= arrival
+            card["passed_without_timely_pass"] += 0 if timely else 1
+        else:
+            card["rejected"] += 1
+            if reason in ("defect", "uncertain"):
+                card["correct_rejects" if defect else "false_rejects"] += 1
+            else:
+                card["failsafe_rejects"][reason] = card["failsafe_rejects"].get(reason, 0) + 1
+                if defect:
+                    card["correct_rejects"] += 1
+        if (
+            t_clear is not None
+            and reason in INSPECTED
+            and t_trig >= t_clear
+            and v is not None
+            and (recovery is None or v["_received"] - t_clear < recovery)
+        ):
+            recovery = v["_received"] - t_clear
+    card["latency_ms"] = {
+        "p50": _pct(latencies, 50),
+        "p99": _pct(latencies, 99),
+        "n": len(latencies),
+    }
+    card["late_verdicts"] = gate.core.counts["late_verdicts"]
+    card["duplicate_verdicts_on_wire"] = observer.duplicates
+    card["gate_counts"] = dict(gate.core.counts)
+    card["fault"] = {
+        "type": o.fault,
+        "started": t_fault,
+        "cleared": t_clear,
+        "recovery_s": None if recovery is None else round(recovery, 3),
+    }
+    card["inspector_rss_kb"] = {
+        "start": rss_start,
+        "end": rss_end,
+        "growth": None if not (rss_start and rss_end) else round(rss_end / rss_start - 1.0, 4),
+    }
+    card["config"] = {
+        "rate_ppm": o.rate_ppm,
+        "deadline_ms": o.deadline_ms,
+        "travel_ms": o.travel_ms,
+        "model": str(o.model),
+        "data": str(o.data),
+    }
+    return card
+
+
+def format_scorecard(card: dict) -> str:
+    lines = [
+        f"parts {card['parts']}: passed {card['passed']}, rejected {card['rejected']}, "
+        f"unaccounted {card['unaccounted']}, missed by the gate {card['missed']}",
+        f"escapes (defect passed) {card['escapes']}, false rejects {card['false_rejects']}, "
+        f"passed without a timely pass {card['passed_without_timely_pass']}",
+        f"fail-safe rejects {card['failsafe_rejects'] or 'none'}",
+        f"verdict latency p50 {card['latency_ms']['p50']} ms, p99 {card['latency_ms']['p99']} ms; "
+        f"deadline misses {card['deadline_misses']}, late verdicts {card['late_verdicts']}",
+    ]
+    f = card["fault"]
+    if f["type"] != "none":
+        lines.append(f"fault {f['type']}: inspection resumed {f['recovery_s']} s after it cleared")
+    rss = card["inspector_rss_kb"]
+    if rss["start"]:
+        lines.append(f"inspector RSS {rss['start']} kB -> {rss['end']} kB ({rss['growth']:+.1%})")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The whole line, scored: a real Mosquitto, a real inspector process, the real gate, and faults.
+
+Recovery bound (stated in docs/simulator.md): after a fault clears, the first part
+triggered afterwards is inspected again within RECOVERY_BOUND_S.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from inspector.cli import main
+from inspector.simulator import SimOptions, simulate
+
+from .contract import validate
+
+RECOVERY_BOUND_S = 5.0
+SAFE_KEYS = ("escapes", "unaccounted", "passed_without_timely_pass", "missed")
+
+
+@pytest.fixture(scope="module")
+def line_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("line")
+    assert main(["demo", "--prepare", str(d), "--parts", "30"]) == 0
+    return d
+
+
+def options(line_data, tmp_path, **kw) -> SimOptions:
+    base = dict(
+        data=line_data / "parts",
+        model=line_data / "model" / "contrast-demo.onnx",
+        parts=36,
+        rate_ppm=480,
+        fault_s=1.5,
+        travel_ms=1200,
+        deadline_ms=1000,
+        work=tmp_path / "work",
+        out=tmp_path / "scorecard.json",
+    )
+    base.update(kw)
+    return SimOptions(**base)
+
+
+def assert_safe(card: dict) -> None:
+    for key in SAFE_KEYS:
+        assert card[key] == 0, (key, card)
+    assert card["passed"] + card["rejected"] == card["parts"]
+
+
+def test_clean_run_scores_perfectly_and_every_message_keeps_the_contract(
+    line_data, tmp_path, broker
+):
+    seen: list[tuple[str, bytes]] = []
+    lock = threading.Lock()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(_c, _u, m):
+        with lock:
+            seen.append((m.topic, m.payload))
+
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("inspector/sim/#", qos=1)
+    sub.loop_start()
+    try:
+        card = simulate(options(line_data, tmp_path, broker=f"{broker.host}:{broker.port}"))
+    finally:
+        sub.loop_stop()
+    assert_safe(card)
+    assert card["false_rejects"] == 0 and card["failsafe_rejects"] == {}
+    assert card["correct_passes"] + card["correct_rejects"] == card["parts"]
+    assert card["image_mismatches"] == 0 and card["deadline_misses"] == 0
+    assert card["latency_ms"]["p99"] < 1000
+    assert json.loads((tmp_path / "scorecard.json").read_text())["parts"] == 36
+    kinds = {"trigger": 0, "verdict": 0, "status": 0, "gate": 0}
+    for topic, payload in seen:
+        kind = topic.rsplit("/", 1)[1]
+        if not payload:
+            continue
+        validate("gate_event" if kind == "gate" else kind, json.loads(payload))
+        kinds[kind] += 1
+    assert kinds["trigger"] == kinds["verdict"] == kinds["gate"] == 36 and kinds["status"] >= 1
+
+
+@pytest.mark.parametrize(
+    "fault, reasons",
+    [
+        ("broker-restart", {"timeout", "no_verdict", "gate_blind"}),
+        ("source-loss", {"source_lost"}),
+        ("slow-model", {"timeout"}),
+        ("kill-inspector", {"inspector_offline", "inspector_stale", "no_verdict"}),
+        ("bad-payloads", set()),
+    ],
+)
+def test_fault_never_passes_an_uninspected_part_and_inspection_resumes(
+    line_data, tmp_path, fault, reasons
+):
+    card = simulate(options(line_data, tmp_path, fault=fault))
+    assert_safe(card)
+    assert card["false_rejects"] == 0
+    assert set(card["failsafe_rejects"]) <= reasons, card["failsafe_rejects"]
+    if reasons:
+        assert sum(card["failsafe_rejects"].values()) > 0  # the fault did bite
+    else:
+        assert card["gate_counts"]["malformed_triggers"] > 0
+    recovery = card["fault"]["recovery_s"]
+    assert recovery is not None and recovery <= RECOVERY_BOUND_S, card["fault"]
+    assert card["image_mismatches"] == 0
+
+
+def test_simulate_cli_rejects_bad_arguments(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(["simulate", "--data", str(tmp_path / "empty"), "--model", str(tmp_path / "m.onnx")])
+        != 0
+    )
+    assert "simulate:" in capsys.readouterr().err
