@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install mosquitto clean
+.PHONY: demo test lint bench soak install mosquitto clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: $(STAMP) mosquitto
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector tests
 	$(VENV)/bin/ruff format --check inspector tests
+
+# 10,000 parts through simulator, inspector and gate (not part of make test): scorecard + RSS.
+SOAK_DIR ?= /tmp/inspector-soak
+soak: $(STAMP) mosquitto
+	$(VENV)/bin/inspector demo --prepare $(SOAK_DIR) --parts 200
+	$(VENV)/bin/inspector simulate --data $(SOAK_DIR)/parts --model $(SOAK_DIR)/model/contrast-demo.onnx \
+	  --parts 10000 --rate 3000 --out soak-scorecard.json
 
 bench: $(STAMP)
 	@echo "bench: the side-by-side benchmark (inspector bench) is tracked in issue 6" >&2; exit 2

@@ -1,8 +1,9 @@
 """Reject actuators for the gate, chosen by ``actuator.type``: ``log``, ``command``, ``gpio``.
 
-A reject pulse is scheduled for the moment the part reaches the gate. Pulses closer
-together than ``min_spacing_ms`` are delayed to keep that spacing, never dropped: a
-missed reject is an escape.
+A reject pulse is scheduled for the moment the part reaches the gate and lasts
+``pulse_ms``. A part due before the output could be released and re-armed
+(``min_spacing_ms`` after the pulse) shares the pulse, which is stretched to cover it:
+a reject is never dropped or fired late for a part on the belt.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Actuator:
         self._last = -1e9
         self.fired: list[tuple[str, float]] = []  # (part id, monotonic time), for tests and logs
         self.delayed = 0
+        self.merged = 0
         self.failed = 0
         self.held = False
         self._thread = threading.Thread(target=self._run, name="actuator", daemon=True)
@@ -113,6 +115,7 @@ class Actuator:
 
     def _run(self) -> None:
         spacing = self.cfg.min_spacing_ms / 1000.0
+        pulse = self.cfg.pulse_ms / 1000.0
         while True:
             with self._cv:
                 while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
@@ -122,22 +125,55 @@ class Actuator:
                     return
                 _, _, part_id = heapq.heappop(self._heap)
             gap = self._last + spacing - time.monotonic()
-            if gap > 0:
+            if gap > 0:  # it came in after the last pulse ended: keep the actuator's spacing
                 self.delayed += 1
-                log.warning(
-                    "reject for %r delayed %.0f ms to keep min_spacing_ms", part_id, gap * 1000
-                )
+                log.warning("reject for %r delayed %.0f ms (min_spacing_ms)", part_id, gap * 1000)
                 time.sleep(gap)
+            end = time.monotonic() + pulse
+            self._activate(part_id)
+            # parts due before the output could be released and re-armed share this pulse
+            while True:
+                now = time.monotonic()
+                with self._cv:
+                    nxt = self._heap[0] if self._heap else None
+                    if nxt is not None and nxt[0] <= end + spacing:
+                        if nxt[0] <= now:
+                            heapq.heappop(self._heap)
+                        else:  # keep the output on until it is due
+                            self._cv.wait(nxt[0] - now)
+                            continue
+                    elif now < end:
+                        self._cv.wait(end - now)  # a new part may come in meanwhile
+                        continue
+                    else:
+                        break
+                self.merged += 1
+                self._activate(nxt[2])
+                end = max(end, now + pulse)
+            self._release()
             self._last = time.monotonic()
-            try:
-                self.fire(part_id)
-                self.fired.append((part_id, self._last))
-            except Exception as exc:  # the actuator must keep running; the failure is loud
-                self.failed += 1
-                log.error("reject actuator failed for part %r: %s", part_id, exc)
+
+    def _activate(self, part_id: str) -> None:
+        try:
+            self.fire(part_id)
+            self.fired.append((part_id, time.monotonic()))
+        except Exception as exc:  # the actuator must keep running; the failure is loud
+            self.failed += 1
+            log.error("reject actuator failed for part %r: %s", part_id, exc)
+
+    def _release(self) -> None:
+        try:
+            self.release()
+        except Exception as exc:
+            self.failed += 1
+            log.error("reject actuator failed to release: %s", exc)
 
     def fire(self, part_id: str) -> None:
+        """Switch the reject output on for this part (it may already be on)."""
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Switch the reject output off at the end of a pulse (unless held)."""
 
     def hold(self, on: bool) -> None:
         """Keep the reject output on (the gate is blind) or release it."""
@@ -206,11 +242,11 @@ class GpioActuator(Actuator):
             ) from None
 
     def fire(self, part_id: str) -> None:
-        on, off = self._values
-        self._request.set_value(self.cfg.line, on)
-        time.sleep(self.cfg.pulse_ms / 1000.0)
+        self._request.set_value(self.cfg.line, self._values[0])
+
+    def release(self) -> None:
         if not self.held:
-            self._request.set_value(self.cfg.line, off)
+            self._request.set_value(self.cfg.line, self._values[1])
 
     def hold(self, on: bool) -> None:
         super().hold(on)

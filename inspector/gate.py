@@ -57,11 +57,15 @@ class GateSection:
             yield "travel_ms", "must be positive"
 
 
+def _actuator_types() -> dict[str, type]:
+    return ACTUATOR_TYPES
+
+
 @dataclass(frozen=True, kw_only=True)
 class GateConfig:
     gate: GateSection = setting(factory=GateSection, help="")
     mqtt: MqttSection = setting(factory=MqttSection, help="")
-    actuator: Tagged("actuator", lambda: ACTUATOR_TYPES) = setting(  # type: ignore[valid-type]
+    actuator: Tagged("actuator", _actuator_types) = setting(  # type: ignore[valid-type]
         factory=LogActuatorConfig, help="what a reject does"
     )
     logging: LoggingSection = setting(factory=LoggingSection, help="")
@@ -109,7 +113,9 @@ class GateCore:
             if not connected and self.blind_since is None:
                 self.blind_since = now
                 self.actuator.hold(True)
-                log.error("gate lost the broker: reject output held on (every part is rejected)")
+                log.error(
+                    "gate has no broker connection: reject output held on (every part is rejected)"
+                )
             elif connected and self.blind_since is not None:
                 self.blind.append((self.blind_since, now))
                 self.blind_since = None

@@ -18,8 +18,15 @@ EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_is_valid(path, monkeypatch):
     monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "x")
+    from inspector.gate import load_gate_config
+
+    loader = (
+        load_gate_config
+        if path.read_text().startswith("# The reference reject gate")
+        else load_config
+    )
     try:
-        load_config(path)
+        loader(path)
     except ConfigError as exc:  # a password file lives on the line PC's /etc, not here
         assert len(exc.problems) == 1 and "password_file: file not found" in exc.problems[0], exc
 
@@ -57,3 +64,51 @@ def test_demo_runs_end_to_end(capsys):
     out = capsys.readouterr().out
     assert "verdicts received    12 (12 distinct part ids)" in out
     assert "escapes (defect passed): 0" in out
+
+
+def test_gate_process_decides_parts_and_stops_on_sigterm(tmp_path, broker):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import Line
+
+    text = (
+        (ROOT / "deploy/examples/gate.yaml")
+        .read_text()
+        .replace("port: 1883", f"port: {broker.port}")
+    )
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector.cli", "gate", str(cfg)], stderr=subprocess.PIPE, text=True
+    )
+    events = []
+    line = Line(broker, prefix="inspector/replay-1")
+    line.client.message_callback_add(
+        "inspector/replay-1/gate", lambda c, u, m: events.append(json.loads(m.payload))
+    )
+    try:
+        time.sleep(2.0)  # the gate connects and subscribes
+        line.client.publish("inspector/replay-1/status", json.dumps({"state": "online"}), qos=1)
+        line.trigger("G-1")
+        line.trigger("G-2")
+        time.sleep(0.2)
+        line.client.publish(
+            "inspector/replay-1/verdict",
+            json.dumps({"part_id": "G-1", "result": "pass", "reason": "ok", "seq": 1}),
+            qos=1,
+        )
+        deadline = time.monotonic() + 5
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = {e["part_id"]: (e["outcome"], e["reason"]) for e in events}
+        assert got == {"G-1": ("passed", "pass"), "G-2": ("rejected", "no_verdict")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        line.close()
+    assert proc.returncode == 0, err
+    assert "REJECT 'G-2'" in err

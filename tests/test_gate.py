@@ -148,17 +148,19 @@ def test_encoder_mode_counts_ticks_not_seconds():
     assert outcome(events, "e1") == [("rejected", "no_verdict")]
 
 
-def test_actuator_keeps_min_spacing_and_never_drops_a_reject():
-    act = make_actuator(LogActuatorConfig(pulse_ms=1, min_spacing_ms=50))
+def test_actuator_merges_rejects_closer_than_its_spacing_and_never_drops_one():
+    act = make_actuator(LogActuatorConfig(pulse_ms=20, min_spacing_ms=50))
     act.start()
     now = time.monotonic()
-    for i in range(4):
-        act.schedule(f"p{i}", now)
+    for i, dt in enumerate([0.0, 0.03, 0.06, 0.4]):  # three close together, one far later
+        act.schedule(f"p{i}", now + dt)
+    time.sleep(0.6)
     act.stop(drain_s=2)
-    times = [t for _, t in act.fired]
-    assert [p for p, _ in act.fired] == ["p0", "p1", "p2", "p3"]
-    assert all(b - a >= 0.049 for a, b in zip(times, times[1:], strict=False))
-    assert act.delayed == 3
+    fired = dict(act.fired)
+    assert list(fired) == ["p0", "p1", "p2", "p3"]
+    for i, dt in enumerate([0.0, 0.03, 0.06, 0.4]):  # each at its own time: none early, none late
+        assert 0 <= fired[f"p{i}"] - (now + dt) < 0.015, (i, fired[f"p{i}"] - now)
+    assert act.merged == 2 and act.delayed == 0
 
 
 def test_command_actuator_passes_hostile_ids_as_one_argument(tmp_path):

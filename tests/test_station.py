@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from .contract import validate
+
 
 def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, station_factory, line):
     station = station_factory(make_config(trigger="mqtt"))
@@ -21,6 +23,7 @@ def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, statio
     time.sleep(0.3)  # nothing more may arrive
     assert sorted(v["part_id"] for v in line.verdicts) == sorted(ids)  # verbatim, no duplicates
     for v in verdicts:
+        validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
         assert v["result"] in ("pass", "fail") and not v["_retain"]
         assert v["reason"] in ("ok", "defect")
         assert v["model_id"] == station.classifier.model_id
@@ -194,6 +197,10 @@ def test_stop_gives_parts_in_flight_their_verdicts_and_goes_offline(
     assert sorted(v["part_id"] for v in verdicts) == ["late-0", "late-1", "late-2"]
     assert all(v["result"] in ("pass", "fail") for v in verdicts)
     assert line.wait_status("offline", timeout=5)
+    for status in line.statuses:
+        validate("status", status)
+    for v in line.verdicts:
+        validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
 
 
 def test_parts_that_queue_up_are_classified_in_batches(make_config, station_factory, line):
