@@ -50,14 +50,24 @@ def _cmd_run(args) -> int:
     cfg = load_config(args.config)
     logs.setup(cfg.logging.level, cfg.logging.format)
     station = Station(cfg)
+    from . import systemd
+
     stop = _wait_for_signal()
     station.start()
+    systemd.notify(f"READY=1\nSTATUS=station {cfg.station.id} online")
+    interval = systemd.watchdog_interval()
+    watchdog = systemd.Watchdog(station.alive, interval) if interval else None
+    if watchdog:
+        watchdog.start()
     try:
         while not stop.wait(0.2):
             if args.exit_at_end and station.source_ended.is_set() and station.wait_idle(0):
                 log.info("replay finished")
                 break
     finally:
+        systemd.notify("STOPPING=1")
+        if watchdog:
+            watchdog.stop()
         station.stop()
     return 0
 

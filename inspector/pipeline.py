@@ -97,6 +97,7 @@ class Station:
         self.match_ts = cfg.trigger.match_by == "timestamp"
         self._recent: collections.deque[Frame] = collections.deque(maxlen=64)
         self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._beats = {"capture": time.monotonic(), "infer": time.monotonic()}
         self._inflight: dict[int, Part] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._lock = threading.Lock()
@@ -337,8 +338,17 @@ class Station:
             self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
 
     # -- capture thread ---------------------------------------------------------------------------
+    def alive(self, max_age_s: float) -> bool:
+        """True while the classifier loop (and, unless the camera is hardware-triggered and may
+        be silent, the capture loop) went round within ``max_age_s``: the systemd watchdog."""
+        now = time.monotonic()
+        if now - self._beats["infer"] > max_age_s:
+            return False
+        return self.mode == "camera" or now - self._beats["capture"] <= max(max_age_s, 5.5)
+
     def _capture_loop(self) -> None:
         while not self._capture_stop.is_set():
+            self._beats["capture"] = time.monotonic()
             frame = self.source.next(self._capture_stop)
             if frame is None:
                 if self.source.state == "ended":
@@ -414,6 +424,7 @@ class Station:
     def _infer_loop(self) -> None:
         max_batch = self.classifier.max_batch
         while True:
+            self._beats["infer"] = time.monotonic()
             try:
                 first = self._queue.get(timeout=0.05)
             except queue.Empty:

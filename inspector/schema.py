@@ -6,6 +6,8 @@ hand, so every problem is reported with its key path and line number, all at onc
 
     station.yaml:12: source.rate_fps: expected a number, got 'fast'
 
+Strings and paths may name environment variables: ``${VAR}`` or ``${VAR:-default}``.
+
 Unions keyed by a ``type`` field (frame sources, execution providers) are declared with
 ``Tagged``: the value of ``type`` selects the dataclass.
 """
@@ -13,6 +15,8 @@ Unions keyed by a ``type`` field (frame sources, execution providers) are declar
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -24,6 +28,7 @@ import yaml
 from .errors import ConfigError
 
 MISSING = dataclasses.MISSING
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 
 
 def setting(default: Any = MISSING, help: str = "", factory: Callable[[], Any] | None = None):
@@ -97,7 +102,8 @@ class _Walker:
                 out[key] = self.convert(item, vnode, f"{path}.{key}")
             return out
         if tp is Any:
-            return self.scalar(node)
+            value = self.scalar(node)
+            return self.expand(value, node, path) if isinstance(value, str) else value
         if not isinstance(node, yaml.ScalarNode):
             self.error(node, path, f"expected {self.type_name(tp)}, got {self.describe(node)}")
             return None
@@ -112,16 +118,36 @@ class _Walker:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
         elif tp is str:
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if isinstance(value, str):
+                return self.expand(value, node, path)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return str(value)
         elif tp is Path:
             if isinstance(value, str) and value:
-                p = Path(value).expanduser()
+                p = Path(self.expand(value, node, path)).expanduser()
                 return p if p.is_absolute() else (self.base_dir / p).resolve()
         else:  # pragma: no cover - a schema bug, not a user error
             raise TypeError(f"unsupported config type {tp!r} at {path}")
         self.error(node, path, f"expected {self.type_name(tp)}, got {value!r}")
         return None
+
+    def expand(self, value: str, node: yaml.Node, path: str) -> str:
+        """``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal ``$``)."""
+
+        def sub(m: re.Match) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(3)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            self.error(
+                node, path, f"environment variable {name} is not set (and no ${{{name}:-default}})"
+            )
+            return ""
+
+        return _VAR.sub(sub, value) if "$" in value else value
 
     def tagged(self, tp: Tagged, node: yaml.Node, path: str) -> Any:
         registry = tp.registry()

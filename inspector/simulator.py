@@ -2,7 +2,7 @@
 
 Parts arrive at a set rate with ground truth from a labelled folder (``good/`` is good,
 every other folder a defect). For each part the simulated sensor publishes a trigger;
-20 ms later the simulated camera drops that part's image into the inspector's spool
+20 ms later (at most a quarter of the part spacing) the simulated camera drops that part's image into the inspector's spool
 folder. The inspector runs as its own process (``inspector run``), the gate
 (``GateService``) sits ``travel_ms`` downstream, and an observer records every verdict
 on the wire. Faults can be injected mid-run; at the end a scorecard says what
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import shutil
 import signal
@@ -35,7 +36,7 @@ from .gate import GateConfig, GateSection, GateService
 from .sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-CAMERA_DELAY_S = 0.02  # trigger -> exposure
+CAMERA_DELAY_S = 0.02  # trigger -> exposure, at most a quarter of the part spacing
 FAULTS = ("none", "broker-restart", "source-loss", "slow-model", "kill-inspector", "bad-payloads")
 INSPECTED = {"pass", "defect", "uncertain"}
 HOSTILE = [
@@ -68,6 +69,10 @@ class SimOptions:
     work: Path | None = None
 
 
+def _camera_delay(o: SimOptions) -> float:
+    return min(CAMERA_DELAY_S, 0.25 * 60.0 / o.rate_ppm)
+
+
 def labelled_images(folder: Path) -> list[tuple[Path, bool]]:
     """(path, is_defect) for every image under folder/<class>/."""
     folder = Path(folder)
@@ -91,7 +96,7 @@ def _station_yaml(o: SimOptions, host: str, port: int, work: Path) -> str:
     return f"""\
 station: {{id: sim}}
 source: {{type: spool, path: "{work / "camera"}"}}
-trigger: {{type: mqtt, max_pending: 256, max_age_ms: 150, match_by: timestamp, max_frame_wait_ms: {min(150.0, 0.6 * 60000 / o.rate_ppm)}}}
+trigger: {{type: mqtt, max_pending: 256, max_age_ms: 150, match_by: timestamp, max_frame_wait_ms: {_camera_delay(o) * 1000 + min(100.0, 0.5 * 60000 / o.rate_ppm)}}}
 part: {{deadline_ms: {o.deadline_ms}}}
 model: {{path: "{Path(o.model).resolve()}", max_batch: 8}}
 mqtt: {{host: {host}, port: {port}, keepalive_s: 1, reconnect_max_s: 0.25, status_interval_s: 0.5}}
@@ -287,6 +292,7 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
     truth: dict[str, tuple[bool, str, float]] = {}
     t_fault = t_clear = None
     rss_start = rss_end = None
+    cam = _Camera()
     t0 = time.monotonic()
     for k in range(n):
         time.sleep(max(0.0, t0 + k * period - time.monotonic()))
@@ -296,7 +302,7 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
         if fault_window and k == fault_window[1]:
             _clear(o.fault, broker, inspector, camera, lost, slow_flag)
             t_clear = time.time()
-        if k == min(n - 1, max(50, n // 20)):
+        if k == min(n - 1, max(50, n // 10)):  # after warm-up
             rss_start = inspector.rss_kb()
         path, defect = images[rng.randrange(len(images))]
         part_id = f"sim-{k:06d}"
@@ -311,24 +317,44 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
         if not (
             o.fault == "source-loss" and fault_window and fault_window[0] <= k < fault_window[1]
         ):
-            threading.Timer(CAMERA_DELAY_S, _drop_image, (path, camera / name)).start()
+            cam.expose(path, camera / name, now + _camera_delay(o))
     if fault_window and t_clear is None:  # the run ended inside the fault window
         _clear(o.fault, broker, inspector, camera, lost, slow_flag)
         t_clear = time.time()
+    cam.close()
     rss_end = inspector.rss_kb()
     _wait_for(lambda: not gate.core.waiting, o.travel_ms / 1000.0 + 5)
     time.sleep(0.3)
     return _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end)
 
 
-def _drop_image(src: Path, dst: Path) -> None:
-    """The camera 'exposes' the part: atomically, so the inspector never reads half a file."""
-    tmp = dst.with_suffix(".tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        pass  # the camera is unplugged: no image
+class _Camera:
+    """A triggered camera: exposes each part at its time, in order, and stamps the image with
+    that time (the file's mtime), as industrial cameras timestamp frames in hardware."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="sim-camera", daemon=True)
+        self.thread.start()
+
+    def expose(self, src: Path, dst: Path, at: float) -> None:
+        self.queue.put((src, dst, at))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            src, dst, at = job
+            time.sleep(max(0.0, at - time.time()))
+            tmp = dst.with_suffix(".tmp")
+            try:  # atomically, so the inspector never reads half a file
+                shutil.copyfile(src, tmp)
+                os.utime(tmp, (at, at))
+                os.replace(tmp, dst)
+            except OSError:
+                pass  # the camera is unplugged: no image
 
 
 def _inject(fault, broker, inspector, camera, lost, slow_flag, o) -> None:
@@ -380,7 +406,7 @@ def _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) -
         "image_mismatches": 0,
         "deadline_misses": 0,
     }
-    latencies, recovery = [], None
+    latencies, recovery, mismatches = [], None, []
     for part_id, (defect, image, t_trig) in truth.items():
         g = decided.get(part_id)
         v = observer.verdicts.get(part_id)
@@ -393,6 +419,16 @@ def _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) -
                 and v["reason"] in ("ok", "defect", "uncertain")
             ):
                 card["image_mismatches"] += 1
+                if len(mismatches) < 10:
+                    mismatches.append(
+                        {
+                            "part_id": part_id,
+                            "expected": image,
+                            "got": v["frame"],
+                            "t_trigger": v["t_trigger"],
+                            "t_capture": v["t_capture"],
+                        }
+                    )
         if v is None or v["_received"] > arrival:
             card["deadline_misses"] += 1
         if g is None:
@@ -431,6 +467,7 @@ def _scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) -
         "p99": _pct(latencies, 99),
         "n": len(latencies),
     }
+    card["image_mismatch_examples"] = mismatches
     card["late_verdicts"] = gate.core.counts["late_verdicts"]
     card["duplicate_verdicts_on_wire"] = observer.duplicates
     card["gate_counts"] = dict(gate.core.counts)

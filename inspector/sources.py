@@ -16,6 +16,7 @@ but not GStreamer: a GStreamer pipeline needs an OpenCV built with it (see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -299,7 +300,8 @@ class SpoolSourceConfig:
 class SpoolSource(FrameSource):
     """Each image file that appears in the folder is one frame, read once, in name order.
 
-    Writers should create files atomically (write ``.tmp``, then rename).
+    Writers should create files atomically (write ``.tmp``, then rename). The file's
+    modification time is the frame's capture time.
     """
 
     def open(self) -> None:
@@ -333,12 +335,20 @@ class SpoolSource(FrameSource):
                 return None  # nothing yet; the runner checks for stop and asks again
             time.sleep(self.cfg.poll_ms / 1000.0)
         path = self.cfg.path / names[0]
+        try:  # the file's modification time is when the image was taken, not when we read it
+            taken = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if self.cfg.delete:
             path.unlink(missing_ok=True)
         if image is None or image.size == 0:
-            return self._frame(None, path.name, f"cannot decode image {path.name}")
-        return self._frame(image, path.name)
+            frame = self._frame(None, path.name, f"cannot decode image {path.name}")
+        else:
+            frame = self._frame(image, path.name)
+        now, now_mono = time.time(), time.monotonic()
+        taken = min(taken, now)
+        return dataclasses.replace(frame, t_capture=taken, t_capture_mono=now_mono - (now - taken))
 
     def describe(self) -> str:
         return f"spool {self.cfg.path}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -96,3 +97,56 @@ def test_killed_process_goes_offline_through_the_last_will(run_station, broker, 
     proc.kill()  # SIGKILL: no goodbye
     status = line.wait_status("offline", timeout=6)
     assert status and status["detail"] == "connection lost"
+
+
+def test_systemd_ready_and_watchdog_pings_stop_while_the_pipeline_is_stalled(
+    tmp_path, model_path, parts_dir, broker, line
+):
+    import os
+    import socket
+
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.1)
+    delay = tmp_path / "slow"
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text(
+        station_yaml(model_path, parts_dir, broker)
+        + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        + f'testing: {{model_delay_file: "{delay}"}}\n'
+    )
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="1000000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector.cli", "run", str(cfg)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    got: list[tuple[float, str]] = []
+
+    def collect(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                got.append((time.monotonic(), sock.recv(4096).decode()))
+
+    try:
+        collect(8)
+        assert any(m.startswith("READY=1") for _, m in got), got
+        assert sum(m == "WATCHDOG=1" for _, m in got) >= 3
+        delay.write_text("3000")  # the model hangs for 3 s on the next part
+        line.trigger("stall")
+        got.clear()
+        collect(2.5)
+        stalled_pings = [t for t, m in got if m == "WATCHDOG=1"]
+        assert len(stalled_pings) <= 1, got  # at most one ping before the stall was noticed
+        delay.unlink()
+        got.clear()
+        collect(2.5)
+        assert sum(m == "WATCHDOG=1" for _, m in got) >= 2  # moving again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        sock.close()
+    assert proc.returncode == 0

@@ -185,3 +185,22 @@ def test_schema_listing_documents_every_setting(capsys):
     out = capsys.readouterr().out
     assert "mqtt.outbox_size = 1000  # verdicts kept while the broker is away" in out
     assert "part.deadline_ms" in out
+
+
+def test_environment_variables_in_strings_and_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINE_HOME", str(tmp_path / "home"))
+    p = write(
+        tmp_path,
+        'source: {type: folder, path: "${LINE_HOME}/imgs"}\n'
+        'model: {path: "${MODEL_DIR:-/opt/models}/m.onnx"}\n'
+        'mqtt: {host: "${BROKER}", username: "a$$b"}\n',
+    )
+    problems = problems_of(p)
+    assert problems == [
+        f"{p}:3: mqtt.host: environment variable BROKER is not set (and no ${{BROKER:-default}})"
+    ]
+    monkeypatch.setenv("BROKER", "broker.plant")
+    cfg = load_config(p)
+    assert cfg.source.path == tmp_path / "home" / "imgs"
+    assert str(cfg.model.path) == "/opt/models/m.onnx"
+    assert (cfg.mqtt.host, cfg.mqtt.username) == ("broker.plant", "a$b")
