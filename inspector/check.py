@@ -22,7 +22,7 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     problems = _check_files(cfg)
     try:
-        clf = Classifier(cfg.model, roi=cfg.preprocess.roi)
+        clf = Classifier(cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
     except InspectorError as exc:
         return problems + exc.problems, notes
     notes.append(
@@ -74,5 +74,14 @@ def _check_source(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list
     except FrameError as exc:
         return [f"preprocess: {exc} (first frame of {source.describe()}, {frame.origin})"]
     h, w = frame.image.shape[:2]
+    if cfg.preprocess.camera is not None:
+        from .geometry import load_camera
+
+        cam = load_camera(cfg.preprocess.camera)
+        if cam.image_size != (w, h):
+            return [
+                f"preprocess.camera: calibrated for {cam.image_size[0]}x{cam.image_size[1]} frames, "
+                f"but the source delivers {w}x{h}; recalibrate or fix the camera's resolution"
+            ]
     notes.append(f"{source.describe()}: first frame {w}x{h} -> model input {list(x.shape)}")
     return []

@@ -36,7 +36,6 @@ def _cmd_check(args) -> int:
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
-        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
         return 2
     print(f"{args.config}: valid")
     return 0
@@ -137,6 +136,41 @@ def _cmd_simulate(args) -> int:
     return 0 if safe else 1
 
 
+def _cmd_calibrate(args) -> int:
+    if args.what == "camera":
+        from calibration.camera import calibrate_camera, parse_board
+
+        cal = calibrate_camera(
+            args.images, parse_board(args.board), args.square_mm, args.plane_image
+        )
+        args.out.write_text(cal.to_yaml())
+        k = cal.camera_matrix
+        print(f"{len(cal.per_image_rms)} photos used, {len(cal.skipped)} skipped")
+        for line in cal.skipped:
+            print(f"  skipped {line}")
+        print(
+            f"RMS reprojection error {cal.rms_px:.3f} px (worst photo "
+            f"{max(cal.per_image_rms.values()):.3f} px); fx {k[0, 0]:.1f} fy {k[1, 1]:.1f} "
+            f"cx {k[0, 2]:.1f} cy {k[1, 2]:.1f}; {cal.mm_per_px:.4f} mm/px at the plane of "
+            f"{cal.plane_image}"
+        )
+        for w in cal.warnings:
+            print(f"warning: {w}")
+        print(f"wrote {args.out}; point preprocess.camera at it")
+        return 0
+    from calibration.baseline import make_baseline
+
+    args.out.write_text(make_baseline(args.images))
+    print(f"wrote {args.out}; point quality.baseline at it")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from calibration.golden import run_verify
+
+    return run_verify(args.config, args.golden, publish=not args.no_publish)
+
+
 def _cmd_demo(args) -> int:
     from .demo import prepare, run_demo
 
@@ -206,6 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--work", type=Path, default=None, help="keep the run's files here")
     sm.add_argument("--out", type=Path, default=None, help="write the scorecard JSON here")
     sm.set_defaults(func=_cmd_simulate)
+
+    cal = sub.add_parser("calibrate", help="camera calibration and image-quality baseline")
+    calsub = cal.add_subparsers(dest="what", metavar="WHAT", required=True)
+    cc = calsub.add_parser(
+        "camera", help="intrinsics, distortion and mm/px from checkerboard photos"
+    )
+    cc.add_argument("images", type=Path, help="folder of checkerboard photos")
+    cc.add_argument("--board", required=True, help="inner corners, COLSxROWS (e.g. 9x6)")
+    cc.add_argument("--square-mm", type=float, required=True, help="size of one square")
+    cc.add_argument(
+        "--plane-image", default=None, help="the photo with the board on the part plane"
+    )
+    cc.add_argument("--out", type=Path, default=Path("camera.yaml"))
+    cb = calsub.add_parser("baseline", help="image-quality baseline of reference images")
+    cb.add_argument("images", type=Path)
+    cb.add_argument("--out", type=Path, default=Path("baseline.yaml"))
+    cal.set_defaults(func=_cmd_calibrate)
+
+    v = sub.add_parser(
+        "verify", help="golden samples through the station's real path (exit 1 on disagreement)"
+    )
+    v.add_argument("config", type=Path)
+    v.add_argument("golden", type=Path, help="folder with pass/ and fail/")
+    v.add_argument("--no-publish", action="store_true", help="don't publish the outcome over MQTT")
+    v.set_defaults(func=_cmd_verify)
 
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
     d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .quality import QualitySection
 from .schema import Tagged, load_yaml, setting
 
 
@@ -91,8 +92,46 @@ class PreprocessSection:
     color: Literal["gray", "rgb", "bgr"] | None = setting(
         None, "expected model colour order; must match"
     )
+    camera: Path | None = setting(
+        None, "camera.yaml from 'inspector calibrate camera': frames are undistorted"
+    )
+    corners: list[list[float]] | None = setting(
+        None,
+        "the part's region as four points [[x, y] x4]: top-left, top-right, bottom-right, "
+        "bottom-left (in undistorted pixels when 'camera' is set), warped to warp_size",
+    )
+    warp_size: list[int] | None = setting(
+        None, "output [width, height] of the perspective warp (default: the corners' edge lengths)"
+    )
+
+    def remap(self):
+        """The station's geometry as remap tables (None when a plain ROI crop does)."""
+        from .geometry import build_maps, corners_size, load_camera
+
+        if self.camera is None and self.corners is None:
+            return None
+        camera = load_camera(self.camera) if self.camera is not None else None
+        if self.corners is not None:
+            size = tuple(self.warp_size) if self.warp_size else corners_size(self.corners)
+        elif self.roi is not None:
+            size = (self.roi[2], self.roi[3])
+        else:
+            size = camera.image_size
+        return build_maps(size, camera, corners=self.corners, roi=self.roi)
 
     def problems(self):
+        if self.corners is not None:
+            if len(self.corners) != 4 or any(len(c) != 2 for c in self.corners):
+                yield (
+                    "corners",
+                    "must be four [x, y] points: top-left, top-right, bottom-right, bottom-left",
+                )
+            if self.roi is not None:
+                yield "corners", "give roi or corners, not both"
+        if self.warp_size is not None and (len(self.warp_size) != 2 or min(self.warp_size) <= 0):
+            yield "warp_size", "must be [width, height], both positive"
+        if self.warp_size is not None and self.corners is None:
+            yield "warp_size", "only with corners"
         if self.roi is not None and (
             len(self.roi) != 4 or min(self.roi[2:]) <= 0 or min(self.roi[:2]) < 0
         ):
@@ -269,6 +308,7 @@ class StationConfig:
     metrics: MetricsSection = setting(factory=MetricsSection, help="")
     logging: LoggingSection = setting(factory=LoggingSection, help="")
     pipeline: PipelineSection = setting(factory=PipelineSection, help="")
+    quality: QualitySection = setting(factory=QualitySection, help="image-quality watch")
     testing: TestingSection = setting(factory=TestingSection, help="")
     config_path: Path | None = setting(None, "(set by the loader)")
 

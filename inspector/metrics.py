@@ -74,6 +74,15 @@ class Metrics:
         self.source_up = Gauge(
             "inspector_source_up", "1 while the source delivers frames", registry=r
         )
+        self.quality = Gauge(
+            "inspector_quality",
+            "image-quality measures (median of the window)",
+            ["measure"],
+            registry=r,
+        )
+        self.quality_degraded = Gauge(
+            "inspector_quality_degraded", "1 while image quality drifted", registry=r
+        )
         self.batch = Histogram(
             "inspector_batch_size",
             "parts per inference batch",

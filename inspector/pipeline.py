@@ -21,6 +21,8 @@ import queue
 import threading
 import time
 
+import cv2
+
 from .classifier import Classifier, ModelRunError
 from .config import StationConfig
 from .decision import Decider
@@ -28,6 +30,7 @@ from .errors import ConfigError
 from .metrics import HttpEndpoint, Metrics
 from .preprocess import FrameError, preprocess
 from .publisher import Publisher
+from .quality import QualityWatch, load_baseline
 from .recorder import Recorder
 from .records import Frame, Part, Reason, Verdict
 from .sources import SourceRunner, make_source
@@ -67,7 +70,9 @@ class Station:
     def __init__(self, cfg: StationConfig, classifier: Classifier | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.classifier = classifier or Classifier(cfg.model, roi=cfg.preprocess.roi)
+        self.classifier = classifier or Classifier(
+            cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap()
+        )
         problems = check_model_fits(cfg, self.classifier)
         if problems:
             raise ConfigError(*problems)
@@ -75,6 +80,13 @@ class Station:
             self.classifier.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin
         )
         self.spec = self.classifier.spec
+        self.quality = None
+        if cfg.quality.baseline is not None:
+            self.quality = QualityWatch(
+                cfg.quality,
+                load_baseline(cfg.quality.baseline),
+                training=self.classifier.manifest.data.get("image_stats"),
+            )
         self.mode = cfg.trigger.type
         self.station_id = cfg.station.id
         self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
@@ -173,7 +185,9 @@ class Station:
             return "offline"
         if not self.ready:
             return "starting"
-        return "online" if self.source.state == "ok" else "degraded"
+        if self.source.state != "ok" or (self.quality is not None and self.quality.problems):
+            return "degraded"
+        return "online"
 
     def status_payload(self) -> dict:
         return {
@@ -183,9 +197,18 @@ class Station:
             "model_id": self.classifier.model_id,
             "providers": self.classifier.providers,
             "camera": self.source.state,
-            "detail": self.source.detail,
+            "detail": "; ".join(filter(None, [self.source.detail, *self._quality_problems()])),
+            "quality": None
+            if self.quality is None
+            else {
+                "problems": list(self.quality.problems),
+                "measures": {k: round(v, 4) for k, v in self.quality.current.items()},
+            },
             "ts": time.time(),
         }
+
+    def _quality_problems(self) -> list[str]:
+        return list(self.quality.problems) if self.quality is not None else []
 
     def health(self) -> tuple[bool, dict]:
         age = time.monotonic() - self.last_frame_mono if self.last_frame_mono else None
@@ -357,6 +380,8 @@ class Station:
                 continue
             self.metrics.frames.inc()
             self.last_frame_mono = frame.t_capture_mono
+            if self.quality is not None and frame.image is not None:
+                self._watch_quality(frame)
             part = self._part_for(frame)
             if part is not None:
                 self._process(part, frame)
@@ -380,6 +405,19 @@ class Station:
         except queue.Full:
             self.metrics.drop("queue_overflow")
             self._fail(part, Reason.OVERFLOW, "classifier queue full")
+
+    def _watch_quality(self, frame: Frame) -> None:
+        try:
+            changed = self.quality.offer(frame.image)
+        except cv2.error as exc:
+            log.warning("quality measurement failed: %s", exc)
+            return
+        if self.quality.count % self.cfg.quality.every_n == 0:
+            for key, value in self.quality.current.items():
+                self.metrics.quality.labels(measure=key).set(value)
+        if changed:
+            self.metrics.quality_degraded.set(1 if self.quality.problems else 0)
+            self.publisher.status_changed()
 
     def _since_trigger(self, frame: Frame, part: Part) -> float:
         """Seconds from the part's trigger to the frame, on the clock ``trigger.match_by`` names."""
