@@ -42,8 +42,8 @@ soak: $(STAMP) mosquitto
 	$(VENV)/bin/inspector simulate --data $(SOAK_DIR)/parts --model $(SOAK_DIR)/model/contrast-demo.onnx \
 	  --parts 10000 --rate 3000 --out soak-scorecard.json
 
-bench: $(STAMP)
-	@echo "bench: the side-by-side benchmark (inspector bench) is tracked in issue 6" >&2; exit 2
+bench: $(STAMP) mosquitto
+	$(VENV)/bin/inspector bench --out bench.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -171,6 +171,20 @@ def _cmd_verify(args) -> int:
     return run_verify(args.config, args.golden, publish=not args.no_publish)
 
 
+def _cmd_bench(args) -> int:
+    from . import logs
+    from .bench import format_bench, run_bench
+
+    logs.setup("WARNING")
+    result = run_bench(
+        args.model, args.frames, args.out, batch=args.batch, paced_fps=args.paced_fps
+    )
+    print(format_bench(result))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import prepare, run_demo
 
@@ -265,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("golden", type=Path, help="folder with pass/ and fail/")
     v.add_argument("--no-publish", action="store_true", help="don't publish the outcome over MQTT")
     v.set_defaults(func=_cmd_verify)
+
+    b = sub.add_parser("bench", help="bare ONNX Runtime vs the whole station, side by side")
+    b.add_argument("--model", type=Path, default=None, help="default: the demo model")
+    b.add_argument("--frames", type=int, default=3000)
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--paced-fps", type=float, default=100.0, help="rate of the latency run")
+    b.add_argument("--out", type=Path, default=None)
+    b.set_defaults(func=_cmd_bench)
 
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
     d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")

@@ -1,0 +1,248 @@
+"""``inspector bench``: the model alone and the whole station, side by side, in one run.
+
+- bare ONNX Runtime ``session.run`` on preprocessed inputs, batch 1 and batch N;
+- the station at full speed (replay -> preprocess -> classify -> decide -> publish to a
+  real Mosquitto -> received by a subscriber): throughput;
+- the station paced below its capacity: end-to-end latency (capture -> verdict received),
+  to compare with bare batch-1 latency;
+- the Keras baseline when TensorFlow is installed (``null`` otherwise).
+
+Writes JSON and prints a table. Numbers on shared machines are noisy: read the ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import paho.mqtt.client as mqtt
+
+from .broker import local_broker
+from .config import load_config
+from .errors import InspectorError
+
+
+def _pct(values, q) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def _rss_kb() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def bare(session, input_name: str, inputs: np.ndarray, batch: int, frames: int) -> dict:
+    n = len(inputs)
+    lat = []
+    done = 0
+    t0 = time.perf_counter()
+    i = 0
+    while done < frames:
+        idx = [(i + j) % n for j in range(batch)]
+        x = inputs[idx]
+        t = time.perf_counter()
+        session.run(None, {input_name: x})
+        lat.append((time.perf_counter() - t) * 1000.0)
+        done += batch
+        i += batch
+    total = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "frames": done,
+        "throughput_fps": round(done / total, 1),
+        "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
+    }
+
+
+def _station_yaml(
+    model: Path, parts: Path, host: str, port: int, protocol: str, rate: float, max_batch: int
+) -> str:
+    return f"""\
+station: {{id: bench}}
+source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop: true}}
+trigger: {{type: free-run}}
+part: {{deadline_ms: 5000}}
+pipeline: {{queue_size: 64}}
+model: {{path: "{model}", max_batch: {max_batch}, warmup_runs: 5}}
+mqtt: {{host: {host}, port: {port}, protocol: "{protocol}", outbox_size: 100000}}
+recorder: {{enabled: false}}
+metrics: {{enabled: false}}
+"""
+
+
+def station_run(cfg_path: Path, frames: int, broker) -> dict:
+    from .pipeline import Station
+
+    cfg = load_config(cfg_path)
+    received: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def on_message(_c, _u, msg):
+        v = json.loads(msg.payload)
+        with lock:
+            received.append((time.time() - v["t_trigger"]) * 1000.0)
+            if len(received) >= frames:
+                done.set()
+
+    sub = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="bench-sub",
+        protocol=mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311,
+    )
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(f"{cfg.prefix}/verdict", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    station = Station(cfg)
+    rss0 = _rss_kb()
+    station.start()
+    t0 = time.perf_counter()
+    done.wait(max(60.0, frames / 50.0))
+    elapsed = time.perf_counter() - t0
+    rss1 = _rss_kb()
+    station.stop()
+    sub.loop_stop()
+    sub.disconnect()
+    with lock:
+        lat = list(received[:frames])
+    if not lat:
+        raise InspectorError("the station delivered no verdicts in the benchmark")
+    stages = {}
+    for stage in ("preprocess", "queue", "inference", "decide_publish"):
+        count = station.metrics.value("inspector_stage_seconds_count", stage=stage)
+        total = station.metrics.value("inspector_stage_seconds_sum", stage=stage)
+        stages[stage] = round(total / count * 1000.0, 4) if count else None
+    batches = station.metrics.value("inspector_batch_size_count")
+    return {
+        "frames": len(lat),
+        "throughput_fps": round(len(lat) / elapsed, 1),
+        "e2e_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
+        "stage_mean_ms": stages,
+        "mean_batch": round(station.metrics.value("inspector_batch_size_sum") / batches, 2)
+        if batches
+        else None,
+        "rss_kb": {"start": rss0, "end": rss1},
+    }
+
+
+def keras_baseline() -> dict | None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return None
+    return {
+        "note": "TensorFlow is installed, but the demo model has no Keras twin; "
+        "the training issue's models carry one"
+    }
+
+
+def run_bench(
+    model: Path | None,
+    frames: int,
+    out: Path | None,
+    batch: int = 8,
+    paced_fps: float = 100.0,
+    broker_kind: str = "auto",
+) -> dict:
+    from .demo import prepare
+
+    work = Path(tempfile.mkdtemp(prefix="inspector-bench-"))
+    prepare(work, parts=64)
+    model = Path(model) if model else work / "model" / "contrast-demo.onnx"
+    if not model.is_file():
+        raise InspectorError(f"--model: file not found: {model}")
+    from .classifier import Classifier
+    from .config import ModelSection
+    from .preprocess import preprocess
+
+    clf = Classifier(ModelSection(path=model))
+    import cv2
+
+    images = [
+        cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((work / "parts").rglob("*.png"))
+    ]
+    inputs = np.stack([preprocess(im, clf.spec) for im in images])
+    session = clf.session
+    for _ in range(20):
+        session.run(None, {clf.manifest.input_name: inputs[:1]})
+    b1 = bare(session, clf.manifest.input_name, inputs, 1, frames)
+    bn = bare(session, clf.manifest.input_name, inputs, batch, frames)
+    broker = local_broker(broker_kind)
+    try:
+        full_cfg = work / "full.yaml"
+        full_cfg.write_text(
+            _station_yaml(
+                model, work / "parts", broker.host, broker.port, broker.protocol, 0.0, batch
+            )
+        )
+        full = station_run(full_cfg, frames, broker)
+        paced_cfg = work / "paced.yaml"
+        paced_cfg.write_text(
+            _station_yaml(
+                model, work / "parts", broker.host, broker.port, broker.protocol, paced_fps, 1
+            )
+        )
+        paced = station_run(paced_cfg, min(frames, int(paced_fps * 20)), broker)
+    finally:
+        broker.stop()
+    keras = keras_baseline()
+    result = {
+        "model": str(model),
+        "model_id": clf.model_id,
+        "bare": {"batch1": b1, f"batch{batch}": bn, "throughput_fps": bn["throughput_fps"]},
+        "station": {
+            "full_speed": full,
+            "paced": dict(paced, rate_fps=paced_fps),
+            "throughput_fps": full["throughput_fps"],
+        },
+        "keras": keras,
+        "ratios": {
+            "station_over_bare_throughput": round(full["throughput_fps"] / bn["throughput_fps"], 4),
+            "e2e_p99_minus_bare_p99_ms": round(
+                paced["e2e_latency_ms"]["p99"] - b1["latency_ms"]["p99"], 3
+            ),
+            "ort_over_keras_batch1": None,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "providers": clf.providers,
+            "broker": type(broker).__name__,
+        },
+    }
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_bench(r: dict) -> str:
+    b1, full, paced = r["bare"]["batch1"], r["station"]["full_speed"], r["station"]["paced"]
+    bn = next(v for k, v in r["bare"].items() if k.startswith("batch") and k != "batch1")
+    lines = [
+        f"{'':32} {'fps':>10} {'p50 ms':>9} {'p99 ms':>9}",
+        f"{'bare ORT, batch 1':32} {b1['throughput_fps']:>10} {b1['latency_ms']['p50']:>9} {b1['latency_ms']['p99']:>9}",
+        f"{'bare ORT, batch ' + str(bn['batch']):32} {bn['throughput_fps']:>10} {bn['latency_ms']['p50']:>9} {bn['latency_ms']['p99']:>9}",
+        f"{'station, full speed':32} {full['throughput_fps']:>10} {full['e2e_latency_ms']['p50']:>9} {full['e2e_latency_ms']['p99']:>9}",
+        f"{'station, paced ' + str(paced['rate_fps']) + ' fps (e2e)':32} {paced['throughput_fps']:>10} {paced['e2e_latency_ms']['p50']:>9} {paced['e2e_latency_ms']['p99']:>9}",
+        f"station/bare throughput {r['ratios']['station_over_bare_throughput']}; "
+        f"e2e p99 - bare p99 {r['ratios']['e2e_p99_minus_bare_p99_ms']} ms; "
+        f"ORT/Keras {r['ratios']['ort_over_keras_batch1']}",
+        f"stage means (ms): {full['stage_mean_ms']}, mean batch {full['mean_batch']}",
+    ]
+    return "\n".join(lines)
