@@ -24,6 +24,7 @@ from inspector.decision import Decider
 from inspector.errors import InspectorError
 from inspector.pipeline import check_model_fits
 from inspector.preprocess import FrameError, preprocess
+from inspector.publisher import secure
 from inspector.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,7 @@ def publish_outcome(cfg: StationConfig, results: list[GoldenResult], model_id: s
         client_id=f"{cfg.client_id}-verify",
         protocol=mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311,
     )
-    password = cfg.mqtt.resolved_password()
-    if cfg.mqtt.username or password:
-        client.username_pw_set(cfg.mqtt.username, password)
-    if cfg.mqtt.tls is not None:
-        t = cfg.mqtt.tls
-        client.tls_set(
-            ca_certs=str(t.ca) if t.ca else None,
-            certfile=str(t.cert) if t.cert else None,
-            keyfile=str(t.key) if t.key else None,
-        )
+    secure(client, cfg.mqtt)
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, 5)
         client.loop_start()

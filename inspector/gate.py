@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 
 from .actuators import ACTUATOR_TYPES, LogActuatorConfig, make_actuator
 from .config import LoggingSection, MqttSection
+from .publisher import secure
 from .schema import Tagged, load_yaml, setting
 from .triggers import TriggerError, parse_trigger
 
@@ -323,17 +324,7 @@ class GateService:
             client_id=cfg.mqtt.client_id or f"gate-{g.id}",
         )
         self.client.reconnect_delay_set(0.05, max(0.1, cfg.mqtt.reconnect_max_s))
-        password = cfg.mqtt.resolved_password()
-        if cfg.mqtt.username or password:
-            self.client.username_pw_set(cfg.mqtt.username, password)
-        if cfg.mqtt.tls is not None:
-            t = cfg.mqtt.tls
-            self.client.tls_set(
-                ca_certs=str(t.ca) if t.ca else None,
-                certfile=str(t.cert) if t.cert else None,
-                keyfile=str(t.key) if t.key else None,
-            )
-            self.client.tls_insecure_set(t.insecure)
+        secure(self.client, cfg.mqtt)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

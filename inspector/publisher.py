@@ -60,6 +60,23 @@ def verdict_payload(v: Verdict, station: str) -> dict:
     }
 
 
+def secure(client: mqtt.Client, cfg: MqttSection) -> mqtt.Client:
+    """Apply the config's user name, password and TLS settings to a paho client."""
+    password = cfg.resolved_password()
+    if cfg.username or password:
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        t = cfg.tls
+        client.tls_set(
+            ca_certs=str(t.ca) if t.ca else None,
+            certfile=str(t.cert) if t.cert else None,
+            keyfile=str(t.key) if t.key else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(t.insecure)
+    return client
+
+
 @dataclass
 class _Item:
     verdict: Verdict
@@ -176,18 +193,7 @@ class Publisher:
         client = mqtt.Client(**kwargs)
         offline = json.dumps(dict(self.status(), state="offline", detail="connection lost"))
         client.will_set(self.topics["status"], offline, qos=1, retain=True)
-        password = self.cfg.resolved_password()
-        if self.cfg.username or password:
-            client.username_pw_set(self.cfg.username, password)
-        if self.cfg.tls is not None:
-            t = self.cfg.tls
-            client.tls_set(
-                ca_certs=str(t.ca) if t.ca else None,
-                certfile=str(t.cert) if t.cert else None,
-                keyfile=str(t.key) if t.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(t.insecure)
+        secure(client, self.cfg)
         client.max_inflight_messages_set(100)
         client.on_connect = lambda c, u, f, rc, p=None: self._on_connect(gen, rc)
         client.on_disconnect = lambda c, u, f, rc, p=None: self._on_disconnect(gen, rc)
