@@ -48,6 +48,10 @@ class Classifier:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = OPT_LEVELS[cfg.graph_optimization]
         opts.log_severity_level = 3
+        if not cfg.spin:  # idle ORT threads sleep instead of spinning: the capture and MQTT
+            opts.add_session_config_entry(
+                "session.intra_op.allow_spinning", "0"
+            )  # threads need the CPU
         if cfg.intra_op_threads:
             opts.intra_op_num_threads = cfg.intra_op_threads
         available = ort.get_available_providers()

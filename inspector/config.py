@@ -160,6 +160,9 @@ class ModelSection:
     max_batch: int = setting(8, "parts waiting together are classified in one batch of up to this")
     warmup_runs: int = setting(3, "inference runs before the station reports online")
     intra_op_threads: int = setting(0, "ONNX Runtime intra-op threads (0: its default)")
+    spin: bool = setting(
+        True, "let ONNX Runtime's idle threads spin (its default); false frees the CPU for capture"
+    )
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = setting(
         "all", "ONNX Runtime graph optimisation level"
     )
