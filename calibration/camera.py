@@ -93,7 +93,8 @@ def find_corners(gray: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
     found, corners = cv2.findChessboardCorners(gray, board, flags)
     if not found:
         return None
-    return cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), SUBPIX_CRITERIA)
+    refined = cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), SUBPIX_CRITERIA)
+    return refined.reshape(-1, 1, 2).astype(np.float32)
 
 
 def calibrate_camera(
@@ -141,7 +142,8 @@ def calibrate_camera(
     per_image = {}
     for name, o, i, r, t in zip(names, obj_pts, img_pts, rvecs, tvecs, strict=True):
         proj, _ = cv2.projectPoints(o, r, t, k, dist)
-        per_image[name] = float(np.sqrt(np.mean(np.sum((proj - i) ** 2, axis=2))))
+        err = proj.reshape(-1, 2) - i.reshape(-1, 2)
+        per_image[name] = float(np.sqrt(np.mean(np.sum(err**2, axis=1))))
     plane = plane_image or names[0]
     if plane not in names:
         raise CalibrationError(
