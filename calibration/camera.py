@@ -128,7 +128,7 @@ def calibrate_camera(
         img_pts.append(corners)
         names.append(path.name)
     for line in skipped:
-        log.warning("skipped %s", line)
+        log.info("skipped %s", line)
     if not names:
         raise CalibrationError(
             f"{folder}: no {cols}x{rows} board found in any of {len(files)} images "
@@ -160,7 +160,7 @@ def calibrate_camera(
     if len(names) < 10:
         warnings.append(f"only {len(names)} usable photos; 10 to 20 give a steadier result")
     for w in warnings:
-        log.warning("%s", w)
+        log.info("%s", w)
     return CameraCalibration(
         k,
         dist,

@@ -77,8 +77,11 @@ class PartSection:
     def problems(self):
         if self.deadline_ms <= 0:
             yield "deadline_ms", "must be positive"
-        if not 0 <= self.timeout_margin_ms < self.deadline_ms:
-            yield "timeout_margin_ms", "must be between 0 and deadline_ms"
+        if not 10 <= self.timeout_margin_ms < self.deadline_ms:
+            yield (
+                "timeout_margin_ms",
+                "must be at least 10 (the watchdog's resolution is 5 ms) and below deadline_ms",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -120,6 +120,8 @@ class GateCore:
             elif connected and self.blind_since is not None:
                 self.blind.append((self.blind_since, now))
                 self.blind_since = None
+                if self.last_status_mono is not None:  # the station's silence counts from now:
+                    self.last_status_mono = time.monotonic()  # we could not hear it before
                 self.actuator.hold(False)
                 log.warning("gate reconnected: reject output released")
 

@@ -183,7 +183,7 @@ class Station:
     def state(self) -> str:
         if self._stopping.is_set():
             return "offline"
-        if not self.ready:
+        if not self.ready or self.source.state == "starting":
             return "starting"
         if self.source.state != "ok" or (self.quality is not None and self.quality.problems):
             return "degraded"
@@ -521,7 +521,7 @@ class Station:
                 wait = self._deadlines[0][0] - margin - now if self._deadlines else 0.05
             for part in due:
                 self._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
-            time.sleep(min(max(wait, 0.001), 0.05))
+            time.sleep(min(max(wait, 0.005), 0.05))  # 5 ms resolution; margin is 20 ms by default
 
     # -- convenience -----------------------------------------------------------------------------
     def in_flight(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -179,8 +180,14 @@ def test_station_goes_degraded_when_the_image_drifts(
     )
     station = station_factory(cfg)
     station.start()
-    status = line.wait_status("degraded", timeout=10)
-    assert status and "mean level" in status["detail"] and status["quality"]["problems"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+        st["state"] == "degraded" and "mean level" in st["detail"] for st in line.statuses
+    ):
+        time.sleep(0.05)
+    status = next(st for st in reversed(line.statuses) if st["state"] == "degraded")
+    assert "mean level" in status["detail"] and status["quality"]["problems"]
+    assert status["camera"] == "ok"  # the camera is fine: the image is not
     assert station.metrics.value("inspector_quality_degraded") == 1
 
 

@@ -180,3 +180,15 @@ def test_gpio_without_a_chip_is_a_clear_error():
     act = make_actuator(GpioActuatorConfig(chip="/dev/gpiochip-none", line=3))
     with pytest.raises(ConfigError, match="gpio|GPIO"):
         act.open()
+
+
+def test_station_silence_is_counted_only_while_the_gate_can_hear(gate):
+    core, _, events = gate
+    core.set_connected(False)
+    time.sleep(0.6)  # longer than status_stale_s, but the gate was deaf, not the station silent
+    core.set_connected(True)
+    core.on_trigger(trig("after-outage"))
+    core.tick()
+    assert outcome(events, "after-outage") == []  # still waiting for its verdict
+    core.on_verdict(verdict("after-outage"))
+    assert outcome(events, "after-outage") == [("passed", "pass")]

@@ -88,7 +88,7 @@ def test_clean_run_scores_perfectly_and_every_message_keeps_the_contract(
 @pytest.mark.parametrize(
     "fault, reasons",
     [
-        ("broker-restart", {"timeout", "no_verdict", "gate_blind"}),
+        ("broker-restart", {"timeout", "no_verdict", "gate_blind", "inspector_stale"}),
         ("source-loss", {"source_lost"}),
         ("slow-model", {"timeout"}),
         ("kill-inspector", {"inspector_offline", "inspector_stale", "no_verdict"}),
