@@ -32,8 +32,8 @@ test: $(STAMP) mosquitto
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check inspector calibration tests
-	$(VENV)/bin/ruff format --check inspector calibration tests
+	$(VENV)/bin/ruff check inspector calibration tests deploy
+	$(VENV)/bin/ruff format --check inspector calibration tests deploy
 
 # 10,000 parts through simulator, inspector and gate (not part of make test): scorecard + RSS.
 SOAK_DIR ?= /tmp/inspector-soak

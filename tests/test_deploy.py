@@ -226,3 +226,28 @@ def test_every_example_station_passes_check(example, tmp_path, monkeypatch, caps
     target.write_text(example.read_text())
     code = main(["check", str(target)])
     assert code == 0, capsys.readouterr().err
+
+
+def test_gpu_check_reports_every_combination_and_says_when_no_gpu_ran(tmp_path):
+    out = tmp_path / "gpu.json"
+    r = subprocess.run(
+        [sys.executable, str(DEPLOY / "gpu_check.py"), "--runs", "20", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    report = json.loads(out.read_text())
+    combos = {(x["provider"], x["precision"], x["batch"]) for x in report["results"]}
+    assert {("cuda", p, b) for p in ("fp32", "fp16") for b in (1, 32)} <= combos
+    assert {("tensorrt", p, b) for p in ("fp32", "fp16") for b in (1, 32)} <= combos
+    assert all(
+        x["status"] == "ok" and x["throughput_fps"] > 0
+        for x in report["results"]
+        if x["provider"] == "cpu"
+    )
+    if report["gpu_ran"]:
+        assert r.returncode == 0
+    else:  # this machine: no GPU; nothing may claim to have run on one
+        assert r.returncode == 3
+        assert all(x["status"] != "ok" for x in report["results"] if x["provider"] != "cpu")
