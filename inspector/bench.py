@@ -162,6 +162,10 @@ def run_bench(
 
     work = Path(tempfile.mkdtemp(prefix="inspector-bench-"))
     prepare(work, parts=64)
+    if str(model) == "random-cnn":  # a line-sized CNN (random weights) to see the cost ratios
+        from .modelkit import build_random_cnn
+
+        model = build_random_cnn(work / "random-cnn.onnx")
     model = Path(model) if model else work / "model" / "contrast-demo.onnx"
     if not model.is_file():
         raise InspectorError(f"--model: file not found: {model}")

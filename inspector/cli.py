@@ -281,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verify)
 
     b = sub.add_parser("bench", help="bare ONNX Runtime vs the whole station, side by side")
-    b.add_argument("--model", type=Path, default=None, help="default: the demo model")
+    b.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="default: the demo model; 'random-cnn': a line-sized CNN with random weights",
+    )
     b.add_argument("--frames", type=int, default=3000)
     b.add_argument("--batch", type=int, default=8)
     b.add_argument("--paced-fps", type=float, default=100.0, help="rate of the latency run")

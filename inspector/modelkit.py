@@ -182,3 +182,77 @@ def write_parts(
         cv2.imwrite(str(target), synthetic_part(rng, defect, size))
         truth[name] = defect
     return truth
+
+
+def build_random_cnn(
+    path: Path,
+    size: int = 160,
+    widths=(16, 32, 64, 128, 256),
+    seed: int = 0,
+    name: str = "random-cnn",
+) -> Path:
+    """A CNN of realistic cost (about 0.4 M parameters at 160 px) with random weights.
+
+    For benchmarks only: it has the shape and the cost of a line model, not its skill.
+    uint8 NHWC in, softmax over (good, defect) out, with a manifest like every model here.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale")]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xf", "scale"], ["xs"]),
+        helper.make_node("Transpose", ["xs"], ["h0"], perm=[0, 3, 1, 2]),
+    ]
+    cin, prev = 1, "h0"
+    for i, cout in enumerate(widths):
+        w = rng.normal(0, np.sqrt(2 / (9 * cin)), (cout, cin, 3, 3)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}"),
+        ]
+        stride = 2 if i < 4 else 1
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [prev, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            ),
+            helper.make_node("Relu", [f"c{i}"], [f"h{i + 1}"]),
+        ]
+        cin, prev = cout, f"h{i + 1}"
+    wf = rng.normal(0, np.sqrt(1 / cin), (cin, 2)).astype(np.float32)
+    inits += [
+        numpy_helper.from_array(wf, "wf"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "bf"),
+        numpy_helper.from_array(np.array([-1, cin], np.int64), "flat"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [prev], ["gap"]),
+        helper.make_node("Reshape", ["gap", "flat"], ["feat"]),
+        helper.make_node("Gemm", ["feat", "wf", "bf"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", size, size, 1])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="defect-inspector"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    manifest = demo_manifest(size, name)
+    manifest["training"] = {"method": "random weights: a benchmark stand-in, not a trained model"}
+    embed(path, manifest)
+    return path
