@@ -18,21 +18,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ConfigError
-from .schema import setting
+from .schema import Registry, setting
 
 log = logging.getLogger(__name__)
 
-ACTUATOR_TYPES: dict[str, type] = {}
-_IMPLEMENTATIONS: dict[type, type] = {}
-
-
-def register(name: str, config_cls: type):
-    def wrap(cls):
-        ACTUATOR_TYPES[name] = config_cls
-        _IMPLEMENTATIONS[config_cls] = cls
-        return cls
-
-    return wrap
+ACTUATORS = Registry()
+ACTUATOR_TYPES = ACTUATORS.types
+register = ACTUATORS.register
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,4 +251,4 @@ class GpioActuator(Actuator):
 
 
 def make_actuator(cfg) -> Actuator:
-    return _IMPLEMENTATIONS[type(cfg)](cfg)
+    return ACTUATORS.make(cfg)

@@ -70,7 +70,6 @@ def build_contrast_model(
     fixed_batch: int | None = None,
 ) -> Path:
     """Write the model to ``path`` (with its manifest) and return the path."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     k = 5
@@ -122,6 +121,14 @@ def build_contrast_model(
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, out_width])],
         inits,
     )
+    return _save(graph, path, demo_manifest(size, name, channels, threshold, kind))
+
+
+def _save(graph, path: Path, manifest: dict) -> Path:
+    """Check the graph, write it (opset 17) and embed the manifest."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="defect-inspector"
     )
@@ -130,7 +137,7 @@ def build_contrast_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
-    embed(path, demo_manifest(size, name, channels, threshold, kind))
+    embed(path, manifest)
     return path
 
 
@@ -196,7 +203,6 @@ def build_random_cnn(
     For benchmarks only: it has the shape and the cost of a line model, not its skill.
     uint8 NHWC in, softmax over (good, defect) out, with a manifest like every model here.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -244,15 +250,6 @@ def build_random_cnn(
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])],
         inits,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="defect-inspector"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
     manifest = demo_manifest(size, name)
     manifest["training"] = {"method": "random weights: a benchmark stand-in, not a trained model"}
-    embed(path, manifest)
-    return path
+    return _save(graph, path, manifest)

@@ -49,6 +49,29 @@ class Tagged:
         self.registry = registry
 
 
+class Registry:
+    """Plugins keyed by a config ``type``: each config dataclass maps to the class it builds.
+
+    ``@registry.register("folder", FolderSourceConfig)`` on the class; ``registry.types``
+    feeds ``Tagged``; ``registry.make(cfg)`` builds the object a config section describes.
+    """
+
+    def __init__(self) -> None:
+        self.types: dict[str, type] = {}
+        self._impls: dict[type, type] = {}
+
+    def register(self, name: str, config_cls: type):
+        def wrap(cls):
+            self.types[name] = config_cls
+            self._impls[config_cls] = cls
+            return cls
+
+        return wrap
+
+    def make(self, cfg):
+        return self._impls[type(cfg)](cfg)
+
+
 class _Walker:
     def __init__(self, filename: str, base_dir: Path) -> None:
         self.filename = filename

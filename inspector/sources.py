@@ -29,24 +29,14 @@ import numpy as np
 
 from .errors import SourceError
 from .records import Frame
-from .schema import setting
+from .schema import Registry, setting
 
 log = logging.getLogger(__name__)
 
-SOURCE_TYPES: dict[str, type] = {}
-_IMPLEMENTATIONS: dict[type, type] = {}
+SOURCES = Registry()
+SOURCE_TYPES = SOURCES.types
+register = SOURCES.register  # @register("folder", FolderSourceConfig) on a FrameSource class
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-def register(name: str, config_cls: type):
-    """Class decorator: make ``source.type: NAME`` build this source from ``config_cls``."""
-
-    def wrap(cls):
-        SOURCE_TYPES[name] = config_cls
-        _IMPLEMENTATIONS[config_cls] = cls
-        return cls
-
-    return wrap
 
 
 class SourceLost(Exception):
@@ -356,7 +346,7 @@ class SpoolSource(FrameSource):
 
 def make_source(cfg) -> FrameSource:
     """Build the source a ``source:`` config section describes."""
-    return _IMPLEMENTATIONS[type(cfg)](cfg)
+    return SOURCES.make(cfg)
 
 
 class SourceRunner:
