@@ -82,43 +82,62 @@ metrics: {{enabled: false}}
 """
 
 
-def station_run(cfg_path: Path, frames: int, broker) -> dict:
-    from .pipeline import Station
-
-    cfg = load_config(cfg_path)
-    received: list[float] = []
-    lock = threading.Lock()
+def _subscriber_main(
+    host: str, port: int, protocol: str, topic: str, frames: int, out: str
+) -> None:
+    """The bench's 'reject gate': another process, as on a line. Writes latencies as JSON."""
+    lat: list[float] = []
     done = threading.Event()
 
     def on_message(_c, _u, msg):
         v = json.loads(msg.payload)
-        with lock:
-            received.append((time.time() - v["t_trigger"]) * 1000.0)
-            if len(received) >= frames:
-                done.set()
+        lat.append((time.time() - v["t_trigger"]) * 1000.0)
+        if len(lat) >= frames:
+            done.set()
 
     sub = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id="bench-sub",
-        protocol=mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311,
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
     )
     sub.on_message = on_message
-    sub.connect(broker.host, broker.port)
-    sub.subscribe(f"{cfg.prefix}/verdict", qos=1)
+    sub.on_subscribe = lambda *a: print("subscribed", flush=True)
+    sub.connect(host, port)
+    sub.subscribe(topic, qos=1)
     sub.loop_start()
-    time.sleep(0.3)
-    station = Station(cfg)
-    rss0 = _rss_kb()
-    station.start()
-    t0 = time.perf_counter()
     done.wait(max(60.0, frames / 50.0))
-    elapsed = time.perf_counter() - t0
-    rss1 = _rss_kb()
-    station.stop()
+    t_last = time.time()
     sub.loop_stop()
-    sub.disconnect()
-    with lock:
-        lat = list(received[:frames])
+    Path(out).write_text(json.dumps({"latency_ms": lat[:frames], "t_last": t_last}))
+
+
+def station_run(cfg_path: Path, frames: int, broker) -> dict:
+    import subprocess
+    import sys
+
+    from .pipeline import Station
+
+    cfg = load_config(cfg_path)
+    out = cfg_path.with_suffix(".latencies.json")
+    code = (
+        f"from inspector.bench import _subscriber_main; _subscriber_main({broker.host!r}, "
+        f"{broker.port}, {broker.protocol!r}, {cfg.prefix + '/verdict'!r}, {frames}, {str(out)!r})"
+    )
+    sub = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if sub.stdout.readline().strip() != "subscribed":
+        raise InspectorError("the benchmark's subscriber did not start")
+    station = Station(cfg)
+    station.start()
+    t_start = time.time()
+    rss_warm = None
+    while sub.poll() is None:
+        if rss_warm is None and station.metrics.total("inspector_verdicts_total") >= frames / 10:
+            rss_warm = _rss_kb()
+        time.sleep(0.05)
+    rss_end = _rss_kb()
+    station.stop()
+    data = json.loads(out.read_text())
+    lat = data["latency_ms"]
     if not lat:
         raise InspectorError("the station delivered no verdicts in the benchmark")
     stages = {}
@@ -127,15 +146,16 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
         total = station.metrics.value("inspector_stage_seconds_sum", stage=stage)
         stages[stage] = round(total / count * 1000.0, 4) if count else None
     batches = station.metrics.value("inspector_batch_size_count")
+    growth = round(rss_end / rss_warm - 1.0, 4) if rss_warm and rss_end else None
     return {
         "frames": len(lat),
-        "throughput_fps": round(len(lat) / elapsed, 1),
+        "throughput_fps": round(len(lat) / (data["t_last"] - t_start), 1),
         "e2e_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
         "stage_mean_ms": stages,
         "mean_batch": round(station.metrics.value("inspector_batch_size_sum") / batches, 2)
         if batches
         else None,
-        "rss_kb": {"start": rss0, "end": rss1},
+        "rss_kb": {"after_10pct": rss_warm, "end": rss_end, "growth": growth},
     }
 
 
