@@ -63,6 +63,13 @@ def _actuator_types() -> dict[str, type]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GateHttpSection:
+    enabled: bool = setting(True, "serve /health and /metrics")
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(9109, "port (0: any free port); the station uses 9108")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GateConfig:
     gate: GateSection = setting(factory=GateSection, help="")
     mqtt: MqttSection = setting(factory=MqttSection, help="")
@@ -70,6 +77,7 @@ class GateConfig:
         factory=LogActuatorConfig, help="what a reject does"
     )
     logging: LoggingSection = setting(factory=LoggingSection, help="")
+    http: GateHttpSection = setting(factory=GateHttpSection, help="health and metrics")
 
 
 def load_gate_config(path) -> GateConfig:
@@ -332,8 +340,38 @@ class GateService:
         self.client.on_message = self._on_message
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="gate-tick", daemon=True)
+        self._last_tick = 0.0
+        self.http = None
+
+    def health(self) -> tuple[bool, dict]:
+        """Healthy while connected to the broker and deciding (the ticker runs)."""
+        ticking = time.monotonic() - self._last_tick < 1.0
+        ok = self.connected.is_set() and ticking
+        return ok, {
+            "broker_connected": self.connected.is_set(),
+            "ticking": ticking,
+            "in_flight": len(self.core.waiting),
+            "station_state": self.core.station_state,
+            "reject_output_held": self.core.blind_since is not None,
+        }
 
     def start(self) -> None:
+        if self.cfg.http.enabled:
+            from types import SimpleNamespace
+
+            from prometheus_client import CollectorRegistry
+
+            from .metrics import HttpEndpoint
+
+            registry = CollectorRegistry()
+            registry.register(_GateCollector(self))
+            self.http = HttpEndpoint(
+                SimpleNamespace(registry=registry),
+                self.health,
+                self.cfg.http.host,
+                self.cfg.http.port,
+            )
+            self.http.start()
         self.actuator.start()
         self.core.set_connected(False)  # blind until the broker answers
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive_s)
@@ -343,6 +381,8 @@ class GateService:
     def stop(self) -> None:
         self._stop.set()
         self._ticker.join(2)
+        if self.http is not None:
+            self.http.stop()
         self.actuator.stop()
         self.client.loop_stop()
         self.client.disconnect()
@@ -384,3 +424,32 @@ class GateService:
     def _tick_loop(self) -> None:
         while not self._stop.wait(0.005):
             self.core.tick()
+            self._last_tick = time.monotonic()
+
+
+class _GateCollector:
+    """Prometheus view of the gate's counters (``inspector_gate_total{what=...}``)."""
+
+    def __init__(self, service: GateService) -> None:
+        self.service = service
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counts = CounterMetricFamily(
+            "inspector_gate", "gate decisions and anomalies", labels=["what"]
+        )
+        with self.service.core.lock:
+            items = sorted(self.service.core.counts.items())
+            waiting = len(self.service.core.waiting)
+        for what, n in items:
+            counts.add_metric([what], n)
+        yield counts
+        yield GaugeMetricFamily(
+            "inspector_gate_in_flight", "parts waiting for a decision", value=waiting
+        )
+        yield GaugeMetricFamily(
+            "inspector_gate_connected",
+            "1 while connected to the broker",
+            value=1 if self.service.connected.is_set() else 0,
+        )

@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from .broker import Mosquitto, free_port
 from .config import MqttSection
 from .errors import InspectorError
-from .gate import GateConfig, GateSection, GateService
+from .gate import GateConfig, GateHttpSection, GateSection, GateService
 from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported for the CLI)
 from .sources import IMAGE_SUFFIXES
 
@@ -245,6 +245,7 @@ def simulate(o: SimOptions) -> dict:
                 id="sim-gate", station_prefix=prefix, travel_ms=o.travel_ms, status_stale_s=2.0
             ),
             mqtt=MqttSection(host=host, port=port, reconnect_max_s=0.25),
+            http=GateHttpSection(port=0),  # any free port: never clash with a real gate
         )
     )
     observer = _Observer(host, port, prefix)

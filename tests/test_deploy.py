@@ -17,7 +17,7 @@ import yaml
 from inspector.broker import free_port, wait_for_port
 from inspector.cli import main
 from inspector.config import MqttSection, TlsSection, load_config
-from inspector.gate import GateConfig, GateSection, GateService
+from inspector.gate import GateConfig, GateHttpSection, GateSection, GateService
 
 from .conftest import station_yaml
 
@@ -91,6 +91,7 @@ def test_tls_password_and_acl_hold_and_verdicts_reach_the_gate(
             mqtt=MqttSection(
                 host="localhost", port=port, username="gate", password=users["gate"], tls=tls
             ),
+            http=GateHttpSection(port=0),
         )
     )
     gate.start()
@@ -181,6 +182,7 @@ def test_compose_file_wires_broker_inspector_and_gate_with_health_checks():
     services = compose["services"]
     assert set(services) == {"mosquitto", "inspector", "gate"}
     assert "/health" in " ".join(services["inspector"]["healthcheck"]["test"])
+    assert "9109/health" in " ".join(services["gate"]["healthcheck"]["test"])
     assert all("healthcheck" in s and s.get("restart") for s in services.values())
     assert services["inspector"]["build"]["dockerfile"] == "deploy/docker/Dockerfile.gpu"
     if (

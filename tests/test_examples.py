@@ -80,6 +80,10 @@ def test_gate_process_decides_parts_and_stops_on_sigterm(tmp_path, broker):
         .read_text()
         .replace("port: 1883", f"port: {broker.port}")
     )
+    from inspector.broker import free_port
+
+    http_port = free_port()
+    text = text.replace("port: 9109", f"port: {http_port}")
     cfg = tmp_path / "gate.yaml"
     cfg.write_text(text)
     proc = subprocess.Popen(
@@ -106,6 +110,14 @@ def test_gate_process_decides_parts_and_stops_on_sigterm(tmp_path, broker):
             time.sleep(0.05)
         got = {e["part_id"]: (e["outcome"], e["reason"]) for e in events}
         assert got == {"G-1": ("passed", "pass"), "G-2": ("rejected", "no_verdict")}
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=2) as r:
+            assert r.status == 200 and json.loads(r.read())["broker_connected"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        assert 'inspector_gate_total{what="passed"} 1.0' in text
+        assert 'inspector_gate_total{what="rejected:no_verdict"} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
