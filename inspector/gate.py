@@ -11,7 +11,9 @@ is in flight until it reaches the gate (``travel_ms`` after its trigger, or
 - the verdict cannot be read (``invalid_verdict``).
 
 While the gate has no broker connection it cannot see triggers or verdicts: it holds
-the reject output on (every part passing is rejected, ``gate_blind``) until it is back.
+the reject output on (every part passing is rejected, ``gate_blind``) until it is back
+and ``travel_ms`` longer, since triggers sent meanwhile may still be on their way. A pass
+is final when the part reaches the gate.
 A trigger that arrives after its part already reached the gate is reported as
 ``missed`` (``late_trigger``): the part went by uninspected; it is an alarm, not a pass.
 
@@ -113,6 +115,7 @@ class GateCore:
         self.last_status_mono: float | None = None
         self.encoder: int | None = None
         self.blind_since: float | None = None  # Unix time the broker connection was lost
+        self.hold_until: float | None = None  # the output stays held until then after a reconnect
         self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=1000)
 
     def set_connected(self, connected: bool) -> None:
@@ -126,12 +129,21 @@ class GateCore:
                     "gate has no broker connection: reject output held on (every part is rejected)"
                 )
             elif connected and self.blind_since is not None:
-                self.blind.append((self.blind_since, now))
+                # triggers sent while we were away may still be on their way: keep the output
+                # on until every part triggered in that time has gone by
+                grace = 0.0 if self.cfg.encoder_topic else self.cfg.travel_ms / 1000.0
+                self.blind.append((self.blind_since, now + grace))
                 self.blind_since = None
+                self.hold_until = now + grace
                 if self.last_status_mono is not None:  # the station's silence counts from now:
                     self.last_status_mono = time.monotonic()  # we could not hear it before
-                self.actuator.hold(False)
-                log.warning("gate reconnected: reject output released")
+                log.warning("gate reconnected: reject output held %.1f s more", grace)
+                self._release_hold(now)
+
+    def _release_hold(self, now: float) -> None:
+        if self.blind_since is None and self.hold_until is not None and now >= self.hold_until:
+            self.hold_until = None
+            self.actuator.hold(False)
 
     def _was_blind(self, t: float) -> bool:
         if self.blind_since is not None and t >= self.blind_since:
@@ -210,13 +222,19 @@ class GateCore:
                         done.reason,
                     )
                 return
-            if part.arrival is not None and now > part.arrival:
+            if part.verdict is not None:  # a timely pass is already waiting for the part
+                if part.verdict["seq"] == record["seq"] or result == "pass":
+                    self.counts["duplicate_verdicts"] += 1
+                    return
+            elif part.arrival is not None and now > part.arrival:
                 self.counts["late_verdicts"] += 1
                 self._reject(part, "no_verdict")
                 return
             part.verdict = record
             if result == "pass" and record["reason"] == "ok":
-                self._decide(part, "passed", "pass")
+                if part.arrival_mono is None:  # encoder mode: final now
+                    self._decide(part, "passed", "pass")
+                # time mode: final when the part reaches the gate (the output may be held then)
             else:
                 reason = record["reason"] if result == "fail" else "invalid_verdict"
                 self._reject(part, reason if reason in _VERDICT_REASONS else "invalid_verdict")
@@ -231,9 +249,10 @@ class GateCore:
         with self.lock:
             self.station_state = str(state)
             self.last_status_mono = time.monotonic()
-            if state == "offline":
+            if state == "offline":  # parts with a timely pass keep it
                 for part in list(self.waiting.values()):
-                    self._reject(part, "inspector_offline")
+                    if part.verdict is None:
+                        self._reject(part, "inspector_offline")
 
     def on_encoder(self, payload: bytes) -> None:
         try:
@@ -250,14 +269,22 @@ class GateCore:
 
     def tick(self) -> None:
         """Deadlines and staleness; call every few milliseconds."""
-        now_mono = time.monotonic()
+        now, now_mono = time.time(), time.monotonic()
         with self.lock:
             gone = self._station_gone()
             for part in list(self.waiting.values()):
-                if gone:
+                arrived = part.arrival_mono is not None and now_mono >= part.arrival_mono
+                if part.verdict is not None:  # a timely pass: final when the part arrives
+                    if arrived:
+                        if self._was_blind(part.arrival):
+                            self._decide(part, "rejected", "gate_blind")  # the output was held
+                        else:
+                            self._decide(part, "passed", "pass")
+                elif gone:
                     self._reject(part, self._gone_reason())
-                elif part.arrival_mono is not None and now_mono >= part.arrival_mono:
+                elif arrived:
                     self._reject(part, "no_verdict")
+            self._release_hold(now)
 
     # -- decisions -------------------------------------------------------------------------
     def _station_gone(self) -> bool:
