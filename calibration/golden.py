@@ -18,11 +18,10 @@ from pathlib import Path
 
 import cv2
 
-from inspector.classifier import Classifier
+from inspector.classifier import Classifier, check_model_fits
 from inspector.config import StationConfig, load_config
 from inspector.decision import Decider
 from inspector.errors import InspectorError
-from inspector.pipeline import check_model_fits
 from inspector.preprocess import FrameError, preprocess
 from inspector.publisher import secure
 from inspector.sources import IMAGE_SUFFIXES

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .classifier import Classifier
+from .classifier import Classifier, check_model_fits
 from .config import StationConfig, load_config
 from .errors import InspectorError, SourceError
-from .pipeline import check_model_fits
 from .preprocess import FrameError, preprocess
 from .sources import FolderSource, SourceEnded, SourceLost, VideoSource, make_source
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .config import ModelSection
+from .config import ModelSection, StationConfig
 from .errors import ModelError
 from .manifest import METADATA_KEY, Manifest, file_digest, parse
 from .preprocess import PreprocessSpec
@@ -162,3 +162,27 @@ class Classifier:
         for n in {1, self.max_batch}:
             for _ in range(max(runs, 0)):
                 self.run(self.buffer(n))
+
+
+def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
+    """Problems between the station config and the model's manifest."""
+    problems = []
+    spec = classifier.spec
+    if cfg.preprocess.size is not None and tuple(cfg.preprocess.size) != spec.size:
+        problems.append(
+            f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
+            f"size {list(spec.size)} (width, height)"
+        )
+    if cfg.preprocess.color is not None and cfg.preprocess.color != spec.color:
+        problems.append(
+            f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
+            f"colour order {spec.color!r}"
+        )
+    defects = classifier.manifest.defect_classes
+    for name in cfg.decision.thresholds:
+        if name not in defects:
+            problems.append(
+                f"decision.thresholds.{name}: not a defect class of the model "
+                f"(defect classes: {', '.join(defects)})"
+            )
+    return problems

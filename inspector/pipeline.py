@@ -23,10 +23,11 @@ import time
 
 import cv2
 
-from .classifier import Classifier, ModelRunError
+from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
 from .errors import ConfigError
+from .matching import FrameMatcher
 from .metrics import HttpEndpoint, Metrics
 from .preprocess import FrameError, preprocess
 from .publisher import Publisher
@@ -37,31 +38,6 @@ from .sources import SourceRunner, make_source
 from .triggers import TriggerError, parse_trigger
 
 log = logging.getLogger(__name__)
-RECENT_S = 1.0  # unclaimed frames kept this long for triggers that arrive after their frame
-
-
-def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
-    """Problems between the station config and the model's manifest."""
-    problems = []
-    spec = classifier.spec
-    if cfg.preprocess.size is not None and tuple(cfg.preprocess.size) != spec.size:
-        problems.append(
-            f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
-            f"size {list(spec.size)} (width, height)"
-        )
-    if cfg.preprocess.color is not None and cfg.preprocess.color != spec.color:
-        problems.append(
-            f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
-            f"colour order {spec.color!r}"
-        )
-    defects = classifier.manifest.defect_classes
-    for name in cfg.decision.thresholds:
-        if name not in defects:
-            problems.append(
-                f"decision.thresholds.{name}: not a defect class of the model "
-                f"(defect classes: {', '.join(defects)})"
-            )
-    return problems
 
 
 class Station:
@@ -105,9 +81,7 @@ class Station:
         if cfg.metrics.enabled:
             self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
-        self._pending: collections.deque[Part] = collections.deque()
-        self.match_ts = cfg.trigger.match_by == "timestamp"
-        self._recent: collections.deque[Frame] = collections.deque(maxlen=64)
+        self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part.seq in self._inflight)
         self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._beats = {"capture": time.monotonic(), "infer": time.monotonic()}
         self._inflight: dict[int, Part] = {}
@@ -157,9 +131,7 @@ class Station:
             return
         self._capture_stop.set()
         self._threads[0].join(timeout)
-        with self._lock:
-            pending, self._pending = list(self._pending), collections.deque()
-        for part in pending:
+        for part in self.matcher.drain():
             self._fail(part, Reason.SHUTDOWN, "station stopped before a frame was captured")
         self._stopping.set()
         self._infer_done.wait(timeout)
@@ -224,9 +196,7 @@ class Station:
     def _on_source_state(self, state: str, detail: str) -> None:
         self.metrics.source_up.set(1 if state == "ok" else 0)
         if state != "ok":
-            with self._lock:
-                pending, self._pending = list(self._pending), collections.deque()
-            for part in pending:
+            for part in self.matcher.drain():
                 self._fail(part, Reason.SOURCE_LOST, detail)
         self.publisher.status_changed()
 
@@ -341,18 +311,7 @@ class Station:
                 part, Reason.SOURCE_LOST, f"source {self.source.state}: {self.source.detail}"
             )
             return
-        frame = None
-        with self._lock:
-            if self.match_ts and not self._pending and trig.ts is not None:
-                # the part's frame may have come before its trigger message did
-                while self._recent:
-                    f = self._recent.popleft()
-                    if f.t_capture >= part.t_trigger:
-                        frame = f
-                        break
-            overflow = frame is None and len(self._pending) >= self.cfg.trigger.max_pending
-            if frame is None and not overflow:
-                self._pending.append(part)
+        frame, overflow = self.matcher.add(part, has_ts=trig.ts is not None)
         if frame is not None:
             self._process(part, frame)
             return
@@ -419,41 +378,19 @@ class Station:
             self.metrics.quality_degraded.set(1 if self.quality.problems else 0)
             self.publisher.status_changed()
 
-    def _since_trigger(self, frame: Frame, part: Part) -> float:
-        """Seconds from the part's trigger to the frame, on the clock ``trigger.match_by`` names."""
-        if self.match_ts:
-            return frame.t_capture - part.t_trigger
-        return frame.t_capture_mono - part.t_trigger_mono
-
     def _part_for(self, frame: Frame) -> Part | None:
         if self.mode != "mqtt":  # free-run and hardware-triggered camera: each frame is a part
             return self._register(
                 f"{self.station_id}-{self._run_id}-{frame.index}", frame.t_capture, None
             )
-        max_wait = self.cfg.trigger.max_frame_wait_ms
-        missed = []
-        chosen = None
-        with self._lock:
-            while self._pending:
-                part = self._pending[0]
-                if part.seq not in self._inflight:  # timed out while waiting
-                    self._pending.popleft()
-                    continue
-                if self._since_trigger(frame, part) < 0:
-                    break  # this frame was taken before the part was there
-                self._pending.popleft()
-                if max_wait is not None and self._since_trigger(frame, part) * 1000 > max_wait:
-                    missed.append(part)  # its own frame never came; this one is a later part's
-                    continue
-                chosen = part
-                break
-            if chosen is None and self.match_ts:  # its trigger message may still be on its way
-                self._recent.append(frame)
-                while self._recent and frame.t_capture - self._recent[0].t_capture > RECENT_S:
-                    self._recent.popleft()
+        chosen, missed = self.matcher.take(frame)
         for part in missed:
             self.metrics.drop("frame_missed")
-            self._fail(part, Reason.TIMEOUT, f"no frame within {max_wait:.0f} ms of the trigger")
+            self._fail(
+                part,
+                Reason.TIMEOUT,
+                f"no frame within {self.cfg.trigger.max_frame_wait_ms:.0f} ms of the trigger",
+            )
         if chosen is None:
             self.metrics.frames_unused.inc()
         return chosen
