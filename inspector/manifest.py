@@ -1,7 +1,7 @@
 """The model manifest: everything the line needs to run a model, carried inside model.onnx.
 
 The manifest is a JSON object stored in the ONNX metadata under ``inspector.manifest``
-(and beside the model as ``model.manifest.json`` for people). Schema version 1 fields:
+(and beside the model as ``model.json`` for people). Schema version 1 fields:
 
 - ``schema_version`` (1), ``name``, ``created``
 - ``classes``: class names in output order; ``defect_classes``: which of them are defects
@@ -154,7 +154,7 @@ def file_digest(path: Path) -> str:
 
 
 def sidecar_path(model_path: Path) -> Path:
-    return Path(model_path).with_suffix(".manifest.json")
+    return Path(model_path).with_suffix(".json")
 
 
 def embed(model_path: Path, manifest: dict[str, Any], write_sidecar: bool = True) -> None:

@@ -1,0 +1,157 @@
+"""The training configuration: YAML file + command-line overrides -> ``TrainConfig``.
+
+Every field has a default and a description (``inspector train --schema`` lists them)::
+
+    data: /data/cells            # folder ROOT/<class>/*.png (or train/val/test split) or a CSV
+    model: {type: cnn, image_size: 160, color: gray}
+    split: {val: 0.15, test: 0.15, seed: 1}
+    train: {epochs: 30, batch_size: 32, learning_rate: 0.002, patience: 8}
+    threshold: {policy: max_escape_rate, value: 0.02}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from inspector.schema import load_yaml, setting
+
+from . import TrainingError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    type: Literal["cnn", "mobilenetv3", "efficientnetv2b0", "vit"] = setting(
+        "cnn", "architecture: cnn (compact, from scratch), mobilenetv3, efficientnetv2b0, vit"
+    )
+    image_size: int = setting(160, "model input width and height in pixels")
+    color: Literal["gray", "rgb", "bgr"] = setting("gray", "channel order of the model input")
+    interpolation: Literal["area", "linear", "nearest", "cubic"] = setting(
+        "area", "resize interpolation (the runtime uses the same)"
+    )
+    weights: str = setting(
+        "none",
+        "backbones only: none (from scratch), imagenet (Keras' cache must already hold them; "
+        "nothing is downloaded), or a path to a weights file",
+    )
+    width: float = setting(1.0, "cnn: channel multiplier; vit: embedding width / 64")
+    dropout: float = setting(0.2, "dropout before the classifier")
+
+    def problems(self):
+        if not 16 <= self.image_size <= 1024:
+            yield "image_size", "must be between 16 and 1024"
+        if self.width <= 0:
+            yield "width", "must be positive"
+        if not 0 <= self.dropout < 1:
+            yield "dropout", "must be in [0, 1)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    val: float = setting(0.15, "fraction for validation (early stopping, threshold)")
+    test: float = setting(0.15, "fraction held out for the final figures")
+    seed: int = setting(1, "seed of the stratified split")
+
+    def problems(self):
+        if not (0 < self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
+            yield "val", "val in (0, 1), test in [0, 1) and val + test < 1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    enabled: bool = setting(True, "augment training images (never validation or test)")
+    flip: bool = setting(True, "random horizontal and vertical flips")
+    rot90: bool = setting(False, "random quarter turns (square parts with no orientation)")
+    rotation_deg: float = setting(5.0, "random rotation up to this many degrees")
+    shift: float = setting(0.05, "random shift up to this fraction of the size")
+    brightness: float = setting(0.1, "random brightness change up to this fraction")
+    contrast: float = setting(0.1, "random contrast change up to this fraction")
+    noise: float = setting(2.0, "Gaussian noise, standard deviation in grey levels")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSection:
+    epochs: int = setting(30, "maximum epochs")
+    batch_size: int = setting(32, "images per step")
+    learning_rate: float = setting(0.002, "peak learning rate (Adam, cosine decay)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    patience: int = setting(8, "early stopping: epochs without a better validation loss")
+    balance: Literal["class_weights", "sampling", "none"] = setting(
+        "class_weights", "how rare classes are weighted"
+    )
+    seed: int = setting(1, "seed for weights, augmentation and shuffling")
+    strategy: Literal["default", "mirrored", "multi_worker"] = setting(
+        "default", "tf.distribute strategy (mirrored: all local GPUs; multi_worker: TF_CONFIG)"
+    )
+    mixed_precision: Literal["auto", "on", "off"] = setting(
+        "auto", "float16 compute on GPU (auto: on when a GPU is visible)"
+    )
+    max_minutes: float = setting(0.0, "stop after this many minutes (0: no limit)")
+
+    def problems(self):
+        if self.epochs < 1:
+            yield "epochs", "must be at least 1"
+        if self.batch_size < 1:
+            yield "batch_size", "must be at least 1"
+        if self.learning_rate <= 0:
+            yield "learning_rate", "must be positive"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdConfig:
+    policy: Literal["max_f1", "max_escape_rate", "max_false_reject_rate"] = setting(
+        "max_f1",
+        "max_f1; max_escape_rate (defect recall >= 1 - value); "
+        "max_false_reject_rate (good parts rejected <= value)",
+    )
+    value: float = setting(0.0, "the rate for the max_* policies")
+
+    def problems(self):
+        if self.policy != "max_f1" and not 0 <= self.value < 1:
+            yield "value", "a rate in [0, 1)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    data: Path | None = setting(None, "dataset folder or CSV manifest")
+    name: str = setting("", "run name (default: the run folder's name)")
+    defect_classes: list[str] = setting(
+        factory=list, help="classes that are defects (default: every class but good/ok/pass)"
+    )
+    model: ModelConfig = setting(factory=ModelConfig, help="architecture and input")
+    split: SplitConfig = setting(factory=SplitConfig, help="used when the data has no split")
+    augment: AugmentConfig = setting(factory=AugmentConfig, help="training-time augmentation")
+    train: TrainSection = setting(factory=TrainSection, help="optimisation")
+    threshold: ThresholdConfig = setting(factory=ThresholdConfig, help="operating point")
+    near_duplicate_bits: int = setting(
+        4, "perceptual-hash distance at or below which two images count as near-duplicates"
+    )
+
+
+def load_train_config(path: Path | None) -> TrainConfig:
+    return load_yaml(TrainConfig, path) if path else TrainConfig()
+
+
+def override(cfg, dotted: str, value):
+    """Return ``cfg`` with ``a.b.c`` set to ``value`` (a typed copy, dataclasses stay frozen)."""
+    head, _, rest = dotted.partition(".")
+    if not dataclasses.is_dataclass(cfg) or head not in {f.name for f in dataclasses.fields(cfg)}:
+        raise TrainingError(f"unknown setting {dotted!r} (inspector train --schema lists them)")
+    if rest:
+        return dataclasses.replace(cfg, **{head: override(getattr(cfg, head), rest, value)})
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def as_dict(cfg) -> dict:
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)

@@ -1,0 +1,151 @@
+"""Keras models that take raw ``uint8`` pixels; scaling and normalisation are in the graph.
+
+``build(cfg, n_classes)`` returns an uncompiled ``keras.Model`` with one input named
+``image`` (``(None, H, W, C)``, uint8) and one softmax output ``scores``:
+
+- ``cnn``: a compact network trained from scratch (the default): a stride-2 stem, four
+  blocks of two 3x3 convolutions with batch norm, global average pooling;
+- ``mobilenetv3`` / ``efficientnetv2b0``: keras.applications backbones with
+  ``weights: none | imagenet | PATH`` (imagenet only from Keras' local cache: nothing is
+  downloaded at run time);
+- ``vit``: a small vision transformer (patch 16, 4 layers).
+
+Example::
+
+    model = build(ModelConfig(type="cnn", image_size=64), n_classes=2)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TrainingError
+from .config import ModelConfig
+from .tf import keras
+
+
+def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
+    channels = 1 if cfg.color == "gray" else 3
+    inputs = keras.Input((cfg.image_size, cfg.image_size, channels), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(keras.ops.cast(inputs, "float32"))
+    builders = {
+        "cnn": _cnn,
+        "mobilenetv3": _mobilenet,
+        "efficientnetv2b0": _efficientnet,
+        "vit": _vit,
+    }
+    features = builders[cfg.type](x, cfg, channels)
+    if cfg.dropout:
+        features = keras.layers.Dropout(cfg.dropout)(features)
+    logits = keras.layers.Dense(n_classes, name="logits")(features)
+    # float32 softmax even under mixed precision: scores must be exact probabilities
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="scores")(logits)
+    return keras.Model(inputs, outputs, name=f"inspector_{cfg.type}")
+
+
+def _conv(x, filters, stride=1):
+    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.ReLU()(x)
+
+
+def _cnn(x, cfg: ModelConfig, channels: int):
+    def w(n):
+        return max(8, int(round(n * cfg.width / 8)) * 8)
+
+    x = _conv(x, w(24), stride=2)
+    for filters in (32, 64, 128, 192):
+        x = _conv(x, w(filters))
+        x = _conv(x, w(filters))
+        x = keras.layers.MaxPooling2D()(x)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
+def _backbone_weights(cfg: ModelConfig) -> tuple[str | None, Path | None]:
+    if cfg.weights == "none":
+        return None, None
+    if cfg.weights == "imagenet":
+        return "imagenet", None
+    path = Path(cfg.weights)
+    if not path.is_file():
+        raise TrainingError(f"model.weights: {path} is not a file (none, imagenet or a path)")
+    return None, path
+
+
+def _three_channels(x, channels):
+    return keras.layers.Concatenate()([x, x, x]) if channels == 1 else x
+
+
+def _load(backbone, path: Path | None):
+    if path is not None:
+        backbone.load_weights(str(path), skip_mismatch=False)
+    return backbone
+
+
+def _mobilenet(x, cfg: ModelConfig, channels: int):
+    weights, path = _backbone_weights(cfg)
+    size = cfg.image_size
+    # MobileNetV3 rescales internally from [0, 255]
+    backbone = keras.applications.MobileNetV3Small(
+        input_shape=(size, size, 3),
+        include_top=False,
+        weights=weights,
+        include_preprocessing=True,
+        pooling="avg",
+    )
+    _load(backbone, path)
+    return backbone(_three_channels(x * 255.0, channels))
+
+
+def _efficientnet(x, cfg: ModelConfig, channels: int):
+    weights, path = _backbone_weights(cfg)
+    size = cfg.image_size
+    backbone = keras.applications.EfficientNetV2B0(
+        input_shape=(size, size, 3),
+        include_top=False,
+        weights=weights,
+        include_preprocessing=True,
+        pooling="avg",
+    )
+    _load(backbone, path)
+    return backbone(_three_channels(x * 255.0, channels))
+
+
+def _vit(x, cfg: ModelConfig, channels: int, patch: int = 16, depth: int = 4, heads: int = 4):
+    if cfg.image_size % patch:
+        raise TrainingError(f"model.image_size: a ViT needs a multiple of {patch}")
+    dim = max(32, int(64 * cfg.width))
+    n = (cfg.image_size // patch) ** 2
+    x = keras.layers.Conv2D(dim, patch, strides=patch, name="patches")(x)
+    x = keras.layers.Reshape((n, dim))(x)
+    x = PositionEmbedding(n, dim, name="position")(x)
+    for _ in range(depth):
+        h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+        h = keras.layers.MultiHeadAttention(heads, dim // heads)(h, h)
+        x = keras.layers.Add()([x, h])
+        h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+        h = keras.layers.Dense(dim * 2, activation="gelu")(h)
+        h = keras.layers.Dense(dim)(h)
+        x = keras.layers.Add()([x, h])
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    return keras.layers.GlobalAveragePooling1D()(x)
+
+
+@keras.saving.register_keras_serializable(package="inspector")
+class PositionEmbedding(keras.layers.Layer):
+    """A learned position embedding added to the patch sequence."""
+
+    def __init__(self, length: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.length, self.dim = length, dim
+
+    def build(self, input_shape):
+        self.table = self.add_weight(
+            shape=(self.length, self.dim), initializer="random_normal", name="table"
+        )
+
+    def call(self, x):
+        return x + keras.ops.cast(self.table, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length, "dim": self.dim}

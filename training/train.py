@@ -1,0 +1,291 @@
+"""``inspector train``: dataset + config -> a run folder with checkpoints and a threshold.
+
+The run folder ``runs/<name>/`` holds:
+
+- ``config.yaml`` (the resolved config), ``split.json`` (files and counts per split),
+  ``data_report.json`` (unreadable files, duplicates across splits, warnings);
+- ``best.keras`` (lowest validation loss) and ``last.keras``; ``backup/`` while a run is
+  in progress (``--resume`` continues from it after a crash or Ctrl-C);
+- ``history.csv`` (one row per epoch), ``tensorboard/``;
+- ``run.json``: classes, the threshold chosen on validation by the configured policy with
+  the validation metrics at that point, image statistics of the training images, timings
+  and library versions. ``inspector export`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from inspector.preprocess import PreprocessSpec
+
+from . import TrainingError, datasets, thresholds
+from .config import TrainConfig, as_dict
+from .metrics import defect_score, is_defect
+
+log = logging.getLogger(__name__)
+
+
+def spec_of(cfg: TrainConfig) -> PreprocessSpec:
+    size = cfg.model.image_size
+    return PreprocessSpec(
+        size=(size, size), color=cfg.model.color, interpolation=cfg.model.interpolation
+    )
+
+
+def versions() -> dict:
+    import onnxruntime
+
+    from .tf import keras, tf
+
+    out = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    try:
+        import tf2onnx
+
+        out["tf2onnx"] = tf2onnx.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None = None) -> dict:
+    """Train, choose the threshold on validation and write the run folder; returns run.json."""
+    from .tf import keras, tf
+
+    if cfg.data is None:
+        raise TrainingError("no dataset: give --data DIR (or 'data:' in the config)")
+    out = Path(out)
+    if (out / "run.json").exists() and not resume:
+        raise TrainingError(f"{out}: holds a finished run; choose another --out")
+    if resume and not (out / "backup").exists():
+        raise TrainingError(f"{out}: nothing to resume (no backup/ from an interrupted run)")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(out / "backup", ignore_errors=True)
+    keras.utils.set_random_seed(cfg.train.seed)
+    started = time.monotonic()
+
+    spec = spec_of(cfg)
+    data = datasets.prepare(
+        cfg.data,
+        spec,
+        cfg.defect_classes,
+        cfg.split.val,
+        cfg.split.test,
+        cfg.split.seed,
+        cfg.near_duplicate_bits,
+    )
+    tr, va = data.splits["train"], data.splits["val"]
+    missing = [c for i, c in enumerate(data.classes) if not np.any(tr.y == i)]
+    if missing:
+        raise TrainingError(f"the training split has no images of {missing}")
+    val_truth = is_defect(va.y, data.classes, data.defect_classes)
+    if not val_truth.any() or val_truth.all():
+        kind = "defective" if not val_truth.any() else "good"
+        raise TrainingError(
+            f"the validation split has no {kind} images ({len(va.y)} images): the threshold "
+            "cannot be chosen; add images or change split.val"
+        )
+    (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
+    _write_json(out / "split.json", datasets.split_file(data, Path(cfg.data)))
+    _write_json(out / "data_report.json", data.report)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = cfg.train.mixed_precision == "on" or (cfg.train.mixed_precision == "auto" and gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    strategy = _strategy(cfg.train.strategy)
+    n_classes = len(data.classes)
+    with strategy.scope():
+        from .models import build
+
+        model = build(cfg.model, n_classes)
+        steps = max(1, int(np.ceil(len(tr.y) / cfg.train.batch_size)))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.train.learning_rate, decay_steps=steps * cfg.train.epochs, alpha=0.02
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    log.info("%s: %d parameters", model.name, model.count_params())
+    train_ds = _train_dataset(tr.x, tr.y, cfg, n_classes, tf, keras)
+    val_ds = tf.data.Dataset.from_tensor_slices((va.x, va.y)).batch(cfg.train.batch_size)
+    class_weight = None
+    if cfg.train.balance == "class_weights":
+        counts = np.bincount(tr.y, minlength=n_classes)
+        class_weight = {i: len(tr.y) / (n_classes * max(c, 1)) for i, c in enumerate(counts)}
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(out / "best.keras"), monitor="val_loss", save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
+    ]
+    if cfg.train.max_minutes:
+        callbacks.append(_TimeLimit(cfg.train.max_minutes * 60, keras))
+    if verbose is None:
+        verbose = 1 if sys.stderr.isatty() else 2
+    fit_started = time.monotonic()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=steps if cfg.train.balance == "sampling" else None,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    fit_seconds = time.monotonic() - fit_started
+    keras.mixed_precision.set_global_policy("float32")
+    best = keras.models.load_model(out / "best.keras", compile=False)
+    probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
+    score = defect_score(probs, data.classes, data.defect_classes)
+    chosen = thresholds.choose(val_truth, score, cfg.threshold.policy, cfg.threshold.value)
+    losses = history.history.get("val_loss", [])
+    run = {
+        "name": cfg.name or out.name,
+        "classes": data.classes,
+        "defect_classes": data.defect_classes,
+        "preprocess": {
+            "size": list(spec.size),
+            "color": spec.color,
+            "interpolation": spec.interpolation,
+        },
+        "threshold": chosen,
+        "image_stats": datasets.image_stats(tr.x),
+        "dataset": {
+            "source": str(cfg.data),
+            "fingerprint": data.report["fingerprint"],
+            "counts": data.counts(),
+            "unreadable": len(data.report["unreadable"]),
+            "cross_split_duplicates": len(data.report["duplicates"]),
+        },
+        "training": {
+            "model": cfg.model.type,
+            "parameters": int(model.count_params()),
+            "epochs_run": len(losses),
+            "best_epoch": int(np.argmin(losses)) + 1 if losses else None,
+            "best_val_loss": float(np.min(losses)) if losses else None,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.monotonic() - started, 1),
+            "mixed_precision": bool(mixed),
+            "strategy": cfg.train.strategy,
+            "devices": [d.name for d in gpus] or ["CPU"],
+            "config": as_dict(cfg),
+            "versions": versions(),
+        },
+    }
+    _write_json(out / "run.json", run)
+    return run
+
+
+class _TimeLimit:
+    def __new__(cls, seconds: float, keras):
+        class TimeLimit(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if time.monotonic() - self.t0 > seconds:
+                    log.warning("time limit reached after epoch %d: stopping", epoch + 1)
+                    self.model.stop_training = True
+
+        return TimeLimit()
+
+
+def _strategy(name: str):
+    from .tf import tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _train_dataset(x, y, cfg: TrainConfig, n_classes: int, tf, keras):
+    seed = cfg.train.seed
+    if cfg.train.balance == "sampling":
+        per_class = [
+            tf.data.Dataset.from_tensor_slices((x[y == i], y[y == i])).repeat().shuffle(
+                len(x), seed=seed + i
+            )
+            for i in range(n_classes)
+            if np.any(y == i)
+        ]
+        ds = tf.data.Dataset.sample_from_datasets(per_class, seed=seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+            len(x), seed=seed, reshuffle_each_iteration=True
+        )
+    ds = ds.batch(cfg.train.batch_size)
+    a = cfg.augment
+    if a.enabled:
+        augment = _augmenter(a, seed, keras, tf)
+        ds = ds.map(lambda xb, yb: (augment(xb), yb), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _augmenter(a, seed: int, keras, tf):
+    """Training-only augmentation on uint8 batches; returns uint8 like the camera would."""
+    geometric = []
+    if a.flip:
+        geometric.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+    if a.rotation_deg:
+        geometric.append(
+            keras.layers.RandomRotation(a.rotation_deg / 360.0, fill_mode="reflect", seed=seed)
+        )
+    if a.shift:
+        geometric.append(
+            keras.layers.RandomTranslation(a.shift, a.shift, fill_mode="reflect", seed=seed)
+        )
+    gen = tf.random.Generator.from_seed(seed)
+
+    def augment(xb):
+        x = tf.cast(xb, tf.float32)
+        n = tf.shape(x)[0]
+        if a.rot90:
+            k = gen.uniform([], 0, 4, dtype=tf.int32)
+            x = tf.image.rot90(x, k)
+        for layer in geometric:
+            x = layer(x, training=True)
+        if a.brightness:
+            x = x + gen.uniform([n, 1, 1, 1], -a.brightness, a.brightness) * 255.0
+        if a.contrast:
+            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = (x - mean) * gen.uniform([n, 1, 1, 1], 1 - a.contrast, 1 + a.contrast) + mean
+        if a.noise:
+            x = x + gen.normal(tf.shape(x), stddev=a.noise)
+        return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
+
+    return augment
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON: {type(v).__name__}")
