@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak install mosquitto clean
+.PHONY: demo test lint bench bench-accuracy demo-model soak install mosquitto clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Training (TensorFlow) on top: the tests, the accuracy benchmark and the demo model need it;
+# `make demo` does not.
+TRAIN_STAMP := $(VENV)/.installed-train
+$(TRAIN_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[dev,train]'
+	touch $(TRAIN_STAMP)
 
 install: $(STAMP)
 
@@ -28,22 +35,30 @@ mosquitto:
 	     (apt-get update -qq && apt-get install -y -qq mosquitto)) ; \
 	  else echo "tests need mosquitto: sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
 
-test: $(STAMP) mosquitto
+test: $(TRAIN_STAMP) mosquitto
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check inspector calibration tests deploy
-	$(VENV)/bin/ruff format --check inspector calibration tests deploy
+	$(VENV)/bin/ruff check inspector calibration training tests deploy
+	$(VENV)/bin/ruff format --check inspector calibration training tests deploy
 
 # 10,000 parts through simulator, inspector and gate (not part of make test): scorecard + RSS.
 SOAK_DIR ?= /tmp/inspector-soak
 soak: $(STAMP) mosquitto
 	$(VENV)/bin/inspector demo --prepare $(SOAK_DIR) --parts 200
-	$(VENV)/bin/inspector simulate --data $(SOAK_DIR)/parts --model $(SOAK_DIR)/model/contrast-demo.onnx \
+	$(VENV)/bin/inspector simulate --data $(SOAK_DIR)/parts --model $(SOAK_DIR)/model/demo.onnx \
 	  --parts 10000 --rate 3000 --out soak-scorecard.json
 
 bench: $(STAMP) mosquitto
 	$(VENV)/bin/inspector bench --out bench.json
+
+# ELPV accuracy benchmark: the default from-scratch recipe, ~15-30 min on 2 cores (JSON out).
+bench-accuracy: $(TRAIN_STAMP)
+	$(VENV)/bin/inspector bench accuracy --out bench-accuracy.json --work /tmp/inspector-bench-accuracy
+
+# Retrain the committed demo model (inspector/models/demo.onnx + demo.json) from synthetic parts.
+demo-model: $(TRAIN_STAMP)
+	$(PY) -m training.demo_model
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -85,9 +85,9 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model = args.model
     if model is None:
-        from inspector.modelkit import build_contrast_model
+        from inspector.demo import DEMO_MODEL
 
-        model = build_contrast_model(work / "demo.onnx", size=64)
+        model = DEMO_MODEL
     cpu = session(model, "cpu", False, work)
     inp = cpu.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]

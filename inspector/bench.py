@@ -175,7 +175,7 @@ def run_bench(
         from .modelkit import build_random_cnn
 
         model = build_random_cnn(work / "random-cnn.onnx")
-    model = Path(model) if model else work / "model" / "contrast-demo.onnx"
+    model = Path(model) if model else work / "model" / "demo.onnx"
     if not model.is_file():
         raise InspectorError(f"--model: file not found: {model}")
     from .classifier import Classifier

@@ -172,6 +172,12 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    if args.what == "accuracy":
+        from training.cli import cmd_bench_accuracy
+
+        if not args.out:
+            args.out = Path("bench-accuracy.json")
+        return cmd_bench_accuracy(args)
     from . import logs
     from .bench import format_bench, run_bench
 
@@ -192,7 +198,7 @@ def _cmd_demo(args) -> int:
         truth = prepare(args.prepare, parts=args.parts)
         print(
             f"demo: wrote {len(truth)} parts to {args.prepare}/parts and the model to "
-            f"{args.prepare}/model/contrast-demo.onnx"
+            f"{args.prepare}/model/demo.onnx"
         )
         return 0
     return run_demo(parts=args.parts, rate=args.rate, broker=args.broker, keep=args.keep)
@@ -280,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-publish", action="store_true", help="don't publish the outcome over MQTT")
     v.set_defaults(func=_cmd_verify)
 
-    b = sub.add_parser("bench", help="bare ONNX Runtime vs the whole station, side by side")
+    b = sub.add_parser(
+        "bench",
+        help="station: bare ONNX Runtime vs the whole station, side by side; "
+        "accuracy: train and test the default recipe on ELPV",
+    )
+    b.add_argument("what", nargs="?", choices=["station", "accuracy"], default="station")
     b.add_argument(
         "--model",
         type=Path,
@@ -292,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--paced-fps", type=float, default=100.0, help="rate of the latency run")
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(func=_cmd_bench)
+    _training_parsers(sub, b)
 
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
     d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")
@@ -307,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+def _training_parsers(sub, bench) -> None:
+    """The offline verbs (dataset, train, export, evaluate) live with training/.
+
+    The runtime never imports training/ (DESIGN.md); only this dispatcher does, and the
+    verbs import TensorFlow when they run. A line PC installed without training/ simply
+    lacks these verbs.
+    """
+    try:
+        from training.cli import add_bench_accuracy_args, add_parsers
+    except ImportError:
+        return
+    add_parsers(sub)
+    add_bench_accuracy_args(bench)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """``inspector demo``: the whole station on one machine, no camera, no GPU, no external broker.
 
-It makes synthetic parts (some with scratches or spots), builds a small ONNX model
-with this project's own code, starts a local broker (Mosquitto when installed, else
+It makes synthetic parts (some with scratches or spots), takes the committed demo model
+(``inspector/models/demo.onnx``: a small CNN that ``training/`` trained on such parts;
+``make demo-model`` remakes it), starts a local broker (Mosquitto when installed, else
 amqtt), runs a station that replays the parts from a folder, prints every verdict as
 a subscriber receives it over MQTT, and ends with a summary.
 """
@@ -21,6 +22,8 @@ import paho.mqtt.client as mqtt
 
 from .errors import InspectorError
 
+DEMO_MODEL = Path(__file__).parent / "models" / "demo.onnx"
+
 
 def _config_yaml(work: Path, host: str, port: int, protocol: str, rate: float) -> str:
     return f"""\
@@ -38,7 +41,7 @@ trigger:
 part:
   deadline_ms: 1000
 model:
-  path: model/contrast-demo.onnx
+  path: model/demo.onnx
   providers: [{{type: cpu}}]
   max_batch: 8
 mqtt:
@@ -54,16 +57,16 @@ metrics:
 
 
 def prepare(folder: Path, parts: int = 60, seed: int = 7) -> dict[str, bool]:
-    """Write the demo's model (``model/contrast-demo.onnx``) and parts (``parts/``) into folder."""
-    try:
-        from .modelkit import build_contrast_model, write_parts
-    except ImportError:  # pragma: no cover - onnx missing
-        raise InspectorError(
-            "the demo builds its model with the onnx package: pip install 'defect-inspector[demo]'"
-        ) from None
+    """Write the demo's model (``model/demo.onnx`` + ``demo.json``) and parts (``parts/``)."""
+    from .modelkit import write_parts
+
     folder = Path(folder)
+    if not DEMO_MODEL.is_file():
+        raise InspectorError(f"the demo model is missing: {DEMO_MODEL} (make demo-model)")
     truth = write_parts(folder / "parts", parts, defect_rate=0.3, seed=seed)
-    build_contrast_model(folder / "model" / "contrast-demo.onnx", size=64)
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEMO_MODEL, folder / "model" / "demo.onnx")
+    shutil.copyfile(DEMO_MODEL.with_suffix(".json"), folder / "model" / "demo.json")
     return truth
 
 

@@ -214,7 +214,7 @@ def test_every_example_station_passes_check(example, tmp_path, monkeypatch, caps
     assert main(["demo", "--prepare", str(tmp_path / "demo"), "--parts", "4"]) == 0
     (home / "models" / "current").mkdir(parents=True)
     shutil.copy(
-        tmp_path / "demo" / "model" / "contrast-demo.onnx",
+        tmp_path / "demo" / "model" / "demo.onnx",
         home / "models" / "current" / "model.onnx",
     )
     etc.mkdir()

@@ -31,7 +31,7 @@ def line_data(tmp_path_factory):
 def options(line_data, tmp_path, **kw) -> SimOptions:
     base = dict(
         data=line_data / "parts",
-        model=line_data / "model" / "contrast-demo.onnx",
+        model=line_data / "model" / "demo.onnx",
         parts=36,
         rate_ppm=480,
         fault_s=1.5,

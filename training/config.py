@@ -144,6 +144,23 @@ def override(cfg, dotted: str, value):
     return dataclasses.replace(cfg, **{head: value})
 
 
+def validate(cfg) -> None:
+    """Re-run every section's checks (after overrides); raise with all problems."""
+    problems = []
+
+    def walk(obj, path):
+        for key, msg in getattr(obj, "problems", lambda: [])():
+            problems.append(f"{path}{key}: {msg}")
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, f"{path}{f.name}.")
+
+    walk(cfg, "")
+    if problems:
+        raise TrainingError(*problems)
+
+
 def as_dict(cfg) -> dict:
     def plain(v):
         if dataclasses.is_dataclass(v):

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from inspector.classifier import Classifier
 from inspector.config import ModelSection
 from inspector.manifest import SCHEMA_VERSION, embed
@@ -47,8 +48,11 @@ def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     saved = json.loads((Path(run) / "split.json").read_text())
     root = Path(saved["root"])
     samples = [
-        datasets.Sample(root / f["path"] if not Path(f["path"]).is_absolute() else Path(f["path"]),
-                        f["label"], split)
+        datasets.Sample(
+            root / f["path"] if not Path(f["path"]).is_absolute() else Path(f["path"]),
+            f["label"],
+            split,
+        )
         for f in saved["files"][split]
     ]
     data, bad = datasets.load_split(samples, spec_of(cfg), info["classes"])
@@ -183,9 +187,9 @@ def _compare(reference, scores, y, info, threshold) -> dict:
     return {
         "max_abs_diff": float(np.max(np.abs(reference - scores))),
         "flips": int(np.sum(a != b)),
-        "accuracy_reference": binary_at(truth, defect_score(reference, classes, defects), threshold)[
-            "accuracy"
-        ],
+        "accuracy_reference": binary_at(
+            truth, defect_score(reference, classes, defects), threshold
+        )["accuracy"],
         "accuracy": binary_at(truth, defect_score(scores, classes, defects), threshold)["accuracy"],
     }
 
@@ -250,4 +254,3 @@ def next_steps(out: Path) -> list[str]:
         f"inspector check station.yaml   # with model.path: {out}",
         "inspector run station.yaml",
     ]
-

@@ -126,7 +126,11 @@ def report(
         per_class[c] = {
             "precision": p,
             "recall": r,
-            "f1": 2 * p * r / (p + r) if p and r else 0.0 if p is not None and r is not None else None,
+            "f1": 2 * p * r / (p + r)
+            if p and r
+            else 0.0
+            if p is not None and r is not None
+            else None,
             "support": support,
         }
     return {

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import TrainingError
@@ -40,12 +41,21 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
     logits = keras.layers.Dense(n_classes, name="logits")(features)
     # float32 softmax even under mixed precision: scores must be exact probabilities
     outputs = keras.layers.Activation("softmax", dtype="float32", name="scores")(logits)
-    return keras.Model(inputs, outputs, name=f"inspector_{cfg.type}")
+    model = keras.Model(inputs, outputs, name=f"inspector_{cfg.type}")
+    if cfg.type in ("cnn", "vit") and cfg.weights != "none":
+        # start from an earlier model of the same shape (e.g. a previous run's best.keras)
+        if cfg.weights == "imagenet" or not Path(cfg.weights).is_file():
+            raise TrainingError(
+                f"model.weights: {cfg.type} has no imagenet weights; give none or the path "
+                "of an earlier model's weights"
+            )
+        model.load_weights(cfg.weights)
+    return model
 
 
 def _conv(x, filters, stride=1):
     x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)  # settles within a small dataset
     return keras.layers.ReLU()(x)
 
 
@@ -61,11 +71,26 @@ def _cnn(x, cfg: ModelConfig, channels: int):
     return keras.layers.GlobalAveragePooling2D()(x)
 
 
+# keras.applications' ImageNet files (no top), looked up in Keras' cache, never downloaded
+IMAGENET_FILES = {
+    "mobilenetv3": "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+    "efficientnetv2b0": "efficientnetv2-b0_notop.h5",
+}
+
+
 def _backbone_weights(cfg: ModelConfig) -> tuple[str | None, Path | None]:
     if cfg.weights == "none":
         return None, None
     if cfg.weights == "imagenet":
-        return "imagenet", None
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        path = cache / IMAGENET_FILES[cfg.type]
+        if not path.is_file():
+            raise TrainingError(
+                f"model.weights: imagenet weights are not in Keras' cache ({path}); this "
+                "machine downloads nothing: copy that file there from a connected machine, "
+                "or give its path as model.weights"
+            )
+        return None, path
     path = Path(cfg.weights)
     if not path.is_file():
         raise TrainingError(f"model.weights: {path} is not a file (none, imagenet or a path)")

@@ -225,9 +225,9 @@ def _train_dataset(x, y, cfg: TrainConfig, n_classes: int, tf, keras):
     seed = cfg.train.seed
     if cfg.train.balance == "sampling":
         per_class = [
-            tf.data.Dataset.from_tensor_slices((x[y == i], y[y == i])).repeat().shuffle(
-                len(x), seed=seed + i
-            )
+            tf.data.Dataset.from_tensor_slices((x[y == i], y[y == i]))
+            .repeat()
+            .shuffle(len(x), seed=seed + i)
             for i in range(n_classes)
             if np.any(y == i)
         ]

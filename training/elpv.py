@@ -1,0 +1,178 @@
+"""The ELPV solar-cell dataset (PyPI ``elpv-dataset``) and the accuracy benchmark on it.
+
+``import_elpv(dest)`` copies the 2,624 electroluminescence cell images (300x300 gray)
+into ``dest/good/`` (defect probability < 0.5) and ``dest/defect/`` (>= 0.5), and writes
+``dest/manifest.csv`` with each image's probability and cell type (mono/poly).
+
+``bench_accuracy`` is the protocol of Deitsch et al. 2019: binarised at 0.5, a seeded
+stratified 75/25 split (1,968 train / 656 test); validation (early stopping, threshold)
+is carved from the training part only, and the test part is used once, for the figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import TrainingError
+
+log = logging.getLogger(__name__)
+SEED = 2019
+
+
+def package_dir() -> Path:
+    try:
+        import elpv_dataset
+    except ImportError:
+        raise TrainingError(
+            "the ELPV images come from the elpv-dataset package: "
+            "pip install 'defect-inspector[train]'"
+        ) from None
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def import_elpv(dest: Path, limit: int = 0, seed: int = SEED) -> dict:
+    """Write the dataset into ``dest``; ``limit`` keeps a stratified subset (for tests)."""
+    src = package_dir()
+    rows = []
+    for line in (src / "labels.csv").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append((parts[0], float(parts[1]), parts[2]))
+    if not rows:
+        raise TrainingError(f"{src}/labels.csv: no labels found")
+    if limit:
+        rng = np.random.default_rng(seed)
+        defect = [r for r in rows if r[1] >= 0.5]
+        good = [r for r in rows if r[1] < 0.5]
+        k_def = max(1, round(limit * len(defect) / len(rows)))
+        pick_d = rng.choice(len(defect), size=min(k_def, len(defect)), replace=False)
+        pick_g = rng.choice(len(good), size=min(limit - len(pick_d), len(good)), replace=False)
+        rows = sorted([defect[i] for i in pick_d] + [good[i] for i in pick_g])
+    dest = Path(dest)
+    counts = {"good": 0, "defect": 0}
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "manifest.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "probability", "cell_type"])
+        for rel, prob, kind in rows:
+            label = "defect" if prob >= 0.5 else "good"
+            target = dest / label / Path(rel).name
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(src / rel, target)
+            writer.writerow([f"{label}/{target.name}", label, f"{prob:.4f}", kind])
+            counts[label] += 1
+    log.info("ELPV: %s", counts)
+    return {"dest": str(dest), "images": len(rows), "counts": counts}
+
+
+def bench_accuracy(
+    out: Path,
+    work: Path,
+    epochs: int = 40,
+    image_size: int = 160,
+    max_minutes: float = 28.0,
+    model: str = "cnn",
+) -> dict:
+    """Run the benchmark; writes ``out`` (JSON) and returns it."""
+    from inspector.classifier import Classifier
+    from inspector.config import ModelSection
+
+    from .config import TrainConfig, override
+    from .evaluate import evaluate
+    from .export import export
+    from .train import train
+
+    work = Path(work)
+    data = work / "elpv"
+    if not (data / "manifest.csv").exists():
+        import_elpv(data)
+    cfg = TrainConfig(data=data, name=f"elpv-{model}-{image_size}")
+    for key, value in {
+        "model.type": model,
+        "model.image_size": image_size,
+        "split.test": 0.25,
+        "split.val": 0.75 * 0.15,  # 15% of the training part
+        "split.seed": SEED,
+        "augment.rot90": True,
+        "augment.rotation_deg": 3.0,
+        "augment.shift": 0.03,
+        "train.epochs": epochs,
+        "train.patience": 12,
+        "train.max_minutes": max_minutes,
+        "threshold.policy": "max_f1",
+    }.items():
+        cfg = override(cfg, key, value)
+    run_dir = work / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.monotonic()
+    run = train(cfg, run_dir)
+    train_seconds = time.monotonic() - started
+    model_path = work / "elpv.onnx"
+    manifest = export(run_dir, model_path)
+    metrics = evaluate(model_path, data, work / "report", split="test", run=run_dir)
+    clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
+    fps, p50, p99 = _batch1_speed(clf)
+    counts = run["dataset"]["counts"]
+    result = {
+        "protocol": "ELPV binarised at 0.5; seeded stratified 75/25 split; validation carved "
+        "from the training part; test used once",
+        "model": model,
+        "image_size": image_size,
+        "split_counts": counts,
+        "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "f1": metrics["f1"],
+        "auroc": metrics["auroc"],
+        "escape_rate": metrics["escape_rate"],
+        "false_reject_rate": metrics["false_reject_rate"],
+        "confusion_matrix": metrics["confusion_matrix"],
+        "threshold": manifest["thresholds"]["defect"]["value"],
+        "always_good_accuracy": counts["test"]["good"] / max(sum(counts["test"].values()), 1),
+        "model_bytes": model_path.stat().st_size,
+        "parameters": run["training"]["parameters"],
+        "cpu_fps_batch1": fps,
+        "cpu_latency_ms_batch1": {"p50": p50, "p99": p99},
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": run["training"]["epochs_run"],
+        "best_epoch": run["training"]["best_epoch"],
+        "parity": manifest["parity"],
+        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "versions": run["training"]["versions"],
+        "files": {"model": str(model_path), "report": str(work / "report" / "report.html")},
+    }
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _batch1_speed(clf, runs: int = 500) -> tuple[float, float, float]:
+    x = clf.buffer(1)
+    x[...] = 128
+    for _ in range(20):
+        clf.run(x)
+    times = []
+    t_all = time.perf_counter()
+    for _ in range(runs):
+        t = time.perf_counter()
+        clf.run(x)
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - t_all
+    ms = np.array(times) * 1000
+    return (
+        round(runs / total, 1),
+        round(float(np.median(ms)), 3),
+        round(float(np.percentile(ms, 99)), 3),
+    )
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

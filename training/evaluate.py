@@ -1,0 +1,143 @@
+"""``inspector evaluate MODEL --data DIR --out REPORT``: the same report for a run folder
+(its Keras checkpoint) and for an exported ONNX file.
+
+Writes ``metrics.json`` (accuracy, balanced accuracy, F1, AUROC, confusion matrix,
+per-class precision/recall/F1, escape and false-reject rates at the operating point),
+``predictions.csv`` (one row per image: score and decision) and ``report.html`` with PNG
+plots (see ``report.py``). Images go through the runtime's preprocessing function; ONNX
+files run through the runtime's own classifier, so the decisions are the line's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from inspector.preprocess import PreprocessSpec
+
+from . import TrainingError, datasets
+from .metrics import defect_score, is_defect, report
+
+log = logging.getLogger(__name__)
+
+
+class _Scorer:
+    """Class probabilities for model inputs, with the model's classes and threshold."""
+
+    def __init__(self, model: Path):
+        model = Path(model)
+        self.kind = "onnx" if model.is_file() else "keras"
+        if self.kind == "onnx":
+            from inspector.classifier import Classifier
+            from inspector.config import ModelSection
+            from inspector.errors import ModelError
+
+            try:
+                self.clf = Classifier(ModelSection(path=model, warmup_runs=0))
+            except ModelError as exc:
+                raise TrainingError(*exc.problems) from None
+            m = self.clf.manifest
+            self.classes, self.defects = m.classes, m.defect_classes
+            self.threshold = min(m.thresholds.values())
+            self.spec = self.clf.spec
+            self.name = m.model_id
+        elif (model / "run.json").is_file():
+            from .export import keras_model, load_run
+            from .train import spec_of
+
+            cfg, info = load_run(model)
+            self.classes, self.defects = info["classes"], info["defect_classes"]
+            self.threshold = info["threshold"]["value"]
+            self.spec = spec_of(cfg)
+            self.model = keras_model(model, cfg, len(self.classes))
+            self.name = f"{info['name']} (Keras checkpoint {model / 'best.keras'})"
+        else:
+            raise TrainingError(f"{model}: neither an ONNX file nor a finished run folder")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "keras":
+            return self.model.predict(x, batch_size=64, verbose=0).astype(np.float64)
+        out = []
+        for i in range(0, len(x), self.clf.max_batch):
+            out.append(self.clf.run(np.ascontiguousarray(x[i : i + self.clf.max_batch])))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+
+def _images(data: Path, spec: PreprocessSpec, classes, split: str | None, run: Path | None):
+    if split and run is not None and (Path(run) / "split.json").is_file():
+        saved = json.loads((Path(run) / "split.json").read_text())
+        root = Path(saved["root"])
+        samples = [
+            datasets.Sample(root / f["path"], f["label"], split) for f in saved["files"][split]
+        ]
+    else:
+        ds = datasets.scan(data)
+        samples = ds.samples
+        if split:
+            samples = [s for s in samples if s.split == split]
+            if not samples:
+                raise TrainingError(
+                    f"{data}: no images in split {split!r} (give the run folder with --run, "
+                    "or a dataset with that split)"
+                )
+    unknown = sorted({s.label for s in samples} - set(classes))
+    if unknown:
+        raise TrainingError(f"{data}: labels {unknown} are not classes of the model {classes}")
+    loaded, bad = datasets.load_split(samples, spec, classes)
+    for f, why in bad:
+        log.warning("skipped unreadable image %s: %s", f, why)
+    if not len(loaded.y):
+        raise TrainingError(f"{data}: no readable images to evaluate")
+    return loaded, bad
+
+
+def evaluate(
+    model: Path,
+    data: Path,
+    out: Path,
+    split: str | None = None,
+    run: Path | None = None,
+    threshold: float | None = None,
+    gallery: int = 12,
+) -> dict:
+    """Score the images, write metrics.json, predictions.csv and report.html; return metrics."""
+    scorer = _Scorer(model)
+    if run is None and scorer.kind == "keras":
+        run = Path(model)
+    images, bad = _images(Path(data), scorer.spec, scorer.classes, split, run)
+    probs = scorer(images.x)
+    t = scorer.threshold if threshold is None else float(threshold)
+    metrics = report(probs, images.y, scorer.classes, scorer.defects, t)
+    metrics.update(
+        model=scorer.name,
+        model_kind=scorer.kind,
+        data=str(data),
+        split=split or "all",
+        unreadable=[{"file": f, "why": w} for f, w in bad],
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    score = defect_score(probs, scorer.classes, scorer.defects)
+    truth = is_defect(images.y, scorer.classes, scorer.defects)
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "defect_score", "result", *[f"p_{c}" for c in scorer.classes]])
+        for i, file in enumerate(images.files):
+            w.writerow(
+                [
+                    file,
+                    scorer.classes[images.y[i]],
+                    f"{score[i]:.6f}",
+                    "fail" if score[i] >= t else "pass",
+                    *[f"{p:.6f}" for p in probs[i]],
+                ]
+            )
+    from .report import write_report
+
+    write_report(out, metrics, truth, score, t, images, scorer.classes, gallery)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
