@@ -1,0 +1,162 @@
+"""training/ end to end on tiny generated images: train -> export -> evaluate -> the line.
+
+One small CNN (32 px, a few epochs, seconds of training) is trained through the command
+line once per module and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import onnx
+import pytest
+
+from inspector.classifier import Classifier
+from inspector.cli import main
+from inspector.config import ModelSection
+from inspector.decision import Decider
+from inspector.manifest import METADATA_KEY
+from inspector.modelkit import write_parts
+from inspector.preprocess import preprocess
+from training import TrainingError
+
+pytest.importorskip("tensorflow", reason="make test installs the train extra")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    data = root / "data"
+    write_parts(data, 240, defect_rate=0.4, seed=21, size=48)
+    run = root / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15"]
+    argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
+    assert main(argv) == 0
+    model = root / "model.onnx"
+    assert main(["export", str(run), "--out", str(model), "--fp16", "--int8"]) == 0
+    return {"root": root, "data": data, "run": run, "model": model}
+
+
+def test_run_folder_holds_what_a_qa_engineer_needs(trained):
+    run = trained["run"]
+    for name in ("config.yaml", "split.json", "data_report.json", "history.csv"):
+        assert (run / name).is_file(), name
+    assert (run / "best.keras").is_file() and (run / "last.keras").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
+    info = json.loads((run / "run.json").read_text())
+    with open(run / "history.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert len(epochs) == info["training"]["epochs_run"] >= 1
+    assert {"loss", "val_loss", "accuracy"} <= set(epochs[0])
+    split = json.loads((run / "split.json").read_text())
+    assert sum(split["counts"]["test"].values()) == len(split["files"]["test"]) > 0
+    assert not (run / "backup").exists()  # removed once the run finished
+
+
+def test_manifest_carries_everything_the_line_needs(trained):
+    model = onnx.load(str(trained["model"]))
+    embedded = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    sidecar = json.loads(trained["model"].with_suffix(".json").read_text())
+    assert embedded == sidecar
+    m = embedded
+    assert m["classes"] == ["defect", "good"] and m["defect_classes"] == ["defect"]
+    assert m["input"]["dtype"] == "uint8" and m["input"]["shape"] == [None, 32, 32, 1]
+    assert m["input"]["color"] == "gray" and m["input"]["name"]
+    t = m["thresholds"]["defect"]
+    assert t["policy"] == "max_f1" and 0 <= t["value"] <= 1
+    assert t["metrics"]["on"] == "validation" and t["metrics"]["accuracy"] is not None
+    assert m["parity"]["flips"] == 0 and m["parity"]["max_abs_diff"] <= 1e-4
+    assert m["parity"]["images"] == sum(m["dataset"]["counts"]["val"].values())
+    assert m["dataset"]["fingerprint"] and m["dataset"]["counts"]["train"]["defect"] > 0
+    assert m["training"]["model"] == "cnn" and m["training"]["epochs_run"] >= 1
+    assert m["versions"]["tensorflow"] and m["onnx"]["opset"] == 17
+    assert m["image_stats"]["mean"]["p5"] <= m["image_stats"]["mean"]["p95"]
+    # quantised variants: written beside it, each with its change on validation
+    for tag in ("fp16", "int8"):
+        v = m["variants"][tag]
+        assert (trained["model"].parent / v["file"]).is_file()
+        assert "accuracy_change" in v and v["flips"] >= 0
+
+
+def test_the_line_gives_the_same_decision_as_evaluate(trained, tmp_path):
+    report = tmp_path / "report"
+    argv = ["evaluate", str(trained["model"]), "--data", str(trained["data"]), "--out", str(report)]
+    assert main(argv + ["--split", "test", "--run", str(trained["run"])]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "f1", "auroc", "confusion_matrix"):
+        assert metrics[key] is not None, key
+    assert metrics["accuracy"] > 0.8  # the scratches and spots are easy to see
+    html = (report / "report.html").read_text()
+    assert "plots/roc.png" in html and (report / "plots" / "roc.png").stat().st_size > 1000
+    with open(report / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["images"] > 0
+    # the runtime's own path: decode, the one preprocessing function, classifier, decider
+    clf = Classifier(ModelSection(path=trained["model"], warmup_runs=0))
+    decider = Decider(clf.manifest)
+    for row in rows:
+        x = preprocess(cv2.imread(row["file"], cv2.IMREAD_UNCHANGED), clf.spec)
+        probs = clf.run(x[None])[0]
+        assert decider.decide(probs).result == row["result"], row["file"]
+        assert probs[0] == pytest.approx(float(row["p_defect"]), abs=1e-6)
+
+
+def test_keras_checkpoint_and_onnx_report_the_same(trained, tmp_path):
+    from training.evaluate import evaluate
+
+    a = evaluate(trained["model"], trained["data"], tmp_path / "a", split="val", run=trained["run"])
+    b = evaluate(trained["run"], trained["data"], tmp_path / "b", split="val")
+    assert a["images"] == b["images"] and a["counts"] == b["counts"]
+    assert b["model_kind"] == "keras" and a["model_kind"] == "onnx"
+
+
+def test_parity_is_enforced(trained, tmp_path, monkeypatch):
+    from training import export as export_mod
+
+    real = export_mod._onnx_scores
+    monkeypatch.setattr(export_mod, "_onnx_scores", lambda p, x: real(p, x) + 1e-3)
+    out = tmp_path / "drifted.onnx"
+    with pytest.raises(TrainingError, match=r"parity check failed: max \|Keras - ONNX Runtime\|"):
+        export_mod.export(trained["run"], out)
+    assert not out.exists()  # a model that disagrees with its training is never written
+
+
+def test_validation_without_defects_stops_training_clearly(tmp_path):
+    write_parts(tmp_path / "p", 40, defect_rate=0.4, seed=2, size=48)
+    for label in ("good", "defect"):
+        (tmp_path / "d" / "train" / label).mkdir(parents=True)
+        for f in (tmp_path / "p" / label).glob("*.png"):
+            f.rename(tmp_path / "d" / "train" / label / f.name)
+    (tmp_path / "d" / "val" / "good").mkdir(parents=True)
+    for f in list((tmp_path / "d" / "train" / "good").glob("*.png"))[:5]:
+        f.rename(tmp_path / "d" / "val" / "good" / f.name)
+    from training.config import TrainConfig
+    from training.train import train
+
+    with pytest.raises(TrainingError, match="validation split has no defective images"):
+        train(TrainConfig(data=tmp_path / "d"), tmp_path / "run")
+    assert not (tmp_path / "run" / "best.keras").exists()
+
+
+def test_bad_training_config_says_where(tmp_path, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model:\n  type: cnn\n  image_sise: 64\ntrain:\n  epochs: many\n")
+    assert main(["train", str(cfg), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.yaml:3: model.image_sise: unknown key" in err
+    assert "train.yaml:5: train.epochs: expected" in err
+    assert main(["train", "--data", str(tmp_path), "--set", "train.epochs=0"]) == 2
+    assert "train.epochs: must be at least 1" in capsys.readouterr().err
+
+
+def test_runtime_never_imports_tensorflow():
+    code = (
+        "import sys, inspector.pipeline, inspector.cli, inspector.bench\n"
+        "inspector.cli.build_parser()\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
