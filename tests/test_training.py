@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import onnx
 import pytest
 
@@ -160,3 +161,35 @@ def test_runtime_never_imports_tensorflow():
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mobilenetv3", "efficientnetv2b0", "vit"])
+def test_every_architecture_takes_raw_pixels_and_exports(kind, tmp_path):
+    """Each --model builds on uint8 input, gives probabilities and converts to ONNX."""
+    from training.config import ModelConfig
+    from training.models import build
+    from training.tf import tf
+
+    model = build(ModelConfig(type=kind, image_size=64, color="gray"), n_classes=3)
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1), dtype=np.uint8)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (2, 3) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    out = tmp_path / f"{kind}.onnx"
+    spec = [tf.TensorSpec((None, 64, 64, 1), tf.uint8, name="image")]
+    model.export(str(out), format="onnx", input_signature=spec, opset_version=17, verbose=False)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    q = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.max(np.abs(q - p)) < 1e-4
+
+
+def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch):
+    from training.config import ModelConfig
+    from training.models import build
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(TrainingError, match="not in Keras' cache"):
+        build(ModelConfig(type="mobilenetv3", image_size=64, weights="imagenet"), 2)
+    with pytest.raises(TrainingError, match="is not a file"):
+        build(ModelConfig(type="efficientnetv2b0", image_size=64, weights=str(tmp_path / "x")), 2)

@@ -38,6 +38,9 @@ class ModelConfig:
     )
     width: float = setting(1.0, "cnn: channel multiplier; vit: embedding width / 64")
     dropout: float = setting(0.2, "dropout before the classifier")
+    pooling: Literal["avg", "max", "avgmax"] = setting(
+        "avgmax", "cnn: global pooling; max keeps small local defects from averaging away"
+    )
 
     def problems(self):
         if not 16 <= self.image_size <= 1024:

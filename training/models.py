@@ -68,7 +68,18 @@ def _cnn(x, cfg: ModelConfig, channels: int):
         x = _conv(x, w(filters))
         x = _conv(x, w(filters))
         x = keras.layers.MaxPooling2D()(x)
-    return keras.layers.GlobalAveragePooling2D()(x)
+    return _pool(x, cfg.pooling)
+
+
+def _pool(x, how: str):
+    """avg: overall appearance; max: the strongest local evidence (a crack, a spot)."""
+    if how == "avg":
+        return keras.layers.GlobalAveragePooling2D()(x)
+    if how == "max":
+        return keras.layers.GlobalMaxPooling2D()(x)
+    return keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(x), keras.layers.GlobalMaxPooling2D()(x)]
+    )
 
 
 # keras.applications' ImageNet files (no top), looked up in Keras' cache, never downloaded
@@ -110,16 +121,15 @@ def _load(backbone, path: Path | None):
 def _mobilenet(x, cfg: ModelConfig, channels: int):
     weights, path = _backbone_weights(cfg)
     size = cfg.image_size
-    # MobileNetV3 rescales internally from [0, 255]
     backbone = keras.applications.MobileNetV3Small(
         input_shape=(size, size, 3),
         include_top=False,
         weights=weights,
-        include_preprocessing=True,
+        include_preprocessing=False,  # its own layer would not export; [-1, 1] below
         pooling="avg",
     )
     _load(backbone, path)
-    return backbone(_three_channels(x * 255.0, channels))
+    return backbone(_three_channels(x * 2.0 - 1.0, channels))
 
 
 def _efficientnet(x, cfg: ModelConfig, channels: int):
@@ -129,11 +139,11 @@ def _efficientnet(x, cfg: ModelConfig, channels: int):
         input_shape=(size, size, 3),
         include_top=False,
         weights=weights,
-        include_preprocessing=True,
+        include_preprocessing=False,  # its own layer would not export; [-1, 1] below
         pooling="avg",
     )
     _load(backbone, path)
-    return backbone(_three_channels(x * 255.0, channels))
+    return backbone(_three_channels(x * 2.0 - 1.0, channels))
 
 
 def _vit(x, cfg: ModelConfig, channels: int, patch: int = 16, depth: int = 4, heads: int = 4):
@@ -149,7 +159,8 @@ def _vit(x, cfg: ModelConfig, channels: int, patch: int = 16, depth: int = 4, he
         h = keras.layers.MultiHeadAttention(heads, dim // heads)(h, h)
         x = keras.layers.Add()([x, h])
         h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
-        h = keras.layers.Dense(dim * 2, activation="gelu")(h)
+        h = keras.layers.Dense(dim * 2)(h)
+        h = keras.layers.Activation(_gelu)(h)
         h = keras.layers.Dense(dim)(h)
         x = keras.layers.Add()([x, h])
     x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
@@ -174,3 +185,8 @@ class PositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "length": self.length, "dim": self.dim}
+
+
+def _gelu(x):
+    # the tanh form: exact GELU needs Erfc, which tf2onnx cannot convert
+    return keras.activations.gelu(x, approximate=True)
