@@ -193,3 +193,37 @@ def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch):
         build(ModelConfig(type="mobilenetv3", image_size=64, weights="imagenet"), 2)
     with pytest.raises(TrainingError, match="is not a file"):
         build(ModelConfig(type="efficientnetv2b0", image_size=64, weights=str(tmp_path / "x")), 2)
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, capsys):
+    import os
+    import signal
+    import time
+
+    write_parts(tmp_path / "data", 80, defect_rate=0.4, seed=4, size=48)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(run), "--epochs", "8"]
+    argv += ["--image-size", "32", "--set", "model.width=0.25"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inspector.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    history = run / "history.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # 2 epochs
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # a power cut, not a polite stop
+    proc.wait()
+    done = len(history.read_text().splitlines()) - 1
+    assert 2 <= done < 8 and (run / "backup").exists() and not (run / "run.json").exists()
+    assert main(argv) == 2  # without --resume the interrupted run is not overwritten
+    assert "holds an interrupted run; add --resume" in capsys.readouterr().err
+    assert len(history.read_text().splitlines()) - 1 == done
+    assert main([*argv, "--resume"]) == 0
+    epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
+    assert epochs == list(range(8))  # continued, not restarted
+    info = json.loads((run / "run.json").read_text())
+    assert info["training"]["epochs_run"] == 8

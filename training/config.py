@@ -78,7 +78,7 @@ class AugmentConfig:
 class TrainSection:
     epochs: int = setting(30, "maximum epochs")
     batch_size: int = setting(32, "images per step")
-    learning_rate: float = setting(0.002, "peak learning rate (Adam, cosine decay)")
+    learning_rate: float = setting(0.001, "peak learning rate (AdamW, cosine decay)")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     patience: int = setting(8, "early stopping: epochs without a better validation loss")
     balance: Literal["class_weights", "sampling", "none"] = setting(

@@ -29,6 +29,7 @@ RECIPE = {
     "split.test": 0.2,
     "augment.rot90": True,
     "train.epochs": 20,
+    "train.learning_rate": 0.002,
     "train.patience": 6,
     "threshold.policy": "max_escape_rate",
     "threshold.value": 0.0,

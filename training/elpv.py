@@ -76,7 +76,7 @@ def import_elpv(dest: Path, limit: int = 0, seed: int = SEED) -> dict:
 def bench_accuracy(
     out: Path,
     work: Path,
-    epochs: int = 40,
+    epochs: int = 60,
     image_size: int = 160,
     max_minutes: float = 28.0,
     model: str = "cnn",
@@ -105,7 +105,8 @@ def bench_accuracy(
         "augment.rotation_deg": 3.0,
         "augment.shift": 0.03,
         "train.epochs": epochs,
-        "train.patience": 12,
+        "train.learning_rate": 0.0006,
+        "train.patience": 15,
         "train.max_minutes": max_minutes,
         "threshold.policy": "max_f1",
     }.items():

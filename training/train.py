@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,9 +72,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         raise TrainingError(f"{out}: holds a finished run; choose another --out")
     if resume and not (out / "backup").exists():
         raise TrainingError(f"{out}: nothing to resume (no backup/ from an interrupted run)")
+    if not resume and (out / "backup").exists():
+        raise TrainingError(
+            f"{out}: holds an interrupted run; add --resume to continue it, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.rmtree(out / "backup", ignore_errors=True)
     keras.utils.set_random_seed(cfg.train.seed)
     started = time.monotonic()
 
@@ -132,7 +133,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.ModelCheckpoint(
-            str(out / "best.keras"), monitor="val_loss", save_best_only=True
+            str(out / "best.keras"),
+            monitor="val_loss",
+            save_best_only=True,
+            # a resumed run keeps the best checkpoint of its earlier epochs
+            initial_value_threshold=min(_val_losses(out), default=None) if resume else None,
         ),
         keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
@@ -159,7 +164,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
     score = defect_score(probs, data.classes, data.defect_classes)
     chosen = thresholds.choose(val_truth, score, cfg.threshold.policy, cfg.threshold.value)
-    losses = history.history.get("val_loss", [])
+    losses = _val_losses(out) or history.history.get("val_loss", [])
     run = {
         "name": cfg.name or out.name,
         "classes": data.classes,
@@ -277,6 +282,17 @@ def _augmenter(a, seed: int, keras, tf):
         return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
 
     return augment
+
+
+def _val_losses(out: Path) -> list[float]:
+    """Validation loss per epoch from history.csv (all epochs, across resumes)."""
+    import csv
+
+    try:
+        with open(out / "history.csv", newline="") as f:
+            return [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def _write_json(path: Path, data) -> None:
