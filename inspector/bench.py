@@ -5,7 +5,9 @@
   real Mosquitto -> received by a subscriber): throughput;
 - the station paced below its capacity: end-to-end latency (capture -> verdict received),
   to compare with bare batch-1 latency;
-- the Keras baseline: ``null`` until the training issue provides Keras twins of models.
+- the Keras baseline (``model(x)`` and ``predict`` per frame) when the caller passes one:
+  the command line does when TensorFlow is installed and ``MODEL.keras`` (the twin that
+  ``inspector export`` writes) lies beside the model; this module never imports TensorFlow.
 
 Writes JSON and prints a table. Numbers on shared machines are noisy: read the ratios.
 """
@@ -166,6 +168,7 @@ def run_bench(
     batch: int = 8,
     paced_fps: float = 100.0,
     broker_kind: str = "auto",
+    keras_baseline=None,
 ) -> dict:
     from .demo import prepare
 
@@ -194,6 +197,7 @@ def run_bench(
         session.run(None, {clf.manifest.input_name: inputs[:1]})
     b1 = bare(session, clf.manifest.input_name, inputs, 1, frames)
     bn = bare(session, clf.manifest.input_name, inputs, batch, frames)
+    keras = keras_baseline(model, inputs, min(frames, 2000)) if keras_baseline else None
     broker = local_broker(broker_kind)
     try:
         full_cfg = work / "full.yaml"
@@ -221,15 +225,17 @@ def run_bench(
             "paced": dict(paced, rate_fps=paced_fps),
             "throughput_fps": full["throughput_fps"],
         },
-        # the Keras baseline needs a Keras twin of the model (training issue); the runtime
-        # never imports TensorFlow, so it is not measured here
-        "keras": None,
+        "keras": keras,
         "ratios": {
             "station_over_bare_throughput": round(full["throughput_fps"] / bn["throughput_fps"], 4),
             "e2e_p99_minus_bare_p99_ms": round(
                 paced["e2e_latency_ms"]["p99"] - b1["latency_ms"]["p99"], 3
             ),
-            "ort_over_keras_batch1": None,
+            "ort_over_keras_batch1": round(
+                b1["throughput_fps"] / keras["call_batch1"]["throughput_fps"], 2
+            )
+            if keras
+            else None,
         },
         "machine": {
             "platform": platform.platform(),

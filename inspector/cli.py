@@ -182,8 +182,18 @@ def _cmd_bench(args) -> int:
     from .bench import format_bench, run_bench
 
     logs.setup("WARNING")
+    try:  # the Keras baseline needs TensorFlow (the train extra); the runtime never does
+        from training.benchkeras import keras_baseline
+        from training.tf import keras  # noqa: F401
+    except (ImportError, InspectorError):
+        keras_baseline = None
     result = run_bench(
-        args.model, args.frames, args.out, batch=args.batch, paced_fps=args.paced_fps
+        args.model,
+        args.frames,
+        args.out,
+        batch=args.batch,
+        paced_fps=args.paced_fps,
+        keras_baseline=keras_baseline,
     )
     print(format_bench(result))
     if args.out:

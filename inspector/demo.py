@@ -67,6 +67,8 @@ def prepare(folder: Path, parts: int = 60, seed: int = 7) -> dict[str, bool]:
     (folder / "model").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO_MODEL, folder / "model" / "demo.onnx")
     shutil.copyfile(DEMO_MODEL.with_suffix(".json"), folder / "model" / "demo.json")
+    if DEMO_MODEL.with_suffix(".keras").is_file():  # its Keras twin, for the bench baseline
+        shutil.copyfile(DEMO_MODEL.with_suffix(".keras"), folder / "model" / "demo.keras")
     return truth
 
 

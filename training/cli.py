@@ -243,7 +243,7 @@ def _evaluate_args(args) -> int:
 def add_bench_accuracy_args(b: argparse.ArgumentParser) -> None:
     g = b.add_argument_group("bench accuracy (ELPV)")
     g.add_argument("--work", type=Path, default=Path("bench-accuracy"))
-    g.add_argument("--epochs", type=int, default=60)
+    g.add_argument("--epochs", type=int, default=90)
     g.add_argument("--image-size", type=int, default=160)
     g.add_argument("--max-minutes", type=float, default=28.0)
     g.add_argument("--model-type", default="cnn", help="architecture for bench accuracy")

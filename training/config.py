@@ -38,6 +38,9 @@ class ModelConfig:
     )
     width: float = setting(1.0, "cnn: channel multiplier; vit: embedding width / 64")
     dropout: float = setting(0.2, "dropout before the classifier")
+    normalize: Literal["fixed", "per_image"] = setting(
+        "fixed", "in the graph: x / 255 (fixed), or each image to zero mean, unit variance"
+    )
     pooling: Literal["avg", "max", "avgmax"] = setting(
         "avgmax", "cnn: global pooling; max keeps small local defects from averaging away"
     )
@@ -128,6 +131,11 @@ class TrainConfig:
     augment: AugmentConfig = setting(factory=AugmentConfig, help="training-time augmentation")
     train: TrainSection = setting(factory=TrainSection, help="optimisation")
     threshold: ThresholdConfig = setting(factory=ThresholdConfig, help="operating point")
+    soft_labels: str = setting(
+        "",
+        "CSV column with each image's defect probability (ELPV: probability): train towards "
+        "it instead of 0/1; the split, validation and threshold still use the labels",
+    )
     near_duplicate_bits: int = setting(
         4, "perceptual-hash distance at or below which two images count as near-duplicates"
     )

@@ -171,6 +171,7 @@ class Split:
     dhash: np.ndarray
     sha: list[str]
     thumbs: np.ndarray  # (N, 32, 32) float32, zero mean and unit variance
+    meta: list[dict[str, str]] = field(default_factory=list)  # extra CSV columns per image
 
 
 @dataclass
@@ -218,7 +219,7 @@ def thumbnail(x: np.ndarray) -> np.ndarray:
 
 def load_split(samples: list[Sample], spec: PreprocessSpec, classes: list[str]):
     """Model inputs of readable samples; unreadable ones come back as (file, why)."""
-    xs, ys, files, hashes, shas, bad, thumbs = [], [], [], [], [], [], []
+    xs, ys, files, hashes, shas, bad, thumbs, meta = [], [], [], [], [], [], [], []
     for s in samples:
         try:
             raw = s.path.read_bytes()
@@ -232,6 +233,7 @@ def load_split(samples: list[Sample], spec: PreprocessSpec, classes: list[str]):
         files.append(str(s.path))
         hashes.append(dhash(x))
         thumbs.append(thumbnail(x))
+        meta.append(dict(s.meta))
         shas.append(hashlib.sha256(raw).hexdigest())
     x = np.stack(xs) if xs else np.zeros((0, *spec.shape), np.uint8)
     split = Split(
@@ -241,6 +243,7 @@ def load_split(samples: list[Sample], spec: PreprocessSpec, classes: list[str]):
         np.array(hashes, np.uint64),
         shas,
         np.stack(thumbs) if thumbs else np.zeros((0, 32, 32), np.float32),
+        meta,
     )
     return split, bad
 
@@ -336,7 +339,7 @@ def prepare(
     counts = prepared.counts()
     warnings = []
     totals = Counter({c: sum(counts[s][c] for s in counts) for c in classes})
-    if max(totals.values()) > 10 * max(min(totals.values()), 1):
+    if max(totals.values()) > 3 * max(min(totals.values()), 1):
         warnings.append(f"class imbalance: {dict(totals)} (class weights compensate)")
     dups = cross_split_duplicates(splits, near_bits)
     if dups:

@@ -68,7 +68,13 @@ def keras_model(run: Path, cfg: TrainConfig, n_classes: int):
 
     keras.mixed_precision.set_global_policy("float32")
     model = build(cfg.model, n_classes)
-    model.load_weights(str(Path(run) / "best.keras"))
+    try:
+        model.load_weights(str(Path(run) / "best.keras"))
+    except ValueError as exc:
+        raise TrainingError(
+            f"{run}/best.keras does not fit the network that {run}/config.yaml describes "
+            f"({str(exc).splitlines()[0][:200]}); was config.yaml edited?"
+        ) from None
     return model
 
 
@@ -165,6 +171,9 @@ def export(
         variants["int8"] = _variant_int8(out, manifest, reference, val, train.x, info, threshold)
     if variants:
         manifest["variants"] = variants
+    # the Keras twin (float32, no optimizer state): the baseline of `inspector bench`
+    model.save(str(out.with_suffix(".keras")))
+    manifest["keras_twin"] = out.with_suffix(".keras").name
     embed(out, manifest)
     log.info("exported %s (parity max |d| %.1e, %d flips)", out, parity["max_abs_diff"], 0)
     return manifest

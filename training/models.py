@@ -29,6 +29,8 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
     channels = 1 if cfg.color == "gray" else 3
     inputs = keras.Input((cfg.image_size, cfg.image_size, channels), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(keras.ops.cast(inputs, "float32"))
+    if cfg.normalize == "per_image":
+        x = PerImageStandardize(name="standardize")(x)
     builders = {
         "cnn": _cnn,
         "mobilenetv3": _mobilenet,
@@ -165,6 +167,16 @@ def _vit(x, cfg: ModelConfig, channels: int, patch: int = 16, depth: int = 4, he
         x = keras.layers.Add()([x, h])
     x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
     return keras.layers.GlobalAveragePooling1D()(x)
+
+
+@keras.saving.register_keras_serializable(package="inspector")
+class PerImageStandardize(keras.layers.Layer):
+    """(x - mean) / std over each image: exposure and gain differences stop mattering."""
+
+    def call(self, x):
+        mean = keras.ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        var = keras.ops.mean(keras.ops.square(x - mean), axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / keras.ops.sqrt(var + 1e-4)
 
 
 @keras.saving.register_keras_serializable(package="inspector")

@@ -120,12 +120,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay),
-            loss="sparse_categorical_crossentropy",
+            loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
     log.info("%s: %d parameters", model.name, model.count_params())
-    train_ds = _train_dataset(tr.x, tr.y, cfg, n_classes, tf, keras)
-    val_ds = tf.data.Dataset.from_tensor_slices((va.x, va.y)).batch(cfg.train.batch_size)
+    targets = _targets(tr, cfg, data.classes, data.defect_classes)
+    train_ds = _train_dataset(tr.x, tr.y, targets, cfg, n_classes, tf, keras)
+    val_ds = tf.data.Dataset.from_tensor_slices(
+        (va.x, np.eye(n_classes, dtype=np.float32)[va.y])
+    ).batch(cfg.train.batch_size)
     class_weight = None
     if cfg.train.balance == "class_weights":
         counts = np.bincount(tr.y, minlength=n_classes)
@@ -226,11 +229,33 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _train_dataset(x, y, cfg: TrainConfig, n_classes: int, tf, keras):
+def _targets(split, cfg: TrainConfig, classes: list[str], defects: list[str]) -> np.ndarray:
+    """One-hot targets, or the soft ones of ``soft_labels`` (binary models only)."""
+    onehot = np.eye(len(classes), dtype=np.float32)[split.y]
+    if not cfg.soft_labels:
+        return onehot
+    if len(classes) != 2:
+        raise TrainingError("soft_labels needs exactly two classes (good and one defect class)")
+    try:
+        p = np.array([float(m[cfg.soft_labels]) for m in split.meta], np.float32)
+    except (KeyError, ValueError):
+        raise TrainingError(
+            f"soft_labels: every training image needs a number in the CSV column "
+            f"{cfg.soft_labels!r} (give the dataset as its CSV manifest)"
+        ) from None
+    if p.min() < 0 or p.max() > 1:
+        raise TrainingError(f"soft_labels: column {cfg.soft_labels!r} must hold values in [0, 1]")
+    d = classes.index(defects[0])
+    soft = np.empty_like(onehot)
+    soft[:, d], soft[:, 1 - d] = p, 1 - p
+    return soft
+
+
+def _train_dataset(x, y, targets, cfg: TrainConfig, n_classes: int, tf, keras):
     seed = cfg.train.seed
     if cfg.train.balance == "sampling":
         per_class = [
-            tf.data.Dataset.from_tensor_slices((x[y == i], y[y == i]))
+            tf.data.Dataset.from_tensor_slices((x[y == i], targets[y == i]))
             .repeat()
             .shuffle(len(x), seed=seed + i)
             for i in range(n_classes)
@@ -238,7 +263,7 @@ def _train_dataset(x, y, cfg: TrainConfig, n_classes: int, tf, keras):
         ]
         ds = tf.data.Dataset.sample_from_datasets(per_class, seed=seed)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        ds = tf.data.Dataset.from_tensor_slices((x, targets)).shuffle(
             len(x), seed=seed, reshuffle_each_iteration=True
         )
     ds = ds.batch(cfg.train.batch_size)
