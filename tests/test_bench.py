@@ -14,7 +14,10 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     assert r["bare"]["throughput_fps"] > 0 and r["station"]["throughput_fps"] > 0
     assert r["ratios"]["station_over_bare_throughput"] > 0
     assert r["ratios"]["e2e_p99_minus_bare_p99_ms"] is not None
-    assert r["ratios"]["ort_over_keras_batch1"] is None  # no TensorFlow in the test environment
+    # the Keras baseline: the demo model's twin (demo.keras), run the way users would
+    assert r["keras"]["call_batch1"]["throughput_fps"] > 0
+    assert r["keras"]["predict_batch1"]["latency_ms"]["p50"] > 0
+    assert r["ratios"]["ort_over_keras_batch1"] > 1  # ONNX Runtime is faster per frame
     assert r["machine"]["providers"] == ["CPUExecutionProvider"]
     assert r["station"]["paced"]["frames"] >= 300
     assert "station/bare throughput" in capsys.readouterr().out

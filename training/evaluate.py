@@ -46,14 +46,15 @@ class _Scorer:
             self.spec = self.clf.spec
             self.name = m.model_id
         elif (model / "run.json").is_file():
-            from .export import keras_model, load_run
+            from .export import load_run
+            from .models import load_best
             from .train import spec_of
 
             cfg, info = load_run(model)
             self.classes, self.defects = info["classes"], info["defect_classes"]
             self.threshold = info["threshold"]["value"]
             self.spec = spec_of(cfg)
-            self.model = keras_model(model, cfg, len(self.classes))
+            self.model = load_best(model, cfg.model, len(self.classes))
             self.name = f"{info['name']} (Keras checkpoint {model / 'best.keras'})"
         else:
             raise TrainingError(f"{model}: neither an ONNX file nor a finished run folder")

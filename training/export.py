@@ -27,6 +27,7 @@ from inspector.manifest import SCHEMA_VERSION, embed
 from . import TrainingError, datasets
 from .config import TrainConfig
 from .metrics import binary_at, defect_score, is_defect
+from .models import load_best
 from .train import spec_of
 
 log = logging.getLogger(__name__)
@@ -59,23 +60,6 @@ def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     if bad:
         log.warning("%d image(s) of the %s split are no longer readable", len(bad), split)
     return data
-
-
-def keras_model(run: Path, cfg: TrainConfig, n_classes: int):
-    """The best checkpoint in a float32 network (mixed-precision runs export as float32)."""
-    from .models import build
-    from .tf import keras
-
-    keras.mixed_precision.set_global_policy("float32")
-    model = build(cfg.model, n_classes)
-    try:
-        model.load_weights(str(Path(run) / "best.keras"))
-    except ValueError as exc:
-        raise TrainingError(
-            f"{run}/best.keras does not fit the network that {run}/config.yaml describes "
-            f"({str(exc).splitlines()[0][:200]}); was config.yaml edited?"
-        ) from None
-    return model
 
 
 def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str) -> dict:
@@ -131,7 +115,7 @@ def export(
     run, out = Path(run), Path(out)
     cfg, info = load_run(run)
     classes = info["classes"]
-    model = keras_model(run, cfg, len(classes))
+    model = load_best(run, cfg.model, len(classes))
     size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
     out.parent.mkdir(parents=True, exist_ok=True)
     signature = [tf.TensorSpec((None, size, size, channels), tf.uint8, name="image")]

@@ -202,3 +202,17 @@ class PositionEmbedding(keras.layers.Layer):
 def _gelu(x):
     # the tanh form: exact GELU needs Erfc, which tf2onnx cannot convert
     return keras.activations.gelu(x, approximate=True)
+
+
+def load_best(run: Path, cfg: ModelConfig, n_classes: int) -> keras.Model:
+    """A run's best checkpoint in a float32 network (mixed-precision runs export as float32)."""
+    keras.mixed_precision.set_global_policy("float32")
+    model = build(cfg, n_classes)
+    try:
+        model.load_weights(str(Path(run) / "best.keras"))
+    except ValueError as exc:
+        raise TrainingError(
+            f"{run}/best.keras does not fit the network that {run}/config.yaml describes "
+            f"({str(exc).splitlines()[0][:200]}); was config.yaml edited?"
+        ) from None
+    return model

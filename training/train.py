@@ -162,8 +162,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         verbose=verbose,
     )
     fit_seconds = time.monotonic() - fit_started
-    keras.mixed_precision.set_global_policy("float32")
-    best = keras.models.load_model(out / "best.keras", compile=False)
+    from .models import load_best
+
+    best = load_best(out, cfg.model, n_classes)  # float32, exactly what export converts
     probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
     score = defect_score(probs, data.classes, data.defect_classes)
     chosen = thresholds.choose(val_truth, score, cfg.threshold.policy, cfg.threshold.value)
