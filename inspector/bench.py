@@ -89,11 +89,13 @@ def _subscriber_main(
 ) -> None:
     """The bench's 'reject gate': another process, as on a line. Writes latencies as JSON."""
     lat: list[float] = []
+    reasons: dict[str, int] = {}
     done = threading.Event()
 
     def on_message(_c, _u, msg):
         v = json.loads(msg.payload)
         lat.append((time.time() - v["t_trigger"]) * 1000.0)
+        reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
         if len(lat) >= frames:
             done.set()
 
@@ -110,7 +112,9 @@ def _subscriber_main(
     done.wait(max(60.0, frames / 50.0))
     t_last = time.time()
     sub.loop_stop()
-    Path(out).write_text(json.dumps({"latency_ms": lat[:frames], "t_last": t_last}))
+    Path(out).write_text(
+        json.dumps({"latency_ms": lat[:frames], "t_last": t_last, "reasons": reasons})
+    )
 
 
 def station_run(cfg_path: Path, frames: int, broker) -> dict:
@@ -149,9 +153,16 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
         stages[stage] = round(total / count * 1000.0, 4) if count else None
     batches = station.metrics.value("inspector_batch_size_count")
     growth = round(rss_end / rss_warm - 1.0, 4) if rss_warm and rss_end else None
+    # throughput counts the parts the model classified; parts failed safe because the
+    # station could not keep up (overflow, timeout) are verdicts, but not work done
+    classified = sum(data["reasons"].get(r, 0) for r in ("ok", "defect", "uncertain"))
     return {
         "frames": len(lat),
-        "throughput_fps": round(len(lat) / (data["t_last"] - t_start), 1),
+        "classified": classified,
+        "failed_safe": {
+            r: n for r, n in data["reasons"].items() if r not in ("ok", "defect", "uncertain")
+        },
+        "throughput_fps": round(classified / (data["t_last"] - t_start), 1),
         "e2e_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
         "stage_mean_ms": stages,
         "mean_batch": round(station.metrics.value("inspector_batch_size_sum") / batches, 2)
@@ -243,12 +254,35 @@ def run_bench(
             "cpus": os.cpu_count(),
             "onnxruntime": ort.__version__,
             "providers": clf.providers,
+            "ort_intra_op_threads": clf.session.get_session_options().intra_op_num_threads
+            or "default (one per core)",
+            "versions": _versions(),
             "broker": type(broker).__name__,
         },
     }
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _versions() -> dict:
+    import cv2
+
+    return {
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "paho-mqtt": getattr(mqtt, "__version__", None) or _dist_version("paho-mqtt"),
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def format_bench(r: dict) -> str:

@@ -27,6 +27,7 @@ from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
 from .errors import ConfigError
+from .logs import Throttled
 from .matching import FrameMatcher
 from .metrics import HttpEndpoint, Metrics
 from .preprocess import FrameError, preprocess
@@ -95,6 +96,7 @@ class Station:
         self.source_ended = threading.Event()
         self.ready = False
         self.last_frame_mono = 0.0
+        self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
@@ -271,7 +273,14 @@ class Station:
 
     def _fail(self, part: Part, reason: Reason, detail: str) -> None:
         if self._finish(part, "fail", reason, detail=detail) is not None:
-            log.warning("part %r failed safe: %s (%s)", part.part_id, reason.value, detail)
+            self._fail_log.warning(
+                reason.value,
+                part.part_id,
+                "part %r failed safe: %s (%s)",
+                part.part_id,
+                reason.value,
+                detail,
+            )
 
     # -- trigger (paho's thread) -------------------------------------------------------------
     def _on_trigger(self, payload: bytes) -> None:
@@ -458,6 +467,7 @@ class Station:
                 wait = self._deadlines[0][0] - margin - now if self._deadlines else 0.05
             for part in due:
                 self._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
+            self._fail_log.flush()
             time.sleep(min(max(wait, 0.005), 0.05))  # 5 ms resolution; margin is 20 ms by default
 
     # -- convenience -----------------------------------------------------------------------------
