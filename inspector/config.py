@@ -285,6 +285,12 @@ class PipelineSection:
     queue_size: int = setting(
         32, "captured parts waiting for the classifier; more fail with 'overflow'"
     )
+    when_full: Literal["fail", "wait"] = setting(
+        "fail",
+        "a full queue: fail the part with 'overflow' (cameras: a frame cannot wait), or "
+        "wait for room (replaying a folder or video: capacity is the only limit; each "
+        "part's deadline still holds)",
+    )
 
     def problems(self):
         if self.queue_size < 1:

@@ -368,11 +368,19 @@ class Station:
             return
         part.t_preprocessed_mono = time.monotonic()
         self.metrics.stage.labels(stage="preprocess").observe(part.t_preprocessed_mono - t0)
-        try:
-            self._queue.put_nowait(part)
-        except queue.Full:
-            self.metrics.drop("queue_overflow")
-            self._fail(part, Reason.OVERFLOW, "classifier queue full")
+        wait = self.cfg.pipeline.when_full == "wait"
+        while True:
+            try:
+                self._queue.put(part, timeout=0.05) if wait else self._queue.put_nowait(part)
+                return
+            except queue.Full:
+                if wait and not self._capture_stop.is_set():
+                    if part.seq in self._inflight:
+                        continue  # backpressure: the watchdog still fails it at its deadline
+                    return
+                self.metrics.drop("queue_overflow")
+                self._fail(part, Reason.OVERFLOW, "classifier queue full")
+                return
 
     def _watch_quality(self, frame: Frame) -> None:
         try:

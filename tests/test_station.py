@@ -231,3 +231,28 @@ def test_mqtt_3_1_1_works_without_expiry(make_config, station_factory, line):
     line.trigger("v311")
     (v,) = line.wait_for(1)
     assert v["part_id"] == "v311" and line.expiry == [None]
+
+
+def test_a_replay_can_wait_for_room_instead_of_overflowing(
+    make_config, station_factory, line, tmp_path
+):
+    """pipeline.when_full: fail drops parts a slow model cannot take; wait classifies all."""
+    delay = tmp_path / "delay_ms"
+    delay.write_text("30")
+    counts = {}
+    for mode in ("fail", "wait"):
+        extra = (
+            f"pipeline: {{queue_size: 1, when_full: {mode}}}\n"
+            f'testing: {{model_delay_file: "{delay}"}}\n'
+        )
+        cfg = make_config(trigger="free-run", rate=0, loop=False, extra=extra)
+        cfg = replace(cfg, model=replace(cfg.model, max_batch=1))
+        station = station_factory(cfg)
+        line.verdicts.clear()
+        station.start()
+        verdicts = line.wait_for(12, timeout=10)
+        assert len(verdicts) == 12  # every part gets exactly one verdict either way
+        counts[mode] = sum(v["reason"] == "overflow" for v in verdicts)
+        station.stop()
+    assert counts["fail"] >= 3
+    assert counts["wait"] == 0

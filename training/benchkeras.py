@@ -22,6 +22,7 @@ def keras_baseline(model: Path, inputs: np.ndarray, frames: int) -> dict | None:
     twin = twin_of(model)
     if not twin.is_file():
         return None
+    from . import models  # noqa: F401  (registers the custom layers the twin may use)
     from .tf import keras
 
     net = keras.models.load_model(twin, compile=False)
