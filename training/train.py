@@ -133,17 +133,24 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     if cfg.train.balance == "class_weights":
         counts = np.bincount(tr.y, minlength=n_classes)
         class_weight = {i: len(tr.y) / (n_classes * max(c, 1)) for i, c in enumerate(counts)}
+    best_so_far = None
+    if resume:  # keep the best checkpoint of the earlier epochs, unless a kill cut it short
+        if _intact(out / "best.keras"):
+            best_so_far = min(_val_losses(out), default=None)
+        else:
+            (out / "best.keras").unlink(missing_ok=True)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        # the epoch's row first: a kill between the two repeats an epoch, never loses one
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        # double_checkpoint: a kill while the backup is written falls back to the one before
+        keras.callbacks.BackupAndRestore(str(out / "backup"), double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(out / "best.keras"),
             monitor="val_loss",
             save_best_only=True,
-            # a resumed run keeps the best checkpoint of its earlier epochs
-            initial_value_threshold=min(_val_losses(out), default=None) if resume else None,
+            initial_value_threshold=best_so_far,
         ),
         keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
@@ -308,6 +315,17 @@ def _augmenter(a, seed: int, keras, tf):
         return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
 
     return augment
+
+
+def _intact(path: Path) -> bool:
+    """A .keras file (a zip) that was written to the end."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _val_losses(out: Path) -> list[float]:
