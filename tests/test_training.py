@@ -228,3 +228,13 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, capsys):
     assert set(epochs) == set(range(8)) and len(epochs) <= 9 and epochs == sorted(epochs)
     info = json.loads((run / "run.json").read_text())
     assert info["training"]["epochs_run"] == 8
+
+
+def test_the_shipped_elpv_config_is_valid():
+    from pathlib import Path
+
+    from training.config import load_train_config, validate
+
+    cfg = load_train_config(Path(__file__).parents[1] / "training/configs/elpv.yaml")
+    validate(cfg)
+    assert cfg.model.normalize == "per_image" and cfg.split.seed == 2019
