@@ -158,6 +158,14 @@ class Classifier:
             raise ModelRunError("model returned scores outside [0, 1] or NaN")
         return out
 
+    def run_all(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for any number of inputs, in batches of at most ``max_batch``."""
+        out = [
+            self.run(np.ascontiguousarray(x[i : i + self.max_batch]))
+            for i in range(0, len(x), self.max_batch)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
     def warmup(self, runs: int) -> None:
         for n in {1, self.max_batch}:
             for _ in range(max(runs, 0)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import random
 from collections import Counter
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from inspector.preprocess import FrameError, PreprocessSpec, preprocess
-from inspector.quality import MEASURES, measure
+from inspector.quality import baseline
 
 from . import TrainingError
 
@@ -299,16 +300,8 @@ def _popcount(v: np.ndarray) -> np.ndarray:
 
 def image_stats(x: np.ndarray) -> dict:
     """Percentiles of the runtime's quality measures over model inputs (for drift checks)."""
-    rows = [measure(im) for im in x]
-    out = {}
-    for key in MEASURES:
-        v = np.array([r[key] for r in rows]) if rows else np.zeros(1)
-        out[key] = {
-            "p5": float(np.percentile(v, 5)),
-            "p50": float(np.median(v)),
-            "p95": float(np.percentile(v, 95)),
-        }
-    out["images"] = len(rows)
+    out = baseline(list(x))  # the same figures `inspector calibrate baseline` writes
+    out["images"] = len(x)
     out["measured_on"] = "model input (after preprocessing)"
     return out
 
@@ -366,6 +359,13 @@ def prepare(
         "split_given": any(s.split for s in dataset.samples),
     }
     return prepared
+
+
+def samples_of_run(run: Path, split: str) -> list[Sample]:
+    """The samples of one split as a run folder's ``split.json`` names them."""
+    saved = json.loads((Path(run) / "split.json").read_text())
+    root = Path(saved["root"])
+    return [Sample(root / f["path"], f["label"], split) for f in saved["files"][split]]
 
 
 def split_file(prepared: Prepared, root: Path) -> dict:

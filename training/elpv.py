@@ -126,7 +126,7 @@ def bench_accuracy(
     manifest = export(run_dir, model_path)
     metrics = evaluate(model_path, data, work / "report", split="test", run=run_dir)
     clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
-    fps, p50, p99 = _batch1_speed(clf)
+    speed = _batch1_speed(clf)
     counts = run["dataset"]["counts"]
     result = {
         "protocol": "ELPV binarised at 0.5; seeded stratified 75/25 split; validation carved "
@@ -145,8 +145,8 @@ def bench_accuracy(
         "always_good_accuracy": counts["test"]["good"] / max(sum(counts["test"].values()), 1),
         "model_bytes": model_path.stat().st_size,
         "parameters": run["training"]["parameters"],
-        "cpu_fps_batch1": fps,
-        "cpu_latency_ms_batch1": {"p50": p50, "p99": p99},
+        "cpu_fps_batch1": speed["throughput_fps"],
+        "cpu_latency_ms_batch1": speed["latency_ms"],
         "train_seconds": round(train_seconds, 1),
         "epochs_run": run["training"]["epochs_run"],
         "best_epoch": run["training"]["best_epoch"],
@@ -159,24 +159,14 @@ def bench_accuracy(
     return result
 
 
-def _batch1_speed(clf, runs: int = 500) -> tuple[float, float, float]:
-    x = clf.buffer(1)
-    x[...] = 128
+def _batch1_speed(clf, runs: int = 500) -> dict:
+    """ONNX Runtime alone at batch 1, measured as `inspector bench` measures it."""
+    from inspector.bench import bare
+
+    x = np.full((1, *clf.spec.shape), 128, np.uint8)
     for _ in range(20):
         clf.run(x)
-    times = []
-    t_all = time.perf_counter()
-    for _ in range(runs):
-        t = time.perf_counter()
-        clf.run(x)
-        times.append(time.perf_counter() - t)
-    total = time.perf_counter() - t_all
-    ms = np.array(times) * 1000
-    return (
-        round(runs / total, 1),
-        round(float(np.median(ms)), 3),
-        round(float(np.percentile(ms, 99)), 3),
-    )
+    return bare(clf.session, clf.manifest.input_name, x, 1, runs)
 
 
 def _cpus() -> int:

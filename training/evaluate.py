@@ -62,19 +62,12 @@ class _Scorer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "keras":
             return self.model.predict(x, batch_size=64, verbose=0).astype(np.float64)
-        out = []
-        for i in range(0, len(x), self.clf.max_batch):
-            out.append(self.clf.run(np.ascontiguousarray(x[i : i + self.clf.max_batch])))
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+        return self.clf.run_all(x)
 
 
 def _images(data: Path, spec: PreprocessSpec, classes, split: str | None, run: Path | None):
     if split and run is not None and (Path(run) / "split.json").is_file():
-        saved = json.loads((Path(run) / "split.json").read_text())
-        root = Path(saved["root"])
-        samples = [
-            datasets.Sample(root / f["path"], f["label"], split) for f in saved["files"][split]
-        ]
+        samples = datasets.samples_of_run(run, split)
     else:
         ds = datasets.scan(data)
         samples = ds.samples

@@ -46,16 +46,7 @@ def load_run(run: Path) -> tuple[TrainConfig, dict]:
 
 def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     """The images of one split of the run, through the runtime's preprocessing."""
-    saved = json.loads((Path(run) / "split.json").read_text())
-    root = Path(saved["root"])
-    samples = [
-        datasets.Sample(
-            root / f["path"] if not Path(f["path"]).is_absolute() else Path(f["path"]),
-            f["label"],
-            split,
-        )
-        for f in saved["files"][split]
-    ]
+    samples = datasets.samples_of_run(run, split)
     data, bad = datasets.load_split(samples, spec_of(cfg), info["classes"])
     if bad:
         log.warning("%d image(s) of the %s split are no longer readable", len(bad), split)
@@ -165,11 +156,7 @@ def export(
 
 def _onnx_scores(path: Path, x: np.ndarray) -> np.ndarray:
     """Scores through the runtime's own loading path (manifest, checks, batching)."""
-    clf = Classifier(ModelSection(path=path, warmup_runs=0))
-    out = []
-    for i in range(0, len(x), clf.max_batch):
-        out.append(clf.run(np.ascontiguousarray(x[i : i + clf.max_batch])))
-    return np.concatenate(out)
+    return Classifier(ModelSection(path=path, warmup_runs=0)).run_all(x)
 
 
 def _compare(reference, scores, y, info, threshold) -> dict:

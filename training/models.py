@@ -33,8 +33,8 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
         x = PerImageStandardize(name="standardize")(x)
     builders = {
         "cnn": _cnn,
-        "mobilenetv3": _mobilenet,
-        "efficientnetv2b0": _efficientnet,
+        "mobilenetv3": _backbone(keras.applications.MobileNetV3Small),
+        "efficientnetv2b0": _backbone(keras.applications.EfficientNetV2B0),
         "vit": _vit,
     }
     features = builders[cfg.type](x, cfg, channels)
@@ -114,38 +114,24 @@ def _three_channels(x, channels):
     return keras.layers.Concatenate()([x, x, x]) if channels == 1 else x
 
 
-def _load(backbone, path: Path | None):
-    if path is not None:
-        backbone.load_weights(str(path), skip_mismatch=False)
-    return backbone
+def _backbone(application):
+    """A keras.applications network without its top, fed [-1, 1] on three channels."""
 
+    def make(x, cfg: ModelConfig, channels: int):
+        weights, path = _backbone_weights(cfg)
+        size = cfg.image_size
+        net = application(
+            input_shape=(size, size, 3),
+            include_top=False,
+            weights=weights,
+            include_preprocessing=False,  # its own layer would not export; [-1, 1] below
+            pooling="avg",
+        )
+        if path is not None:
+            net.load_weights(str(path), skip_mismatch=False)
+        return net(_three_channels(x * 2.0 - 1.0, channels))
 
-def _mobilenet(x, cfg: ModelConfig, channels: int):
-    weights, path = _backbone_weights(cfg)
-    size = cfg.image_size
-    backbone = keras.applications.MobileNetV3Small(
-        input_shape=(size, size, 3),
-        include_top=False,
-        weights=weights,
-        include_preprocessing=False,  # its own layer would not export; [-1, 1] below
-        pooling="avg",
-    )
-    _load(backbone, path)
-    return backbone(_three_channels(x * 2.0 - 1.0, channels))
-
-
-def _efficientnet(x, cfg: ModelConfig, channels: int):
-    weights, path = _backbone_weights(cfg)
-    size = cfg.image_size
-    backbone = keras.applications.EfficientNetV2B0(
-        input_shape=(size, size, 3),
-        include_top=False,
-        weights=weights,
-        include_preprocessing=False,  # its own layer would not export; [-1, 1] below
-        pooling="avg",
-    )
-    _load(backbone, path)
-    return backbone(_three_channels(x * 2.0 - 1.0, channels))
+    return make
 
 
 def _vit(x, cfg: ModelConfig, channels: int, patch: int = 16, depth: int = 4, heads: int = 4):

@@ -155,7 +155,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
     if cfg.train.max_minutes:
-        callbacks.append(_TimeLimit(cfg.train.max_minutes * 60, keras))
+        callbacks.append(_time_limit(cfg.train.max_minutes * 60, keras))
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
     fit_started = time.monotonic()
@@ -213,18 +213,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     return run
 
 
-class _TimeLimit:
-    def __new__(cls, seconds: float, keras):
-        class TimeLimit(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.t0 = time.monotonic()
+def _time_limit(seconds: float, keras):
+    """Stop after the first epoch that ends past ``seconds`` of training."""
+    t0 = time.monotonic()
 
-            def on_epoch_end(self, epoch, logs=None):
-                if time.monotonic() - self.t0 > seconds:
-                    log.warning("time limit reached after epoch %d: stopping", epoch + 1)
-                    self.model.stop_training = True
+    def on_epoch_end(epoch, logs=None):
+        if time.monotonic() - t0 > seconds:
+            log.warning("time limit reached after epoch %d: stopping", epoch + 1)
+            callback.model.stop_training = True
 
-        return TimeLimit()
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+    return callback
 
 
 def _strategy(name: str):
