@@ -21,8 +21,6 @@ import queue
 import threading
 import time
 
-import cv2
-
 from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
@@ -383,14 +381,11 @@ class Station:
                 return
 
     def _watch_quality(self, frame: Frame) -> None:
-        try:
-            changed = self.quality.offer(frame.image)
-        except cv2.error as exc:
-            log.warning("quality measurement failed: %s", exc)
+        changed = self.quality.offer(frame.image)
+        if changed is None:
             return
-        if self.quality.count % self.cfg.quality.every_n == 0:
-            for key, value in self.quality.current.items():
-                self.metrics.quality.labels(measure=key).set(value)
+        for key, value in self.quality.current.items():
+            self.metrics.quality.labels(measure=key).set(value)
         if changed:
             self.metrics.quality_degraded.set(1 if self.quality.problems else 0)
             self.publisher.status_changed()

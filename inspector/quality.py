@@ -107,12 +107,20 @@ class QualityWatch:
         self.problems: list[str] = []
         self.current: dict[str, float] = {}
 
-    def offer(self, image: np.ndarray) -> bool:
-        """Count a frame; measure it when due. True when the verdict on drift changed."""
+    def offer(self, image: np.ndarray) -> bool | None:
+        """Count a frame; measure it when due.
+
+        None when this frame was not measured (or could not be); otherwise whether the
+        verdict on drift changed (``current`` then holds fresh figures).
+        """
         self.count += 1
         if self.count % self.cfg.every_n:
-            return False
-        self.recent.append(measure(image))
+            return None
+        try:
+            self.recent.append(measure(image))
+        except cv2.error as exc:
+            log.warning("quality measurement failed: %s", exc)
+            return None
         self.current = {k: float(np.median([r[k] for r in self.recent])) for k in MEASURES}
         before = self.problems
         self.problems = self.judge(self.current)
