@@ -28,11 +28,12 @@ demo: $(STAMP)
 	$(VENV)/bin/inspector demo
 
 # Tests need a real Mosquitto. Install it when missing and we may (root, apt).
+# mosquitto-clients (mosquitto_sub) is the bench's light subscriber; the bench works without it.
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
-	     (apt-get update -qq && apt-get install -y -qq mosquitto)) ; \
+	    (apt-get install -y -qq mosquitto mosquitto-clients >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients)) ; \
 	  else echo "tests need mosquitto: sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
 
 test: $(TRAIN_STAMP) mosquitto
@@ -50,6 +51,9 @@ soak: $(STAMP) mosquitto
 	  --parts 10000 --rate 3000 --out soak-scorecard.json
 
 bench: $(STAMP) mosquitto
+	@command -v mosquitto_sub >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -qq mosquitto-clients >/dev/null 2>&1; } || \
+	  echo "no mosquitto_sub: the bench times verdicts with a Python subscriber (heavier)" >&2
 	$(VENV)/bin/inspector bench --out bench.json
 
 # ELPV accuracy benchmark: the default from-scratch recipe, ~15-30 min on 2 cores (JSON out).

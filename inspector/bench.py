@@ -68,6 +68,40 @@ def bare(session, input_name: str, inputs: np.ndarray, batch: int, frames: int) 
     }
 
 
+def bare_parallel(clf, inputs: np.ndarray, batch: int, frames: int) -> dict:
+    """The model alone run the way the station runs it: ``clf.workers`` threads side by side on
+    one session, each with batches of ``batch``. What a hand-written loop could reach with the
+    station's parallelism, for comparison with the plain loop in ``bare``."""
+    name = clf.manifest.input_name
+    per_worker = max(batch, frames // clf.workers)
+    done = [0] * clf.workers
+    start = threading.Barrier(clf.workers + 1)
+
+    def work(w: int) -> None:
+        start.wait()
+        i = w * batch
+        while done[w] < per_worker:
+            clf.session.run(None, {name: inputs[[(i + j) % len(inputs) for j in range(batch)]]})
+            done[w] += batch
+            i += batch
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(clf.workers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "workers": clf.workers,
+        "intra_op_threads": clf.session.get_session_options().intra_op_num_threads or "default",
+        "frames": sum(done),
+        "throughput_fps": round(sum(done) / total, 1),
+    }
+
+
 def _station_yaml(
     model: Path,
     parts: Path,
@@ -125,32 +159,113 @@ def _subscriber_main(
     )
 
 
-def station_run(cfg_path: Path, frames: int, broker) -> dict:
-    import subprocess
-    import sys
+class _Subscriber:
+    """The bench's 'reject gate', in another process as on a line: it records when each
+    verdict arrives. ``mosquitto_sub`` (C, from mosquitto-clients) when installed, so the
+    instrument takes little of the CPU the station is measured on; else a paho client."""
 
+    def __init__(self, broker, topic: str, frames: int, work: Path) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        self.frames, self.topic = frames, topic
+        self.out = work / f"sub-{time.monotonic_ns()}.txt"
+        self._pos = self._lines = 0
+        binary = shutil.which("mosquitto_sub")
+        stdbuf = shutil.which("stdbuf")
+        self.kind = "mosquitto_sub" if binary and stdbuf else "paho"
+        if self.kind == "mosquitto_sub":
+            cmd = [stdbuf, "-oL", binary, "-h", broker.host, "-p", str(broker.port)]
+            cmd += ["-V", "5" if broker.protocol == "5" else "311", "-q", "1", "-t", topic]
+            cmd += ["-F", "%U %p"]  # arrival time (s, ns resolution), then the payload
+            self.file = self.out.open("wb")
+            self.proc = subprocess.Popen(cmd, stdout=self.file, stderr=subprocess.DEVNULL)
+            self._wait_subscribed(broker)
+        else:
+            code = (
+                f"from inspector.bench import _subscriber_main; _subscriber_main({broker.host!r}, "
+                f"{broker.port}, {broker.protocol!r}, {topic!r}, {frames}, {str(self.out)!r})"
+            )
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+            )
+            if self.proc.stdout.readline().strip() != "subscribed":
+                raise InspectorError("the benchmark's subscriber did not start")
+
+    def _wait_subscribed(self, broker) -> None:
+        """Publish probes until the subscriber prints one: then it is subscribed."""
+        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-probe")
+        probe.connect(broker.host, broker.port)
+        probe.loop_start()
+        try:
+            end = time.monotonic() + 10.0
+            while time.monotonic() < end:
+                probe.publish(self.topic, b'{"probe":1}', qos=1).wait_for_publish(1.0)
+                time.sleep(0.05)
+                if self.out.stat().st_size:
+                    return
+            raise InspectorError("the benchmark's subscriber (mosquitto_sub) did not start")
+        finally:
+            probe.loop_stop()
+            probe.disconnect()
+
+    def running(self) -> bool:
+        if self.kind == "paho":
+            return self.proc.poll() is None
+        if self.proc.poll() is not None:
+            return False
+        # one line per verdict: count them until all have arrived (or the time is up);
+        # the few probe lines are filtered out later
+        with self.out.open("rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+        self._pos += len(chunk)
+        self._lines += chunk.count(b"\n")
+        return self._lines < self.frames + 10 and not self._late()
+
+    def _late(self) -> bool:
+        self._t0 = getattr(self, "_t0", time.monotonic())
+        return time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
+
+    def result(self) -> dict:
+        if self.kind == "paho":
+            return json.loads(self.out.read_text())
+        time.sleep(0.2)  # the last lines
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.file.close()
+        lat: list[float] = []
+        reasons: dict[str, int] = {}
+        t_last = time.time()
+        for line in self.out.read_bytes().splitlines():
+            t, _, payload = line.partition(b" ")
+            v = json.loads(payload)
+            if "probe" in v:
+                continue
+            if len(lat) < self.frames:
+                reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
+                t_last = float(t)
+            lat.append((float(t) - v["t_trigger"]) * 1000.0)
+        return {"latency_ms": lat[: self.frames], "t_last": t_last, "reasons": reasons}
+
+
+def station_run(cfg_path: Path, frames: int, broker) -> dict:
     from .pipeline import Station
 
     cfg = load_config(cfg_path)
-    out = cfg_path.with_suffix(".latencies.json")
-    code = (
-        f"from inspector.bench import _subscriber_main; _subscriber_main({broker.host!r}, "
-        f"{broker.port}, {broker.protocol!r}, {cfg.prefix + '/verdict'!r}, {frames}, {str(out)!r})"
-    )
-    sub = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    if sub.stdout.readline().strip() != "subscribed":
-        raise InspectorError("the benchmark's subscriber did not start")
+    sub = _Subscriber(broker, cfg.prefix + "/verdict", frames, cfg_path.parent)
     station = Station(cfg)
     station.start()
     t_start = time.time()
     rss_warm = None
-    while sub.poll() is None:
+    while sub.running():
         if rss_warm is None and station.metrics.total("inspector_verdicts_total") >= frames / 10:
             rss_warm = _rss_kb()
         time.sleep(0.05)
     rss_end = _rss_kb()
     station.stop()
-    data = json.loads(out.read_text())
+    data = sub.result()
     lat = data["latency_ms"]
     if not lat:
         raise InspectorError("the station delivered no verdicts in the benchmark")
@@ -177,6 +292,7 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
         if batches
         else None,
         "rss_kb": {"after_10pct": rss_warm, "end": rss_end, "growth": growth},
+        "subscriber": sub.kind,
     }
 
 
@@ -204,7 +320,8 @@ def run_bench(
     from .config import ModelSection
     from .preprocess import preprocess
 
-    clf = Classifier(ModelSection(path=model))
+    # bare: the loop a user would write, ONNX Runtime's default session options
+    clf = Classifier(ModelSection(path=model, workers=1))
     import cv2
 
     images = [
@@ -216,6 +333,9 @@ def run_bench(
         session.run(None, {clf.manifest.input_name: inputs[:1]})
     b1 = bare(session, clf.manifest.input_name, inputs, 1, frames)
     bn = bare(session, clf.manifest.input_name, inputs, batch, frames)
+    station_clf = Classifier(ModelSection(path=model, max_batch=batch))
+    station_clf.warmup(5)
+    par = bare_parallel(station_clf, inputs, batch, frames)
     keras = keras_baseline(model, inputs, min(frames, 2000)) if keras_baseline else None
     broker = local_broker(broker_kind)
     try:
@@ -247,7 +367,12 @@ def run_bench(
     result = {
         "model": str(model),
         "model_id": clf.model_id,
-        "bare": {"batch1": b1, f"batch{batch}": bn, "throughput_fps": bn["throughput_fps"]},
+        "bare": {
+            "batch1": b1,
+            f"batch{batch}": bn,
+            "throughput_fps": bn["throughput_fps"],
+            "parallel": par,
+        },
         "station": {
             "full_speed": full,
             "paced": dict(paced, rate_fps=paced_fps),
@@ -256,6 +381,9 @@ def run_bench(
         "keras": keras,
         "ratios": {
             "station_over_bare_throughput": round(full["throughput_fps"] / bn["throughput_fps"], 4),
+            "station_over_bare_parallel_throughput": round(
+                full["throughput_fps"] / par["throughput_fps"], 4
+            ),
             "e2e_p99_minus_bare_p99_ms": round(
                 paced["e2e_latency_ms"]["p99"] - b1["latency_ms"]["p99"], 3
             ),
@@ -273,6 +401,8 @@ def run_bench(
             "providers": clf.providers,
             "ort_intra_op_threads": clf.session.get_session_options().intra_op_num_threads
             or "default (one per core)",
+            "station_workers": station_clf.workers,
+            "station_intra_op_threads": par["intra_op_threads"],
             "versions": _versions(),
             "broker": type(broker).__name__,
         },
@@ -305,13 +435,16 @@ def _dist_version(name: str) -> str | None:
 def format_bench(r: dict) -> str:
     b1, full, paced = r["bare"]["batch1"], r["station"]["full_speed"], r["station"]["paced"]
     bn = next(v for k, v in r["bare"].items() if k.startswith("batch") and k != "batch1")
+    par = r["bare"]["parallel"]
     lines = [
         f"{'':32} {'fps':>10} {'p50 ms':>9} {'p99 ms':>9}",
         f"{'bare ORT, batch 1':32} {b1['throughput_fps']:>10} {b1['latency_ms']['p50']:>9} {b1['latency_ms']['p99']:>9}",
         f"{'bare ORT, batch ' + str(bn['batch']):32} {bn['throughput_fps']:>10} {bn['latency_ms']['p50']:>9} {bn['latency_ms']['p99']:>9}",
+        f"{'bare ORT, ' + str(par['workers']) + ' workers x batch ' + str(par['batch']):32} {par['throughput_fps']:>10}",
         f"{'station, full speed':32} {full['throughput_fps']:>10} {full['e2e_latency_ms']['p50']:>9} {full['e2e_latency_ms']['p99']:>9}",
         f"{'station, paced ' + str(paced['rate_fps']) + ' fps (e2e)':32} {paced['throughput_fps']:>10} {paced['e2e_latency_ms']['p50']:>9} {paced['e2e_latency_ms']['p99']:>9}",
-        f"station/bare throughput {r['ratios']['station_over_bare_throughput']}; "
+        f"station/bare throughput {r['ratios']['station_over_bare_throughput']} "
+        f"(vs the same parallelism: {r['ratios']['station_over_bare_parallel_throughput']}); "
         f"e2e p99 - bare p99 {r['ratios']['e2e_p99_minus_bare_p99_ms']} ms; "
         f"ORT/Keras {r['ratios']['ort_over_keras_batch1']}",
         f"stage means (ms): {full['stage_mean_ms']}, mean batch {full['mean_batch']}",

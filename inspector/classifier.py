@@ -8,6 +8,8 @@ active, and ``require_gpu: true`` turns such a fallback into a start-up error.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +54,12 @@ class Classifier:
             opts.add_session_config_entry(
                 "session.intra_op.allow_spinning", "0"
             )  # threads need the CPU
-        if cfg.intra_op_threads:
-            opts.intra_op_num_threads = cfg.intra_op_threads
         available = ort.get_available_providers()
         wanted = []
         for p in cfg.providers:
             name = PROVIDERS[p.type]
             if name in available:
-                wanted.append((name, {k: str(v) for k, v in p.options.items()}))
+                wanted.append((name, provider_options(p)))
             else:
                 log.warning(
                     "execution provider %s is not available in this onnxruntime build", name
@@ -69,6 +69,9 @@ class Classifier:
                 f"model.providers: none of {[p.type for p in cfg.providers]} is available "
                 f"(available: {available})"
             )
+        self.workers, threads = _parallelism(cfg, gpu=wanted[0][0] in GPU_PROVIDERS)
+        if threads:
+            opts.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types for bad files
@@ -76,7 +79,13 @@ class Classifier:
                 f"model.path: cannot load {path}: {str(exc).splitlines()[0]}"
             ) from None
         self.providers = self.session.get_providers()
-        log.info("model %s runs on %s", path.name, ", ".join(self.providers))
+        log.info(
+            "model %s runs on %s (%d worker(s), %s intra-op threads each)",
+            path.name,
+            ", ".join(self.providers),
+            self.workers,
+            threads or "default",
+        )
         if cfg.require_gpu and not GPU_PROVIDERS & set(self.providers):
             raise ModelError(
                 f"model.require_gpu: no GPU provider is active (active: {self.providers})"
@@ -94,7 +103,7 @@ class Classifier:
         self.classes = self.manifest.classes
         self._check_io(path)
         self.max_batch = min(cfg.max_batch, self._fixed_batch or cfg.max_batch)
-        self._buffers: dict[int, np.ndarray] = {}
+        self._local = threading.local()  # each worker thread batches into its own buffers
 
     def _check_io(self, path: Path) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -130,10 +139,11 @@ class Classifier:
             )
 
     def buffer(self, n: int) -> np.ndarray:
-        """A preallocated input batch of n images (reused, never reallocated)."""
-        buf = self._buffers.get(n)
+        """A preallocated input batch of n images for the calling thread (reused)."""
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        buf = buffers.get(n)
         if buf is None:
-            buf = self._buffers[n] = np.zeros((n, *self.spec.shape), np.uint8)
+            buf = buffers[n] = np.zeros((n, *self.spec.shape), np.uint8)
         return buf
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -170,6 +180,50 @@ class Classifier:
         for n in {1, self.max_batch}:
             for _ in range(max(runs, 0)):
                 self.run(self.buffer(n))
+
+
+def trt_cache_dir() -> Path:
+    """Where TensorRT engines are kept between starts: the systemd unit's state directory
+    (``$STATE_DIRECTORY``), else ``~/.cache/inspector``."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    base = Path(state) if state else Path.home() / ".cache" / "inspector"
+    return base / "trt-cache"
+
+
+def provider_options(p) -> dict[str, str]:
+    """The provider's options as ONNX Runtime takes them (strings), with our defaults.
+
+    TensorRT builds an engine for the model on the first run, which takes seconds to minutes;
+    without a cache every restart of the station pays it again before the first verdict. So
+    the engine and timing caches are on unless the config says otherwise.
+    """
+    opts = {k: str(v) for k, v in p.options.items()}
+    if p.type == "tensorrt":
+        cache = opts.get("trt_engine_cache_path") or str(trt_cache_dir())
+        opts.setdefault("trt_engine_cache_enable", "True")
+        opts.setdefault("trt_engine_cache_path", cache)
+        opts.setdefault("trt_timing_cache_enable", "True")
+        opts.setdefault("trt_timing_cache_path", cache)
+        if opts["trt_engine_cache_enable"].lower() in ("true", "1"):
+            Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+    return opts
+
+
+def _parallelism(cfg: ModelSection, gpu: bool) -> tuple[int, int]:
+    """(workers, ONNX Runtime intra-op threads; 0 = its default) for this machine.
+
+    On the CPU, two runs side by side with half the cores each outrun one run with all of
+    them (no barrier between the cores on every operator; measured on 2 cores: 12,600 vs
+    10,700 images/s for the demo model, 3,400 vs 2,700 for a 160-px CNN). A GPU gets one
+    worker unless told otherwise.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    workers = cfg.workers or (1 if gpu or cores < 2 else 2)
+    threads = cfg.intra_op_threads
+    if not threads and workers > 1 and not gpu:
+        threads = max(1, cores // workers)
+    return workers, threads
 
 
 def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:

@@ -162,7 +162,16 @@ class ModelSection:
     require_gpu: bool = setting(False, "refuse to start when no GPU provider is active")
     max_batch: int = setting(8, "parts waiting together are classified in one batch of up to this")
     warmup_runs: int = setting(3, "inference runs before the station reports online")
-    intra_op_threads: int = setting(0, "ONNX Runtime intra-op threads (0: its default)")
+    workers: int = setting(
+        0,
+        "classifier threads, each running its own batches on the one session (0: auto: "
+        "2 on the CPU with 2 or more cores, 1 with a GPU provider)",
+    )
+    intra_op_threads: int = setting(
+        0,
+        "ONNX Runtime intra-op threads per run (0: auto: the cores shared among the workers; "
+        "with one worker, ONNX Runtime's default)",
+    )
     spin: bool = setting(
         True, "let ONNX Runtime's idle threads spin (its default); false frees the CPU for capture"
     )
@@ -173,6 +182,10 @@ class ModelSection:
     def problems(self):
         if self.max_batch < 1:
             yield "max_batch", "must be at least 1"
+        if self.workers < 0:
+            yield "workers", "must be 0 (auto) or more"
+        if self.intra_op_threads < 0:
+            yield "intra_op_threads", "must be 0 (auto) or more"
         if not self.providers:
             yield "providers", "name at least one execution provider"
 

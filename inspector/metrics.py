@@ -89,15 +89,29 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
+        # labelled children looked up once: a labels() call costs as much as the update
+        self.stages = {
+            s: self.stage.labels(stage=s)
+            for s in ("preprocess", "queue", "inference", "decide_publish")
+        }
+        self._decided: dict[tuple[str, str], object] = {}
+        self._published: dict[str, object] = {}
 
     def drop(self, what: str) -> None:
         self.drops.labels(what=what).inc()
 
     def decided(self, v: Verdict) -> None:
-        self.verdicts.labels(result=v.result, reason=v.reason.value).inc()
+        key = (v.result, v.reason.value)
+        child = self._decided.get(key)
+        if child is None:
+            child = self._decided[key] = self.verdicts.labels(result=key[0], reason=key[1])
+        child.inc()
 
     def published(self, v: Verdict) -> None:
-        self.verdicts_sent.labels(result=v.result).inc()
+        child = self._published.get(v.result)
+        if child is None:
+            child = self._published[v.result] = self.verdicts_sent.labels(result=v.result)
+        child.inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. ``value("inspector_drops_total", what="overflow")``."""

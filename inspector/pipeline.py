@@ -82,8 +82,9 @@ class Station:
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
         self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part.seq in self._inflight)
         self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._beats = {"capture": time.monotonic(), "infer": time.monotonic()}
+        self._beats = {"capture": time.monotonic()}  # and one per classifier worker
         self._inflight: dict[int, Part] = {}
+        self.metrics.in_flight.set_function(lambda: len(self._inflight))  # read when scraped
         self._deadlines: list[tuple[float, int]] = []
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -96,10 +97,16 @@ class Station:
         self.last_frame_mono = 0.0
         self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
+        workers = self.classifier.workers
+        self._infer_running = workers
+        self._beats.update({f"infer-{i + 1}": time.monotonic() for i in range(workers)})
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
-            threading.Thread(target=self._infer_loop, name="infer", daemon=True),
             threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True),
+            *(
+                threading.Thread(target=self._infer_loop, name=f"infer-{i + 1}", daemon=True)
+                for i in range(workers)
+            ),
         ]
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -216,7 +223,6 @@ class Station:
         with self._lock:
             self._inflight[part.seq] = part
             heapq.heappush(self._deadlines, (part.deadline_mono, part.seq))
-            self.metrics.in_flight.set(len(self._inflight))
         self.metrics.parts.inc()
         return part
 
@@ -233,7 +239,6 @@ class Station:
         with self._lock:
             if self._inflight.pop(part.seq, None) is None:
                 return None
-            self.metrics.in_flight.set(len(self._inflight))
         now, now_mono = time.time(), time.monotonic()
         frame = part.frame
         latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
@@ -328,10 +333,11 @@ class Station:
 
     # -- capture thread ---------------------------------------------------------------------------
     def alive(self, max_age_s: float) -> bool:
-        """True while the classifier loop (and, unless the camera is hardware-triggered and may
-        be silent, the capture loop) went round within ``max_age_s``: the systemd watchdog."""
+        """True while every classifier worker (and, unless the camera is hardware-triggered and
+        may be silent, the capture loop) went round within ``max_age_s``: the systemd watchdog.
+        One worker stuck in a run is enough to call the station hung."""
         now = time.monotonic()
-        if now - self._beats["infer"] > max_age_s:
+        if any(now - t > max_age_s for k, t in self._beats.items() if k != "capture"):
             return False
         return self.mode == "camera" or now - self._beats["capture"] <= max(max_age_s, 5.5)
 
@@ -365,7 +371,7 @@ class Station:
             self._fail(part, Reason.UNREADABLE_FRAME, f"{frame.origin}: {exc}")
             return
         part.t_preprocessed_mono = time.monotonic()
-        self.metrics.stage.labels(stage="preprocess").observe(part.t_preprocessed_mono - t0)
+        self.metrics.stages["preprocess"].observe(part.t_preprocessed_mono - t0)
         wait = self.cfg.pipeline.when_full == "wait"
         while True:
             try:
@@ -407,11 +413,12 @@ class Station:
             self.metrics.frames_unused.inc()
         return chosen
 
-    # -- classifier thread ---------------------------------------------------------------------------
+    # -- classifier threads (model.workers of them, sharing the session) ----------------------------
     def _infer_loop(self) -> None:
         max_batch = self.classifier.max_batch
+        beat = threading.current_thread().name
         while True:
-            self._beats["infer"] = time.monotonic()
+            self._beats[beat] = time.monotonic()
             try:
                 first = self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -428,15 +435,19 @@ class Station:
                 live = [p for p in batch if p.seq in self._inflight]
             if live:
                 self._classify(live)
-        self._infer_done.set()
+        with self._lock:
+            self._infer_running -= 1
+            if not self._infer_running:
+                self._infer_done.set()
 
     def _classify(self, parts: list[Part]) -> None:
         buf = self.classifier.buffer(len(parts))
         for i, part in enumerate(parts):
             buf[i] = part.input
         t0 = time.monotonic()
+        queued = self.metrics.stages["queue"]
         for part in parts:
-            self.metrics.stage.labels(stage="queue").observe(t0 - part.t_preprocessed_mono)
+            queued.observe(t0 - part.t_preprocessed_mono)
         delay_file = self.cfg.testing.model_delay_file
         if delay_file is not None:
             _injected_delay(delay_file)
@@ -448,12 +459,12 @@ class Station:
                 self._fail(part, Reason.ERROR, f"model error: {exc}")
             return
         t1 = time.monotonic()
-        self.metrics.stage.labels(stage="inference").observe(t1 - t0)
+        self.metrics.stages["inference"].observe(t1 - t0)
         self.metrics.batch.observe(len(parts))
         for part, row in zip(parts, probs, strict=True):
             d = self.decider.decide(row)
             self._finish(part, d.result, d.reason, d.label, d.scores)
-        self.metrics.stage.labels(stage="decide_publish").observe(time.monotonic() - t1)
+        self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
 
     # -- deadline watchdog -------------------------------------------------------------------------
     def _watchdog_loop(self) -> None:

@@ -35,6 +35,7 @@ from .records import Verdict
 
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
+INFLIGHT = 100  # verdicts sent but not yet acknowledged (PUBACK) at most
 
 
 def verdict_payload(v: Verdict, station: str) -> dict:
@@ -107,6 +108,7 @@ class Publisher:
         self._outbox: collections.deque[_Item] = collections.deque()
         self._inflight: dict[tuple[int, int], _Item] = {}
         self._acked_early: set[tuple[int, int]] = set()
+        self._expiry: dict[int, Properties] = {}  # MQTT 5 expiry properties, by whole seconds
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._status_dirty = False
@@ -117,6 +119,7 @@ class Publisher:
         self.connected = threading.Event()
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        metrics.outbox.set_function(lambda: len(self._outbox))  # read when scraped
 
     # -- public ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,7 +133,6 @@ class Publisher:
                 self.metrics.drop("outbox_overflow")
                 log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
             self._outbox.append(_Item(verdict, payload))
-            self.metrics.outbox.set(len(self._outbox))
             self._wake.notify()
 
     def status_changed(self) -> None:
@@ -194,7 +196,9 @@ class Publisher:
         offline = json.dumps(dict(self.status(), state="offline", detail="connection lost"))
         client.will_set(self.topics["status"], offline, qos=1, retain=True)
         secure(client, self.cfg)
-        client.max_inflight_messages_set(100)
+        # the in-flight window is ours (INFLIGHT): paho's own (it rescans every message on
+        # each PUBACK to find queued ones) would cost more than the rest of a publish
+        client.max_inflight_messages_set(0)
         client.on_connect = lambda c, u, f, rc, p=None: self._on_connect(gen, rc)
         client.on_disconnect = lambda c, u, f, rc, p=None: self._on_disconnect(gen, rc)
         client.on_publish = lambda c, u, mid, rc=None, p=None: self._on_publish(gen, mid)
@@ -284,11 +288,13 @@ class Publisher:
             self._wake.notify()
 
     def _on_publish(self, gen: int, mid: int) -> None:
-        with self._lock:
+        with self._wake:
             item = self._inflight.pop((gen, mid), None)
             if item is None:
                 self._acked_early.add((gen, mid))
                 return
+            if len(self._inflight) == INFLIGHT - 1:
+                self._wake.notify()  # the window has room again
         self.metrics.published(item.verdict)
 
     def _on_message(self, msg) -> None:
@@ -306,6 +312,15 @@ class Publisher:
         self._last_status = time.monotonic()
         client.publish(self.topics["status"], json.dumps(self.status()), qos=1, retain=True)
 
+    def _expiry_props(self, seconds: int) -> Properties:
+        props = self._expiry.get(seconds)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = seconds
+            if len(self._expiry) < 3600:
+                self._expiry[seconds] = props
+        return props
+
     def _expire_outbox(self) -> None:
         now = time.time()
         with self._lock:
@@ -316,7 +331,6 @@ class Publisher:
             self.metrics.drop("verdict_expired")
         if expired:
             log.warning("%d verdicts expired in the outbox while the broker was away", expired)
-        self.metrics.outbox.set(len(keep))
 
     def _drain(self) -> None:
         client = self._client
@@ -328,11 +342,13 @@ class Publisher:
         if (status_dirty or heartbeat) and client is not None:
             self._publish_status(client)
         while self.connected.is_set() and client is not None:
-            with self._lock:
+            with self._wake:
                 if not self._outbox:
                     break
+                if len(self._inflight) >= INFLIGHT:
+                    self._wake.wait(0.05)
+                    continue
                 item = self._outbox.popleft()
-                self.metrics.outbox.set(len(self._outbox))
             remaining = item.verdict.deadline - time.time()
             if remaining <= 0:
                 self.metrics.drop("verdict_expired")
@@ -344,8 +360,7 @@ class Publisher:
                 continue
             props = None
             if self.protocol == mqtt.MQTTv5:
-                props = Properties(PacketTypes.PUBLISH)
-                props.MessageExpiryInterval = max(1, math.ceil(remaining))
+                props = self._expiry_props(max(1, math.ceil(remaining)))
             info = client.publish(
                 self.topics["verdict"], item.payload, qos=1, retain=False, properties=props
             )

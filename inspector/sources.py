@@ -105,10 +105,17 @@ class FolderSourceConfig:
     rate_fps: float = setting(10.0, "frames per second (0: as fast as they can be read)")
     loop: bool = setting(True, "start again after the last image")
     recursive: bool = setting(False, "include images in sub-folders")
+    cache_mb: float = setting(
+        256.0,
+        "a looping replay keeps decoded images in memory up to this many MB, so a replay at "
+        "full speed measures the station, not PNG decoding (0: decode every time)",
+    )
 
     def problems(self):
         if self.rate_fps < 0:
             yield "rate_fps", "must be 0 or more"
+        if self.cache_mb < 0:
+            yield "cache_mb", "must be 0 or more"
 
 
 @register("folder", FolderSourceConfig)
@@ -123,20 +130,33 @@ class FolderSource(FrameSource):
             raise SourceError(f"no images (.png .jpg .bmp .tif) in {root}")
         self.pos = 0
         self.pacer = _Pacer(self.cfg.rate_fps)
+        self._root = str(root)
+        self._checked = 0.0
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_left = int(self.cfg.cache_mb * 1e6) if self.cfg.loop else 0
 
     def read(self) -> Frame:
         if self.pos >= len(self.files):
             if not self.cfg.loop:
                 raise SourceEnded(str(self.cfg.path))
             self.pos = 0
-        path = self.files[self.pos]
+        pos, path = self.pos, self.files[self.pos]
         self.pos += 1
         self.pacer.wait()
-        if not self.cfg.path.is_dir():
-            raise SourceLost(f"image folder disappeared: {self.cfg.path}")
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None or image.size == 0:
-            return self._frame(None, path.name, f"cannot decode image {path.name}")
+        image = self._cache.get(pos)
+        now = time.monotonic()
+        if image is None or now - self._checked > 0.2:  # a stat per frame costs at full speed
+            self._checked = now
+            if not os.path.isdir(self._root):
+                raise SourceLost(f"image folder disappeared: {self.cfg.path}")
+        if image is None:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None or image.size == 0:
+                return self._frame(None, path.name, f"cannot decode image {path.name}")
+            if image.nbytes <= self._cache_left:
+                image.flags.writeable = False  # shared by every pass: nobody may change it
+                self._cache[pos] = image
+                self._cache_left -= image.nbytes
         return self._frame(image, path.name)
 
     def describe(self) -> str:

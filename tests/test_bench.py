@@ -13,6 +13,13 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["bare"]["throughput_fps"] > 0 and r["station"]["throughput_fps"] > 0
     assert r["ratios"]["station_over_bare_throughput"] > 0
+    # the model alone with the station's parallelism, for the second ratio
+    par = r["bare"]["parallel"]
+    assert par["workers"] == r["machine"]["station_workers"] and par["throughput_fps"] > 0
+    assert r["ratios"]["station_over_bare_parallel_throughput"] > 0
+    # the subscriber that times verdicts is mosquitto_sub when installed (light on the CPU)
+    assert r["station"]["full_speed"]["subscriber"] in ("mosquitto_sub", "paho")
+    assert r["station"]["full_speed"]["classified"] >= 300
     assert r["ratios"]["e2e_p99_minus_bare_p99_ms"] is not None
     # the Keras baseline: the demo model's twin (demo.keras), run the way users would
     assert r["keras"]["call_batch1"]["throughput_fps"] > 0

@@ -82,3 +82,54 @@ def test_decision_thresholds_overrides_and_uncertainty(model_path):
     assert (ok.result, ok.label) == ("pass", "good")
     with pytest.raises(ConfigError, match="not a defect class"):
         Decider(manifest, overrides={"good": 0.5})
+
+
+def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path):
+    import os
+    import threading
+
+    cores = len(os.sched_getaffinity(0))
+    clf = Classifier(ModelSection(path=model_path))
+    if cores >= 2:  # two runs side by side, the cores shared between them
+        assert clf.workers == 2
+        assert clf.session.get_session_options().intra_op_num_threads == cores // 2
+    one = Classifier(ModelSection(path=model_path, workers=1))
+    assert one.workers == 1
+    assert one.session.get_session_options().intra_op_num_threads == 0  # ORT's default
+    told = Classifier(ModelSection(path=model_path, workers=3, intra_op_threads=1))
+    assert told.workers == 3 and told.session.get_session_options().intra_op_num_threads == 1
+    # a GPU provider gets one worker unless told otherwise
+    gpu = [ProviderSection(type="cuda"), ProviderSection(type="cpu")]
+    assert Classifier(ModelSection(path=model_path, providers=gpu)).workers in (1, 2)
+    from inspector.classifier import _parallelism
+
+    assert _parallelism(ModelSection(path=model_path), gpu=True) == (1, 0)
+    # buffers are reused within a thread and never shared between threads
+    mine = clf.buffer(4)
+    assert clf.buffer(4) is mine
+    theirs = []
+    t = threading.Thread(target=lambda: theirs.append(clf.buffer(4)))
+    t.start()
+    t.join()
+    assert theirs[0] is not mine and theirs[0].shape == mine.shape
+
+
+def test_tensorrt_keeps_its_engines_between_starts_unless_told_not_to(tmp_path, monkeypatch):
+    from inspector.classifier import provider_options
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    opts = provider_options(ProviderSection(type="tensorrt", options={"trt_fp16_enable": True}))
+    cache = tmp_path / "state" / "trt-cache"
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_fp16_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(cache)
+    assert cache.is_dir()
+    mine = provider_options(
+        ProviderSection(
+            type="tensorrt",
+            options={"trt_engine_cache_enable": False, "trt_engine_cache_path": "/x/none"},
+        )
+    )
+    assert mine["trt_engine_cache_enable"] == "False" and mine["trt_engine_cache_path"] == "/x/none"
+    assert provider_options(ProviderSection(type="cuda", options={"device_id": 0})) == {
+        "device_id": "0"
+    }

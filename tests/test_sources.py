@@ -85,3 +85,25 @@ def test_folder_without_images_is_a_clear_error(tmp_path):
         make_source(FolderSourceConfig(path=tmp_path)).open()
     with pytest.raises(SourceError, match="not found"):
         make_source(FolderSourceConfig(path=tmp_path / "nope")).open()
+
+
+def test_a_looping_folder_replay_decodes_each_image_once(tmp_path, monkeypatch):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), np.full((8, 8), i * 50, np.uint8))
+    reads = []
+    real_imread = cv2.imread
+    monkeypatch.setattr(cv2, "imread", lambda *a: reads.append(a[0]) or real_imread(*a))
+    src = make_source(FolderSourceConfig(path=tmp_path, rate_fps=0))
+    src.open()
+    frames = [src.read() for _ in range(9)]  # three passes
+    assert len(reads) == 3
+    assert [int(f.image[0, 0]) for f in frames] == [0, 50, 100] * 3
+    assert not frames[0].image.flags.writeable  # shared by every pass: nobody may change it
+    with pytest.raises(ValueError):
+        frames[3].image[0, 0] = 7
+    # without the cache, every pass decodes again
+    reads.clear()
+    src = make_source(FolderSourceConfig(path=tmp_path, rate_fps=0, cache_mb=0))
+    src.open()
+    [src.read() for _ in range(6)]
+    assert len(reads) == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from dataclasses import replace
 
@@ -256,3 +257,23 @@ def test_a_replay_can_wait_for_room_instead_of_overflowing(
         station.stop()
     assert counts["fail"] >= 3
     assert counts["wait"] == 0
+
+
+def test_several_classifier_workers_never_mix_up_parts(
+    make_config, station_factory, line, parts_dir
+):
+    """model.workers run batches side by side; each verdict still belongs to its own image."""
+    cfg = make_config(trigger="free-run", rate=0, loop=False, extra="pipeline: {when_full: wait}\n")
+    cfg = replace(cfg, model=replace(cfg.model, workers=3, max_batch=4))
+    station = station_factory(cfg)
+    assert station.classifier.workers == 3
+    station.start()
+    files = sorted(p.name for p in parts_dir.rglob("*.png"))
+    verdicts = line.wait_for(len(files))
+    assert station.source_ended.wait(5)
+    time.sleep(0.2)
+    assert len(line.verdicts) == len(files)  # one each, none twice
+    assert sorted(v["frame"] for v in verdicts) == files
+    for v in verdicts:
+        assert (v["result"] == "fail") == ("defect" in v["frame"]), v
+    assert {t.name for t in threading.enumerate()} >= {"infer-1", "infer-2", "infer-3"}
