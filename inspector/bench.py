@@ -45,6 +45,31 @@ def _rss_kb() -> int | None:
     return None
 
 
+def _cpu_s(stat_path: str) -> float | None:
+    """User + system CPU seconds of a process or thread, from /proc (None elsewhere)."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's live threads, by name (numbered names summed:
+    infer-1 and infer-2 become infer); threads Python did not start count as 'native'."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").glob("*"):
+        sec = _cpu_s(str(task / "stat"))
+        if sec is None or not task.name.isdigit():
+            continue
+        name = names.get(int(task.name), "native (ONNX Runtime, OpenCV)")
+        name = name.rstrip("0123456789").rstrip("-") if name.startswith("infer-") else name
+        name = "paho network loop" if name.startswith("paho-mqtt-client") else name
+        out[name] = out.get(name, 0.0) + sec
+    return out
+
+
 def bare(session, input_name: str, inputs: np.ndarray, batch: int, frames: int) -> dict:
     n = len(inputs)
     lat = []
@@ -256,6 +281,10 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
     cfg = load_config(cfg_path)
     sub = _Subscriber(broker, cfg.prefix + "/verdict", frames, cfg_path.parent)
     station = Station(cfg)
+    others = {"mosquitto": getattr(getattr(broker, "proc", None), "pid", None)}
+    others["subscriber"] = sub.proc.pid
+    others_before = {k: _cpu_s(f"/proc/{pid}/stat") for k, pid in others.items() if pid}
+    cpu_before = _thread_cpu()
     station.start()
     t_start = time.time()
     rss_warm = None
@@ -264,6 +293,12 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
             rss_warm = _rss_kb()
         time.sleep(0.05)
     rss_end = _rss_kb()
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _thread_cpu().items()}
+    for k, before in others_before.items():
+        after = _cpu_s(f"/proc/{others[k]}/stat")
+        if before is not None and after is not None:
+            cpu[k] = after - before
+    decided = station.metrics.total("inspector_verdicts_total")
     station.stop()
     data = sub.result()
     lat = data["latency_ms"]
@@ -293,6 +328,13 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
         else None,
         "rss_kb": {"after_10pct": rss_warm, "end": rss_end, "growth": growth},
         "subscriber": sub.kind,
+        # where the CPU went: seconds of CPU per verdict, by thread of this process (the
+        # station's and the bench's own main thread) and by the broker and subscriber
+        "cpu_us_per_part": {
+            k: round(v / decided * 1e6, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+        }
+        if decided
+        else None,
     }
 
 

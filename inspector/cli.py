@@ -182,11 +182,13 @@ def _cmd_bench(args) -> int:
     from .bench import format_bench, run_bench
 
     logs.setup("WARNING")
-    try:  # the Keras baseline needs TensorFlow (the train extra); the runtime never does
-        from training.benchkeras import keras_baseline
-        from training.tf import keras  # noqa: F401
-    except (ImportError, InspectorError):
-        keras_baseline = None
+    import importlib.util
+
+    # the Keras baseline needs TensorFlow (the train extra); the runtime never does. It runs
+    # in a process of its own, so TensorFlow never shares the station's process in the bench.
+    keras_baseline = None
+    if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("training"):
+        from training.benchkeras import in_subprocess as keras_baseline
     result = run_bench(
         args.model,
         args.frames,

@@ -20,6 +20,9 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     # the subscriber that times verdicts is mosquitto_sub when installed (light on the CPU)
     assert r["station"]["full_speed"]["subscriber"] in ("mosquitto_sub", "paho")
     assert r["station"]["full_speed"]["classified"] >= 300
+    # where the CPU went, per part, by thread (and broker, subscriber)
+    cpu = r["station"]["full_speed"]["cpu_us_per_part"]
+    assert cpu["infer"] > 0 and {"capture", "mqtt"} <= set(cpu)
     assert r["ratios"]["e2e_p99_minus_bare_p99_ms"] is not None
     # the Keras baseline: the demo model's twin (demo.keras), run the way users would
     assert r["keras"]["call_batch1"]["throughput_fps"] > 0

@@ -51,3 +51,28 @@ def keras_baseline(model: Path, inputs: np.ndarray, frames: int) -> dict | None:
             },
         }
     return out
+
+
+def in_subprocess(model: Path, inputs: np.ndarray, frames: int) -> dict | None:
+    """``keras_baseline`` in a process of its own: TensorFlow's thread pools and memory stay
+    out of the process whose station is measured next (as with a user's own Keras loop)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    if not twin_of(model).is_file():
+        return None
+    with tempfile.TemporaryDirectory(prefix="inspector-keras-") as tmp:
+        x, out = Path(tmp) / "inputs.npy", Path(tmp) / "keras.json"
+        np.save(x, inputs)
+        code = (
+            "import json, numpy, pathlib; from training.benchkeras import keras_baseline; "
+            f"r = keras_baseline(pathlib.Path({str(model)!r}), numpy.load({str(x)!r}), {frames}); "
+            f"pathlib.Path({str(out)!r}).write_text(json.dumps(r))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"the Keras baseline failed: {tail[0]}")
+        return json.loads(out.read_text())
