@@ -172,6 +172,11 @@ class ModelSection:
         "ONNX Runtime intra-op threads per run (0: auto: the cores shared among the workers; "
         "with one worker, ONNX Runtime's default)",
     )
+    io_binding: Literal["auto", "on", "off"] = setting(
+        "auto",
+        "hand inputs and outputs to ONNX Runtime through an IO binding (one per worker) "
+        "instead of run()'s feeds (auto: on when a GPU provider is active)",
+    )
     spin: bool = setting(
         True, "let ONNX Runtime's idle threads spin (its default); false frees the CPU for capture"
     )

@@ -133,3 +133,31 @@ def test_tensorrt_keeps_its_engines_between_starts_unless_told_not_to(tmp_path, 
     assert provider_options(ProviderSection(type="cuda", options={"device_id": 0})) == {
         "device_id": "0"
     }
+
+
+def test_io_binding_gives_the_same_scores_from_every_worker(model_path):
+    import threading
+
+    plain = Classifier(ModelSection(path=model_path, io_binding="off"))
+    bound = Classifier(ModelSection(path=model_path, io_binding="on"))
+    assert not plain.io_binding and bound.io_binding
+    assert not Classifier(ModelSection(path=model_path)).io_binding  # auto: CPU runs plain
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (5, *plain.spec.shape), dtype=np.uint8)
+    want = plain.run(x)
+    got: dict[int, np.ndarray] = {}
+
+    def worker(i):
+        for _ in range(20):
+            got[i] = bound.run(x[i : i + 1]) if i < 4 else bound.run(x)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert np.allclose(got[i], want[i : i + 1], atol=1e-6)
+    assert np.allclose(got[4], want, atol=1e-6)
+    bound.warmup(2)
+    assert bound.io_binding  # it works here, so warm-up kept it
