@@ -136,6 +136,7 @@ def _station_yaml(
     rate: float,
     max_batch: int,
     when_full: str = "fail",
+    workers: int = 0,
 ) -> str:
     return f"""\
 station: {{id: bench}}
@@ -143,7 +144,7 @@ source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop
 trigger: {{type: free-run}}
 part: {{deadline_ms: 5000}}
 pipeline: {{queue_size: 64, when_full: {when_full}}}
-model: {{path: "{model}", max_batch: {max_batch}, warmup_runs: 5}}
+model: {{path: "{model}", max_batch: {max_batch}, warmup_runs: 5, workers: {workers}}}
 mqtt: {{host: {host}, port: {port}, protocol: "{protocol}", outbox_size: 100000}}
 recorder: {{enabled: false}}
 metrics: {{enabled: false}}
@@ -346,15 +347,17 @@ def run_bench(
     paced_fps: float = 100.0,
     broker_kind: str = "auto",
     keras_baseline=None,
+    workers: int = 0,
 ) -> dict:
     from .demo import prepare
 
     work = Path(tempfile.mkdtemp(prefix="inspector-bench-"))
     prepare(work, parts=64)
-    if str(model) == "random-cnn":  # a line-sized CNN (random weights) to see the cost ratios
-        from .modelkit import build_random_cnn
+    if str(model) in ("random-cnn", "big-cnn"):  # line-sized CNNs (random weights): the
+        from .modelkit import build_random_cnn  # cost ratios for models heavier than the demo's
 
-        model = build_random_cnn(work / "random-cnn.onnx")
+        shape = {"random-cnn": {}, "big-cnn": {"size": 300, "widths": (24, 48, 96, 192, 384)}}
+        model = build_random_cnn(work / f"{model}.onnx", name=str(model), **shape[str(model)])
     model = Path(model) if model else work / "model" / "demo.onnx"
     if not model.is_file():
         raise InspectorError(f"--model: file not found: {model}")
@@ -375,7 +378,7 @@ def run_bench(
         session.run(None, {clf.manifest.input_name: inputs[:1]})
     b1 = bare(session, clf.manifest.input_name, inputs, 1, frames)
     bn = bare(session, clf.manifest.input_name, inputs, batch, frames)
-    station_clf = Classifier(ModelSection(path=model, max_batch=batch))
+    station_clf = Classifier(ModelSection(path=model, max_batch=batch, workers=workers))
     station_clf.warmup(5)
     par = bare_parallel(station_clf, inputs, batch, frames)
     keras = keras_baseline(model, inputs, min(frames, 2000)) if keras_baseline else None
@@ -394,13 +397,21 @@ def run_bench(
                 0.0,
                 batch,
                 when_full="wait",
+                workers=workers,
             )
         )
         full = station_run(full_cfg, frames, broker)
         paced_cfg = work / "paced.yaml"
         paced_cfg.write_text(
             _station_yaml(
-                model, work / "parts", broker.host, broker.port, broker.protocol, paced_fps, 1
+                model,
+                work / "parts",
+                broker.host,
+                broker.port,
+                broker.protocol,
+                paced_fps,
+                1,
+                workers=workers,
             )
         )
         paced = station_run(paced_cfg, min(frames, int(paced_fps * 20)), broker)

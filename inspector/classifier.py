@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+SPLIT_BELOW_MS = 1.0  # model.workers auto: split the CPU between two workers below this
 GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 OPT_LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -69,23 +71,11 @@ class Classifier:
                 f"model.providers: none of {[p.type for p in cfg.providers]} is available "
                 f"(available: {available})"
             )
-        self.workers, threads = _parallelism(cfg, gpu=wanted[0][0] in GPU_PROVIDERS)
+        cores, self.workers, threads = _parallelism(cfg, gpu=wanted[0][0] in GPU_PROVIDERS)
         if threads:
             opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=wanted)
-        except Exception as exc:  # ORT raises its own exception types for bad files
-            raise ModelError(
-                f"model.path: cannot load {path}: {str(exc).splitlines()[0]}"
-            ) from None
+        self.session = _open(path, opts, wanted)
         self.providers = self.session.get_providers()
-        log.info(
-            "model %s runs on %s (%d worker(s), %s intra-op threads each)",
-            path.name,
-            ", ".join(self.providers),
-            self.workers,
-            threads or "default",
-        )
         if cfg.require_gpu and not GPU_PROVIDERS & set(self.providers):
             raise ModelError(
                 f"model.require_gpu: no GPU provider is active (active: {self.providers})"
@@ -106,6 +96,42 @@ class Classifier:
         self._local = threading.local()  # each worker: its own buffers and IO binding
         gpu = bool(GPU_PROVIDERS & set(self.providers))
         self.io_binding = cfg.io_binding == "on" or (cfg.io_binding == "auto" and gpu)
+        how = f"{self.workers} worker(s), {threads or 'default'} intra-op threads each"
+        if not cfg.workers and not cfg.intra_op_threads and not gpu and cores >= 2:
+            how = self._choose_workers(path, opts, wanted, cores)
+        log.info("model %s runs on %s (%s)", path.name, ", ".join(self.providers), how)
+
+    def _choose_workers(self, path: Path, opts, wanted, cores: int) -> str:
+        """``model.workers: 0`` on a CPU: split the cores between two workers when the model
+        is fast, keep one worker with every core when it is slow.
+
+        Two runs side by side with half the cores each outrun one run with all of them on a
+        small model (no barrier between the cores on every operator; measured on 2 cores:
+        12,200 vs 10,300 images/s for the demo model, 3,400 vs 2,700 for a 160-px CNN), and
+        a lone image then takes at most ~SPLIT_BELOW_MS longer. A slow model scales well
+        across cores, and one thread per image would make a lone part wait twice as long
+        (300-px CNN: 5.0 vs 3.4 ms end to end at p50), so it keeps one worker.
+        """
+        feeds = {self.manifest.input_name: self.buffer(self._fixed_batch or 1)}
+        lat = []
+        try:
+            for i in range(18):
+                t = time.perf_counter()
+                self.session.run([self.output_name], feeds)
+                if i >= 3:  # the first runs warm up
+                    lat.append((time.perf_counter() - t) * 1000.0)
+        except Exception as exc:  # the station's warm-up reports a model that cannot run
+            return f"1 worker: could not time the model ({str(exc).splitlines()[0][:120]})"
+        lone = float(np.median(lat))
+        if lone >= SPLIT_BELOW_MS:
+            return f"1 worker with every core: a lone image takes {lone:.2f} ms (auto)"
+        opts.intra_op_num_threads = max(1, cores // 2)
+        self.session = _open(path, opts, wanted)
+        self.workers = 2
+        return (
+            f"2 workers x {opts.intra_op_num_threads} intra-op thread(s): a lone image takes "
+            f"{lone:.2f} ms with every core (auto)"
+        )
 
     def _check_io(self, path: Path) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -231,21 +257,23 @@ def provider_options(p) -> dict[str, str]:
     return opts
 
 
-def _parallelism(cfg: ModelSection, gpu: bool) -> tuple[int, int]:
-    """(workers, ONNX Runtime intra-op threads; 0 = its default) for this machine.
+def _open(path: Path, opts, wanted) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), opts, providers=wanted)
+    except Exception as exc:  # ORT raises its own exception types for bad files
+        raise ModelError(f"model.path: cannot load {path}: {str(exc).splitlines()[0]}") from None
 
-    On the CPU, two runs side by side with half the cores each outrun one run with all of
-    them (no barrier between the cores on every operator; measured on 2 cores: 12,600 vs
-    10,700 images/s for the demo model, 3,400 vs 2,700 for a 160-px CNN). A GPU gets one
-    worker unless told otherwise.
-    """
+
+def _parallelism(cfg: ModelSection, gpu: bool) -> tuple[int, int, int]:
+    """(cores, workers, ONNX Runtime intra-op threads; 0 = its default) as configured.
+    ``workers: 0`` starts with one worker; on a CPU, ``_choose_workers`` may split."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
-    workers = cfg.workers or (1 if gpu or cores < 2 else 2)
+    workers = cfg.workers or 1
     threads = cfg.intra_op_threads
     if not threads and workers > 1 and not gpu:
         threads = max(1, cores // workers)
-    return workers, threads
+    return cores, workers, threads
 
 
 def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:

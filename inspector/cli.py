@@ -196,6 +196,7 @@ def _cmd_bench(args) -> int:
         batch=args.batch,
         paced_fps=args.paced_fps,
         keras_baseline=keras_baseline,
+        workers=args.workers,
     )
     print(format_bench(result))
     if args.out:
@@ -308,11 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=None,
-        help="default: the demo model; 'random-cnn': a line-sized CNN with random weights",
+        help="default: the demo model; 'random-cnn' (160 px) or 'big-cnn' (300 px): CNNs of "
+        "line cost with random weights",
     )
     b.add_argument("--frames", type=int, default=3000)
     b.add_argument("--batch", type=int, default=8)
     b.add_argument("--paced-fps", type=float, default=100.0, help="rate of the latency run")
+    b.add_argument(
+        "--workers", type=int, default=0, help="the station's model.workers (default 0: auto)"
+    )
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(func=_cmd_bench)
     _training_parsers(sub, b)

@@ -164,8 +164,9 @@ class ModelSection:
     warmup_runs: int = setting(3, "inference runs before the station reports online")
     workers: int = setting(
         0,
-        "classifier threads, each running its own batches on the one session (0: auto: "
-        "2 on the CPU with 2 or more cores, 1 with a GPU provider)",
+        "classifier threads, each running its own batches on the one session (0: auto: on a "
+        "CPU with 2+ cores, 2 workers with half the cores each when a lone image takes under "
+        "1 ms, else 1 worker with every core; 1 with a GPU provider)",
     )
     intra_op_threads: int = setting(
         0,

@@ -84,15 +84,21 @@ def test_decision_thresholds_overrides_and_uncertainty(model_path):
         Decider(manifest, overrides={"good": 0.5})
 
 
-def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path):
+def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path, monkeypatch):
     import os
     import threading
 
+    import inspector.classifier as classifier
+
     cores = len(os.sched_getaffinity(0))
     clf = Classifier(ModelSection(path=model_path))
-    if cores >= 2:  # two runs side by side, the cores shared between them
+    if cores >= 2:  # a fast model: two runs side by side, the cores shared between them
         assert clf.workers == 2
         assert clf.session.get_session_options().intra_op_num_threads == cores // 2
+        # a slow one (here: any model, with the bar at 0 ms) keeps every core for each image
+        monkeypatch.setattr(classifier, "SPLIT_BELOW_MS", 0.0)
+        slow = Classifier(ModelSection(path=model_path))
+        assert slow.workers == 1 and slow.session.get_session_options().intra_op_num_threads == 0
     one = Classifier(ModelSection(path=model_path, workers=1))
     assert one.workers == 1
     assert one.session.get_session_options().intra_op_num_threads == 0  # ORT's default
@@ -103,7 +109,7 @@ def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path
     assert Classifier(ModelSection(path=model_path, providers=gpu)).workers in (1, 2)
     from inspector.classifier import _parallelism
 
-    assert _parallelism(ModelSection(path=model_path), gpu=True) == (1, 0)
+    assert _parallelism(ModelSection(path=model_path), gpu=True)[1:] == (1, 0)
     # buffers are reused within a thread and never shared between threads
     mine = clf.buffer(4)
     assert clf.buffer(4) is mine
