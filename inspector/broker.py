@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range when possible.
+
+    A client that keeps reconnecting to a port in the ephemeral range while nothing listens
+    there can be handed that very port as its source: the socket connects to itself, sends
+    CONNECT to itself and waits for a CONNACK that never comes. Brokers listen on 1883; the
+    demo's and the tests' brokers stay out of the range too.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(50):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -78,6 +78,16 @@ def secure(client: mqtt.Client, cfg: MqttSection) -> mqtt.Client:
     return client
 
 
+def _connected_to_itself(client: mqtt.Client) -> bool:
+    """True when TCP connected the socket to itself: retrying a port in the ephemeral range
+    on this machine while nothing listens can do that, and the CONNACK would never come."""
+    sock = client.socket()
+    try:
+        return sock is not None and sock.getsockname() == sock.getpeername()
+    except OSError:
+        return False
+
+
 @dataclass
 class _Item:
     verdict: Verdict
@@ -109,6 +119,9 @@ class Publisher:
         self._inflight: dict[tuple[int, int], _Item] = {}
         self._acked_early: set[tuple[int, int]] = set()
         self._expiry: dict[int, Properties] = {}  # MQTT 5 expiry properties, by whole seconds
+        self._connack = threading.Event()
+        self._suback = threading.Event()
+        self._lost = threading.Event()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._status_dirty = False
@@ -210,6 +223,7 @@ class Publisher:
         client = self._new_client()
         self._connack = threading.Event()
         self._suback = threading.Event()
+        self._lost = threading.Event()  # this connection dropped (wakes the waits below)
         self._connack_rc = None
         try:
             if self.protocol == mqtt.MQTTv5:
@@ -219,10 +233,23 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._connect_failed(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
             return False
+        if _connected_to_itself(client):
+            client.socket().close()
+            self._connect_failed(
+                f"cannot reach broker {self.cfg.host}:{self.cfg.port}: nothing listens there "
+                "(the connection reached itself)"
+            )
+            return False
         client.loop_start()
         if not self._connack.wait(self.cfg.connect_timeout_s):
             client.loop_stop()
             self._connect_failed(f"no CONNACK from {self.cfg.host}:{self.cfg.port}")
+            return False
+        if self._lost.is_set() and self._connack_rc is None:
+            client.loop_stop()  # e.g. accepted by a broker that was going down
+            self._connect_failed(
+                f"broker {self.cfg.host}:{self.cfg.port} closed the connection before CONNACK"
+            )
             return False
         rc = self._connack_rc
         if rc is None or rc.is_failure:
@@ -237,7 +264,17 @@ class Publisher:
             # "online" must mean triggers are being received: wait for the SUBACK
             if not self._suback.wait(self.cfg.connect_timeout_s):
                 log.warning("no SUBACK for %s", self.topics["trigger"])
-        self.connected.set()
+        with self._lock:  # against _on_disconnect: never 'connected' on a dropped connection
+            if self._lost.is_set():
+                lost = True
+            else:
+                lost = False
+                self.connected.set()
+        if lost:
+            client.loop_stop()
+            self._client = None
+            self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} dropped the connection")
+            return False
         self.metrics.mqtt_connected.set(1)
         if self.last_error:
             self.metrics.reconnects.inc()
@@ -279,10 +316,15 @@ class Publisher:
     def _on_disconnect(self, gen: int, rc) -> None:
         if gen != self._generation:
             return
-        if self.connected.is_set() and not self._stopping.is_set():
+        with self._lock:
+            self._lost.set()
+            was_connected = self.connected.is_set()
+            self.connected.clear()
+        self._connack.set()  # a connect waiting for CONNACK or SUBACK stops waiting
+        self._suback.set()
+        if was_connected and not self._stopping.is_set():
             self.last_error = f"connection lost ({rc})"
             log.warning("broker connection lost (%s)", rc)
-        self.connected.clear()
         self.metrics.mqtt_connected.set(0)
         with self._wake:
             self._wake.notify()
