@@ -154,17 +154,14 @@ metrics: {{enabled: false}}
 def _subscriber_main(
     host: str, port: int, protocol: str, topic: str, frames: int, out: str
 ) -> None:
-    """The bench's 'reject gate': another process, as on a line. Writes latencies as JSON."""
-    lat: list[float] = []
-    reasons: dict[str, int] = {}
+    """The bench's 'reject gate' in Python (when mosquitto_sub is not installed): writes one
+    line per verdict, arrival time then payload, as ``mosquitto_sub -F '%U %p'`` does."""
+    lines: list[bytes] = []
     done = threading.Event()
 
     def on_message(_c, _u, msg):
-        v = json.loads(msg.payload)
-        if len(lat) < frames:
-            reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
-        lat.append((time.time() - v["t_trigger"]) * 1000.0)
-        if len(lat) >= frames:
+        lines.append(b"%.6f %s" % (time.time(), msg.payload))
+        if len(lines) >= frames:
             done.set()
 
     sub = mqtt.Client(
@@ -178,11 +175,11 @@ def _subscriber_main(
     sub.subscribe(topic, qos=1)
     sub.loop_start()
     done.wait(max(60.0, frames / 50.0))
-    t_last = time.time()
     sub.loop_stop()
-    Path(out).write_text(
-        json.dumps({"latency_ms": lat[:frames], "t_last": t_last, "reasons": reasons})
-    )
+    Path(out).write_bytes(b"\n".join(lines) + b"\n")
+
+
+PROBE = b'{"probe":1}'
 
 
 class _Subscriber:
@@ -227,7 +224,7 @@ class _Subscriber:
         try:
             end = time.monotonic() + 10.0
             while time.monotonic() < end:
-                probe.publish(self.topic, b'{"probe":1}', qos=1).wait_for_publish(1.0)
+                probe.publish(self.topic, PROBE, qos=1).wait_for_publish(1.0)
                 time.sleep(0.05)
                 if self.out.stat().st_size:
                     return
@@ -238,42 +235,59 @@ class _Subscriber:
 
     def running(self) -> bool:
         if self.kind == "paho":
-            return self.proc.poll() is None
+            return self.proc.poll() is None  # it exits once it has them all
         if self.proc.poll() is not None:
             return False
-        # one line per verdict: count them until all have arrived (or the time is up);
-        # the few probe lines are filtered out later
+        # one line per verdict: count them until all have arrived (or the time is up)
         with self.out.open("rb") as f:
             f.seek(self._pos)
             chunk = f.read()
         self._pos += len(chunk)
-        self._lines += chunk.count(b"\n")
-        return self._lines < self.frames + 10 and not self._late()
+        self._lines += chunk.count(b"\n") - chunk.count(PROBE)
+        return self._lines < self.frames and not self._late()
 
     def _late(self) -> bool:
         self._t0 = getattr(self, "_t0", time.monotonic())
         return time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
 
     def result(self) -> dict:
-        if self.kind == "paho":
-            return json.loads(self.out.read_text())
-        time.sleep(0.2)  # the last lines
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.file.close()
-        lat: list[float] = []
-        reasons: dict[str, int] = {}
-        t_last = time.time()
-        for line in self.out.read_bytes().splitlines():
-            t, _, payload = line.partition(b" ")
-            v = json.loads(payload)
-            if "probe" in v:
-                continue
-            if len(lat) < self.frames:
-                reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
-                t_last = float(t)
-            lat.append((float(t) - v["t_trigger"]) * 1000.0)
-        return {"latency_ms": lat[: self.frames], "t_last": t_last, "reasons": reasons}
+        if self.kind == "mosquitto_sub":
+            time.sleep(0.2)  # the last lines
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.file.close()
+        return _received(self.out.read_bytes(), self.frames)
+
+
+STAGES = ("preprocess", "queue", "inference", "decide")
+
+
+def _received(text: bytes, frames: int) -> dict:
+    """Latencies from the subscriber's lines (arrival time, verdict JSON), first ``frames``:
+    end to end (trigger -> received), each stage from the verdict's ``latency_ms``, and
+    delivery (verdict decided -> received: outbox, MQTT, broker, subscriber)."""
+    e2e: list[float] = []
+    stages: dict[str, list[float]] = {k: [] for k in (*STAGES, "delivery")}
+    reasons: dict[str, int] = {}
+    t_last = time.time()
+    for line in text.splitlines():
+        t, _, payload = line.partition(b" ")
+        if not payload:
+            continue
+        v = json.loads(payload)
+        if "probe" in v:
+            continue
+        if len(e2e) >= frames:
+            break
+        received = float(t)
+        reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
+        t_last = received
+        e2e.append((received - v["t_trigger"]) * 1000.0)
+        for k in STAGES:
+            if k in v["latency_ms"]:
+                stages[k].append(v["latency_ms"][k])
+        stages["delivery"].append((received - v["t_verdict"]) * 1000.0)
+    return {"latency_ms": e2e, "t_last": t_last, "reasons": reasons, "stages": stages}
 
 
 def station_run(cfg_path: Path, frames: int, broker) -> dict:
@@ -305,11 +319,11 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
     lat = data["latency_ms"]
     if not lat:
         raise InspectorError("the station delivered no verdicts in the benchmark")
-    stages = {}
-    for stage in ("preprocess", "queue", "inference", "decide_publish"):
-        count = station.metrics.value("inspector_stage_seconds_count", stage=stage)
-        total = station.metrics.value("inspector_stage_seconds_sum", stage=stage)
-        stages[stage] = round(total / count * 1000.0, 4) if count else None
+    stages = {
+        k: {"p50": _pct(v, 50), "p99": _pct(v, 99), "mean": round(float(np.mean(v)), 4)}
+        for k, v in data["stages"].items()
+        if v
+    }
     batches = station.metrics.value("inspector_batch_size_count")
     growth = round(rss_end / rss_warm - 1.0, 4) if rss_warm and rss_end else None
     # throughput counts the parts the model classified; parts failed safe because the
@@ -323,7 +337,7 @@ def station_run(cfg_path: Path, frames: int, broker) -> dict:
         },
         "throughput_fps": round(classified / (data["t_last"] - t_start), 1),
         "e2e_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
-        "stage_mean_ms": stages,
+        "stage_latency_ms": stages,
         "mean_batch": round(station.metrics.value("inspector_batch_size_sum") / batches, 2)
         if batches
         else None,
@@ -500,6 +514,10 @@ def format_bench(r: dict) -> str:
         f"(vs the same parallelism: {r['ratios']['station_over_bare_parallel_throughput']}); "
         f"e2e p99 - bare p99 {r['ratios']['e2e_p99_minus_bare_p99_ms']} ms; "
         f"ORT/Keras {r['ratios']['ort_over_keras_batch1']}",
-        f"stage means (ms): {full['stage_mean_ms']}, mean batch {full['mean_batch']}",
+        "stage p50/p99 ms (paced): "
+        + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in paced["stage_latency_ms"].items()),
+        "stage p50/p99 ms (full speed): "
+        + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in full["stage_latency_ms"].items())
+        + f"; mean batch {full['mean_batch']}",
     ]
     return "\n".join(lines)

@@ -244,6 +244,7 @@ class Station:
         latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
         if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
             latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
+        _stage_times(part, now_mono, latency)
         verdict = Verdict(
             part_id=part.part_id,
             seq=part.seq,
@@ -361,7 +362,7 @@ class Station:
     def _process(self, part: Part, frame: Frame) -> None:
         """Preprocess the part's frame and queue it for the classifier."""
         part.frame = frame
-        t0 = time.monotonic()
+        t0 = part.t_preprocess_mono = time.monotonic()
         try:
             if frame.image is None:
                 raise FrameError(frame.error or "unreadable frame")
@@ -447,6 +448,7 @@ class Station:
         t0 = time.monotonic()
         queued = self.metrics.stages["queue"]
         for part in parts:
+            part.t_infer_mono = t0
             queued.observe(t0 - part.t_preprocessed_mono)
         delay_file = self.cfg.testing.model_delay_file
         if delay_file is not None:
@@ -460,6 +462,8 @@ class Station:
             return
         t1 = time.monotonic()
         self.metrics.stages["inference"].observe(t1 - t0)
+        for part in parts:
+            part.t_inferred_mono = t1
         self.metrics.batch.observe(len(parts))
         for part, row in zip(parts, probs, strict=True):
             d = self.decider.decide(row)
@@ -498,6 +502,21 @@ class Station:
             if time.monotonic() >= end:
                 return False
             time.sleep(0.01)
+
+
+def _stage_times(part: Part, now_mono: float, out: dict[str, float]) -> None:
+    """The part's time in each stage it went through, in ms (into ``out``): preprocess,
+    queue (waiting for a classifier worker), inference (its batch's run), decide (scores to
+    verdict). A part failed before a stage has no entry for it."""
+    marks = (
+        ("preprocess", part.t_preprocess_mono, part.t_preprocessed_mono),
+        ("queue", part.t_preprocessed_mono, part.t_infer_mono),
+        ("inference", part.t_infer_mono, part.t_inferred_mono),
+        ("decide", part.t_inferred_mono, now_mono),
+    )
+    for name, start, end in marks:
+        if start is not None and end is not None:
+            out[name] = (end - start) * 1000.0
 
 
 def _injected_delay(path) -> None:

@@ -45,7 +45,10 @@ class Part:
     deadline: float  # Unix seconds
     deadline_mono: float
     frame: Frame | None = None
+    t_preprocess_mono: float | None = None  # stage boundaries, for latency_ms in the verdict
     t_preprocessed_mono: float | None = None
+    t_infer_mono: float | None = None
+    t_inferred_mono: float | None = None
     input: np.ndarray | None = None  # model input (uint8), filled by preprocessing
 
 

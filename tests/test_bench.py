@@ -30,4 +30,52 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     assert r["ratios"]["ort_over_keras_batch1"] > 1  # ONNX Runtime is faster per frame
     assert r["machine"]["providers"] == ["CPUExecutionProvider"]
     assert r["station"]["paced"]["frames"] >= 300
+    # latency per stage, exact percentiles from every verdict's own timings
+    for run in ("paced", "full_speed"):
+        stages = r["station"][run]["stage_latency_ms"]
+        assert set(stages) == {"preprocess", "queue", "inference", "decide", "delivery"}
+        assert all(0 <= s["p50"] <= s["p99"] for s in stages.values())
+        # the stages of a part add up to (a little less than) its trigger-to-received time
+        assert sum(s["p50"] for s in stages.values()) <= r["station"][run]["e2e_latency_ms"]["p99"]
     assert "station/bare throughput" in capsys.readouterr().out
+
+
+def test_both_subscribers_time_every_verdict_and_its_stages(broker, tmp_path, monkeypatch):
+    """mosquitto_sub when installed, else a paho subscriber: the same lines, the same result."""
+    import shutil
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from inspector import bench
+
+    kinds = ["paho"]
+    if shutil.which("mosquitto_sub") and shutil.which("stdbuf"):
+        kinds.append("mosquitto_sub")
+    real_which = shutil.which
+    for kind in kinds:
+        if kind == "paho":
+            monkeypatch.setattr(
+                shutil, "which", lambda n: None if n == "mosquitto_sub" else real_which(n)
+            )
+        else:
+            monkeypatch.setattr(shutil, "which", real_which)
+        sub = bench._Subscriber(broker, f"bench/{kind}/verdict", 3, tmp_path)
+        assert sub.kind == kind
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        now = time.time()
+        for _ in range(3):
+            v = {"reason": "ok", "t_trigger": now - 0.010, "t_verdict": now - 0.002}
+            v["latency_ms"] = {"preprocess": 0.5, "queue": 1.0, "inference": 2.0, "decide": 0.1}
+            pub.publish(f"bench/{kind}/verdict", json.dumps(v), qos=1).wait_for_publish(2)
+        deadline = time.time() + 10
+        while sub.running() and time.time() < deadline:
+            time.sleep(0.05)
+        pub.loop_stop()
+        r = sub.result()
+        assert r["reasons"] == {"ok": 3} and len(r["latency_ms"]) == 3
+        assert all(lat >= 10.0 for lat in r["latency_ms"])  # trigger 10 ms before sending
+        assert r["stages"]["inference"] == [2.0, 2.0, 2.0]
+        assert all(d >= 2.0 for d in r["stages"]["delivery"])

@@ -31,6 +31,8 @@ def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, statio
         assert v["t_trigger"] <= v["t_capture"] <= v["t_verdict"] <= v["deadline"]
         assert v["_received"] <= v["deadline"]
         assert v["latency_ms"]["e2e"] > 0
+        stages = [v["latency_ms"][k] for k in ("preprocess", "queue", "inference", "decide")]
+        assert all(t >= 0 for t in stages) and sum(stages) <= v["latency_ms"]["e2e"]
         assert set(v["scores"]) == {"good", "defect"}
     # MQTT 5 expiry is set from the part's deadline (2 s): the broker never delivers it late
     assert all(e is not None and 1 <= e <= 2 for e in line.expiry)
