@@ -415,6 +415,9 @@ def run_bench(
             )
         )
         full = station_run(full_cfg, frames, broker)
+        # the model alone again, right after the station: on a shared machine the speed
+        # drifts; the ratio uses the mean of before and after, and the drift is reported
+        bn_after = bare(session, clf.manifest.input_name, inputs, batch, frames)
         paced_cfg = work / "paced.yaml"
         paced_cfg.write_text(
             _station_yaml(
@@ -431,13 +434,17 @@ def run_bench(
         paced = station_run(paced_cfg, min(frames, int(paced_fps * 20)), broker)
     finally:
         broker.stop()
+    bare_fps = round((bn["throughput_fps"] + bn_after["throughput_fps"]) / 2.0, 1)
     result = {
         "model": str(model),
         "model_id": clf.model_id,
         "bare": {
             "batch1": b1,
             f"batch{batch}": bn,
-            "throughput_fps": bn["throughput_fps"],
+            f"batch{batch}_after_station": bn_after,
+            # batch N, mean of the runs before and after the station's
+            "throughput_fps": bare_fps,
+            "drift": round(bn_after["throughput_fps"] / bn["throughput_fps"] - 1.0, 4),
             "parallel": par,
         },
         "station": {
@@ -447,7 +454,7 @@ def run_bench(
         },
         "keras": keras,
         "ratios": {
-            "station_over_bare_throughput": round(full["throughput_fps"] / bn["throughput_fps"], 4),
+            "station_over_bare_throughput": round(full["throughput_fps"] / bare_fps, 4),
             "station_over_bare_parallel_throughput": round(
                 full["throughput_fps"] / par["throughput_fps"], 4
             ),
@@ -501,12 +508,13 @@ def _dist_version(name: str) -> str | None:
 
 def format_bench(r: dict) -> str:
     b1, full, paced = r["bare"]["batch1"], r["station"]["full_speed"], r["station"]["paced"]
-    bn = next(v for k, v in r["bare"].items() if k.startswith("batch") and k != "batch1")
+    bn = r["bare"][next(k for k in r["bare"] if k.startswith("batch") and k != "batch1")]
     par = r["bare"]["parallel"]
     lines = [
         f"{'':32} {'fps':>10} {'p50 ms':>9} {'p99 ms':>9}",
         f"{'bare ORT, batch 1':32} {b1['throughput_fps']:>10} {b1['latency_ms']['p50']:>9} {b1['latency_ms']['p99']:>9}",
         f"{'bare ORT, batch ' + str(bn['batch']):32} {bn['throughput_fps']:>10} {bn['latency_ms']['p50']:>9} {bn['latency_ms']['p99']:>9}",
+        f"{'bare ORT, same, after station':32} {r['bare']['batch' + str(bn['batch']) + '_after_station']['throughput_fps']:>10}   (drift {r['bare']['drift']:+.1%}; the ratio uses the mean)",
         f"{'bare ORT, ' + str(par['workers']) + ' workers x batch ' + str(par['batch']):32} {par['throughput_fps']:>10}",
         f"{'station, full speed':32} {full['throughput_fps']:>10} {full['e2e_latency_ms']['p50']:>9} {full['e2e_latency_ms']['p99']:>9}",
         f"{'station, paced ' + str(paced['rate_fps']) + ' fps (e2e)':32} {paced['throughput_fps']:>10} {paced['e2e_latency_ms']['p50']:>9} {paced['e2e_latency_ms']['p99']:>9}",

@@ -13,6 +13,11 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["bare"]["throughput_fps"] > 0 and r["station"]["throughput_fps"] > 0
     assert r["ratios"]["station_over_bare_throughput"] > 0
+    # the model alone is measured before and after the station; the ratio uses the mean
+    before, after = r["bare"]["batch8"], r["bare"]["batch8_after_station"]
+    mean = (before["throughput_fps"] + after["throughput_fps"]) / 2
+    assert abs(r["bare"]["throughput_fps"] - mean) <= 0.1
+    assert abs(r["bare"]["drift"] - (after["throughput_fps"] / before["throughput_fps"] - 1)) < 1e-3
     # the model alone with the station's parallelism, for the second ratio
     par = r["bare"]["parallel"]
     assert par["workers"] == r["machine"]["station_workers"] and par["throughput_fps"] > 0
