@@ -253,7 +253,14 @@ def provider_options(p) -> dict[str, str]:
         opts.setdefault("trt_timing_cache_enable", "True")
         opts.setdefault("trt_timing_cache_path", cache)
         if opts["trt_engine_cache_enable"].lower() in ("true", "1"):
-            Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ModelError(
+                    f"model.providers: TensorRT engine cache {opts['trt_engine_cache_path']}: "
+                    f"{exc.strerror or exc} (set trt_engine_cache_path, or "
+                    "trt_engine_cache_enable: false)"
+                ) from None
     return opts
 
 

@@ -136,6 +136,12 @@ def test_tensorrt_keeps_its_engines_between_starts_unless_told_not_to(tmp_path, 
         )
     )
     assert mine["trt_engine_cache_enable"] == "False" and mine["trt_engine_cache_path"] == "/x/none"
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(ModelError, match="TensorRT engine cache"):
+        provider_options(
+            ProviderSection(type="tensorrt", options={"trt_engine_cache_path": str(blocked / "x")})
+        )
     assert provider_options(ProviderSection(type="cuda", options={"device_id": 0})) == {
         "device_id": "0"
     }
