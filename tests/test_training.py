@@ -238,3 +238,14 @@ def test_the_shipped_elpv_config_is_valid():
     cfg = load_train_config(Path(__file__).parents[1] / "training/configs/elpv.yaml")
     validate(cfg)
     assert cfg.model.normalize == "per_image" and cfg.split.seed == 2019
+
+
+def test_an_epoch_repeated_after_a_kill_counts_once(tmp_path):
+    """history.csv holds a cut-short epoch twice after a resume; the run counts it once and
+    its best epoch is found on the repeated (complete) one."""
+    from training.train import _val_losses
+
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.7\n2,0.7,0.1\n2,0.6,0.5\n3,0.5,0.6\n"
+    )
+    assert _val_losses(tmp_path) == [0.9, 0.7, 0.5, 0.6]

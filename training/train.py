@@ -328,14 +328,21 @@ def _intact(path: Path) -> bool:
 
 
 def _val_losses(out: Path) -> list[float]:
-    """Validation loss per epoch from history.csv (all epochs, across resumes)."""
+    """Validation loss per epoch from history.csv (all epochs, across resumes). An epoch
+    that a kill cut short and the resumed run repeated appears twice there: the later row
+    counts, once."""
     import csv
 
     try:
         with open(out / "history.csv", newline="") as f:
-            return [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
+            by_epoch = {
+                int(r["epoch"]): float(r["val_loss"])
+                for r in csv.DictReader(f)
+                if r.get("val_loss")
+            }
     except (OSError, ValueError, KeyError):
         return []
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _write_json(path: Path, data) -> None:
