@@ -37,6 +37,7 @@ from .sources import SourceRunner, make_source
 from .triggers import TriggerError, parse_trigger
 
 log = logging.getLogger(__name__)
+HEAP_SLACK = 1024  # deadline entries of decided parts kept before the heap is rebuilt
 
 
 class Station:
@@ -223,6 +224,11 @@ class Station:
         with self._lock:
             self._inflight[part.seq] = part
             heapq.heappush(self._deadlines, (part.deadline_mono, part.seq))
+            if len(self._deadlines) > 4 * len(self._inflight) + HEAP_SLACK:
+                # parts decided long before their deadline leave entries behind until it
+                # passes (rate x deadline of them); drop them now and then
+                self._deadlines = [(p.deadline_mono, s) for s, p in self._inflight.items()]
+                heapq.heapify(self._deadlines)
         self.metrics.parts.inc()
         return part
 
