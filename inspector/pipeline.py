@@ -1,6 +1,7 @@
 """The station: the only module that knows the order of the stages.
 
-    trigger ─► capture (+ preprocess) ─► bounded queue ─► classify (batched) ─► decide
+    trigger ─► capture (+ preprocess) ─► bounded queue ─► classify (batched, model.workers
+                                                          of them side by side) ─► decide
                                                                                │
                watchdog: a part without a verdict near its deadline fails ─────┤
                                                                                ▼
@@ -8,13 +9,12 @@
 
 Every part registered (by a trigger, or by a frame in free-run/camera mode) gets
 exactly one verdict: the first of "decided", "failed by the watchdog", "failed
-because something went wrong" wins; the others are ignored.
+because something went wrong" wins (``InFlight.take``); the others are ignored.
 """
 
 from __future__ import annotations
 
 import collections
-import heapq
 import itertools
 import logging
 import queue
@@ -25,6 +25,7 @@ from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
 from .errors import ConfigError
+from .inflight import InFlight
 from .logs import Throttled
 from .matching import FrameMatcher
 from .metrics import HttpEndpoint, Metrics
@@ -37,7 +38,6 @@ from .sources import SourceRunner, make_source
 from .triggers import TriggerError, parse_trigger
 
 log = logging.getLogger(__name__)
-HEAP_SLACK = 1024  # deadline entries of decided parts kept before the heap is rebuilt
 
 
 class Station:
@@ -81,12 +81,11 @@ class Station:
         if cfg.metrics.enabled:
             self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
-        self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part.seq in self._inflight)
+        self.inflight = InFlight()  # parts waiting for a verdict, and their deadlines
+        self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part in self.inflight)
         self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._beats = {"capture": time.monotonic()}  # and one per classifier worker
-        self._inflight: dict[int, Part] = {}
-        self.metrics.in_flight.set_function(lambda: len(self._inflight))  # read when scraped
-        self._deadlines: list[tuple[float, int]] = []
+        self.metrics.in_flight.set_function(lambda: len(self.inflight))  # read when scraped
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -143,9 +142,7 @@ class Station:
             self._fail(part, Reason.SHUTDOWN, "station stopped before a frame was captured")
         self._stopping.set()
         self._infer_done.wait(timeout)
-        with self._lock:
-            left = list(self._inflight.values())
-        for part in left:
+        for part in self.inflight.snapshot():
             self._fail(part, Reason.SHUTDOWN, "station stopped before the part was classified")
         for t in self._threads[1:]:
             t.join(timeout)
@@ -221,14 +218,7 @@ class Station:
             deadline=deadline,
             deadline_mono=now_mono + (deadline - now),
         )
-        with self._lock:
-            self._inflight[part.seq] = part
-            heapq.heappush(self._deadlines, (part.deadline_mono, part.seq))
-            if len(self._deadlines) > 4 * len(self._inflight) + HEAP_SLACK:
-                # parts decided long before their deadline leave entries behind until it
-                # passes (rate x deadline of them); drop them now and then
-                self._deadlines = [(p.deadline_mono, s) for s, p in self._inflight.items()]
-                heapq.heapify(self._deadlines)
+        self.inflight.add(part)
         self.metrics.parts.inc()
         return part
 
@@ -242,15 +232,14 @@ class Station:
         detail: str = "",
     ) -> Verdict | None:
         """Give ``part`` its verdict unless it already has one. Returns the verdict or None."""
-        with self._lock:
-            if self._inflight.pop(part.seq, None) is None:
-                return None
+        if not self.inflight.take(part):
+            return None
         now, now_mono = time.time(), time.monotonic()
         frame = part.frame
         latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
         if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
             latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
-        _stage_times(part, now_mono, latency)
+        latency.update(part.stage_times(now_mono))
         verdict = Verdict(
             part_id=part.part_id,
             seq=part.seq,
@@ -386,7 +375,7 @@ class Station:
                 return
             except queue.Full:
                 if wait and not self._capture_stop.is_set():
-                    if part.seq in self._inflight:
+                    if part in self.inflight:
                         continue  # backpressure: the watchdog still fails it at its deadline
                     return
                 self.metrics.drop("queue_overflow")
@@ -438,8 +427,7 @@ class Station:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            with self._lock:
-                live = [p for p in batch if p.seq in self._inflight]
+            live = self.inflight.live(batch)
             if live:
                 self._classify(live)
         with self._lock:
@@ -480,15 +468,7 @@ class Station:
     def _watchdog_loop(self) -> None:
         margin = self.cfg.part.timeout_margin_ms / 1000.0
         while not (self._stopping.is_set() and self._infer_done.is_set()):
-            due: list[Part] = []
-            now = time.monotonic()
-            with self._lock:
-                while self._deadlines and self._deadlines[0][0] - margin <= now:
-                    _, seq = heapq.heappop(self._deadlines)
-                    part = self._inflight.get(seq)
-                    if part is not None:
-                        due.append(part)
-                wait = self._deadlines[0][0] - margin - now if self._deadlines else 0.05
+            due, wait = self.inflight.due(time.monotonic(), margin)
             for part in due:
                 self._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
             self._fail_log.flush()
@@ -496,8 +476,7 @@ class Station:
 
     # -- convenience -----------------------------------------------------------------------------
     def in_flight(self) -> int:
-        with self._lock:
-            return len(self._inflight)
+        return len(self.inflight)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no part is in flight and the outbox is empty."""
@@ -508,21 +487,6 @@ class Station:
             if time.monotonic() >= end:
                 return False
             time.sleep(0.01)
-
-
-def _stage_times(part: Part, now_mono: float, out: dict[str, float]) -> None:
-    """The part's time in each stage it went through, in ms (into ``out``): preprocess,
-    queue (waiting for a classifier worker), inference (its batch's run), decide (scores to
-    verdict). A part failed before a stage has no entry for it."""
-    marks = (
-        ("preprocess", part.t_preprocess_mono, part.t_preprocessed_mono),
-        ("queue", part.t_preprocessed_mono, part.t_infer_mono),
-        ("inference", part.t_infer_mono, part.t_inferred_mono),
-        ("decide", part.t_inferred_mono, now_mono),
-    )
-    for name, start, end in marks:
-        if start is not None and end is not None:
-            out[name] = (end - start) * 1000.0
 
 
 def _injected_delay(path) -> None:

@@ -51,6 +51,18 @@ class Part:
     t_inferred_mono: float | None = None
     input: np.ndarray | None = None  # model input (uint8), filled by preprocessing
 
+    def stage_times(self, now_mono: float) -> dict[str, float]:
+        """Time in each stage the part went through, in ms: preprocess, queue (waiting for a
+        classifier worker), inference (its batch's run), decide (scores to verdict, ending
+        ``now_mono``). A part failed before a stage has no entry for it."""
+        marks = (
+            ("preprocess", self.t_preprocess_mono, self.t_preprocessed_mono),
+            ("queue", self.t_preprocessed_mono, self.t_infer_mono),
+            ("inference", self.t_infer_mono, self.t_inferred_mono),
+            ("decide", self.t_inferred_mono, now_mono),
+        )
+        return {k: (end - start) * 1000.0 for k, start, end in marks if None not in (start, end)}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

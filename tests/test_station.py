@@ -284,17 +284,16 @@ def test_several_classifier_workers_never_mix_up_parts(
 def test_decided_parts_do_not_pile_up_until_their_deadline(make_config, station_factory, line):
     """At full speed with a long deadline, the deadline watch keeps only what is in flight
     (plus a bounded slack), not every part of the last minute."""
-    from inspector import pipeline
+    from inspector import inflight
 
     cfg = make_config(trigger="free-run", rate=0, loop=True, extra="pipeline: {when_full: wait}\n")
     cfg = replace(cfg, part=replace(cfg.part, deadline_ms=60_000))
     station = station_factory(cfg)
     station.start()
     end = time.monotonic() + 10
-    while station.metrics.value("inspector_parts_total") < 3 * pipeline.HEAP_SLACK:
+    while station.metrics.value("inspector_parts_total") < 3 * inflight.HEAP_SLACK:
         assert time.monotonic() < end, "the station did not get through enough parts"
         time.sleep(0.05)
-    with station._lock:
-        kept, inflight = len(station._deadlines), len(station._inflight)
+    kept, waiting = station.inflight.deadline_entries(), len(station.inflight)
     station.stop()
-    assert kept <= 4 * inflight + pipeline.HEAP_SLACK + 1
+    assert kept <= 4 * waiting + inflight.HEAP_SLACK + 1
