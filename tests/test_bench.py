@@ -52,7 +52,7 @@ def test_both_subscribers_time_every_verdict_and_its_stages(broker, tmp_path, mo
 
     import paho.mqtt.client as mqtt
 
-    from inspector import bench
+    from inspector import benchgate
 
     kinds = ["paho"]
     if shutil.which("mosquitto_sub") and shutil.which("stdbuf"):
@@ -65,7 +65,7 @@ def test_both_subscribers_time_every_verdict_and_its_stages(broker, tmp_path, mo
             )
         else:
             monkeypatch.setattr(shutil, "which", real_which)
-        sub = bench._Subscriber(broker, f"bench/{kind}/verdict", 3, tmp_path)
+        sub = benchgate.VerdictTimer(broker, f"bench/{kind}/verdict", 3, tmp_path)
         assert sub.kind == kind
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         pub.connect(broker.host, broker.port)

@@ -1,0 +1,154 @@
+"""The bench's reject gate: a subscriber in another process that records when each verdict
+arrives, and reads the latencies (end to end, per stage, delivery) out of what it got.
+
+``mosquitto_sub`` (C, from mosquitto-clients) when installed, so the instrument takes
+little of the CPU the station is measured on (~14 µs per verdict vs ~120 µs for paho);
+else a paho client writing the same lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from .errors import InspectorError
+
+
+def paho_main(host: str, port: int, protocol: str, topic: str, frames: int, out: str) -> None:
+    """The bench's 'reject gate' in Python (when mosquitto_sub is not installed): writes one
+    line per verdict, arrival time then payload, as ``mosquitto_sub -F '%U %p'`` does."""
+    lines: list[bytes] = []
+    done = threading.Event()
+
+    def on_message(_c, _u, msg):
+        lines.append(b"%.6f %s" % (time.time(), msg.payload))
+        if len(lines) >= frames:
+            done.set()
+
+    sub = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="bench-sub",
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
+    )
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *a: print("subscribed", flush=True)
+    sub.connect(host, port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    done.wait(max(60.0, frames / 50.0))
+    sub.loop_stop()
+    Path(out).write_bytes(b"\n".join(lines) + b"\n")
+
+
+PROBE = b'{"probe":1}'
+
+
+class VerdictTimer:
+    """The bench's 'reject gate', in another process as on a line: it records when each
+    verdict arrives. ``mosquitto_sub`` (C, from mosquitto-clients) when installed, so the
+    instrument takes little of the CPU the station is measured on; else a paho client."""
+
+    def __init__(self, broker, topic: str, frames: int, work: Path) -> None:
+        self.frames, self.topic = frames, topic
+        self.out = work / f"sub-{time.monotonic_ns()}.txt"
+        self._pos = self._lines = 0
+        self._t0 = time.monotonic()
+        binary = shutil.which("mosquitto_sub")
+        stdbuf = shutil.which("stdbuf")
+        self.kind = "mosquitto_sub" if binary and stdbuf else "paho"
+        if self.kind == "mosquitto_sub":
+            cmd = [stdbuf, "-oL", binary, "-h", broker.host, "-p", str(broker.port)]
+            cmd += ["-V", "5" if broker.protocol == "5" else "311", "-q", "1", "-t", topic]
+            cmd += ["-F", "%U %p"]  # arrival time (s, ns resolution), then the payload
+            self.file = self.out.open("wb")
+            self.proc = subprocess.Popen(cmd, stdout=self.file, stderr=subprocess.DEVNULL)
+            self._wait_subscribed(broker)
+        else:
+            code = (
+                f"from inspector.benchgate import paho_main; paho_main({broker.host!r}, "
+                f"{broker.port}, {broker.protocol!r}, {topic!r}, {frames}, {str(self.out)!r})"
+            )
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+            )
+            if self.proc.stdout.readline().strip() != "subscribed":
+                raise InspectorError("the benchmark's subscriber did not start")
+
+    def _wait_subscribed(self, broker) -> None:
+        """Publish probes until the subscriber prints one: then it is subscribed."""
+        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-probe")
+        probe.connect(broker.host, broker.port)
+        probe.loop_start()
+        try:
+            end = time.monotonic() + 10.0
+            while time.monotonic() < end:
+                probe.publish(self.topic, PROBE, qos=1).wait_for_publish(1.0)
+                time.sleep(0.05)
+                if self.out.stat().st_size:
+                    return
+            raise InspectorError("the benchmark's subscriber (mosquitto_sub) did not start")
+        finally:
+            probe.loop_stop()
+            probe.disconnect()
+
+    def running(self) -> bool:
+        if self.kind == "paho":
+            return self.proc.poll() is None  # it exits once it has them all
+        if self.proc.poll() is not None:
+            return False
+        # one line per verdict: count them until all have arrived (or the time is up)
+        with self.out.open("rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+        self._pos += len(chunk)
+        self._lines += chunk.count(b"\n") - chunk.count(PROBE)
+        return self._lines < self.frames and not self._late()
+
+    def _late(self) -> bool:
+        return time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
+
+    def result(self) -> dict:
+        if self.kind == "mosquitto_sub":
+            time.sleep(0.2)  # the last lines
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.file.close()
+        return _received(self.out.read_bytes(), self.frames)
+
+
+STAGES = ("preprocess", "queue", "inference", "decide")
+
+
+def _received(text: bytes, frames: int) -> dict:
+    """Latencies from the subscriber's lines (arrival time, verdict JSON), first ``frames``:
+    end to end (trigger -> received), each stage from the verdict's ``latency_ms``, and
+    delivery (verdict decided -> received: outbox, MQTT, broker, subscriber)."""
+    e2e: list[float] = []
+    stages: dict[str, list[float]] = {k: [] for k in (*STAGES, "delivery")}
+    reasons: dict[str, int] = {}
+    t_last = time.time()
+    for line in text.splitlines():
+        t, _, payload = line.partition(b" ")
+        if not payload:
+            continue
+        v = json.loads(payload)
+        if "probe" in v:
+            continue
+        if len(e2e) >= frames:
+            break
+        received = float(t)
+        reasons[v["reason"]] = reasons.get(v["reason"], 0) + 1
+        t_last = received
+        e2e.append((received - v["t_trigger"]) * 1000.0)
+        for k in STAGES:
+            if k in v["latency_ms"]:
+                stages[k].append(v["latency_ms"][k])
+        stages["delivery"].append((received - v["t_verdict"]) * 1000.0)
+    return {"latency_ms": e2e, "t_last": t_last, "reasons": reasons, "stages": stages}
