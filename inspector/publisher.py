@@ -78,16 +78,6 @@ def secure(client: mqtt.Client, cfg: MqttSection) -> mqtt.Client:
     return client
 
 
-def _connected_to_itself(client: mqtt.Client) -> bool:
-    """True when TCP connected the socket to itself: retrying a port in the ephemeral range
-    on this machine while nothing listens can do that, and the CONNACK would never come."""
-    sock = client.socket()
-    try:
-        return sock is not None and sock.getsockname() == sock.getpeername()
-    except OSError:
-        return False
-
-
 @dataclass
 class _Item:
     verdict: Verdict
@@ -233,20 +223,15 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._connect_failed(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
             return False
-        if _connected_to_itself(client):
-            client.socket().close()
-            self._connect_failed(
-                f"cannot reach broker {self.cfg.host}:{self.cfg.port}: nothing listens there "
-                "(the connection reached itself)"
-            )
-            return False
         client.loop_start()
         if not self._connack.wait(self.cfg.connect_timeout_s):
             client.loop_stop()
             self._connect_failed(f"no CONNACK from {self.cfg.host}:{self.cfg.port}")
             return False
         if self._lost.is_set() and self._connack_rc is None:
-            client.loop_stop()  # e.g. accepted by a broker that was going down
+            # accepted by a broker that was going down, or a socket connected to itself
+            # (nothing listening on a port in the ephemeral range): retry, don't wait
+            client.loop_stop()
             self._connect_failed(
                 f"broker {self.cfg.host}:{self.cfg.port} closed the connection before CONNACK"
             )
@@ -265,10 +250,8 @@ class Publisher:
             if not self._suback.wait(self.cfg.connect_timeout_s):
                 log.warning("no SUBACK for %s", self.topics["trigger"])
         with self._lock:  # against _on_disconnect: never 'connected' on a dropped connection
-            if self._lost.is_set():
-                lost = True
-            else:
-                lost = False
+            lost = self._lost.is_set()
+            if not lost:
                 self.connected.set()
         if lost:
             client.loop_stop()

@@ -119,39 +119,20 @@ def test_broker_refusal_is_reported_with_its_reason_and_never_goes_online(
         b.stop()
 
 
-def test_a_connection_to_itself_is_not_mistaken_for_a_broker(broker):
-    """Retrying a port in the ephemeral range while nothing listens can connect a socket to
-    itself; the station must call that 'broker unreachable' and retry, not wait for a CONNACK."""
-    import paho.mqtt.client as mqtt
-
-    from inspector.broker import free_port
-    from inspector.publisher import _connected_to_itself
-
-    port = free_port()  # nothing listens here
-    lonely = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    lonely.connect("127.0.0.1", port, bind_address="127.0.0.1", bind_port=port)
-    assert _connected_to_itself(lonely)
-    lonely.socket().close()
-    real = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    real.connect(broker.host, broker.port)
-    assert not _connected_to_itself(real)
-    real.disconnect()
-    # and the demo's and tests' brokers listen below the ephemeral range
-    from pathlib import Path
-
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    assert port < low
-
-
-def test_a_broker_that_hangs_up_before_connack_is_retried_at_once(
-    tmp_path, model_path, parts_dir, station_factory
+@pytest.mark.parametrize("end", ["broker hangs up", "socket reached itself"])
+def test_a_connection_that_ends_before_connack_is_retried_at_once(
+    tmp_path, model_path, parts_dir, station_factory, monkeypatch, caplog, end
 ):
-    """A broker going down can still accept a connection and then close it; the station must
-    see that and retry with its short backoff, not sit out connect_timeout_s (5 s) blind."""
+    """A broker going down can still accept a connection and then close it; retrying a port
+    in the ephemeral range while nothing listens can connect a socket to itself. Either way
+    the station must retry with its short backoff, not sit out connect_timeout_s (5 s) blind."""
     import socket
     import threading
     from dataclasses import replace
+    from pathlib import Path
     from types import SimpleNamespace
+
+    import paho.mqtt.client as mqtt
 
     from inspector.broker import free_port
     from inspector.config import load_config
@@ -159,19 +140,34 @@ def test_a_broker_that_hangs_up_before_connack_is_retried_at_once(
     from .conftest import station_yaml
 
     port = free_port()
-    server = socket.create_server(("127.0.0.1", port))
-    accepted = []
+    # the demo's and tests' brokers listen below the ephemeral range
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert port < low
+    attempts = []
+    server = None
+    if end == "broker hangs up":
+        server = socket.create_server(("127.0.0.1", port))
 
-    def hang_up():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            accepted.append(time.monotonic())
-            conn.close()
+        def hang_up():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                attempts.append(time.monotonic())
+                conn.close()
 
-    threading.Thread(target=hang_up, daemon=True).start()
+        threading.Thread(target=hang_up, daemon=True).start()
+    else:  # nothing listens; the first connection is made from the port it goes to
+        real_connect = mqtt.Client.connect
+
+        def connect_to_itself(client, host, port_, *a, **k):
+            attempts.append(time.monotonic())
+            if len(attempts) == 1:
+                k.update(bind_address=host, bind_port=port_)
+            return real_connect(client, host, port_, *a, **k)
+
+        monkeypatch.setattr(mqtt.Client, "connect", connect_to_itself)
     try:
         fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
         path = tmp_path / "s.yaml"
@@ -184,8 +180,9 @@ def test_a_broker_that_hangs_up_before_connack_is_retried_at_once(
         station.start()
         time.sleep(2.0)
         assert not station.publisher.connected.is_set()
-        assert "closed the connection before CONNACK" in station.publisher.last_error
-        assert len(accepted) >= 4  # retried within the 2 s, not once per 5 s
+        assert "closed the connection before CONNACK" in caplog.text
+        assert len(attempts) >= 4  # retried within the 2 s, not once per 5 s
         station.stop()
     finally:
-        server.close()
+        if server is not None:
+            server.close()
