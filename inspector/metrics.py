@@ -94,24 +94,23 @@ class Metrics:
             s: self.stage.labels(stage=s)
             for s in ("preprocess", "queue", "inference", "decide_publish")
         }
-        self._decided: dict[tuple[str, str], object] = {}
-        self._published: dict[str, object] = {}
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *values: str):
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def drop(self, what: str) -> None:
-        self.drops.labels(what=what).inc()
+        self._child(self.drops, what).inc()
 
     def decided(self, v: Verdict) -> None:
-        key = (v.result, v.reason.value)
-        child = self._decided.get(key)
-        if child is None:
-            child = self._decided[key] = self.verdicts.labels(result=key[0], reason=key[1])
-        child.inc()
+        self._child(self.verdicts, v.result, v.reason.value).inc()
 
     def published(self, v: Verdict) -> None:
-        child = self._published.get(v.result)
-        if child is None:
-            child = self._published[v.result] = self.verdicts_sent.labels(result=v.result)
-        child.inc()
+        self._child(self.verdicts_sent, v.result).inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. ``value("inspector_drops_total", what="overflow")``."""
