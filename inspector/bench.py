@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import paho.mqtt.client as mqtt
 
-from .benchgate import VerdictTimer
+from .benchgate import VerdictSink, VerdictTimer
 from .broker import local_broker
 from .config import load_config
 from .errors import InspectorError
@@ -152,14 +152,21 @@ metrics: {{enabled: false}}
 """
 
 
-def station_run(cfg_path: Path, frames: int, broker) -> dict:
+def station_run(cfg_path: Path, frames: int, broker, mqtt_out: bool = True) -> dict:
+    """The station on ``cfg_path`` until ``frames`` verdicts: received by a subscriber through
+    ``broker``, or (``mqtt_out=False``) kept in-process, to time the pipeline alone."""
     from .pipeline import Station
 
     cfg = load_config(cfg_path)
-    sub = VerdictTimer(broker, cfg.prefix + "/verdict", frames, cfg_path.parent)
-    station = Station(cfg)
-    others = {"mosquitto": getattr(getattr(broker, "proc", None), "pid", None)}
-    others["subscriber"] = sub.proc.pid
+    if mqtt_out:
+        sub = VerdictTimer(broker, cfg.prefix + "/verdict", frames, cfg_path.parent)
+        station = Station(cfg)
+        others = {"mosquitto": getattr(getattr(broker, "proc", None), "pid", None)}
+        others["subscriber"] = sub.proc.pid
+    else:
+        sub = VerdictSink(frames)
+        station = Station(cfg, publisher=sub)
+        others = {}
     others_before = {k: _cpu_s(f"/proc/{pid}/stat") for k, pid in others.items() if pid}
     cpu_before = _thread_cpu()
     station.start()
@@ -277,6 +284,9 @@ def run_bench(
             )
         )
         full = station_run(full_cfg, frames, broker)
+        # the same run with verdicts kept in-process instead of published: what the
+        # pipeline costs beyond the model, told apart from what MQTT costs
+        alone = station_run(full_cfg, frames, broker, mqtt_out=False)
         # the model alone again, right after the station: on a shared machine the speed
         # drifts; the ratio uses the mean of before and after, and the drift is reported
         bn_after = bare(session, clf.manifest.input_name, inputs, batch, frames)
@@ -313,12 +323,21 @@ def run_bench(
             "full_speed": full,
             "paced": dict(paced, rate_fps=paced_fps),
             "throughput_fps": full["throughput_fps"],
+            "without_mqtt": alone,
         },
         "keras": keras,
         "ratios": {
             "station_over_bare_throughput": round(full["throughput_fps"] / bare_fps, 4),
             "station_over_bare_parallel_throughput": round(
                 full["throughput_fps"] / par["throughput_fps"], 4
+            ),
+            "station_without_mqtt_over_bare_throughput": round(
+                alone["throughput_fps"] / bare_fps, 4
+            ),
+            # machine time per part that publishing adds (serialising, paho, Mosquitto and the
+            # subscriber, all on the same cores): the gap between the two station runs
+            "mqtt_us_per_part": round(
+                1e6 / full["throughput_fps"] - 1e6 / alone["throughput_fps"], 1
             ),
             "e2e_p99_minus_bare_p99_ms": round(
                 paced["e2e_latency_ms"]["p99"] - b1["latency_ms"]["p99"], 3
@@ -370,6 +389,7 @@ def _dist_version(name: str) -> str | None:
 
 def format_bench(r: dict) -> str:
     b1, full, paced = r["bare"]["batch1"], r["station"]["full_speed"], r["station"]["paced"]
+    alone = r["station"]["without_mqtt"]
     bn = r["bare"][next(k for k in r["bare"] if k.startswith("batch") and k != "batch1")]
     par = r["bare"]["parallel"]
     lines = [
@@ -379,9 +399,12 @@ def format_bench(r: dict) -> str:
         f"{'bare ORT, same, after station':32} {r['bare']['batch' + str(bn['batch']) + '_after_station']['throughput_fps']:>10}   (drift {r['bare']['drift']:+.1%}; the ratio uses the mean)",
         f"{'bare ORT, ' + str(par['workers']) + ' workers x batch ' + str(par['batch']):32} {par['throughput_fps']:>10}",
         f"{'station, full speed':32} {full['throughput_fps']:>10} {full['e2e_latency_ms']['p50']:>9} {full['e2e_latency_ms']['p99']:>9}",
+        f"{'station without MQTT (decided)':32} {alone['throughput_fps']:>10} {alone['e2e_latency_ms']['p50']:>9} {alone['e2e_latency_ms']['p99']:>9}",
         f"{'station, paced ' + str(paced['rate_fps']) + ' fps (e2e)':32} {paced['throughput_fps']:>10} {paced['e2e_latency_ms']['p50']:>9} {paced['e2e_latency_ms']['p99']:>9}",
         f"station/bare throughput {r['ratios']['station_over_bare_throughput']} "
-        f"(vs the same parallelism: {r['ratios']['station_over_bare_parallel_throughput']}); "
+        f"(vs the same parallelism: {r['ratios']['station_over_bare_parallel_throughput']}; "
+        f"without MQTT: {r['ratios']['station_without_mqtt_over_bare_throughput']}, MQTT "
+        f"{r['ratios']['mqtt_us_per_part']} µs/part); "
         f"e2e p99 - bare p99 {r['ratios']['e2e_p99_minus_bare_p99_ms']} ms; "
         f"ORT/Keras {r['ratios']['ort_over_keras_batch1']}",
         "stage p50/p99 ms (paced): "

@@ -4,6 +4,9 @@ arrives, and reads the latencies (end to end, per stage, delivery) out of what i
 ``mosquitto_sub`` (C, from mosquitto-clients) when installed, so the instrument takes
 little of the CPU the station is measured on (~14 µs per verdict vs ~120 µs for paho);
 else a paho client writing the same lines.
+
+``VerdictSink`` stands in for MQTT altogether (verdicts kept in the station's process, not
+serialised or sent): the bench's run of the pipeline alone, to tell its cost from MQTT's.
 """
 
 from __future__ import annotations
@@ -124,6 +127,58 @@ class VerdictTimer:
 
 
 STAGES = ("preprocess", "queue", "inference", "decide")
+
+
+class VerdictSink:
+    """The station's publisher replaced by a list: trigger -> verdict decided, no MQTT.
+    The same ``running``/``result`` as ``VerdictTimer`` (no ``delivery`` stage)."""
+
+    kind = "in-process sink (no MQTT)"
+    proc = None
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.connected = threading.Event()
+        self.connected.set()
+        self._verdicts: list = []
+        self._t0 = time.monotonic()
+
+    # the part of Publisher's interface the station uses
+    def publish(self, verdict) -> None:
+        if len(self._verdicts) < self.frames:
+            self._verdicts.append((time.time(), verdict.reason.value, verdict.latency_ms))
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+    def status_changed(self) -> None:
+        pass
+
+    def pending(self) -> int:
+        return 0
+
+    def running(self) -> bool:
+        late = time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
+        return len(self._verdicts) < self.frames and not late
+
+    def result(self) -> dict:
+        got = self._verdicts[: self.frames]
+        stages: dict[str, list[float]] = {k: [] for k in STAGES}
+        reasons: dict[str, int] = {}
+        for _, reason, lat in got:
+            reasons[reason] = reasons.get(reason, 0) + 1
+            for k in STAGES:
+                if k in lat:
+                    stages[k].append(lat[k])
+        return {
+            "latency_ms": [lat["e2e"] for _, _, lat in got],
+            "t_last": got[-1][0] if got else time.time(),
+            "reasons": reasons,
+            "stages": stages,
+        }
 
 
 def _received(text: bytes, frames: int) -> dict:

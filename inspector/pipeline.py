@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 class Station:
     """One inspection station. ``start()``, then ``stop()`` (or ``run_until(event)``)."""
 
-    def __init__(self, cfg: StationConfig, classifier: Classifier | None = None) -> None:
+    def __init__(
+        self, cfg: StationConfig, classifier: Classifier | None = None, publisher=None
+    ) -> None:
+        """``publisher``: where verdicts go instead of MQTT (anything with Publisher's
+        interface); the bench passes an in-process sink to time the pipeline alone."""
         self.cfg = cfg
         self.metrics = Metrics()
         self.classifier = classifier or Classifier(
@@ -68,7 +72,7 @@ class Station:
         self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
         self.recorder = Recorder(cfg.recorder, self.metrics) if cfg.recorder.enabled else None
         topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger")}
-        self.publisher = Publisher(
+        self.publisher = publisher or Publisher(
             cfg.mqtt,
             self.station_id,
             topics,

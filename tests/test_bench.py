@@ -29,6 +29,16 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
     cpu = r["station"]["full_speed"]["cpu_us_per_part"]
     assert cpu["infer"] > 0 and {"capture", "mqtt"} <= set(cpu)
     assert r["ratios"]["e2e_p99_minus_bare_p99_ms"] is not None
+    # the same station with verdicts kept in-process: the pipeline's cost told from MQTT's
+    alone = r["station"]["without_mqtt"]
+    assert alone["classified"] >= 300 and alone["subscriber"].startswith("in-process")
+    assert (
+        "delivery" not in alone["stage_latency_ms"] and "mosquitto" not in alone["cpu_us_per_part"]
+    )
+    ratio = alone["throughput_fps"] / r["bare"]["throughput_fps"]
+    assert abs(r["ratios"]["station_without_mqtt_over_bare_throughput"] - ratio) < 1e-3
+    gap = 1e6 / r["station"]["throughput_fps"] - 1e6 / alone["throughput_fps"]
+    assert abs(r["ratios"]["mqtt_us_per_part"] - gap) < 0.1
     # the Keras baseline: the demo model's twin (demo.keras), run the way users would
     assert r["keras"]["call_batch1"]["throughput_fps"] > 0
     assert r["keras"]["predict_batch1"]["latency_ms"]["p50"] > 0
