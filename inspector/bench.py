@@ -66,7 +66,6 @@ def _thread_cpu() -> dict[str, float]:
             continue
         name = names.get(int(task.name), "native (ONNX Runtime, OpenCV)")
         name = name.rstrip("0123456789").rstrip("-") if name.startswith("infer-") else name
-        name = "paho network loop" if name.startswith("paho-mqtt-client") else name
         out[name] = out.get(name, 0.0) + sec
     return out
 

@@ -285,7 +285,7 @@ class Station:
                 detail,
             )
 
-    # -- trigger (paho's thread) -------------------------------------------------------------
+    # -- trigger (the MQTT thread, from paho's on_message) -----------------------------------
     def _on_trigger(self, payload: bytes) -> None:
         try:
             trig = parse_trigger(

@@ -11,14 +11,22 @@ same rule; the gate treats a duplicate part id as the same verdict.
 Under MQTT 5 each verdict carries a message expiry interval: the whole seconds left
 until its deadline, rounded up (the protocol's resolution), so the broker does not
 deliver it much later either; the gate enforces the exact deadline itself.
+
+One thread ("mqtt") owns the paho client and drives its network I/O itself (paho's
+``loop_read``/``loop_write``/``loop_misc`` around a ``select`` on the client's socket and a
+wake-up socket), instead of paho's own loop thread: a publish is written at once, with no
+hand-off to a second thread per verdict, and every paho callback runs on this thread.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
+import select
+import socket
 import ssl
 import threading
 import time
@@ -107,13 +115,18 @@ class Publisher:
         self.protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         self._outbox: collections.deque[_Item] = collections.deque()
         self._inflight: dict[tuple[int, int], _Item] = {}
-        self._acked_early: set[tuple[int, int]] = set()
         self._expiry: dict[int, Properties] = {}  # MQTT 5 expiry properties, by whole seconds
         self._connack = threading.Event()
         self._suback = threading.Event()
         self._lost = threading.Event()
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        # publish() and status_changed() wake the mqtt thread out of its select() through
+        # this socket pair, only when it is idle (nothing it could send)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._idle = False
+        self._last_misc = 0.0
         self._status_dirty = False
         self._last_status = 0.0
         self._stopping = threading.Event()
@@ -130,18 +143,28 @@ class Publisher:
 
     def publish(self, verdict: Verdict) -> None:
         payload = json.dumps(verdict_payload(verdict, self.station), separators=(",", ":")).encode()
-        with self._wake:
+        dropped = None
+        with self._lock:
             if len(self._outbox) >= self.cfg.outbox_size:
                 dropped = self._outbox.popleft()
-                self.metrics.drop("outbox_overflow")
-                log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
             self._outbox.append(_Item(verdict, payload))
-            self._wake.notify()
+            wake, self._idle = self._idle, False
+        if wake:
+            self._poke()
+        if dropped is not None:
+            self.metrics.drop("outbox_overflow")
+            log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
 
     def status_changed(self) -> None:
-        with self._wake:
+        with self._lock:
             self._status_dirty = True
-            self._wake.notify()
+            wake, self._idle = self._idle, False
+        if wake:
+            self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # full of wake-ups already, or closed by stop()
+            self._wake_w.send(b"x")
 
     def pending(self) -> int:
         with self._lock:
@@ -153,21 +176,25 @@ class Publisher:
         while self.pending() and time.monotonic() < end and self.connected.is_set():
             time.sleep(0.01)
         self._stopping.set()
-        with self._wake:
-            self._wake.notify()
+        self._poke()
         self._thread.join(timeout=max(0.5, end - time.monotonic() + 1.0))
         client = self._client
-        if client is not None and self.connected.is_set():
+        if self._thread.is_alive():  # stuck (in a trigger handler): leave its client alone
+            log.warning("MQTT thread did not stop; not publishing the offline status")
+        elif client is not None and self.connected.is_set():
             offline = dict(self.status(), state="offline")
             try:
                 info = client.publish(
                     self.topics["status"], json.dumps(offline), qos=1, retain=True
                 )
-                info.wait_for_publish(timeout=1.0)
+                self._pump(client, info.is_published, 1.0)
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
             client.disconnect()
-            client.loop_stop()
+        if not self._thread.is_alive():
+            _close(client)
+            self._wake_r.close()
+            self._wake_w.close()
         self.connected.clear()
 
     # -- connection management ---------------------------------------------------------------------
@@ -183,7 +210,7 @@ class Publisher:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
-            self._drain()
+            self._serve()
 
     def _new_client(self) -> mqtt.Client:
         gen = self._generation = self._generation + 1
@@ -213,7 +240,7 @@ class Publisher:
         client = self._new_client()
         self._connack = threading.Event()
         self._suback = threading.Event()
-        self._lost = threading.Event()  # this connection dropped (wakes the waits below)
+        self._lost = threading.Event()  # this connection dropped (ends _pump's waits)
         self._connack_rc = None
         try:
             if self.protocol == mqtt.MQTTv5:
@@ -223,22 +250,20 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._connect_failed(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
             return False
-        client.loop_start()
-        if not self._connack.wait(self.cfg.connect_timeout_s):
-            client.loop_stop()
-            self._connect_failed(f"no CONNACK from {self.cfg.host}:{self.cfg.port}")
-            return False
-        if self._lost.is_set() and self._connack_rc is None:
-            # accepted by a broker that was going down, or a socket connected to itself
-            # (nothing listening on a port in the ephemeral range): retry, don't wait
-            client.loop_stop()
-            self._connect_failed(
-                f"broker {self.cfg.host}:{self.cfg.port} closed the connection before CONNACK"
-            )
+        if not self._pump(client, self._connack.is_set, self.cfg.connect_timeout_s):
+            _close(client)
+            if self._lost.is_set():
+                # accepted by a broker that was going down, or a socket connected to itself
+                # (nothing listening on a port in the ephemeral range): retry, don't wait
+                self._connect_failed(
+                    f"broker {self.cfg.host}:{self.cfg.port} closed the connection before CONNACK"
+                )
+            else:
+                self._connect_failed(f"no CONNACK from {self.cfg.host}:{self.cfg.port}")
             return False
         rc = self._connack_rc
         if rc is None or rc.is_failure:
-            client.loop_stop()
+            _close(client)
             self._connect_failed(
                 f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}"
             )
@@ -247,14 +272,15 @@ class Publisher:
         if self.on_trigger is not None:
             client.subscribe(self.topics["trigger"], qos=1)
             # "online" must mean triggers are being received: wait for the SUBACK
-            if not self._suback.wait(self.cfg.connect_timeout_s):
+            subscribed = self._pump(client, self._suback.is_set, self.cfg.connect_timeout_s)
+            if not subscribed and not self._lost.is_set():
                 log.warning("no SUBACK for %s", self.topics["trigger"])
-        with self._lock:  # against _on_disconnect: never 'connected' on a dropped connection
+        with self._lock:  # never 'connected' on a dropped connection
             lost = self._lost.is_set()
             if not lost:
                 self.connected.set()
         if lost:
-            client.loop_stop()
+            _close(client)
             self._client = None
             self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} dropped the connection")
             return False
@@ -282,15 +308,14 @@ class Publisher:
         client, self._client = self._client, None
         if client is None:
             return
-        client.loop_stop()
+        _close(client)
         with self._lock:  # verdicts without PUBACK go back to the outbox, oldest first
             stale = sorted(self._inflight.values(), key=lambda i: i.verdict.seq, reverse=True)
             self._inflight.clear()
-            self._acked_early.clear()
             for item in stale:
                 self._outbox.appendleft(item)
 
-    # -- paho callbacks (paho's thread) ------------------------------------------------------------
+    # -- paho callbacks (the mqtt thread, inside loop_read/loop_write/loop_misc) --------------------
     def _on_connect(self, gen: int, rc) -> None:
         if gen == self._generation:
             self._connack_rc = rc
@@ -303,24 +328,17 @@ class Publisher:
             self._lost.set()
             was_connected = self.connected.is_set()
             self.connected.clear()
-        self._connack.set()  # a connect waiting for CONNACK or SUBACK stops waiting
-        self._suback.set()
         if was_connected and not self._stopping.is_set():
             self.last_error = f"connection lost ({rc})"
             log.warning("broker connection lost (%s)", rc)
         self.metrics.mqtt_connected.set(0)
-        with self._wake:
-            self._wake.notify()
 
     def _on_publish(self, gen: int, mid: int) -> None:
-        with self._wake:
+        # a verdict is in _inflight before its PUBACK can be read: both happen on this thread
+        with self._lock:
             item = self._inflight.pop((gen, mid), None)
-            if item is None:
-                self._acked_early.add((gen, mid))
-                return
-            if len(self._inflight) == INFLIGHT - 1:
-                self._wake.notify()  # the window has room again
-        self.metrics.published(item.verdict)
+        if item is not None:  # (None: a status message)
+            self.metrics.published(item.verdict)
 
     def _on_message(self, msg) -> None:
         if self.on_trigger is None:
@@ -357,22 +375,93 @@ class Publisher:
         if expired:
             log.warning("%d verdicts expired in the outbox while the broker was away", expired)
 
-    def _drain(self) -> None:
+    def _serve(self) -> None:
+        """One round while connected: send what may be sent, then wait for the broker (PUBACKs,
+        triggers), a wake-up from publish()/status_changed()/stop(), or a timer."""
         client = self._client
-        with self._wake:
-            if not self._outbox and not self._status_dirty and not self._stopping.is_set():
-                self._wake.wait(0.2)
+        if client is None:
+            self.connected.clear()
+            return
+        self._send(client)
+        sock = client.socket()
+        if sock is None:  # lost while sending: reconnect
+            self.connected.clear()
+            return
+        with self._lock:
+            ready = bool(self._outbox) and len(self._inflight) < INFLIGHT
+            busy = ready or self._status_dirty or self._stopping.is_set()
+            self._idle = not busy and not self._outbox  # a new verdict could go at once: wake me
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted but not yet read
+        buffered = pending is not None and pending() > 0
+        try:
+            readable, writable, _ = select.select(
+                [sock, self._wake_r],
+                [sock] if client.want_write() else [],
+                [],
+                0.0 if busy or buffered else 0.2,
+            )
+        except (OSError, ValueError, TypeError):  # socket closed under us: let paho tell why
+            readable, writable = [sock], []
+        with self._lock:
+            self._idle = False
+        if self._wake_r in readable:
+            _drain_socket(self._wake_r)
+        if sock in readable or buffered:
+            client.loop_read()
+        if client.socket() is not None and (sock in writable or client.want_write()):
+            client.loop_write()
+        now = time.monotonic()
+        if now - self._last_misc >= 0.5 and client.socket() is not None:
+            self._last_misc = now
+            client.loop_misc()  # keepalive: PINGREQ, and a broker that stopped answering
+
+    def _pump(self, client: mqtt.Client, done: Callable[[], bool], timeout: float) -> bool:
+        """Drive ``client``'s network I/O until ``done()``, the connection drops or ``timeout``
+        passes (connecting, and the offline status at stop). True when done."""
+        end = time.monotonic() + timeout
+        while not done() and not self._lost.is_set():
+            sock = client.socket()
+            left = end - time.monotonic()
+            if sock is None or left <= 0:
+                break
+            pending = getattr(sock, "pending", None)
+            buffered = pending is not None and pending() > 0
+            try:
+                readable, _, _ = select.select(
+                    [sock],
+                    [sock] if client.want_write() else [],
+                    [],
+                    0.0 if buffered else min(left, 0.1),
+                )
+            except (OSError, ValueError, TypeError):
+                readable = [sock]
+            if readable or buffered:
+                client.loop_read()
+            if client.socket() is not None and client.want_write():
+                client.loop_write()
+        return done()
+
+    def _send(self, client: mqtt.Client) -> None:
+        """Status when due; verdicts from the outbox while the in-flight window has room."""
+        with self._lock:
             status_dirty = self._status_dirty
         heartbeat = time.monotonic() - self._last_status >= self.cfg.status_interval_s
-        if (status_dirty or heartbeat) and client is not None:
+        if status_dirty or heartbeat:
             self._publish_status(client)
-        while self.connected.is_set() and client is not None:
-            with self._wake:
-                if not self._outbox:
+        with self._lock:
+            burst = min(len(self._outbox), INFLIGHT - len(self._inflight))
+        corked = burst > 1 and _cork(client.socket(), True)
+        try:
+            self._send_verdicts(client)
+        finally:
+            if corked:
+                _cork(client.socket(), False)
+
+    def _send_verdicts(self, client: mqtt.Client) -> None:
+        while self.connected.is_set():
+            with self._lock:
+                if not self._outbox or len(self._inflight) >= INFLIGHT:
                     break
-                if len(self._inflight) >= INFLIGHT:
-                    self._wake.wait(0.05)
-                    continue
                 item = self._outbox.popleft()
             remaining = item.verdict.deadline - time.time()
             if remaining <= 0:
@@ -389,17 +478,37 @@ class Publisher:
             info = client.publish(
                 self.topics["verdict"], item.payload, qos=1, retain=False, properties=props
             )
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                with self._lock:
-                    self._outbox.appendleft(item)
-                break
-            key = (self._generation, info.mid)
             with self._lock:
-                if key in self._acked_early:
-                    self._acked_early.discard(key)
-                    acked = True
-                else:
-                    self._inflight[key] = item
-                    acked = False
-            if acked:
-                self.metrics.published(item.verdict)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._outbox.appendleft(item)
+                    break
+                self._inflight[(self._generation, info.mid)] = item
+
+
+_TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
+
+
+def _cork(sock, on: bool) -> bool:
+    """Hold back (``on``) or flush the socket's small writes: several verdicts sent in one go
+    leave in shared TCP segments, not one loopback/network round of work each. True if done."""
+    if _TCP_CORK is None or sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _close(client: mqtt.Client | None) -> None:
+    """Close a client's socket without a DISCONNECT (which would cancel the last will)."""
+    sock = client.socket() if client is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _drain_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # BlockingIOError once empty
+        while sock.recv(4096):
+            pass

@@ -186,3 +186,103 @@ def test_a_connection_that_ends_before_connack_is_retried_at_once(
     finally:
         if server is not None:
             server.close()
+
+
+def test_a_frozen_broker_is_noticed_by_keepalive_and_the_station_comes_back(
+    broker, tmp_path, model_path, parts_dir, station_factory
+):
+    """A broker that stops answering without closing the connection (hung process, cable
+    pulled upstream) is only found out by MQTT keepalive: the station must notice it, keep
+    deciding, and deliver what is still in time once the broker answers again."""
+    import os
+    import signal
+    from dataclasses import replace
+
+    from inspector.config import load_config
+
+    from .conftest import station_yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        station_yaml(model_path, parts_dir, broker, trigger="free-run", rate=20, deadline_ms=8000)
+        + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+    )
+    cfg = load_config(path)
+    cfg = replace(cfg, mqtt=replace(cfg.mqtt, keepalive_s=1, connect_timeout_s=1.0))
+    gate = Line(broker, prefix="inspector/test")
+    station = station_factory(cfg)
+    station.start()
+    assert station.publisher.connected.wait(5)
+    time.sleep(0.5)
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        t_frozen = time.monotonic()
+        while station.publisher.connected.is_set() and time.monotonic() - t_frozen < 6:
+            time.sleep(0.05)
+        noticed = time.monotonic() - t_frozen
+        assert not station.publisher.connected.is_set(), "a silent broker was never noticed"
+        assert noticed < 4.0  # about two keepalives (1 s), not never
+        assert station.health()[0] is False
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert station.publisher.connected.wait(10), "station did not reconnect"
+    time.sleep(1.0)
+    station.stop()
+    time.sleep(0.3)
+    gate.close()
+    m = station.metrics
+    decided = m.total("inspector_verdicts_total")
+    sent = m.total("inspector_verdicts_published_total")
+    assert decided >= 40 and sent == decided, m.snapshot()  # nothing lost: deadline 8 s
+    ids = [v["part_id"] for v in gate.verdicts]
+    assert len(set(ids)) == decided
+
+
+def test_connection_attempts_that_get_no_connack_close_their_sockets(
+    tmp_path, model_path, parts_dir, station_factory, monkeypatch
+):
+    """A server that accepts and never answers: every attempt times out and is retried; a
+    station left like that for days must not run out of file descriptors."""
+    import os
+    import socket
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import paho.mqtt.client as mqtt
+
+    from inspector.broker import free_port
+    from inspector.config import load_config
+
+    from .conftest import station_yaml
+
+    port = free_port()
+    # listening but never accepting: the kernel completes each connection, nobody answers
+    server = socket.create_server(("127.0.0.1", port), backlog=128)
+    attempts = []
+    real_connect = mqtt.Client.connect
+
+    def counted(client, *a, **k):
+        attempts.append(time.monotonic())
+        return real_connect(client, *a, **k)
+
+    monkeypatch.setattr(mqtt.Client, "connect", counted)
+    try:
+        fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
+        path = tmp_path / "s.yaml"
+        path.write_text(
+            station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        )
+        cfg = load_config(path)
+        cfg = replace(cfg, mqtt=replace(cfg.mqtt, connect_timeout_s=0.2, reconnect_max_s=0.1))
+        station = station_factory(cfg)
+        station.start()
+        time.sleep(0.6)
+        fds_before, attempts_before = len(os.listdir("/proc/self/fd")), len(attempts)
+        time.sleep(2.0)
+        fds_after, attempts_after = len(os.listdir("/proc/self/fd")), len(attempts)
+        assert attempts_after - attempts_before >= 5  # it keeps trying...
+        assert fds_after - fds_before <= 1  # ...without keeping a socket per attempt
+        assert "no CONNACK" in station.publisher.last_error
+        station.stop()
+    finally:
+        server.close()
