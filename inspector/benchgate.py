@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
 from .errors import InspectorError
@@ -130,8 +131,9 @@ STAGES = ("preprocess", "queue", "inference", "decide")
 
 
 class VerdictSink:
-    """The station's publisher replaced by a list: trigger -> verdict decided, no MQTT.
-    The same ``running``/``result`` as ``VerdictTimer`` (no ``delivery`` stage)."""
+    """The station's publisher replaced by preallocated arrays: trigger -> verdict decided,
+    no MQTT. The same ``running``/``result`` as ``VerdictTimer`` (no ``delivery`` stage);
+    it allocates nothing per verdict, so the run's memory figures stay the station's."""
 
     kind = "in-process sink (no MQTT)"
     proc = None
@@ -140,13 +142,29 @@ class VerdictSink:
         self.frames = frames
         self.connected = threading.Event()
         self.connected.set()
-        self._verdicts: list = []
+        self._times = np.full((frames, 1 + len(STAGES)), np.nan)  # e2e, then STAGES (ms)
+        self._reasons: dict[str, int] = {}
+        self._n = 0
+        self._lock = threading.Lock()
+        self._t_last = time.time()
         self._t0 = time.monotonic()
 
     # the part of Publisher's interface the station uses
-    def publish(self, verdict) -> None:
-        if len(self._verdicts) < self.frames:
-            self._verdicts.append((time.time(), verdict.reason.value, verdict.latency_ms))
+    def publish(self, verdict) -> None:  # from every classifier worker
+        lat = verdict.latency_ms
+        with self._lock:
+            i = self._n
+            if i >= self.frames:
+                return
+            self._n = i + 1
+            self._t_last = time.time()
+            reason = verdict.reason.value
+            self._reasons[reason] = self._reasons.get(reason, 0) + 1
+            row = self._times[i]
+            row[0] = lat["e2e"]
+            for j, k in enumerate(STAGES, 1):
+                if k in lat:
+                    row[j] = lat[k]
 
     def start(self) -> None:
         pass
@@ -162,21 +180,15 @@ class VerdictSink:
 
     def running(self) -> bool:
         late = time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
-        return len(self._verdicts) < self.frames and not late
+        return self._n < self.frames and not late
 
     def result(self) -> dict:
-        got = self._verdicts[: self.frames]
-        stages: dict[str, list[float]] = {k: [] for k in STAGES}
-        reasons: dict[str, int] = {}
-        for _, reason, lat in got:
-            reasons[reason] = reasons.get(reason, 0) + 1
-            for k in STAGES:
-                if k in lat:
-                    stages[k].append(lat[k])
+        got = self._times[: self._n]
+        stages = {k: [x for x in got[:, j] if x == x] for j, k in enumerate(STAGES, 1)}
         return {
-            "latency_ms": [lat["e2e"] for _, _, lat in got],
-            "t_last": got[-1][0] if got else time.time(),
-            "reasons": reasons,
+            "latency_ms": got[:, 0].tolist(),
+            "t_last": self._t_last,
+            "reasons": dict(self._reasons),
             "stages": stages,
         }
 
