@@ -12,21 +12,17 @@ Under MQTT 5 each verdict carries a message expiry interval: the whole seconds l
 until its deadline, rounded up (the protocol's resolution), so the broker does not
 deliver it much later either; the gate enforces the exact deadline itself.
 
-One thread ("mqtt") owns the paho client and drives its network I/O itself (paho's
-``loop_read``/``loop_write``/``loop_misc`` around a ``select`` on the client's socket and a
-wake-up socket), instead of paho's own loop thread: a publish is written at once, with no
-hand-off to a second thread per verdict, and every paho callback runs on this thread.
+One thread ("mqtt") owns the paho client and drives its network I/O (``mqttio``), instead
+of paho's own loop thread: a publish is written at once, and every paho callback (PUBACKs,
+triggers, the connection dropping) runs on this thread.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import math
-import select
-import socket
 import ssl
 import threading
 import time
@@ -39,6 +35,7 @@ from paho.mqtt.properties import Properties
 
 from .config import MqttSection
 from .metrics import Metrics
+from .mqttio import ClientIO, close_socket, corked
 from .records import Verdict
 
 log = logging.getLogger(__name__)
@@ -120,13 +117,10 @@ class Publisher:
         self._suback = threading.Event()
         self._lost = threading.Event()
         self._lock = threading.Lock()
-        # publish() and status_changed() wake the mqtt thread out of its select() through
-        # this socket pair, only when it is idle (nothing it could send)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._io = ClientIO()
+        # publish() and status_changed() wake the mqtt thread only while it is idle (waiting
+        # with nothing it could send)
         self._idle = False
-        self._last_misc = 0.0
         self._status_dirty = False
         self._last_status = 0.0
         self._stopping = threading.Event()
@@ -150,7 +144,7 @@ class Publisher:
             self._outbox.append(_Item(verdict, payload))
             wake, self._idle = self._idle, False
         if wake:
-            self._poke()
+            self._io.wake()
         if dropped is not None:
             self.metrics.drop("outbox_overflow")
             log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
@@ -160,11 +154,7 @@ class Publisher:
             self._status_dirty = True
             wake, self._idle = self._idle, False
         if wake:
-            self._poke()
-
-    def _poke(self) -> None:
-        with contextlib.suppress(OSError):  # full of wake-ups already, or closed by stop()
-            self._wake_w.send(b"x")
+            self._io.wake()
 
     def pending(self) -> int:
         with self._lock:
@@ -176,7 +166,7 @@ class Publisher:
         while self.pending() and time.monotonic() < end and self.connected.is_set():
             time.sleep(0.01)
         self._stopping.set()
-        self._poke()
+        self._io.wake()
         self._thread.join(timeout=max(0.5, end - time.monotonic() + 1.0))
         client = self._client
         if self._thread.is_alive():  # stuck (in a trigger handler): leave its client alone
@@ -187,14 +177,13 @@ class Publisher:
                 info = client.publish(
                     self.topics["status"], json.dumps(offline), qos=1, retain=True
                 )
-                self._pump(client, info.is_published, 1.0)
+                self._io.pump(client, info.is_published, 1.0, self._lost)
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
             client.disconnect()
         if not self._thread.is_alive():
-            _close(client)
-            self._wake_r.close()
-            self._wake_w.close()
+            close_socket(client)
+            self._io.close()
         self.connected.clear()
 
     # -- connection management ---------------------------------------------------------------------
@@ -240,7 +229,7 @@ class Publisher:
         client = self._new_client()
         self._connack = threading.Event()
         self._suback = threading.Event()
-        self._lost = threading.Event()  # this connection dropped (ends _pump's waits)
+        self._lost = threading.Event()  # this connection dropped (ends the pumps below)
         self._connack_rc = None
         try:
             if self.protocol == mqtt.MQTTv5:
@@ -250,8 +239,8 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._connect_failed(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
             return False
-        if not self._pump(client, self._connack.is_set, self.cfg.connect_timeout_s):
-            _close(client)
+        if not self._io.pump(client, self._connack.is_set, self.cfg.connect_timeout_s, self._lost):
+            close_socket(client)
             if self._lost.is_set():
                 # accepted by a broker that was going down, or a socket connected to itself
                 # (nothing listening on a port in the ephemeral range): retry, don't wait
@@ -263,7 +252,7 @@ class Publisher:
             return False
         rc = self._connack_rc
         if rc is None or rc.is_failure:
-            _close(client)
+            close_socket(client)
             self._connect_failed(
                 f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}"
             )
@@ -272,7 +261,9 @@ class Publisher:
         if self.on_trigger is not None:
             client.subscribe(self.topics["trigger"], qos=1)
             # "online" must mean triggers are being received: wait for the SUBACK
-            subscribed = self._pump(client, self._suback.is_set, self.cfg.connect_timeout_s)
+            subscribed = self._io.pump(
+                client, self._suback.is_set, self.cfg.connect_timeout_s, self._lost
+            )
             if not subscribed and not self._lost.is_set():
                 log.warning("no SUBACK for %s", self.topics["trigger"])
         with self._lock:  # never 'connected' on a dropped connection
@@ -280,7 +271,7 @@ class Publisher:
             if not lost:
                 self.connected.set()
         if lost:
-            _close(client)
+            close_socket(client)
             self._client = None
             self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} dropped the connection")
             return False
@@ -308,7 +299,7 @@ class Publisher:
         client, self._client = self._client, None
         if client is None:
             return
-        _close(client)
+        close_socket(client)
         with self._lock:  # verdicts without PUBACK go back to the outbox, oldest first
             stale = sorted(self._inflight.values(), key=lambda i: i.verdict.seq, reverse=True)
             self._inflight.clear()
@@ -379,67 +370,18 @@ class Publisher:
         """One round while connected: send what may be sent, then wait for the broker (PUBACKs,
         triggers), a wake-up from publish()/status_changed()/stop(), or a timer."""
         client = self._client
-        if client is None:
-            self.connected.clear()
-            return
-        self._send(client)
-        sock = client.socket()
-        if sock is None:  # lost while sending: reconnect
+        if client is not None:
+            self._send(client)
+        if client is None or client.socket() is None:  # lost while sending: reconnect
             self.connected.clear()
             return
         with self._lock:
             ready = bool(self._outbox) and len(self._inflight) < INFLIGHT
             busy = ready or self._status_dirty or self._stopping.is_set()
-            self._idle = not busy and not self._outbox  # a new verdict could go at once: wake me
-        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted but not yet read
-        buffered = pending is not None and pending() > 0
-        try:
-            readable, writable, _ = select.select(
-                [sock, self._wake_r],
-                [sock] if client.want_write() else [],
-                [],
-                0.0 if busy or buffered else 0.2,
-            )
-        except (OSError, ValueError, TypeError):  # socket closed under us: let paho tell why
-            readable, writable = [sock], []
+            self._idle = not busy and not self._outbox  # a new verdict could go at once
+        self._io.step(client, 0.0 if busy else 0.2)
         with self._lock:
             self._idle = False
-        if self._wake_r in readable:
-            _drain_socket(self._wake_r)
-        if sock in readable or buffered:
-            client.loop_read()
-        if client.socket() is not None and (sock in writable or client.want_write()):
-            client.loop_write()
-        now = time.monotonic()
-        if now - self._last_misc >= 0.5 and client.socket() is not None:
-            self._last_misc = now
-            client.loop_misc()  # keepalive: PINGREQ, and a broker that stopped answering
-
-    def _pump(self, client: mqtt.Client, done: Callable[[], bool], timeout: float) -> bool:
-        """Drive ``client``'s network I/O until ``done()``, the connection drops or ``timeout``
-        passes (connecting, and the offline status at stop). True when done."""
-        end = time.monotonic() + timeout
-        while not done() and not self._lost.is_set():
-            sock = client.socket()
-            left = end - time.monotonic()
-            if sock is None or left <= 0:
-                break
-            pending = getattr(sock, "pending", None)
-            buffered = pending is not None and pending() > 0
-            try:
-                readable, _, _ = select.select(
-                    [sock],
-                    [sock] if client.want_write() else [],
-                    [],
-                    0.0 if buffered else min(left, 0.1),
-                )
-            except (OSError, ValueError, TypeError):
-                readable = [sock]
-            if readable or buffered:
-                client.loop_read()
-            if client.socket() is not None and client.want_write():
-                client.loop_write()
-        return done()
 
     def _send(self, client: mqtt.Client) -> None:
         """Status when due; verdicts from the outbox while the in-flight window has room."""
@@ -450,12 +392,8 @@ class Publisher:
             self._publish_status(client)
         with self._lock:
             burst = min(len(self._outbox), INFLIGHT - len(self._inflight))
-        corked = burst > 1 and _cork(client.socket(), True)
-        try:
+        with corked(client, burst > 1):
             self._send_verdicts(client)
-        finally:
-            if corked:
-                _cork(client.socket(), False)
 
     def _send_verdicts(self, client: mqtt.Client) -> None:
         while self.connected.is_set():
@@ -483,32 +421,3 @@ class Publisher:
                     self._outbox.appendleft(item)
                     break
                 self._inflight[(self._generation, info.mid)] = item
-
-
-_TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
-
-
-def _cork(sock, on: bool) -> bool:
-    """Hold back (``on``) or flush the socket's small writes: several verdicts sent in one go
-    leave in shared TCP segments, not one loopback/network round of work each. True if done."""
-    if _TCP_CORK is None or sock is None:
-        return False
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return True
-
-
-def _close(client: mqtt.Client | None) -> None:
-    """Close a client's socket without a DISCONNECT (which would cancel the last will)."""
-    sock = client.socket() if client is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-def _drain_socket(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # BlockingIOError once empty
-        while sock.recv(4096):
-            pass

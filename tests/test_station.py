@@ -34,6 +34,9 @@ def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, statio
         stages = [v["latency_ms"][k] for k in ("preprocess", "queue", "inference", "decide")]
         assert all(t >= 0 for t in stages) and sum(stages) <= v["latency_ms"]["e2e"]
         assert set(v["scores"]) == {"good", "defect"}
+    # a verdict leaves as soon as it is decided, though the MQTT thread idles between parts
+    delivery = sorted(v["_received"] - v["t_verdict"] for v in verdicts)
+    assert delivery[len(delivery) // 2] < 0.05, delivery
     # MQTT 5 expiry is set from the part's deadline (2 s): the broker never delivers it late
     assert all(e is not None and 1 <= e <= 2 for e in line.expiry)
     m = station.metrics
