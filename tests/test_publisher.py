@@ -53,16 +53,8 @@ def test_broker_restart_sends_only_verdicts_still_in_time(
     assert station.publisher.connected.wait(5), "station did not reconnect"
     t_reconnected = time.time()
     time.sleep(1.5)
-    station.stop()
-    time.sleep(0.5)
-    gate.close()
-
+    parts, decided, sent, expired, overflow = _stop_and_count(station, gate)
     m = station.metrics
-    parts = m.value("inspector_parts_total")
-    decided = m.total("inspector_verdicts_total")
-    sent = m.total("inspector_verdicts_published_total")
-    expired = m.value("inspector_drops_total", what="verdict_expired")
-    overflow = m.value("inspector_drops_total", what="outbox_overflow")
     # every part is accounted for: one verdict each, and each was sent or counted as expired
     assert parts == decided
     assert sent + expired + overflow == decided, m.snapshot()
@@ -128,16 +120,11 @@ def test_a_connection_that_ends_before_connack_is_retried_at_once(
     the station must retry with its short backoff, not sit out connect_timeout_s (5 s) blind."""
     import socket
     import threading
-    from dataclasses import replace
     from pathlib import Path
-    from types import SimpleNamespace
 
     import paho.mqtt.client as mqtt
 
     from inspector.broker import free_port
-    from inspector.config import load_config
-
-    from .conftest import station_yaml
 
     port = free_port()
     # the demo's and tests' brokers listen below the ephemeral range
@@ -169,14 +156,15 @@ def test_a_connection_that_ends_before_connack_is_retried_at_once(
 
         monkeypatch.setattr(mqtt.Client, "connect", connect_to_itself)
     try:
-        fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
-        path = tmp_path / "s.yaml"
-        path.write_text(
-            station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        station = _station_against(
+            port,
+            tmp_path,
+            model_path,
+            parts_dir,
+            station_factory,
+            connect_timeout_s=5.0,
+            reconnect_max_s=0.2,
         )
-        cfg = load_config(path)
-        cfg = replace(cfg, mqtt=replace(cfg.mqtt, connect_timeout_s=5.0, reconnect_max_s=0.2))
-        station = station_factory(cfg)
         station.start()
         time.sleep(2.0)
         assert not station.publisher.connected.is_set()
@@ -227,13 +215,8 @@ def test_a_frozen_broker_is_noticed_by_keepalive_and_the_station_comes_back(
         os.kill(broker.proc.pid, signal.SIGCONT)
     assert station.publisher.connected.wait(10), "station did not reconnect"
     time.sleep(1.0)
-    station.stop()
-    time.sleep(0.3)
-    gate.close()
-    m = station.metrics
-    decided = m.total("inspector_verdicts_total")
-    sent = m.total("inspector_verdicts_published_total")
-    assert decided >= 40 and sent == decided, m.snapshot()  # nothing lost: deadline 8 s
+    _, decided, sent, _, _ = _stop_and_count(station, gate)
+    assert decided >= 40 and sent == decided, station.metrics.snapshot()  # deadline 8 s: all
     ids = [v["part_id"] for v in gate.verdicts]
     assert len(set(ids)) == decided
 
@@ -245,15 +228,10 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(
     station left like that for days must not run out of file descriptors."""
     import os
     import socket
-    from dataclasses import replace
-    from types import SimpleNamespace
 
     import paho.mqtt.client as mqtt
 
     from inspector.broker import free_port
-    from inspector.config import load_config
-
-    from .conftest import station_yaml
 
     port = free_port()
     # listening but never accepting: the kernel completes each connection, nobody answers
@@ -267,14 +245,15 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(
 
     monkeypatch.setattr(mqtt.Client, "connect", counted)
     try:
-        fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
-        path = tmp_path / "s.yaml"
-        path.write_text(
-            station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        station = _station_against(
+            port,
+            tmp_path,
+            model_path,
+            parts_dir,
+            station_factory,
+            connect_timeout_s=0.2,
+            reconnect_max_s=0.1,
         )
-        cfg = load_config(path)
-        cfg = replace(cfg, mqtt=replace(cfg.mqtt, connect_timeout_s=0.2, reconnect_max_s=0.1))
-        station = station_factory(cfg)
         station.start()
         time.sleep(0.6)
         fds_before, attempts_before = len(os.listdir("/proc/self/fd")), len(attempts)
@@ -286,3 +265,37 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(
         station.stop()
     finally:
         server.close()
+
+
+def _station_against(port, tmp_path, model_path, parts_dir, station_factory, **mqtt_settings):
+    """A station whose broker is whatever listens on 127.0.0.1:port, MQTT settings changed."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from inspector.config import load_config
+
+    from .conftest import station_yaml
+
+    fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+    )
+    cfg = load_config(path)
+    return station_factory(replace(cfg, mqtt=replace(cfg.mqtt, **mqtt_settings)))
+
+
+def _stop_and_count(station, gate) -> tuple[float, float, float, float, float]:
+    """Stop the station, let its last verdicts reach the gate: parts, verdicts decided, sent,
+    expired in the outbox, dropped from a full outbox."""
+    station.stop()
+    time.sleep(0.5)
+    gate.close()
+    m = station.metrics
+    return (
+        m.value("inspector_parts_total"),
+        m.total("inspector_verdicts_total"),
+        m.total("inspector_verdicts_published_total"),
+        m.value("inspector_drops_total", what="verdict_expired"),
+        m.value("inspector_drops_total", what="outbox_overflow"),
+    )
