@@ -3,6 +3,8 @@
 - bare ONNX Runtime ``session.run`` on preprocessed inputs, batch 1 and batch N;
 - the station at full speed (replay -> preprocess -> classify -> decide -> publish to a
   real Mosquitto -> received by a subscriber): throughput;
+- the same station with its verdicts kept in-process (no JSON, no MQTT): what the pipeline
+  costs beyond the model, told apart from what publishing costs;
 - the station paced below its capacity: end-to-end latency (capture -> verdict received),
   to compare with bare batch-1 latency;
 - the Keras baseline (``model(x)`` and ``predict`` per frame) when the caller passes one:
