@@ -171,7 +171,9 @@ class Publisher:
         client = self._client
         if self._thread.is_alive():  # stuck (in a trigger handler): leave its client alone
             log.warning("MQTT thread did not stop; not publishing the offline status")
-        elif client is not None and self.connected.is_set():
+            self.connected.clear()
+            return
+        if client is not None and self.connected.is_set():  # the client is ours now
             offline = dict(self.status(), state="offline")
             try:
                 info = client.publish(
@@ -181,9 +183,8 @@ class Publisher:
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
             client.disconnect()
-        if not self._thread.is_alive():
-            close_socket(client)
-            self._io.close()
+        close_socket(client)
+        self._io.close()
         self.connected.clear()
 
     # -- connection management ---------------------------------------------------------------------
@@ -266,15 +267,12 @@ class Publisher:
             )
             if not subscribed and not self._lost.is_set():
                 log.warning("no SUBACK for %s", self.topics["trigger"])
-        with self._lock:  # never 'connected' on a dropped connection
-            lost = self._lost.is_set()
-            if not lost:
-                self.connected.set()
-        if lost:
+        if self._lost.is_set():  # (on_disconnect runs on this thread: no race to guard)
             close_socket(client)
             self._client = None
             self._connect_failed(f"broker {self.cfg.host}:{self.cfg.port} dropped the connection")
             return False
+        self.connected.set()
         self.metrics.mqtt_connected.set(1)
         if self.last_error:
             self.metrics.reconnects.inc()
@@ -315,10 +313,9 @@ class Publisher:
     def _on_disconnect(self, gen: int, rc) -> None:
         if gen != self._generation:
             return
-        with self._lock:
-            self._lost.set()
-            was_connected = self.connected.is_set()
-            self.connected.clear()
+        self._lost.set()
+        was_connected = self.connected.is_set()
+        self.connected.clear()
         if was_connected and not self._stopping.is_set():
             self.last_error = f"connection lost ({rc})"
             log.warning("broker connection lost (%s)", rc)
