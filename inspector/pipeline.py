@@ -479,14 +479,11 @@ class Station:
             time.sleep(min(max(wait, 0.005), 0.05))  # 5 ms resolution; margin is 20 ms by default
 
     # -- convenience -----------------------------------------------------------------------------
-    def in_flight(self) -> int:
-        return len(self.inflight)
-
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no part is in flight and the outbox is empty."""
         end = time.monotonic() + timeout
         while True:
-            if not self.in_flight() and not self.publisher.pending():
+            if not self.inflight and not self.publisher.pending():
                 return True
             if time.monotonic() >= end:
                 return False
