@@ -25,6 +25,11 @@ import paho.mqtt.client as mqtt
 from .errors import InspectorError
 
 
+def time_limit(frames: int) -> float:
+    """Seconds a run of ``frames`` verdicts may take before the bench gives up on the rest."""
+    return max(60.0, frames / 50.0)
+
+
 def paho_main(host: str, port: int, protocol: str, topic: str, frames: int, out: str) -> None:
     """The bench's 'reject gate' in Python (when mosquitto_sub is not installed): writes one
     line per verdict, arrival time then payload, as ``mosquitto_sub -F '%U %p'`` does."""
@@ -46,7 +51,7 @@ def paho_main(host: str, port: int, protocol: str, topic: str, frames: int, out:
     sub.connect(host, port)
     sub.subscribe(topic, qos=1)
     sub.loop_start()
-    done.wait(max(60.0, frames / 50.0))
+    done.wait(time_limit(frames))
     sub.loop_stop()
     Path(out).write_bytes(b"\n".join(lines) + b"\n")
 
@@ -116,7 +121,7 @@ class VerdictTimer:
         return self._lines < self.frames and not self._late()
 
     def _late(self) -> bool:
-        return time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
+        return time.monotonic() - self._t0 > time_limit(self.frames)
 
     def result(self) -> dict:
         if self.kind == "mosquitto_sub":
@@ -179,7 +184,7 @@ class VerdictSink:
         return 0
 
     def running(self) -> bool:
-        late = time.monotonic() - self._t0 > max(60.0, self.frames / 50.0)
+        late = time.monotonic() - self._t0 > time_limit(self.frames)
         return self._n < self.frames and not late
 
     def result(self) -> dict:
