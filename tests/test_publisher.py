@@ -12,6 +12,29 @@ from .conftest import Line
 
 
 @pytest.fixture
+def station_at(tmp_path, model_path, parts_dir, station_factory):
+    """station_at(port, **mqtt settings): a station whose broker is whatever listens on
+    127.0.0.1:port."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from inspector.config import load_config
+
+    from .conftest import station_yaml
+
+    def make(port: int, **mqtt_settings):
+        fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
+        path = tmp_path / "s.yaml"
+        path.write_text(
+            station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
+        )
+        cfg = load_config(path)
+        return station_factory(replace(cfg, mqtt=replace(cfg.mqtt, **mqtt_settings)))
+
+    return make
+
+
+@pytest.fixture
 def persistent_broker():
     b = Mosquitto(persistence=True).start()
     yield b
@@ -113,7 +136,7 @@ def test_broker_refusal_is_reported_with_its_reason_and_never_goes_online(
 
 @pytest.mark.parametrize("end", ["broker hangs up", "socket reached itself"])
 def test_a_connection_that_ends_before_connack_is_retried_at_once(
-    tmp_path, model_path, parts_dir, station_factory, monkeypatch, caplog, end
+    station_at, monkeypatch, caplog, end
 ):
     """A broker going down can still accept a connection and then close it; retrying a port
     in the ephemeral range while nothing listens can connect a socket to itself. Either way
@@ -156,15 +179,7 @@ def test_a_connection_that_ends_before_connack_is_retried_at_once(
 
         monkeypatch.setattr(mqtt.Client, "connect", connect_to_itself)
     try:
-        station = _station_against(
-            port,
-            tmp_path,
-            model_path,
-            parts_dir,
-            station_factory,
-            connect_timeout_s=5.0,
-            reconnect_max_s=0.2,
-        )
+        station = station_at(port, connect_timeout_s=5.0, reconnect_max_s=0.2)
         station.start()
         time.sleep(2.0)
         assert not station.publisher.connected.is_set()
@@ -221,9 +236,7 @@ def test_a_frozen_broker_is_noticed_by_keepalive_and_the_station_comes_back(
     assert len(set(ids)) == decided
 
 
-def test_connection_attempts_that_get_no_connack_close_their_sockets(
-    tmp_path, model_path, parts_dir, station_factory, monkeypatch
-):
+def test_connection_attempts_that_get_no_connack_close_their_sockets(station_at, monkeypatch):
     """A server that accepts and never answers: every attempt times out and is retried; a
     station left like that for days must not run out of file descriptors."""
     import os
@@ -245,15 +258,7 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(
 
     monkeypatch.setattr(mqtt.Client, "connect", counted)
     try:
-        station = _station_against(
-            port,
-            tmp_path,
-            model_path,
-            parts_dir,
-            station_factory,
-            connect_timeout_s=0.2,
-            reconnect_max_s=0.1,
-        )
+        station = station_at(port, connect_timeout_s=0.2, reconnect_max_s=0.1)
         station.start()
         time.sleep(0.6)
         fds_before, attempts_before = len(os.listdir("/proc/self/fd")), len(attempts)
@@ -265,24 +270,6 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(
         station.stop()
     finally:
         server.close()
-
-
-def _station_against(port, tmp_path, model_path, parts_dir, station_factory, **mqtt_settings):
-    """A station whose broker is whatever listens on 127.0.0.1:port, MQTT settings changed."""
-    from dataclasses import replace
-    from types import SimpleNamespace
-
-    from inspector.config import load_config
-
-    from .conftest import station_yaml
-
-    fake = SimpleNamespace(host="127.0.0.1", port=port, protocol="5")
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        station_yaml(model_path, parts_dir, fake) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
-    )
-    cfg = load_config(path)
-    return station_factory(replace(cfg, mqtt=replace(cfg.mqtt, **mqtt_settings)))
 
 
 def _stop_and_count(station, gate) -> tuple[float, float, float, float, float]:
