@@ -4,6 +4,6 @@
 - ``baseline``: the image-quality baseline of a reference set
 - ``golden``: golden-sample verification through the station's real path
 
-Outputs are files the station config points to; the runtime (``inspector.geometry``,
-``inspector.quality``, ``inspector.preprocess``) applies them.
+Outputs are files the station config points to; the runtime (``inspector.contract.geometry``,
+``inspector.station.quality``, ``inspector.contract.preprocess``) applies them.
 """

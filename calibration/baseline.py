@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import yaml
 
-from inspector.quality import baseline
+from inspector.station.quality import baseline
 
 from .camera import CalibrationError, list_images
 

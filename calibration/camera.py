@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from inspector.errors import InspectorError
-from inspector.sources import IMAGE_SUFFIXES
+from inspector.station.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import cv2
 
-from inspector.classifier import Classifier, check_model_fits
-from inspector.config import StationConfig, load_config
-from inspector.decision import Decider
+from inspector.contract.mqtt import secure
+from inspector.contract.preprocess import FrameError, preprocess
 from inspector.errors import InspectorError
-from inspector.preprocess import FrameError, preprocess
-from inspector.publisher import secure
-from inspector.sources import IMAGE_SUFFIXES
+from inspector.station.classifier import Classifier, check_model_fits
+from inspector.station.config import StationConfig, load_config
+from inspector.station.decision import Decider
+from inspector.station.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

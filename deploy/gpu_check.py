@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model = args.model
     if model is None:
-        from inspector.demo import DEMO_MODEL
+        from inspector.lab.demo import DEMO_MODEL
 
         model = DEMO_MODEL
     cpu = session(model, "cpu", False, work)

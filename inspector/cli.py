@@ -20,9 +20,9 @@ log = logging.getLogger("inspector")
 
 
 def _cmd_check(args) -> int:
-    from .check import check_station
-    from .config import StationConfig
-    from .schema import describe_schema
+    from .contract.schema import describe_schema
+    from .station.check import check_station
+    from .station.config import StationConfig
 
     if args.schema:
         print("\n".join(describe_schema(StationConfig)))
@@ -43,13 +43,13 @@ def _cmd_check(args) -> int:
 
 def _cmd_run(args) -> int:
     from . import logs
-    from .config import load_config
-    from .pipeline import Station
+    from .station.config import load_config
+    from .station.pipeline import Station
 
     cfg = load_config(args.config)
     logs.setup(cfg.logging.level, cfg.logging.format)
     station = Station(cfg)
-    from . import systemd
+    from .station import systemd
 
     stop = _wait_for_signal()
     station.start()
@@ -85,7 +85,8 @@ def _wait_for_signal() -> threading.Event:
 
 def _cmd_gate(args) -> int:
     from . import logs
-    from .gate import GateService, load_gate_config
+    from .gate.config import load_gate_config
+    from .gate.service import GateService
 
     cfg = load_gate_config(args.config)
     logs.setup(cfg.logging.level, cfg.logging.format)
@@ -104,7 +105,7 @@ def _cmd_simulate(args) -> int:
     import json
 
     from . import logs
-    from .simulator import SimOptions, format_scorecard, simulate
+    from .lab.simulator import SimOptions, format_scorecard, simulate
 
     logs.setup("WARNING")
     card = simulate(
@@ -179,7 +180,7 @@ def _cmd_bench(args) -> int:
             args.out = Path("bench-accuracy.json")
         return cmd_bench_accuracy(args)
     from . import logs
-    from .bench import format_bench, run_bench
+    from .lab.bench import format_bench, run_bench
 
     logs.setup("WARNING")
     import importlib.util
@@ -205,7 +206,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import prepare, run_demo
+    from .lab.demo import prepare, run_demo
 
     if args.prepare:
         truth = prepare(args.prepare, parts=args.parts)

@@ -7,6 +7,17 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Literal
+
+from .contract.schema import setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSection:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", "log level")
+    format: Literal["text", "json"] = setting("text", "json: one JSON object per line")
+
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

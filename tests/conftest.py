@@ -12,9 +12,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from inspector.broker import Mosquitto
-from inspector.config import load_config
-from inspector.modelkit import build_contrast_model, write_parts
+from inspector.lab.broker import Mosquitto
+from inspector.lab.modelkit import build_contrast_model, write_parts
+from inspector.station.config import load_config
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def line(broker):
 @pytest.fixture
 def station_factory():
     """Builds Stations and always stops them, even when a test fails."""
-    from inspector.pipeline import Station
+    from inspector.station.pipeline import Station
 
     made = []
 

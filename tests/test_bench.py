@@ -62,7 +62,7 @@ def test_both_subscribers_time_every_verdict_and_its_stages(broker, tmp_path, mo
 
     import paho.mqtt.client as mqtt
 
-    from inspector import benchgate
+    from inspector.lab import benchgate
 
     kinds = ["paho"]
     if shutil.which("mosquitto_sub") and shutil.which("stdbuf"):

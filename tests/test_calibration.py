@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from inspector.cli import main
-from inspector.config import PreprocessSection
-from inspector.geometry import build_maps, load_camera
-from inspector.preprocess import PreprocessSpec, preprocess
-from inspector.quality import QualitySection, QualityWatch, baseline
+from inspector.contract.geometry import build_maps, load_camera
+from inspector.contract.preprocess import PreprocessSpec, preprocess
+from inspector.station.config import PreprocessSection
+from inspector.station.quality import QualitySection, QualityWatch, baseline
 
 from . import boards
 
@@ -78,7 +78,7 @@ def test_undistort_and_perspective_in_one_remap_rectify_a_part(camera_yaml):
     Bound (with the camera model known): mean |error| < 2 grey levels, 95th percentile < 16
     (the remaining error is bilinear resampling at edges). With the model calibrated from
     the photos above the part lands within about a pixel (mean |error| < 8)."""
-    from inspector.geometry import CameraModel
+    from inspector.contract.geometry import CameraModel
 
     true_cam = CameraModel(boards.K, boards.DIST, boards.SIZE)
     calibrated = load_camera(camera_yaml)
@@ -230,7 +230,7 @@ def test_golden_verification_passes_with_the_right_model_and_fails_with_a_wrong_
     sub.loop_stop()
     assert got and got[-1]["passed"] is True and got[-1]["checked"] == 6  # retained outcome
 
-    from inspector.modelkit import build_contrast_model
+    from inspector.lab.modelkit import build_contrast_model
 
     wrong = build_contrast_model(
         tmp_path / "wrong.onnx", size=32, contrast_at_half=400.0

@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-from inspector.classifier import Classifier
-from inspector.config import ModelSection, ProviderSection
-from inspector.decision import Decider
+from inspector.contract.manifest import METADATA_KEY, sidecar_path
+from inspector.contract.records import Reason
 from inspector.errors import ConfigError, ModelError
-from inspector.manifest import METADATA_KEY, sidecar_path
-from inspector.modelkit import build_contrast_model
-from inspector.records import Reason
+from inspector.lab.modelkit import build_contrast_model
+from inspector.station.classifier import Classifier
+from inspector.station.config import ModelSection, ProviderSection
+from inspector.station.decision import Decider
 
 
 def test_loads_manifest_and_reports_active_providers(model_path, caplog):
@@ -88,7 +88,7 @@ def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path
     import os
     import threading
 
-    import inspector.classifier as classifier
+    import inspector.station.classifier as classifier
 
     cores = len(os.sched_getaffinity(0))
     clf = Classifier(ModelSection(path=model_path))
@@ -107,7 +107,7 @@ def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path
     # a GPU provider gets one worker unless told otherwise
     gpu = [ProviderSection(type="cuda"), ProviderSection(type="cpu")]
     assert Classifier(ModelSection(path=model_path, providers=gpu)).workers in (1, 2)
-    from inspector.classifier import _parallelism
+    from inspector.station.classifier import _parallelism
 
     assert _parallelism(ModelSection(path=model_path), gpu=True)[1:] == (1, 0)
     # buffers are reused within a thread and never shared between threads
@@ -121,7 +121,7 @@ def test_cpu_work_is_split_among_workers_and_each_has_its_own_buffers(model_path
 
 
 def test_tensorrt_keeps_its_engines_between_starts_unless_told_not_to(tmp_path, monkeypatch):
-    from inspector.classifier import provider_options
+    from inspector.station.classifier import provider_options
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     opts = provider_options(ProviderSection(type="tensorrt", options={"trt_fp16_enable": True}))

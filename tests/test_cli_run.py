@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from inspector.broker import free_port
+from inspector.lab.broker import free_port
 
 from .conftest import Line, station_yaml
 

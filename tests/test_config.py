@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from inspector.cli import main
-from inspector.config import load_config
 from inspector.errors import ConfigError
+from inspector.station.config import load_config
 
 from .conftest import station_yaml
 

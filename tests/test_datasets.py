@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.modelkit import write_parts
-from inspector.preprocess import PreprocessSpec
+from inspector.contract.preprocess import PreprocessSpec
+from inspector.lab.modelkit import write_parts
 from training import TrainingError, datasets, thresholds
 from training.metrics import auroc, binary_at
 

@@ -14,10 +14,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from inspector.broker import free_port, wait_for_port
 from inspector.cli import main
-from inspector.config import MqttSection, TlsSection, load_config
-from inspector.gate import GateConfig, GateHttpSection, GateSection, GateService
+from inspector.contract.mqtt import MqttSection, TlsSection
+from inspector.gate.config import GateConfig, GateHttpSection, GateSection
+from inspector.gate.service import GateService
+from inspector.lab.broker import free_port, wait_for_port
+from inspector.station.config import load_config
 
 from .conftest import station_yaml
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from inspector.cli import main
-from inspector.config import load_config
 from inspector.errors import ConfigError
+from inspector.station.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -18,7 +18,7 @@ EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_is_valid(path, monkeypatch):
     monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "x")
-    from inspector.gate import load_gate_config
+    from inspector.gate.config import load_gate_config
 
     loader = (
         load_gate_config
@@ -40,7 +40,7 @@ def test_replay_example_passes_check_and_runs(tmp_path, broker, capsys):
     assert main(["demo", "--prepare", str(tmp_path / "demo"), "--parts", "10"]) == 0
     assert main(["check", str(examples / "replay-mqtt.yaml")]) == 0, capsys.readouterr().err
 
-    from inspector.pipeline import Station
+    from inspector.station.pipeline import Station
 
     from .conftest import Line
 
@@ -80,7 +80,7 @@ def test_gate_process_decides_parts_and_stops_on_sigterm(tmp_path, broker):
         .read_text()
         .replace("port: 1883", f"port: {broker.port}")
     )
-    from inspector.broker import free_port
+    from inspector.lab.broker import free_port
 
     http_port = free_port()
     text = text.replace("port: 9109", f"port: {http_port}")

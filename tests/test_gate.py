@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from inspector.actuators import (
+from inspector.errors import ConfigError
+from inspector.gate.actuators import (
     CommandActuatorConfig,
     GpioActuatorConfig,
     LogActuatorConfig,
     make_actuator,
 )
-from inspector.errors import ConfigError
-from inspector.gate import GateCore, GateSection
+from inspector.gate.config import GateSection
+from inspector.gate.core import GateCore
 
 from .contract import validate
 

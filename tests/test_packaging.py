@@ -44,7 +44,7 @@ def test_runtime_install_does_not_resolve_tensorflow(tmp_path):
 
 def test_runtime_package_never_imports_tensorflow():
     code = (
-        "import sys, inspector.cli, inspector.pipeline, inspector.check, inspector.demo;"
+        "import sys, inspector.cli, inspector.station.pipeline, inspector.station.check, inspector.lab.demo;"
         "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.preprocess import FrameError, PreprocessSpec, preprocess
+from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
 
 
 def test_gray_frame_to_gray_model_input():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from inspector.broker import Mosquitto
+from inspector.lab.broker import Mosquitto
 
 from .conftest import Line
 
@@ -18,7 +18,7 @@ def station_at(tmp_path, model_path, parts_dir, station_factory):
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from inspector.config import load_config
+    from inspector.station.config import load_config
 
     from .conftest import station_yaml
 
@@ -44,7 +44,7 @@ def persistent_broker():
 def test_broker_restart_sends_only_verdicts_still_in_time(
     make_config, station_factory, persistent_broker, tmp_path, model_path, parts_dir
 ):
-    from inspector.config import load_config
+    from inspector.station.config import load_config
 
     from .conftest import station_yaml
 
@@ -103,7 +103,7 @@ def test_broker_refusal_is_reported_with_its_reason_and_never_goes_online(
 ):
     from dataclasses import replace
 
-    from inspector.config import load_config
+    from inspector.station.config import load_config
 
     from .conftest import station_yaml
 
@@ -147,7 +147,7 @@ def test_a_connection_that_ends_before_connack_is_retried_at_once(
 
     import paho.mqtt.client as mqtt
 
-    from inspector.broker import free_port
+    from inspector.lab.broker import free_port
 
     port = free_port()
     # the demo's and tests' brokers listen below the ephemeral range
@@ -201,7 +201,7 @@ def test_a_frozen_broker_is_noticed_by_keepalive_and_the_station_comes_back(
     import signal
     from dataclasses import replace
 
-    from inspector.config import load_config
+    from inspector.station.config import load_config
 
     from .conftest import station_yaml
 
@@ -244,7 +244,7 @@ def test_connection_attempts_that_get_no_connack_close_their_sockets(station_at,
 
     import paho.mqtt.client as mqtt
 
-    from inspector.broker import free_port
+    from inspector.lab.broker import free_port
 
     port = free_port()
     # listening but never accepting: the kernel completes each connection, nobody answers

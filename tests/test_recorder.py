@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inspector.config import RecorderSection
-from inspector.metrics import Metrics
-from inspector.recorder import Recorder
-from inspector.records import Reason, Verdict
+from inspector.contract.records import Reason, Verdict
+from inspector.station.config import RecorderSection
+from inspector.station.metrics import Metrics
+from inspector.station.recorder import Recorder
 
 
 def verdict(part_id: str, result="fail", reason=Reason.DEFECT, seq=1) -> Verdict:

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from inspector.cli import main
-from inspector.simulator import SimOptions, simulate
+from inspector.lab.simulator import SimOptions, simulate
 
 from .contract import validate
 

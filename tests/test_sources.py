@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from inspector.errors import SourceError
-from inspector.modelkit import synthetic_part
-from inspector.sources import (
+from inspector.lab.modelkit import synthetic_part
+from inspector.station.sources import (
     DeviceSourceConfig,
     FolderSourceConfig,
     SourceRunner,

@@ -287,7 +287,7 @@ def test_several_classifier_workers_never_mix_up_parts(
 def test_decided_parts_do_not_pile_up_until_their_deadline(make_config, station_factory, line):
     """At full speed with a long deadline, the deadline watch keeps only what is in flight
     (plus a bounded slack), not every part of the last minute."""
-    from inspector import inflight
+    from inspector.station import inflight
 
     cfg = make_config(trigger="free-run", rate=0, loop=True, extra="pipeline: {when_full: wait}\n")
     cfg = replace(cfg, part=replace(cfg.part, deadline_ms=60_000))

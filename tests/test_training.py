@@ -16,13 +16,13 @@ import numpy as np
 import onnx
 import pytest
 
-from inspector.classifier import Classifier
 from inspector.cli import main
-from inspector.config import ModelSection
-from inspector.decision import Decider
-from inspector.manifest import METADATA_KEY
-from inspector.modelkit import write_parts
-from inspector.preprocess import preprocess
+from inspector.contract.manifest import METADATA_KEY
+from inspector.contract.preprocess import preprocess
+from inspector.lab.modelkit import write_parts
+from inspector.station.classifier import Classifier
+from inspector.station.config import ModelSection
+from inspector.station.decision import Decider
 from training import TrainingError
 
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
@@ -156,7 +156,7 @@ def test_bad_training_config_says_where(tmp_path, capsys):
 
 def test_runtime_never_imports_tensorflow():
     code = (
-        "import sys, inspector.pipeline, inspector.cli, inspector.bench\n"
+        "import sys, inspector.station.pipeline, inspector.cli, inspector.lab.bench\n"
         "inspector.cli.build_parser()\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
     )

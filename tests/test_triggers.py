@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inspector.triggers import TriggerError, parse_trigger
+from inspector.contract.triggers import TriggerError, parse_trigger
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -94,9 +94,9 @@ def test_hostile_payloads_on_the_wire_never_stop_the_station(hostile_station, pa
 
 @pytest.fixture(scope="module")
 def hostile_station(tmp_path_factory, model_path, parts_dir):
-    from inspector.broker import Mosquitto
-    from inspector.config import load_config
-    from inspector.pipeline import Station
+    from inspector.lab.broker import Mosquitto
+    from inspector.station.config import load_config
+    from inspector.station.pipeline import Station
 
     from .conftest import Line, station_yaml
 

@@ -31,7 +31,7 @@ def cmd_dataset(args) -> int:
             f"and {r['dest']}/manifest.csv"
         )
         return 0
-    from inspector.preprocess import PreprocessSpec
+    from inspector.contract.preprocess import PreprocessSpec
 
     from .datasets import prepare
 
@@ -57,7 +57,7 @@ def cmd_dataset(args) -> int:
 def cmd_train(args) -> int:
     _verbose()
     if args.schema:
-        from inspector.schema import describe_schema
+        from inspector.contract.schema import describe_schema
 
         from .config import TrainConfig
 

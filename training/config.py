@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from inspector.schema import load_yaml, setting
+from inspector.contract.schema import load_yaml, setting
 
 from . import TrainingError
 

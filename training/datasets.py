@@ -8,7 +8,7 @@ Two layouts are read:
   ``split``; other columns are kept as metadata). Paths are relative to the CSV.
 
 Without a given split, ``split_samples`` makes a seeded stratified one. ``prepare`` reads
-every image through the runtime's own ``inspector.preprocess.preprocess``, lists the
+every image through the runtime's own ``inspector.contract.preprocess.preprocess``, lists the
 unreadable ones (skipped, not fatal), reports exact and near-duplicate images across
 splits (file hash and a 64-bit difference hash) and warns about class imbalance.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.preprocess import FrameError, PreprocessSpec, preprocess
-from inspector.quality import baseline
+from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
+from inspector.station.quality import baseline
 
 from . import TrainingError
 

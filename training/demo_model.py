@@ -1,6 +1,6 @@
 """Remake the demo model that ``make demo`` runs: ``python -m training.demo_model``.
 
-It is an ordinary product of this package: synthetic parts (``inspector.modelkit``:
+It is an ordinary product of this package: synthetic parts (``inspector.lab.modelkit``:
 smooth surfaces, some with dark scratches or spots) -> ``train`` (the default compact
 CNN, 64 px, half width) -> ``export`` (ONNX with manifest, parity-checked). The result
 is committed as ``inspector/models/demo.onnx`` with ``demo.json`` beside it, so the demo
@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from inspector.modelkit import write_parts
+from inspector.lab.modelkit import write_parts
 
 from .config import TrainConfig, override, validate
 from .export import export

@@ -82,8 +82,8 @@ def bench_accuracy(
     model: str = "cnn",
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it."""
-    from inspector.classifier import Classifier
-    from inspector.config import ModelSection
+    from inspector.station.classifier import Classifier
+    from inspector.station.config import ModelSection
 
     from .config import TrainConfig, override
     from .evaluate import evaluate
@@ -161,7 +161,7 @@ def bench_accuracy(
 
 def _batch1_speed(clf, runs: int = 500) -> dict:
     """ONNX Runtime alone at batch 1, measured as `inspector bench` measures it."""
-    from inspector.bench import bare
+    from inspector.lab.bench import bare
 
     x = np.full((1, *clf.spec.shape), 128, np.uint8)
     for _ in range(20):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.preprocess import PreprocessSpec
+from inspector.contract.preprocess import PreprocessSpec
 
 from . import TrainingError, datasets
 from .metrics import defect_score, is_defect, report
@@ -32,9 +32,9 @@ class _Scorer:
         model = Path(model)
         self.kind = "onnx" if model.is_file() else "keras"
         if self.kind == "onnx":
-            from inspector.classifier import Classifier
-            from inspector.config import ModelSection
             from inspector.errors import ModelError
+            from inspector.station.classifier import Classifier
+            from inspector.station.config import ModelSection
 
             try:
                 self.clf = Classifier(ModelSection(path=model, warmup_runs=0))

@@ -2,9 +2,9 @@
 
 Steps: rebuild the network in float32 and load the best checkpoint; convert with
 ``keras.Model.export(format="onnx")`` (tf2onnx) at ONNX opset ``OPSET``; embed the
-manifest (``inspector.manifest``) and write it beside the model as JSON; then check
+manifest (``inspector.contract.manifest``) and write it beside the model as JSON; then check
 parity: the validation images go through Keras and through the runtime's own loading
-path (``inspector.classifier.Classifier``); the largest score difference and the
+path (``inspector.station.classifier.Classifier``); the largest score difference and the
 decision flips are recorded, and the export fails when there is a flip or the difference
 exceeds the tolerance. Optional FP16 and INT8 variants are written beside it, each with
 its score and accuracy change on the validation images.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.classifier import Classifier
-from inspector.config import ModelSection
-from inspector.manifest import SCHEMA_VERSION, embed
+from inspector.contract.manifest import SCHEMA_VERSION, embed
+from inspector.station.classifier import Classifier
+from inspector.station.config import ModelSection
 
 from . import TrainingError, datasets
 from .config import TrainConfig
@@ -38,7 +38,7 @@ def load_run(run: Path) -> tuple[TrainConfig, dict]:
     run = Path(run)
     if not (run / "run.json").is_file():
         raise TrainingError(f"{run}: not a finished run folder (no run.json); train first")
-    from inspector.schema import load_yaml
+    from inspector.contract.schema import load_yaml
 
     cfg = load_yaml(TrainConfig, run / "config.yaml")
     return cfg, json.loads((run / "run.json").read_text())
@@ -71,7 +71,7 @@ def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str
             "color": cfg.model.color,
         },
         "preprocess": {
-            "function": "inspector.preprocess.preprocess",
+            "function": "inspector.contract.preprocess.preprocess",
             "size": [size, size],
             "color": cfg.model.color,
             "interpolation": cfg.model.interpolation,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from inspector.preprocess import PreprocessSpec
+from inspector.contract.preprocess import PreprocessSpec
 
 from . import TrainingError, datasets, thresholds
 from .config import TrainConfig, as_dict

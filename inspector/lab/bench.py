@@ -28,10 +28,10 @@ import numpy as np
 import onnxruntime as ort
 import paho.mqtt.client as mqtt
 
+from ..errors import InspectorError
+from ..station.config import load_config
 from .benchgate import VerdictSink, VerdictTimer
 from .broker import local_broker
-from .config import load_config
-from .errors import InspectorError
 
 
 def _pct(values, q) -> float:
@@ -156,7 +156,7 @@ metrics: {{enabled: false}}
 def station_run(cfg_path: Path, frames: int, broker, mqtt_out: bool = True) -> dict:
     """The station on ``cfg_path`` until ``frames`` verdicts: received by a subscriber through
     ``broker``, or (``mqtt_out=False``) kept in-process, to time the pipeline alone."""
-    from .pipeline import Station
+    from ..station.pipeline import Station
 
     cfg = load_config(cfg_path)
     if mqtt_out:
@@ -245,9 +245,9 @@ def run_bench(
     model = Path(model) if model else work / "model" / "demo.onnx"
     if not model.is_file():
         raise InspectorError(f"--model: file not found: {model}")
-    from .classifier import Classifier
-    from .config import ModelSection
-    from .preprocess import preprocess
+    from ..contract.preprocess import preprocess
+    from ..station.classifier import Classifier
+    from ..station.config import ModelSection
 
     # bare: the loop a user would write, ONNX Runtime's default session options
     clf = Classifier(ModelSection(path=model, workers=1))

@@ -35,6 +35,11 @@ class FrameError(ValueError):
     """The frame cannot be turned into a model input (wrong dtype, ROI outside it …)."""
 
 
+class GeometryMismatch(FrameError):
+    """The frame's size is not the one the station's geometry (ROI, corners, calibration) was
+    built for: the part fails as ``unreadable_frame`` and the station reports ``degraded``."""
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     size: tuple[int, int]  # (width, height) of the model input

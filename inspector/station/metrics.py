@@ -1,4 +1,4 @@
-"""Counters, latency histograms, and the HTTP endpoints ``/metrics`` and ``/health``.
+"""Counters and latency histograms, served on ``/metrics`` (``inspector.httpd``).
 
 Every drop and every fail-safe verdict shows up here: nothing is lost silently.
 ``/health`` answers 200 only while frames flow and the broker is connected, 503
@@ -7,16 +7,11 @@ otherwise, with a JSON body that says why.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .records import Verdict
+from ..contract.records import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -136,49 +131,3 @@ class Metrics:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
         return out
-
-
-class HttpEndpoint:
-    """Serves ``/metrics`` and ``/health`` on a small thread."""
-
-    def __init__(
-        self, metrics: Metrics, health: Callable[[], tuple[bool, dict]], host: str, port: int
-    ) -> None:
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] == "/metrics":
-                    body, code, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
-                elif self.path.split("?")[0] == "/health":
-                    ok, detail = endpoint.health()
-                    body = json.dumps(dict(detail, healthy=ok)).encode()
-                    code, ctype = (200 if ok else 503), "application/json"
-                else:
-                    body, code, ctype = b"not found\n", 404, "text/plain"
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt, *args):
-                log.debug("http: " + fmt, *args)
-
-        self.health = health
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        log.info(
-            "metrics on http://%s:%d/metrics, health on /health",
-            self.server.server_address[0],
-            self.port,
-        )
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from ..errors import ModelError
 from .preprocess import CHANNELS, INTERPOLATIONS, PreprocessSpec
 
 METADATA_KEY = "inspector.manifest"

@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..contract.records import Reason, Verdict
 from .config import RecorderSection
 from .metrics import Metrics
-from .records import Reason, Verdict
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

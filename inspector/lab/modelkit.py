@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .manifest import SCHEMA_VERSION, embed
+from ..contract.manifest import SCHEMA_VERSION, embed
 
 
 def demo_manifest(
@@ -54,7 +54,7 @@ def demo_manifest(
                 "note": "hand-set for synthetic parts",
             }
         },
-        "training": {"method": "hand-built local-contrast detector (inspector.modelkit)"},
+        "training": {"method": "hand-built local-contrast detector (inspector.lab.modelkit)"},
     }
 
 

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from ..contract.mqtt import MqttSection
+from ..errors import InspectorError
+from ..gate.config import GateConfig, GateHttpSection, GateSection
+from ..gate.service import GateService
+from ..station.sources import IMAGE_SUFFIXES
 from .broker import Mosquitto, free_port
-from .config import MqttSection
-from .errors import InspectorError
-from .gate import GateConfig, GateHttpSection, GateSection, GateService
 from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported for the CLI)
-from .sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 CAMERA_DELAY_S = 0.02  # trigger -> exposure, at most a quarter of the part spacing

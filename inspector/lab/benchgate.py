@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from .errors import InspectorError
+from ..errors import InspectorError
 
 
 def time_limit(frames: int) -> float:
@@ -81,7 +81,7 @@ class VerdictTimer:
             self._wait_subscribed(broker)
         else:
             code = (
-                f"from inspector.benchgate import paho_main; paho_main({broker.host!r}, "
+                f"from inspector.lab.benchgate import paho_main; paho_main({broker.host!r}, "
                 f"{broker.port}, {broker.protocol!r}, {topic!r}, {frames}, {str(self.out)!r})"
             )
             self.proc = subprocess.Popen(

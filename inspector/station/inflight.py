@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 
-from .records import Part
+from ..contract.records import Part
 
 HEAP_SLACK = 1024  # deadline entries of decided parts kept before the heap is rebuilt
 

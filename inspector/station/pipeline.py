@@ -21,21 +21,22 @@ import queue
 import threading
 import time
 
+from ..contract.preprocess import FrameError, preprocess
+from ..contract.records import Frame, Part, Reason, Verdict
+from ..contract.triggers import TriggerError, parse_trigger
+from ..errors import ConfigError
+from ..httpd import HttpEndpoint
+from ..logs import Throttled
 from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
-from .errors import ConfigError
 from .inflight import InFlight
-from .logs import Throttled
 from .matching import FrameMatcher
-from .metrics import HttpEndpoint, Metrics
-from .preprocess import FrameError, preprocess
+from .metrics import Metrics
 from .publisher import Publisher
 from .quality import QualityWatch, load_baseline
 from .recorder import Recorder
-from .records import Frame, Part, Reason, Verdict
 from .sources import SourceRunner, make_source
-from .triggers import TriggerError, parse_trigger
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class Station:
         )
         self.http = None
         if cfg.metrics.enabled:
-            self.http = HttpEndpoint(self.metrics, self.health, cfg.metrics.host, cfg.metrics.port)
+            self.http = HttpEndpoint(
+                self.metrics.registry, self.health, cfg.metrics.host, cfg.metrics.port
+            )
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
         self.inflight = InFlight()  # parts waiting for a verdict, and their deadlines
         self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part in self.inflight)

@@ -8,14 +8,15 @@ an environment variable (``password_env``) or a file (``password_file``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from ..contract.mqtt import MqttSection
+from ..contract.schema import Tagged, load_yaml, setting
+from ..errors import ConfigError
+from ..logs import LoggingSection
 from .quality import QualitySection
-from .schema import Tagged, load_yaml, setting
 
 
 def _sources() -> dict[str, type]:
@@ -109,7 +110,7 @@ class PreprocessSection:
 
     def remap(self):
         """The station's geometry as remap tables (None when a plain ROI crop does)."""
-        from .geometry import build_maps, corners_size, load_camera
+        from ..contract.geometry import build_maps, corners_size, load_camera
 
         if self.camera is None and self.corners is None:
             return None
@@ -214,62 +215,6 @@ class DecisionSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TlsSection:
-    ca: Path | None = setting(None, "CA certificate file (default: system CAs)")
-    cert: Path | None = setting(None, "client certificate")
-    key: Path | None = setting(None, "client key")
-    insecure: bool = setting(False, "skip host name verification (testing only)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MqttSection:
-    host: str = setting("localhost", "broker host")
-    port: int = setting(1883, "broker port")
-    protocol: Literal["5", "3.1.1"] = setting("5", "MQTT protocol version")
-    prefix: str | None = setting(None, "topic prefix (default inspector/STATION_ID)")
-    client_id: str | None = setting(None, "client id (default inspector-STATION_ID)")
-    username: str | None = setting(None, "user name")
-    password: str | None = setting(None, "password (prefer password_env or password_file)")
-    password_env: str | None = setting(None, "environment variable holding the password")
-    password_file: Path | None = setting(None, "file holding the password")
-    tls: TlsSection | None = setting(None, "TLS settings; absent means plain TCP")
-    keepalive_s: int = setting(
-        5, "MQTT keepalive; the last-will fires about 1.5x this after a crash"
-    )
-    outbox_size: int = setting(1000, "verdicts kept while the broker is away")
-    connect_timeout_s: float = setting(5.0, "time to wait for the broker's CONNACK")
-    reconnect_max_s: float = setting(2.0, "longest wait between reconnect attempts")
-    status_interval_s: float = setting(
-        1.0, "status is republished this often, so a gate can tell a silent station from a live one"
-    )
-
-    def problems(self):
-        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
-        if len(given) > 1:
-            yield (
-                given[1],
-                f"give only one of password, password_env, password_file (got {', '.join(given)})",
-            )
-        if self.password_env and self.password_env not in os.environ:
-            yield "password_env", f"environment variable {self.password_env} is not set"
-        if self.password_file and not self.password_file.is_file():
-            yield "password_file", f"file not found: {self.password_file}"
-        if not 0 < self.port < 65536:
-            yield "port", "must be between 1 and 65535"
-        if self.prefix is not None and (not self.prefix or any(c in self.prefix for c in "#+\0")):
-            yield "prefix", "must be non-empty and contain no '#', '+' or NUL"
-        if self.outbox_size < 1:
-            yield "outbox_size", "must be at least 1"
-
-    def resolved_password(self) -> str | None:
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        return self.password
-
-
-@dataclass(frozen=True, kw_only=True)
 class RecorderSection:
     enabled: bool = setting(True, "keep images of failed/uncertain parts and a sample of passes")
     path: Path = setting(Path("recordings"), "folder for kept images and their JSON sidecars")
@@ -291,12 +236,6 @@ class MetricsSection:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(9108, "port (0: any free port)")
     max_frame_age_s: float = setting(5.0, "/health fails when no frame arrived for this long")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoggingSection:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", "log level")
-    format: Literal["text", "json"] = setting("text", "json: one JSON object per line")
 
 
 @dataclass(frozen=True, kw_only=True)

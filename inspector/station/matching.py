@@ -14,8 +14,8 @@ import collections
 import threading
 from collections.abc import Callable
 
+from ..contract.records import Frame, Part
 from .config import TriggerSection
-from .records import Frame, Part
 
 RECENT_S = 1.0  # unclaimed frames kept this long for triggers that arrive after their frame
 

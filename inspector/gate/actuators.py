@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ConfigError
-from .schema import Registry, setting
+from ..contract.schema import Registry, setting
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 

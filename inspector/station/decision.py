@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .manifest import Manifest
-from .records import Reason
+from ..contract.manifest import Manifest
+from ..contract.records import Reason
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

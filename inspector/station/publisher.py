@@ -33,10 +33,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .config import MqttSection
+from ..contract.mqtt import MqttSection, secure
+from ..contract.records import Verdict
 from .metrics import Metrics
 from .mqttio import ClientIO, close_socket, corked
-from .records import Verdict
 
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
@@ -64,23 +64,6 @@ def verdict_payload(v: Verdict, station: str) -> dict:
         "detail": v.detail,
         "frame": v.frame,
     }
-
-
-def secure(client: mqtt.Client, cfg: MqttSection) -> mqtt.Client:
-    """Apply the config's user name, password and TLS settings to a paho client."""
-    password = cfg.resolved_password()
-    if cfg.username or password:
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls is not None:
-        t = cfg.tls
-        client.tls_set(
-            ca_certs=str(t.ca) if t.ca else None,
-            certfile=str(t.cert) if t.cert else None,
-            keyfile=str(t.key) if t.key else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        client.tls_insecure_set(t.insecure)
-    return client
 
 
 @dataclass

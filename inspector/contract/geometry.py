@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

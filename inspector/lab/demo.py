@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from .errors import InspectorError
+from ..errors import InspectorError
 
-DEMO_MODEL = Path(__file__).parent / "models" / "demo.onnx"
+DEMO_MODEL = Path(__file__).parents[1] / "models" / "demo.onnx"
 
 
 def _config_yaml(work: Path, host: str, port: int, protocol: str, rate: float) -> str:
@@ -75,10 +75,10 @@ def prepare(folder: Path, parts: int = 60, seed: int = 7) -> dict[str, bool]:
 def run_demo(
     parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Path | None = None, out=None
 ) -> int:
-    from . import logs
+    from .. import logs
+    from ..station.config import load_config
+    from ..station.pipeline import Station
     from .broker import local_broker
-    from .config import load_config
-    from .pipeline import Station
 
     out = out or sys.stdout
     logs.setup("WARNING")

@@ -27,9 +27,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .errors import SourceError
-from .records import Frame
-from .schema import Registry, setting
+from ..contract.records import Frame
+from ..contract.schema import Registry, setting
+from ..errors import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..contract.preprocess import FrameError, preprocess
+from ..errors import InspectorError, SourceError
 from .classifier import Classifier, check_model_fits
 from .config import StationConfig, load_config
-from .errors import InspectorError, SourceError
-from .preprocess import FrameError, preprocess
 from .sources import FolderSource, SourceEnded, SourceLost, VideoSource, make_source
 
 
@@ -74,7 +74,7 @@ def _check_source(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list
         return [f"preprocess: {exc} (first frame of {source.describe()}, {frame.origin})"]
     h, w = frame.image.shape[:2]
     if cfg.preprocess.camera is not None:
-        from .geometry import load_camera
+        from ..contract.geometry import load_camera
 
         cam = load_camera(cfg.preprocess.camera)
         if cam.image_size != (w, h):

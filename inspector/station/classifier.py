@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..contract.manifest import METADATA_KEY, Manifest, file_digest, parse
+from ..contract.preprocess import PreprocessSpec
+from ..errors import ModelError
 from .config import ModelSection, StationConfig
-from .errors import ModelError
-from .manifest import METADATA_KEY, Manifest, file_digest, parse
-from .preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import ConfigError
-from .schema import setting
+from ..contract.schema import setting
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 MEASURES = ("focus", "mean", "clipped_dark", "clipped_bright", "uniformity")

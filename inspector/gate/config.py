@@ -1,0 +1,53 @@
+"""The gate's configuration: one YAML file (``inspector gate GATE.yaml``, ``inspector check``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..contract.mqtt import MqttSection
+from ..contract.schema import Tagged, load_yaml, setting
+from ..logs import LoggingSection
+from .actuators import ACTUATOR_TYPES, LogActuatorConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSection:
+    id: str = setting("gate-1", "gate id, in gate events and the MQTT client id")
+    station_prefix: str = setting("inspector/station-1", "the inspector's topic prefix")
+    travel_ms: float = setting(1000.0, "trigger to the part reaching the gate: its deadline")
+    encoder_topic: str | None = setting(None, 'encoder counts (JSON number or {"count": n})')
+    travel_counts: int | None = setting(None, "encoder ticks from trigger to the gate")
+    status_stale_s: float = setting(3.0, "no status for this long: the station is gone")
+    keep_decided: int = setting(100_000, "decided parts remembered for duplicate/late detection")
+
+    def problems(self):
+        if bool(self.encoder_topic) != (self.travel_counts is not None):
+            yield "travel_counts", "give encoder_topic and travel_counts together"
+        if self.travel_ms <= 0:
+            yield "travel_ms", "must be positive"
+
+
+def _actuator_types() -> dict[str, type]:
+    return ACTUATOR_TYPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateHttpSection:
+    enabled: bool = setting(True, "serve /health and /metrics")
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(9109, "port (0: any free port); the station uses 9108")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    gate: GateSection = setting(factory=GateSection, help="")
+    mqtt: MqttSection = setting(factory=MqttSection, help="")
+    actuator: Tagged("actuator", _actuator_types) = setting(  # type: ignore[valid-type]
+        factory=LogActuatorConfig, help="what a reject does"
+    )
+    logging: LoggingSection = setting(factory=LoggingSection, help="")
+    http: GateHttpSection = setting(factory=GateHttpSection, help="health and metrics")
+
+
+def load_gate_config(path) -> GateConfig:
+    return load_yaml(GateConfig, path)
