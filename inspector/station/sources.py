@@ -169,9 +169,13 @@ class _CaptureSource(FrameSource):
 
     backend = cv2.CAP_ANY
     target: str | int = ""
+    open_params: tuple[int, ...] = ()  # (property, value) pairs OpenCV applies while opening
 
     def open(self) -> None:
-        self.cap = cv2.VideoCapture(self.target, self.backend)
+        if self.open_params:
+            self.cap = cv2.VideoCapture(self.target, self.backend, list(self.open_params))
+        else:
+            self.cap = cv2.VideoCapture(self.target, self.backend)
         if not self.cap.isOpened():
             self.cap.release()
             raise SourceError(f"cannot open {self.describe()}")
@@ -234,10 +238,19 @@ class UrlSourceConfig:
     type: Literal["url"] = "url"
     url: str | None = setting(None, "rtsp://, http:// or file URL opened through FFmpeg")
     pipeline: str | None = setting(None, "GStreamer pipeline ending in appsink (GigE, RTSP)")
+    read_timeout_s: float = setting(
+        10.0,
+        "seconds a url stream may take to open or to deliver its next frame before it counts "
+        "as lost and is reopened (without it FFmpeg waits 30 s; a GStreamer pipeline sets its "
+        "own, e.g. rtspsrc timeout); a camera that sends nothing between triggered parts "
+        "needs more than the longest gap between parts",
+    )
 
     def problems(self):
         if bool(self.url) == bool(self.pipeline):
             yield "url", "give exactly one of url or pipeline"
+        if not 0.1 <= self.read_timeout_s <= 3600:
+            yield "read_timeout_s", "must be between 0.1 and 3600 seconds"
 
 
 def gstreamer_available() -> bool:
@@ -256,6 +269,10 @@ class UrlSource(_CaptureSource):
             self.target, self.backend = cfg.pipeline, cv2.CAP_GSTREAMER
         else:
             self.target, self.backend = cfg.url, cv2.CAP_FFMPEG
+            ms = round(cfg.read_timeout_s * 1000)
+            for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):
+                if hasattr(cv2, name):  # OpenCV 4.5.2 on; an older one waits as FFmpeg does
+                    self.open_params += (getattr(cv2, name), ms)
 
     def open(self) -> None:
         if self.backend == cv2.CAP_GSTREAMER and not gstreamer_available():
@@ -372,6 +389,10 @@ def make_source(cfg) -> FrameSource:
 class SourceRunner:
     """Keeps a source open: reopens it with exponential backoff and reports its state.
 
+    Any failure, to open or to read, waits the backoff before the next try and doubles it;
+    the first frame after a reopen sets it back, so a source that opens and then fails to
+    read (a stream that accepts and stalls) is retried at the backoff's pace, not in a loop.
+
     States: ``starting``, ``ok``, ``reconnecting``, ``ended``, ``stopped``.
     """
 
@@ -403,20 +424,18 @@ class SourceRunner:
                 try:
                     self.source.open()
                 except SourceError as exc:
-                    self._lost(str(exc))
-                    stop.wait(self.backoff)
-                    self.backoff = min(self.backoff * 2, self.max)
+                    self._lost(str(exc), stop)
                     continue
                 if self.state != "starting":
                     self.reopens += 1
                     log.info("source reopened: %s", self.source.describe())
                 self._open = True
                 self._set("ok", "")
-                self.backoff = self.initial
             try:
                 frame = self.source.read()
                 if frame is None:  # a source with nothing new yet
                     continue
+                self.backoff = self.initial  # frames flow: the next loss starts short again
                 return frame
             except SourceEnded:
                 self.source.close()
@@ -426,13 +445,16 @@ class SourceRunner:
             except (SourceLost, OSError, cv2.error) as exc:
                 self.source.close()
                 self._open = False
-                self._lost(str(exc))
+                self._lost(str(exc), stop)
         return None
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, stop) -> None:
+        """Report the loss, wait the backoff (or until ``stop``), double it."""
         if self.state != "reconnecting" or why != self.detail:
             log.warning("source lost (%s); retrying in %.1f s", why, self.backoff)
         self._set("reconnecting", why)
+        stop.wait(self.backoff)
+        self.backoff = min(self.backoff * 2, self.max)
 
     def _set(self, state: str, detail: str) -> None:
         changed = state != self.state
