@@ -79,9 +79,8 @@ def test_source_lost_mid_run_fails_parts_and_recovers(
     assert status and status["camera"] == "reconnecting"
     t0 = time.time()
     line.trigger("during")
-    v = line.by_id().get("during") or line.wait_for(2)[-1]
-    v = line.by_id()["during"]
-    assert (v["result"], v["reason"]) == ("fail", "source_lost")
+    v = line.wait_for(2, timeout=2)[-1]  # the verdict that came after "before"
+    assert v["part_id"] == "during" and (v["result"], v["reason"]) == ("fail", "source_lost")
     assert v["_received"] - t0 < 0.5  # failed at once, not at the deadline
 
     hidden.rename(folder)  # plugged back in
@@ -300,3 +299,226 @@ def test_decided_parts_do_not_pile_up_until_their_deadline(make_config, station_
     kept, waiting = station.inflight.deadline_entries(), len(station.inflight)
     station.stop()
     assert kept <= 4 * waiting + inflight.HEAP_SLACK + 1
+
+
+def _one_worker(cfg):
+    return replace(cfg, model=replace(cfg.model, workers=1))
+
+
+def test_a_part_timed_out_while_its_batch_forms_is_skipped_and_its_batch_classified(
+    make_config, station_factory, line, tmp_path
+):
+    """The watchdog fails a part between its batch forming and the copy into the model's
+    input: that part keeps its one 'timeout' verdict, the rest of its batch is classified,
+    and the worker goes on with the parts after it."""
+    from inspector.contract.records import Reason
+
+    delay = tmp_path / "delay_ms"
+    cfg = make_config(trigger="mqtt", extra=f'testing: {{model_delay_file: "{delay}"}}\n')
+    station = station_factory(_one_worker(cfg))
+    formed = station.inflight.live
+
+    def formed_then_timed_out(parts):
+        live = formed(parts)
+        for part in live:
+            if part.part_id == "late":
+                station._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
+        return live
+
+    station.inflight.live = formed_then_timed_out
+    station.start()
+    assert line.wait_status("online")
+    delay.write_text("400")
+    line.trigger("first")  # the only worker is busy with it while the next two queue up
+    time.sleep(0.15)
+    line.trigger("late")
+    line.trigger("other")
+    time.sleep(0.1)
+    delay.write_text("0")
+    assert len(line.wait_for(3)) == 3
+    line.trigger("after")
+    line.wait_for(4)
+    time.sleep(0.3)  # nothing more may arrive
+    got = line.by_id()
+    assert len(line.verdicts) == 4
+    assert got["late"]["reason"] == "timeout"
+    for pid in ("first", "other", "after"):
+        assert got[pid]["reason"] in ("ok", "defect"), got[pid]
+    assert got["other"]["_received"] < got["other"]["deadline"] - 1  # not failed at its deadline
+    assert station.metrics.value("inspector_batch_size_sum") == 3  # first, other, after
+
+
+def test_an_unexpected_error_in_a_batch_fails_its_parts_and_the_worker_goes_on(
+    make_config, station_factory, line, caplog
+):
+    station = station_factory(_one_worker(make_config(trigger="mqtt")))
+    decide = station.decider.decide
+    broken = {"on": True}
+
+    def flaky_decide(row):
+        if broken["on"]:
+            raise KeyError("scratch")
+        return decide(row)
+
+    station.decider.decide = flaky_decide
+    station.start()
+    assert line.wait_status("online")
+    line.trigger("p1")
+    (v,) = line.wait_for(1)
+    assert (v["result"], v["reason"]) == ("fail", "error") and "KeyError" in v["detail"]
+    assert v["_received"] < v["deadline"] - 1  # at once, not when the part's deadline passed
+    logged = [r for r in caplog.records if "batch of 1 parts failed" in r.getMessage()]
+    assert logged and logged[0].exc_info  # with the traceback
+    broken["on"] = False
+    line.trigger("p2")
+    line.wait_for(2)
+    assert line.by_id()["p2"]["reason"] in ("ok", "defect")
+
+
+def test_io_binding_run_error_fails_the_parts_and_the_station_keeps_going(
+    make_config, station_factory, line
+):
+    """The IO-binding path (the default with a GPU; forced on here) failing at run time."""
+    cfg = make_config(trigger="mqtt")
+    station = station_factory(replace(cfg, model=replace(cfg.model, io_binding="on", workers=1)))
+    station.start()
+    assert station.classifier.io_binding  # warm-up kept it
+    session = station.classifier.session
+    bound_run = session.run_with_iobinding
+    broken = {"on": True}
+
+    def flaky_bound_run(*args, **kwargs):
+        if broken["on"]:
+            raise RuntimeError("CUDA failure 700: an illegal memory access was encountered")
+        return bound_run(*args, **kwargs)
+
+    session.run_with_iobinding = flaky_bound_run
+    session.run = None  # the plain path is not the one under test
+    assert line.wait_status("online")
+    line.trigger("b1")
+    (v,) = line.wait_for(1)
+    assert (v["result"], v["reason"]) == ("fail", "error") and "illegal memory" in v["detail"]
+    broken["on"] = False
+    line.trigger("b2")
+    line.wait_for(2)
+    assert line.by_id()["b2"]["reason"] in ("ok", "defect")
+
+
+def _health(station) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{station.http.port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_health(station, code: int, timeout: float = 5.0) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        got, body = _health(station)
+        if got == code or time.monotonic() > end:
+            assert got == code, body
+            return body
+        time.sleep(0.05)
+
+
+def test_health_is_503_while_a_classifier_worker_is_stuck(
+    make_config, station_factory, line, tmp_path
+):
+    delay = tmp_path / "delay_ms"
+    cfg = make_config(trigger="mqtt", extra=f'testing: {{model_delay_file: "{delay}"}}\n')
+    cfg = replace(cfg, metrics=replace(cfg.metrics, max_frame_age_s=1.0))
+    station = station_factory(cfg)
+    station.start()
+    assert line.wait_status("online")
+    _wait_health(station, 200)
+    delay.write_text("3000")  # the model hangs for 3 s on the next part
+    line.trigger("stuck")
+    body = _wait_health(station, 503, timeout=2.5)
+    assert "classifier worker infer-" in body["reason"] and "stuck" in body["reason"]
+    assert body["broker_connected"] and body["camera"] == "ok"
+    delay.unlink()
+    _wait_health(station, 200, timeout=5)
+
+
+def test_health_of_a_triggered_camera_idle_between_parts_and_stuck_on_one(
+    make_config, station_factory, line, tmp_path, parts_dir, monkeypatch
+):
+    """trigger.type camera: no frame for long is normal (no part came); 200 while the camera
+    and the broker are connected. The capture loop stuck on a frame is a 503."""
+    import cv2
+
+    from inspector.station import pipeline
+    from inspector.station.sources import SpoolSourceConfig
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    cfg = make_config(trigger="camera")
+    cfg = replace(cfg, source=SpoolSourceConfig(path=spool))
+    cfg = replace(cfg, metrics=replace(cfg.metrics, max_frame_age_s=1.0))
+    real_preprocess = pipeline.preprocess
+    release = threading.Event()
+    release.set()
+    monkeypatch.setattr(
+        pipeline, "preprocess", lambda *a, **k: release.wait(10) and real_preprocess(*a, **k)
+    )
+    station = station_factory(cfg)
+    station.start()
+    assert line.wait_status("online")
+    time.sleep(1.5)  # longer than max_frame_age_s without a part
+    body = _wait_health(station, 200, timeout=0)
+    assert body["last_frame_age_s"] is None and body["camera"] == "ok" and body["reason"] == ""
+
+    release.clear()  # the next frame hangs in preprocessing
+    image = cv2.imread(str(next(parts_dir.rglob("*.png"))))
+    cv2.imwrite(str(tmp_path / "part-1.png"), image)
+    (tmp_path / "part-1.png").rename(spool / "part-1.png")
+    body = _wait_health(station, 503, timeout=3)
+    assert "capture loop stuck on a frame" in body["reason"]
+    release.set()
+    (v,) = line.wait_for(1)
+    assert v["frame"] == "part-1.png"
+    _wait_health(station, 200, timeout=3)
+
+
+def test_frames_that_do_not_fit_the_geometry_degrade_the_station_until_they_fit_again(
+    make_config, station_factory, line, monkeypatch
+):
+    from inspector.contract.preprocess import GeometryMismatch
+    from inspector.station import pipeline
+
+    real_preprocess = pipeline.preprocess
+    wrong = {"on": False}
+    why = "frame is 48x48; the station's geometry was built for 640x480"
+
+    def preprocess(*args, **kwargs):
+        if wrong["on"]:
+            raise GeometryMismatch(why)
+        return real_preprocess(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "preprocess", preprocess)
+    station = station_factory(make_config(trigger="mqtt"))
+    station.start()
+    assert line.wait_status("online")
+    wrong["on"] = True  # e.g. someone changed the camera's resolution
+    line.trigger("odd")
+    (v,) = line.wait_for(1)
+    assert (v["result"], v["reason"]) == ("fail", "unreadable_frame") and why in v["detail"]
+    status = line.wait_status("degraded", timeout=3)
+    assert status and status["camera"] == "ok" and why in status["detail"]
+    validate("status", status)
+    code, body = _health(station)
+    assert code == 503 and body["state"] == "degraded" and why in body["reason"]
+
+    wrong["on"] = False
+    line.trigger("fits")
+    line.wait_for(2)
+    assert line.by_id()["fits"]["reason"] in ("ok", "defect")
+    status = line.wait_status("online", timeout=3)
+    assert status and status["detail"] == ""
+    assert _health(station)[0] == 200

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 
-from ..contract.preprocess import FrameError, preprocess
+from ..contract.preprocess import FrameError, GeometryMismatch, preprocess
 from ..contract.records import Frame, Part, Reason, Verdict
 from ..contract.triggers import TriggerError, parse_trigger
 from ..errors import ConfigError
@@ -102,6 +102,8 @@ class Station:
         self.source_ended = threading.Event()
         self.ready = False
         self.last_frame_mono = 0.0
+        self._capture_waiting = False  # True while the capture loop waits for the source
+        self._geometry_problem = ""  # why frames no longer fit the station's geometry, if so
         self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
         workers = self.classifier.workers
@@ -119,6 +121,8 @@ class Station:
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.classifier.warmup(self.cfg.model.warmup_runs)
+        now = time.monotonic()  # a long warm-up (TensorRT builds an engine) is not a stall
+        self._beats.update(dict.fromkeys(self._beats, now))
         if self.recorder:
             self.recorder.start()
         if self.http:
@@ -169,7 +173,11 @@ class Station:
             return "offline"
         if not self.ready or self.source.state == "starting":
             return "starting"
-        if self.source.state != "ok" or (self.quality is not None and self.quality.problems):
+        if (
+            self.source.state != "ok"
+            or self._geometry_problem
+            or (self.quality is not None and self.quality.problems)
+        ):
             return "degraded"
         return "online"
 
@@ -181,7 +189,11 @@ class Station:
             "model_id": self.classifier.model_id,
             "providers": self.classifier.providers,
             "camera": self.source.state,
-            "detail": "; ".join(filter(None, [self.source.detail, *self._quality_problems()])),
+            "detail": "; ".join(
+                filter(
+                    None, [self.source.detail, self._geometry_problem, *self._quality_problems()]
+                )
+            ),
             "quality": None
             if self.quality is None
             else {
@@ -195,14 +207,29 @@ class Station:
         return list(self.quality.problems) if self.quality is not None else []
 
     def health(self) -> tuple[bool, dict]:
+        """``/health``: healthy while the station can inspect a part now: started, camera
+        connected, broker connected, no classifier worker or capture loop stuck, frames that
+        fit the geometry, and (unless a hardware-triggered camera may be idle between parts)
+        a frame within ``metrics.max_frame_age_s``. ``reason`` says what is wrong."""
+        limit = self.cfg.metrics.max_frame_age_s
         age = time.monotonic() - self.last_frame_mono if self.last_frame_mono else None
-        frames_ok = age is not None and age <= self.cfg.metrics.max_frame_age_s
         broker_ok = self.publisher.connected.is_set()
-        return frames_ok and broker_ok and self.ready, {
+        problems = [] if self.ready else [f"station {self.state()}"]
+        if self.source.state != "ok":
+            problems.append(f"camera {self.source.state}: {self.source.detail}".rstrip(": "))
+        elif self.mode != "camera" and (age is None or age > limit):
+            problems.append("no frame yet" if age is None else f"no frame for {age:.1f} s")
+        if not broker_ok:
+            problems.append("not connected to the MQTT broker")
+        problems += self._stalls(limit, limit)
+        if self._geometry_problem:
+            problems.append(self._geometry_problem)
+        return not problems, {
             "state": self.state(),
             "camera": self.source.state,
             "last_frame_age_s": None if age is None else round(age, 3),
             "broker_connected": broker_ok,
+            "reason": "; ".join(problems),
         }
 
     def _on_source_state(self, state: str, detail: str) -> None:
@@ -338,16 +365,35 @@ class Station:
     def alive(self, max_age_s: float) -> bool:
         """True while every classifier worker (and, unless the camera is hardware-triggered and
         may be silent, the capture loop) went round within ``max_age_s``: the systemd watchdog.
-        One worker stuck in a run is enough to call the station hung."""
-        now = time.monotonic()
-        if any(now - t > max_age_s for k, t in self._beats.items() if k != "capture"):
+        One worker stuck in a run is enough to call the station hung. The capture loop gets at
+        least 5.5 s: a lost source is retried after up to 5 s."""
+        capture_max = max(max_age_s, 5.5)
+        if self._stalls(max_age_s, capture_max):
             return False
-        return self.mode == "camera" or now - self._beats["capture"] <= max(max_age_s, 5.5)
+        return self.mode == "camera" or time.monotonic() - self._beats["capture"] <= capture_max
+
+    def _stalls(self, max_age_s: float, capture_max_age_s: float) -> list[str]:
+        """What is stuck: a classifier worker that has not come round within ``max_age_s``
+        (stuck in a run), the capture loop busy with one frame for ``capture_max_age_s``
+        (preprocessing, queueing). Waiting for the source is not counted here: a triggered
+        camera may be silent, and a source's own timeouts and state cover a lost one."""
+        now = time.monotonic()
+        stalls = [
+            f"classifier worker {name} stuck for {now - t:.1f} s"
+            for name, t in self._beats.items()
+            if name != "capture" and now - t > max_age_s
+        ]
+        busy = now - self._beats["capture"]
+        if not self._capture_waiting and busy > capture_max_age_s:
+            stalls.append(f"capture loop stuck on a frame for {busy:.1f} s")
+        return stalls
 
     def _capture_loop(self) -> None:
         while not self._capture_stop.is_set():
-            self._beats["capture"] = time.monotonic()
+            self._capture_waiting = True
             frame = self.source.next(self._capture_stop)
+            self._beats["capture"] = time.monotonic()
+            self._capture_waiting = False
             if frame is None:
                 if self.source.state == "ended":
                     self.source_ended.set()
@@ -371,8 +417,12 @@ class Station:
             part.input = preprocess(frame.image, self.spec)
         except FrameError as exc:
             self.metrics.drop("unreadable_frame")
+            if isinstance(exc, GeometryMismatch):
+                self._geometry_changed(str(exc))
             self._fail(part, Reason.UNREADABLE_FRAME, f"{frame.origin}: {exc}")
             return
+        if self._geometry_problem:
+            self._geometry_changed("")
         part.t_preprocessed_mono = time.monotonic()
         self.metrics.stages["preprocess"].observe(part.t_preprocessed_mono - t0)
         wait = self.cfg.pipeline.when_full == "wait"
@@ -388,6 +438,18 @@ class Station:
                 self.metrics.drop("queue_overflow")
                 self._fail(part, Reason.OVERFLOW, "classifier queue full")
                 return
+
+    def _geometry_changed(self, problem: str) -> None:
+        """Frames stopped (``problem``) or started again ("") fitting the station's geometry:
+        the station is ``degraded`` meanwhile, with the reason in its status."""
+        if problem == self._geometry_problem:
+            return
+        if problem:
+            log.error("frames do not fit the station's geometry: %s", problem)
+        else:
+            log.warning("frames fit the station's geometry again")
+        self._geometry_problem = problem
+        self.publisher.status_changed()
 
     def _watch_quality(self, frame: Frame) -> None:
         changed = self.quality.offer(frame.image)
@@ -435,8 +497,14 @@ class Station:
                 except queue.Empty:
                     break
             live = self.inflight.live(batch)
-            if live:
+            if not live:
+                continue
+            try:
                 self._classify(live)
+            except Exception as exc:  # whatever went wrong, this worker goes on with the next
+                log.exception("%s: a batch of %d parts failed", beat, len(live))
+                for part in live:
+                    self._fail(part, Reason.ERROR, f"internal error: {type(exc).__name__}: {exc}")
         with self._lock:
             self._infer_running -= 1
             if not self._infer_running:
@@ -444,8 +512,18 @@ class Station:
 
     def _classify(self, parts: list[Part]) -> None:
         buf = self.classifier.buffer(len(parts))
-        for i, part in enumerate(parts):
-            buf[i] = part.input
+        n = 0
+        for part in parts:  # keeps, in place, the parts whose input is still there
+            x = part.input  # None once the watchdog failed the part after its batch formed
+            if x is not None:
+                buf[n] = x
+                parts[n] = part
+                n += 1
+        if n < len(parts):  # rare: those others have their verdict already
+            del parts[n:]
+            if not parts:
+                return
+            buf = buf[:n]
         t0 = time.monotonic()
         queued = self.metrics.stages["queue"]
         for part in parts:
