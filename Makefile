@@ -4,23 +4,31 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# Every install takes its versions from the lock (see its header; `make constraints` refreshes it).
+CONSTRAINTS := constraints.txt
 
-.PHONY: demo test lint bench bench-accuracy demo-model soak install mosquitto clean
+.PHONY: demo test lint bench bench-accuracy demo-model soak install mosquitto clean constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e '.[dev]'
+$(STAMP): $(PY) setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 # Training (TensorFlow) on top: the tests, the accuracy benchmark and the demo model need it;
 # `make demo` does not.
 TRAIN_STAMP := $(VENV)/.installed-train
 $(TRAIN_STAMP): $(STAMP)
-	$(PIP) install --quiet -e '.[dev,train]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,train]'
 	touch $(TRAIN_STAMP)
+
+# Refresh the lock: the newest versions setup.cfg allows, pinned as installed. Then `make test`.
+constraints: $(PY)
+	$(PIP) install --quiet --upgrade --upgrade-strategy eager -e '.[dev,train]'
+	$(PY) deploy/constraints.py --out $(CONSTRAINTS)
+	touch $(STAMP) $(TRAIN_STAMP)
 
 install: $(STAMP)
 

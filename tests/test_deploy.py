@@ -63,14 +63,10 @@ def tls_client(out: Path, port: int, user: str | None, password: str | None, cli
     return c, result.get("rc")
 
 
-def test_tls_password_and_acl_hold_and_verdicts_reach_the_gate(
-    secure_broker, tmp_path, model_path, parts_dir, station_factory
-):
+def secure_station_config(secure_broker, tmp_path, model_path, parts_dir):
+    """A test station's config pointed at the secure broker: TLS and the inspector's password."""
     out, port, users = secure_broker
     (out / "inspector.pw").write_text(users["inspector"])
-    tls = TlsSection(ca=out / "ca.crt")
-
-    # the station, over TLS with its password
     from types import SimpleNamespace
 
     B = SimpleNamespace(host="localhost", port=port)  # noqa: N806
@@ -79,23 +75,41 @@ def test_tls_password_and_acl_hold_and_verdicts_reach_the_gate(
         station_yaml(model_path, parts_dir, B) + f'recorder: {{path: "{tmp_path}/rec"}}\n'
     )
     cfg = load_config(cfg_path)
-    cfg = replace(
+    tls = TlsSection(ca=out / "ca.crt")
+    return replace(
         cfg,
         mqtt=replace(cfg.mqtt, username="inspector", password_file=out / "inspector.pw", tls=tls),
     )
-    station = station_factory(cfg)
-    station.start()
-    assert station.publisher.connected.wait(10), station.publisher.last_error
 
-    gate = GateService(
+
+def secure_gate(secure_broker, prefix: str) -> GateService:
+    out, port, users = secure_broker
+    return GateService(
         GateConfig(
-            gate=GateSection(id="g", station_prefix=cfg.prefix, travel_ms=3000),
+            gate=GateSection(id="g", station_prefix=prefix, travel_ms=3000),
             mqtt=MqttSection(
-                host="localhost", port=port, username="gate", password=users["gate"], tls=tls
+                host="localhost",
+                port=port,
+                username="gate",
+                password=users["gate"],
+                tls=TlsSection(ca=out / "ca.crt"),
             ),
             http=GateHttpSection(port=0),
         )
     )
+
+
+def test_tls_password_and_acl_hold_and_verdicts_reach_the_gate(
+    secure_broker, tmp_path, model_path, parts_dir, station_factory
+):
+    out, port, users = secure_broker
+    # the station, over TLS with its password
+    cfg = secure_station_config(secure_broker, tmp_path, model_path, parts_dir)
+    station = station_factory(cfg)
+    station.start()
+    assert station.publisher.connected.wait(10), station.publisher.last_error
+
+    gate = secure_gate(secure_broker, cfg.prefix)
     gate.start()
     try:
         assert gate.connected.wait(10)
@@ -142,6 +156,152 @@ def test_tls_password_and_acl_hold_and_verdicts_reach_the_gate(
         gate.stop()
 
 
+def acl_rules(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Mosquitto's acl_file: {user: [(access, topic pattern)]} ('topic PATTERN' is readwrite)."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    user = None
+    for raw in path.read_text().splitlines():
+        words = raw.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+        elif words[0] == "topic":
+            access, pattern = (words[1], words[2]) if len(words) == 3 else ("readwrite", words[1])
+            rules.setdefault(user, []).append((access, pattern))
+    return rules
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    want, got = pattern.split("/"), topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(got) or level not in ("+", got[i]):
+            return False
+    return len(want) == len(got)
+
+
+def acl_allows(rules, user: str, topic: str, access: str) -> bool:
+    return any(
+        a in (access, "readwrite") and topic_matches(pattern, topic)
+        for a, pattern in rules.get(user, [])
+    )
+
+
+def test_acl_allows_every_topic_the_station_gate_and_verify_publish(
+    secure_broker, tmp_path, model_path, parts_dir, station_factory, monkeypatch
+):
+    """Every (user, topic) the line's clients publish (will included) passes the shipped ACL,
+    and the locked-down broker really delivers each to a viewer (the golden-sample result too)."""
+    from calibration.golden import publish_outcome
+
+    out, port, users = secure_broker
+    published: set[tuple[str, str]] = set()
+    real_publish, real_will = mqtt.Client.publish, mqtt.Client.will_set
+
+    def publish(self, topic, *args, **kwargs):
+        published.add((self.username, topic))
+        return real_publish(self, topic, *args, **kwargs)
+
+    def will_set(self, topic, *args, **kwargs):
+        published.add((self.username, topic))
+        return real_will(self, topic, *args, **kwargs)
+
+    seen: set[str] = set()
+    viewer, rc = tls_client(out, port, "viewer", users["viewer"], "acl-viewer")
+    assert rc is not None and not rc.is_failure
+    viewer.on_message = lambda c, u, msg: seen.add(msg.topic)
+    viewer.subscribe("inspector/#", qos=1)
+    monkeypatch.setattr(mqtt.Client, "publish", publish)
+    monkeypatch.setattr(mqtt.Client, "will_set", will_set)
+
+    cfg = secure_station_config(secure_broker, tmp_path, model_path, parts_dir)
+    cfg = replace(cfg, station=replace(cfg.station, id="acl"))
+    station = station_factory(cfg)
+    station.start()
+    gate = secure_gate(secure_broker, cfg.prefix)
+    gate.start()
+    plc, rc = tls_client(out, port, "plc", users["plc"], "acl-plc")
+    try:
+        assert station.publisher.connected.wait(10) and gate.connected.wait(10)
+        time.sleep(1.5)  # the station's status reaches the gate
+        for i in range(2):
+            plc.publish(
+                f"{cfg.prefix}/trigger", json.dumps({"part_id": f"A-{i}", "ts": time.time()})
+            )
+        end = time.monotonic() + 10
+        while len(gate.core.decided) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert len(gate.core.decided) == 2
+        assert publish_outcome(cfg, [], "acl-model")  # `inspector verify`, as the inspector user
+        end = time.monotonic() + 5
+        while f"{cfg.prefix}/status/verify" not in seen and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        plc.loop_stop()
+        gate.stop()
+        station.stop()
+        viewer.loop_stop()
+
+    rules = acl_rules(DEPLOY / "mosquitto" / "acl")
+    sent = {(u, t) for u, t in published if u in users}
+    assert {u for u, _ in sent} == {"inspector", "gate", "plc"}, sent
+    assert ("inspector", f"{cfg.prefix}/status/verify") in sent  # the golden-sample result
+    denied = sorted((u, t) for u, t in sent if not acl_allows(rules, u, t, "write"))
+    assert not denied, f"the shipped ACL denies {denied}"
+    missing = sorted({t for _, t in sent} - seen)  # (the will's topic is status: seen too)
+    assert not missing, f"the locked-down broker did not deliver {missing}"
+
+
+# The largest legitimate message: a trigger at the schema's largest trigger.max_payload_bytes
+# (verdicts, status, gate events and the golden-sample result are a few kB).
+LARGEST_TRIGGER = 65536
+
+
+def test_broker_refuses_an_oversize_packet_and_passes_the_largest_legitimate_one(secure_broker):
+    out, port, users = secure_broker
+    got: list[int] = []
+    viewer, rc = tls_client(out, port, "viewer", users["viewer"], "size-viewer")
+    viewer.on_message = lambda c, u, msg: got.append(len(msg.payload))
+    viewer.subscribe("inspector/size/trigger", qos=1)
+    time.sleep(0.3)
+
+    def send(size: int) -> bool:
+        """Publish SIZE bytes as the PLC over MQTT 3.1.1; False when the broker hangs up."""
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plc-{size}")
+        c.tls_set(ca_certs=str(out / "ca.crt"))
+        c.username_pw_set("plc", users["plc"])
+        gone = []
+        c.on_disconnect = lambda *a: gone.append(True)
+        c.connect("localhost", port)
+        c.loop_start()
+        try:
+            info = c.publish("inspector/size/trigger", b"x" * size, qos=1)
+            end = time.monotonic() + 5
+            while not info.is_published() and not gone and time.monotonic() < end:
+                time.sleep(0.02)
+            return info.is_published()
+        finally:
+            c.loop_stop()
+            c.disconnect()
+
+    try:
+        assert send(LARGEST_TRIGGER)
+        assert not send(1 << 20)  # 1 MiB: the broker hangs up instead of reading it all
+        assert send(100)
+        end = time.monotonic() + 3
+        while len(got) < 2 and time.monotonic() < end:
+            time.sleep(0.02)
+        assert got == [LARGEST_TRIGGER, 100]
+    finally:
+        viewer.loop_stop()
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text().split()
+    limit = int(conf[conf.index("max_packet_size") + 1])
+    # a trigger at the schema's limit, with its topic and header, fits; a flood does not
+    assert LARGEST_TRIGGER + 1024 <= limit <= 1 << 18
+
+
 def test_systemd_units_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if not analyze:
@@ -177,6 +337,115 @@ def test_dockerfiles_lint_clean():
         timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = "\n".join(
+        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    out = []
+    for logical in text.replace("\\\n", " ").splitlines():
+        if logical.strip():
+            word, _, rest = logical.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def copied_paths(path: Path) -> set[str]:
+    """Top-level paths of the build context a Dockerfile COPYs into the image."""
+    copied = set()
+    for word, args in dockerfile_instructions(path):
+        if word == "COPY" and "--from=" not in args:
+            sources = [a for a in args.split() if not a.startswith("--")][:-1]
+            copied |= {Path(a).parts[0] for a in sources}
+    return copied
+
+
+# Each verb with arguments that fail as soon as its imports are done (no such file).
+LINE_VERBS = [
+    ["check", "missing.yaml"],
+    ["run", "missing.yaml"],
+    ["gate", "missing.yaml"],
+    ["verify", "missing.yaml", "empty"],
+    ["calibrate", "camera", "empty", "--board", "9x6", "--square-mm", "10"],
+    ["calibrate", "baseline", "empty"],
+    ["simulate", "--data", "empty", "--model", "missing.onnx"],
+    ["bench", "--model", "missing.onnx"],
+    ["demo", "--prepare", "prepared", "--parts", "1"],
+]
+TRAIN_VERBS = [["train", "--help"], ["export", "--help"], ["evaluate", "--help"]]
+
+# Runs the CLI with only the packages an image copies: the editable install's finder and the
+# source tree leave sys.path, the image's folder (the current directory) takes their place.
+IMAGE_PYTHON = """
+import importlib.util, sys
+root = sys.argv[1]
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f)]
+sys.path = ["."] + [p for p in sys.path if p not in ("", root)]
+if importlib.util.find_spec(sys.argv[2]) is not None:
+    sys.exit(99)  # the project is installed non-editable: its packages cannot be hidden
+from inspector.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.train"])
+def test_images_copy_every_package_their_verbs_import(dockerfile, tmp_path):
+    """In an image holding only what its Dockerfile COPYs, no verb fails with an ImportError:
+    the line images run the line PC's verbs (verify and calibrate need calibration/), the
+    training image those and the QA verbs (training/)."""
+    copied = copied_paths(DEPLOY / "docker" / dockerfile)
+    first_party = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    absent = sorted(first_party - copied - {"tests"}) or ["no_such_package"]
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "empty").mkdir()
+    for name in copied & first_party:
+        (image / name).symlink_to(ROOT / name)
+    verbs = LINE_VERBS + (TRAIN_VERBS if dockerfile == "Dockerfile.train" else [])
+    for verb in verbs:
+        r = subprocess.run(
+            [sys.executable, "-c", IMAGE_PYTHON, str(ROOT), absent[0], *verb],
+            cwd=image,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if r.returncode == 99:
+            pytest.skip("the project is not installed in editable mode here")
+        output = r.stdout + r.stderr
+        assert "No module named" not in output and "invalid choice" not in output, (
+            f"{dockerfile} copies {sorted(copied)}; inspector {' '.join(verb)}:\n{output}"
+        )
+
+
+def test_images_keep_their_requirements_and_pip_check_them():
+    """No image uninstalls a package the project requires, and each build runs `pip check`."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    required = {
+        Requirement(r).name.lower()
+        for r in requires("defect-inspector") or []
+        if "extra ==" not in r
+    }
+    problems = []
+    for dockerfile in sorted((DEPLOY / "docker").glob("Dockerfile.*")):
+        runs = [args for word, args in dockerfile_instructions(dockerfile) if word == "RUN"]
+        for args in runs:
+            for part in args.split("&&"):
+                words = part.split()
+                if "uninstall" in words:
+                    removed = {w.lower() for w in words[words.index("uninstall") + 1 :]}
+                    if removed & required:
+                        problems.append(
+                            f"{dockerfile.name} uninstalls {sorted(removed & required)}"
+                        )
+        if not any("pip check" in args for args in runs):
+            problems.append(f"{dockerfile.name} never runs pip check")
+    assert not problems, problems
 
 
 def test_compose_file_wires_broker_inspector_and_gate_with_health_checks():
