@@ -172,6 +172,91 @@ def test_run_exits_2_with_one_clear_line(tmp_path, good_yaml):
     assert any("model.warmup_runs" in x for x in lines) and any("bogus" in x for x in lines)
 
 
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("deadline_ms: 2000", "deadline_ms: .nan", "part.deadline_ms: must be a finite number"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: .inf", "mqtt.reconnect_max_s: must be a finite"),
+        ("port: 0}", "port: 0, max_frame_age_s: -.inf}", "metrics.max_frame_age_s: must be a fin"),
+        ("warmup_runs: 1}", "warmup_runs: 1}\ndecision: {uncertainty_margin: .NaN}", "finite"),
+        ("recorder: {", "recorder: {queue_size: 0, ", "recorder.queue_size: must be at least 1"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: 0", "mqtt.reconnect_max_s: must be more than 0"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: 0.3, keepalive_s: 0", "mqtt.keepalive_s: must"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: 0.3, keepalive_s: 70000", "mqtt.keepalive_s"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: 0.3, connect_timeout_s: 0", "connect_timeout_s"),
+        ("reconnect_max_s: 0.3", "reconnect_max_s: 0.3, status_interval_s: 0", "status_interval_s"),
+        ("metrics: {port: 0}", "metrics: {port: 70000}", "metrics.port: must be between 0 and"),
+        ("metrics: {port: 0}", "metrics: {port: -1}", "metrics.port: must be between 0 and"),
+        ("metrics: {port: 0}", "metrics: {port: 0, max_frame_age_s: 0}", "max_frame_age_s: must"),
+        ("{type: mqtt}", "{type: mqtt, max_payload_bytes: 0}", "trigger.max_payload_bytes: must"),
+        ("{type: mqtt}", "{type: mqtt, max_payload_bytes: 1000000}", "trigger.max_payload_bytes"),
+        ("{type: mqtt}", "{type: mqtt, max_part_id_chars: 0}", "trigger.max_part_id_chars: must"),
+    ],
+)
+def test_out_of_range_settings_are_one_clear_line_each(
+    tmp_path, good_yaml, capsys, old, new, expected
+):
+    assert old in good_yaml
+    p = write(tmp_path, good_yaml.replace(old, new, 1))
+    assert main(["check", str(p)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert lines[0].startswith(f"{p}:"), "the line number is named"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs inspector/httpd.py to raise ConfigError when it cannot listen (remove this "
+    "marker with that change)",
+)
+def test_run_with_its_metrics_port_in_use_is_one_clear_line(tmp_path, good_yaml):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = write(tmp_path, good_yaml.replace("metrics: {port: 0}", f"metrics: {{port: {port}}}"))
+        r = subprocess.run(
+            [sys.executable, "-m", "inspector.cli", "run", str(p)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    errors = [line for line in r.stderr.splitlines() if line.startswith("inspector run:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1 and "metrics.port" in errors[0] and "in use" in errors[0], r.stderr
+
+
+def test_check_tells_a_gate_config_from_a_station_config(tmp_path, capsys):
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("gate:\n  station_prefix: inspector/line3\n  travel_ms: -5\n")
+    assert main(["check", str(gate)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{gate}:3: gate.travel_ms: must be positive"]
+    gate.write_text("gate: {station_prefix: inspector/line3}\nhttp: {port: 0}\n")
+    assert main(["check", str(gate)]) == 0
+    assert "valid gate config" in capsys.readouterr().out
+
+
+def test_check_validates_a_training_config(tmp_path, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model: {type: cnn}\ntrain: {epochs: 3, bogus: 1}\n")
+    assert main(["check", str(cfg)]) == 2
+    assert f"{cfg}:2: train.bogus: unknown key" in capsys.readouterr().err
+    elpv = Path(__file__).resolve().parents[1] / "training" / "configs" / "elpv.yaml"
+    assert main(["check", str(elpv)]) == 0
+    assert "valid training config" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["colour: red\n", "- a\n- b\n", "just words\n"])
+def test_check_says_when_it_cannot_tell_the_kind_of_config(tmp_path, capsys, text):
+    p = write(tmp_path, text)
+    assert main(["check", str(p)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not a station, gate or training config" in line and str(p) in line
+
+
 def test_model_that_is_not_onnx_is_a_clear_error(tmp_path, good_yaml, model_path, capsys):
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"this is a jpeg, honest")

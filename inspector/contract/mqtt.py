@@ -64,6 +64,19 @@ class MqttSection:
             yield "prefix", "must be non-empty and contain no '#', '+' or NUL"
         if self.outbox_size < 1:
             yield "outbox_size", "must be at least 1"
+        if not 1 <= self.keepalive_s <= 65535:
+            yield (
+                "keepalive_s",
+                "must be between 1 and 65535 (0 would stop the broker noticing a dead client, "
+                "so its last-will would never say offline)",
+            )
+        for key, most in (
+            ("connect_timeout_s", 300),
+            ("reconnect_max_s", 600),
+            ("status_interval_s", 60),
+        ):
+            if not 0 < getattr(self, key) <= most:
+                yield key, f"must be more than 0 and at most {most} seconds"
 
     def resolved_password(self) -> str | None:
         if self.password_env:

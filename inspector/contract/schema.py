@@ -15,6 +15,7 @@ Unions keyed by a ``type`` field (frame sources, execution providers) are declar
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -139,7 +140,10 @@ class _Walker:
                 return value
         elif tp is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
+                if math.isfinite(value):
+                    return float(value)
+                self.error(node, path, f"must be a finite number, got {node.value!r}")
+                return None
         elif tp is str:
             if isinstance(value, str):
                 return self.expand(value, node, path)
@@ -205,6 +209,7 @@ class _Walker:
             return None
         values: dict[str, Any] = {}
         seen: set[str] = set()
+        failed: set[str] = set()
         for knode, vnode in node.value:
             key = str(self.scalar(knode))
             sub = f"{path}.{key}" if path else key
@@ -215,8 +220,11 @@ class _Walker:
             if key not in fields:
                 self.error(knode, sub, f"unknown key (expected one of {', '.join(fields)})")
                 continue
+            before = len(self.errors)
             values[key] = self.convert(hints[key], vnode, sub)
-        ok = True
+            if len(self.errors) > before:  # said already; the section's own checks would trip
+                failed.add(key)
+        ok = not failed
         for name, f in fields.items():
             if name in values:
                 if values[name] is None and not _optional(hints[name]):
@@ -271,6 +279,24 @@ def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
 def load_yaml(cls: type, path: Path) -> Any:
     """Read ``path`` and build ``cls`` from it, raising ConfigError with every problem."""
     path = Path(path)
+    node = _compose(path)
+    walker = _Walker(str(path), path.resolve().parent)
+    obj = walker.convert(cls, node, "")
+    if walker.errors:
+        raise ConfigError(*walker.errors)
+    return obj
+
+
+def top_level_keys(path: Path) -> list[str] | None:
+    """The keys of a YAML file's top-level mapping (None when it is not a mapping), so a
+    caller can tell which kind of config it holds; ConfigError when it is not YAML."""
+    node = _compose(Path(path))
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return [str(k.value) for k, _ in node.value]
+
+
+def _compose(path: Path) -> yaml.Node:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -286,11 +312,7 @@ def load_yaml(cls: type, path: Path) -> Any:
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if node is None:
         raise ConfigError(f"{path}: config file is empty")
-    walker = _Walker(str(path), path.resolve().parent)
-    obj = walker.convert(cls, node, "")
-    if walker.errors:
-        raise ConfigError(*walker.errors)
-    return obj
+    return node
 
 
 def describe_schema(cls: type, prefix: str = "") -> list[str]:

@@ -18,6 +18,11 @@ from ..errors import ConfigError
 from ..logs import LoggingSection
 from .quality import QualitySection
 
+# trigger.max_payload_bytes: the smallest useful trigger ({"part_id": ..., "ts": ...}) and
+# the largest the broker's max_packet_size (deploy/mosquitto/mosquitto.conf) carries.
+MIN_TRIGGER_BYTES = 64
+MAX_TRIGGER_BYTES = 65536
+
 
 def _sources() -> dict[str, type]:
     from .sources import SOURCE_TYPES
@@ -66,6 +71,14 @@ class TriggerSection:
     def problems(self):
         if self.max_pending < 1:
             yield "max_pending", "must be at least 1"
+        if not MIN_TRIGGER_BYTES <= self.max_payload_bytes <= MAX_TRIGGER_BYTES:
+            yield (
+                "max_payload_bytes",
+                f"must be between {MIN_TRIGGER_BYTES} and {MAX_TRIGGER_BYTES} (the broker's "
+                "max_packet_size leaves room for a trigger this large, and no larger)",
+            )
+        if self.max_part_id_chars < 1:
+            yield "max_part_id_chars", "must be at least 1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,6 +241,8 @@ class RecorderSection:
             yield "pass_sample_rate", "must be between 0 and 1"
         if self.quota_mb <= 0:
             yield "quota_mb", "must be positive"
+        if self.queue_size < 1:
+            yield "queue_size", "must be at least 1 (it holds full frames: it must be bounded)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +251,12 @@ class MetricsSection:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(9108, "port (0: any free port)")
     max_frame_age_s: float = setting(5.0, "/health fails when no frame arrived for this long")
+
+    def problems(self):
+        if not 0 <= self.port <= 65535:
+            yield "port", "must be between 0 and 65535 (0: any free port)"
+        if self.max_frame_age_s <= 0:
+            yield "max_frame_age_s", "must be positive"
 
 
 @dataclass(frozen=True, kw_only=True)
