@@ -1,0 +1,97 @@
+"""The review app's configuration: one YAML file (``inspector review --config review.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract.schema import load_yaml, setting
+from ..logs import LoggingSection
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSection:
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8470, "port")
+    secure_cookies: bool = setting(
+        False, "mark the session cookie Secure (set when a TLS proxy sits in front)"
+    )
+    session_hours: float = setting(12.0, "a login lasts this long")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingsSection:
+    station: str = setting(help="station name shown in the inbox")
+    path: Path = setting(help="the station's recorder.path (local or mounted)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSection:
+    path: Path = setting(help="dataset folder ROOT/<class>/*, the layout `inspector train` reads")
+    good: str = setting("good", "the good class: key g")
+    defects: list[str] = setting(factory=lambda: ["defect"], help="defect classes: keys 1..9")
+
+    def problems(self):
+        if not 1 <= len(self.defects) <= 9:
+            yield "defects", "give 1 to 9 defect classes (keys 1..9)"
+        names = [self.good, *self.defects]
+        if len(set(names)) != len(names):
+            yield "defects", "class names must differ from each other and from good"
+        for name in names:
+            if not name or name.startswith(".") or "/" in name or "\\" in name:
+                yield "defects", f"{name!r} is not a folder name"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSection:
+    runs: Path = setting(Path("runs"), "run folders of `inspector train` started from the page")
+    config: Path | None = setting(None, "training config YAML passed to `inspector train`")
+    epochs: int = setting(20, "default epochs on the form")
+    args: list[str] = setting(
+        factory=list, help="extra `inspector train` arguments, e.g. [--image-size, '64']"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationModelSection:
+    name: str = setting(help="station name")
+    config: Path = setting(help="the station's config (what `inspector verify` runs)")
+    golden: Path = setting(help="the station's golden set (pass/ and fail/)")
+    models: Path = setting(help="the station's models folder, with the `current` link")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelsSection:
+    registry: list[Path] = setting(
+        factory=list, help="folders searched for exported models (model.onnx + model.json)"
+    )
+    stations: list[StationModelSection] = setting(factory=list, help="promotion targets")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewConfig:
+    server: ServerSection = setting(factory=ServerSection, help="")
+    database: Path = setting(Path("review.sqlite"), "the SQLite file (labels, users, runs)")
+    cache: Path = setting(Path("review-cache"), "thumbnail cache")
+    thumbnail_px: int = setting(160, "thumbnail size (longest side)")
+    page_size: int = setting(50, "parts per inbox page")
+    rescan_s: float = setting(30.0, "look for new recordings this often (0: only at start)")
+    recordings: list[RecordingsSection] = setting(factory=list, help="recordings folders")
+    dataset: DatasetSection = setting(help="where relabelled images go")
+    training: TrainingSection = setting(factory=TrainingSection, help="")
+    reports: list[Path] = setting(
+        factory=list, help="folders holding evaluation reports (folders with metrics.json)"
+    )
+    models: ModelsSection = setting(factory=ModelsSection, help="")
+    logging: LoggingSection = setting(factory=LoggingSection, help="")
+
+    def problems(self):
+        if not 10 <= self.page_size <= 500:
+            yield "page_size", "must be between 10 and 500"
+        stations = [r.station for r in self.recordings]
+        if len(set(stations)) != len(stations):
+            yield "recordings", "two recordings folders with the same station name"
+
+
+def load_review_config(path) -> ReviewConfig:
+    return load_yaml(ReviewConfig, path)

@@ -1,0 +1,104 @@
+"""Evaluation reports (``inspector evaluate``: ``metrics.json``, ``predictions.csv``) and
+their comparison: metrics with deltas, confusion matrices, parts whose decision changed.
+
+Nothing here recomputes a metric: the numbers are the ones ``evaluate`` wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "auroc",
+    "defect_recall",
+    "escape_rate",
+    "false_reject_rate",
+    "class_accuracy",
+    "threshold",
+    "images",
+)
+LOWER_IS_BETTER = {"escape_rate", "false_reject_rate"}
+
+
+def find(roots: list[Path]) -> dict[str, Path]:
+    """Report name (its path under its root, with the root's name) -> folder."""
+    out = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for metrics in sorted(root.rglob("metrics.json")):
+            folder = metrics.parent
+            rel = folder.relative_to(root).as_posix()
+            out[root.name if rel == "." else f"{root.name}/{rel}"] = folder
+    return out
+
+
+def load(folder: Path) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    predictions = {}
+    try:
+        with open(folder / "predictions.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                predictions[row["file"]] = row
+    except OSError:
+        pass
+    return {"metrics": metrics, "predictions": predictions}
+
+
+def compare(a: dict, b: dict) -> dict:
+    """B against A: each headline metric with its delta and whether it got better."""
+    rows = []
+    for key in HEADLINE:
+        va, vb = a["metrics"].get(key), b["metrics"].get(key)
+        delta = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+        better = None
+        if delta and key not in ("threshold", "images"):
+            better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
+        rows.append({"name": key, "a": va, "b": vb, "delta": delta, "better": better})
+    changed = []
+    for file in sorted(set(a["predictions"]) & set(b["predictions"])):
+        pa, pb = a["predictions"][file], b["predictions"][file]
+        if pa.get("result") == pb.get("result"):
+            continue
+        truth = "fail" if _is_defect(pa.get("label", ""), a["metrics"]) else "pass"
+        changed.append(
+            {
+                "file": file,
+                "label": pa.get("label"),
+                "a": pa.get("result"),
+                "b": pb.get("result"),
+                "score_a": pa.get("defect_score"),
+                "score_b": pb.get("defect_score"),
+                "change": "fixed" if pb.get("result") == truth else "broke",
+            }
+        )
+    return {
+        "metrics": rows,
+        "confusion": [_confusion(a["metrics"]), _confusion(b["metrics"])],
+        "changed": changed,
+        "fixed": sum(c["change"] == "fixed" for c in changed),
+        "broke": sum(c["change"] == "broke" for c in changed),
+        "only_a": len(set(a["predictions"]) - set(b["predictions"])),
+        "only_b": len(set(b["predictions"]) - set(a["predictions"])),
+    }
+
+
+def _is_defect(label: str, metrics: dict) -> bool:
+    per = metrics.get("per_class") or {}
+    defects = metrics.get("defect_classes")
+    if defects is None and isinstance(per, dict):
+        defects = [c for c, v in per.items() if isinstance(v, dict) and v.get("defect")]
+    if defects:
+        return label in defects
+    return label.lower() not in ("good", "ok", "pass", "normal")
+
+
+def _confusion(metrics: dict) -> dict:
+    cm = metrics.get("confusion_matrix") or {}
+    return {"classes": cm.get("classes", []), "rows": cm.get("rows_true_cols_predicted", [])}

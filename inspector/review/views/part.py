@@ -1,0 +1,66 @@
+"""The part page (image at real pixels, verdict JSON, label history) and relabelling."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..dataset import UNSURE
+from .common import bench, error, filter_query, page, part_filter, render, safe_next
+
+
+@page("viewer")
+async def part_page(request: Request, user) -> Response:
+    b = bench(request)
+    pid = request.path_params["pid"]
+    part = b.store.part(pid)
+    if part is None:
+        return error(request, user, 404, "no such part")
+    params = request.query_params
+    prev_id, next_id = b.store.neighbours(part_filter(params), pid)
+    query = filter_query(params)
+    sidecar = b.recordings[part["station"]] / part["sidecar"]
+    try:
+        verdict = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        verdict = {"error": f"sidecar unreadable: {exc}"}
+    return render(
+        request,
+        "part.html",
+        part=part,
+        verdict=verdict,
+        query=query,
+        prev_url=f"/part/{prev_id}?{query}" if prev_id else None,
+        next_url=f"/part/{next_id}?{query}" if next_id else None,
+        keys=b.labeller.keys(),
+        unsure=UNSURE,
+        history=b.store.label_log(part=pid),
+        inbox_url=f"/?{query}",
+    )
+
+
+@page("reviewer")
+async def label(request: Request, user) -> Response:
+    b = bench(request)
+    form = await request.form()
+    part = b.store.part(request.path_params["pid"])
+    if part is None:
+        return error(request, user, 404, "no such part")
+    b.labeller.label(part, str(form.get("label", "")), user.name)
+    default = f"/part/{part['id']}"
+    return RedirectResponse(safe_next(str(form.get("next") or ""), default), status_code=303)
+
+
+@page("reviewer")
+async def undo(request: Request, user) -> Response:
+    """Undo a given label (``label_id``) or, without one, this user's latest label."""
+    b = bench(request)
+    form = await request.form()
+    lid = str(form.get("label_id") or "")
+    target = b.store.label(int(lid)) if lid.isdigit() else b.store.last_label_by(user.name)
+    if target is None or b.labeller.undo(target["id"], user.name) is None:
+        return error(request, user, 409, "nothing to undo (that label is no longer in force)")
+    default = f"/part/{target['part']}"
+    return RedirectResponse(safe_next(str(form.get("next") or ""), default), status_code=303)

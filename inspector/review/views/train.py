@@ -1,0 +1,59 @@
+"""Training runs from the page: start (one at a time), progress (polled by htmx), cancel."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from .common import bench, error, page, render
+
+
+@page("viewer")
+async def train_page(request: Request, user) -> Response:
+    b = bench(request)
+    b.jobs.refresh()
+    runs = b.store.runs()
+    last = runs[0] if runs else None
+    return render(
+        request,
+        "train.html",
+        runs=runs,
+        active=b.store.active_runs(),
+        default_name=b.jobs.default_name(),
+        default_epochs=last["epochs"] if last else b.cfg.training.epochs,
+        command=" ".join(b.jobs.command(b.cfg.training.runs / "NAME", 0)[1:]),
+        progress={r["id"]: b.jobs.progress(r) for r in runs[:5]},
+    )
+
+
+@page("reviewer")
+async def start(request: Request, user) -> Response:
+    b = bench(request)
+    form = await request.form()
+    try:
+        epochs = int(str(form.get("epochs", "")))
+    except ValueError:
+        return error(request, user, 400, "epochs: a whole number")
+    rid = b.jobs.start(str(form.get("name", "")).strip(), epochs, user.name)
+    return RedirectResponse(f"/train#run-{rid}", status_code=303)
+
+
+@page("viewer")
+async def progress(request: Request, user) -> Response:
+    """One run's progress block (the htmx poll target; a whole page without htmx)."""
+    b = bench(request)
+    b.jobs.refresh()
+    run = b.store.run(request.path_params["rid"])
+    if run is None:
+        return error(request, user, 404, "no such run")
+    name = "_run.html" if request.headers.get("hx-request") else "run.html"
+    return render(request, name, run=run, p=b.jobs.progress(run))
+
+
+@page("reviewer")
+async def cancel(request: Request, user) -> Response:
+    b = bench(request)
+    rid = request.path_params["rid"]
+    if not b.jobs.cancel(rid):
+        return error(request, user, 409, "that run is not running")
+    return RedirectResponse(f"/train#run-{rid}", status_code=303)
