@@ -501,6 +501,19 @@ def test_every_example_station_passes_check(example, tmp_path, monkeypatch, caps
     assert code == 0, capsys.readouterr().err
 
 
+def test_readme_says_what_is_measured_on_a_gpu_and_what_gpu_check_reports():
+    """The README states what the project has measured (nothing on a GPU yet), not who was
+    lent which machine, and describes gpu_check.py's report by the names it writes."""
+    text = (ROOT / "README.md").read_text()
+    (para,) = [p for p in text.split("\n\n") if "deploy/gpu_check.py --out" in p]
+    assert para.startswith("Not yet measured on a GPU")
+    assert not {"lent", "session", "sessions"} & set(para.replace(",", " ").split()), para
+    script = (DEPLOY / "gpu_check.py").read_text()
+    for name in ("gpu_ran", "ok", "unavailable", "error"):
+        assert f"`{name}`" in para and f'"{name}"' in script, name
+    assert "exits 3" in para and "else 3" in script
+
+
 def test_gpu_check_reports_every_combination_and_says_when_no_gpu_ran(tmp_path):
     out = tmp_path / "gpu.json"
     r = subprocess.run(
