@@ -162,3 +162,25 @@ def test_fine_tune_exports_with_parity_and_learns_a_small_easy_set(tmp_path):
     assert main(["evaluate", str(model), "--data", str(data), "--out", str(tmp_path / "r")]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
+
+
+def test_lite_trains_under_mixed_precision_and_a_distribution_strategy():
+    """What a GPU box uses (float16 compute, MirroredStrategy), exercised on the CPU."""
+    from training.config import ModelConfig
+    from training.models import build
+    from training.tf import keras, tf
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+            model = build(ModelConfig(type=LITE0, image_size=32, color="gray"), n_classes=2)
+            model.compile(optimizer="adam", loss="categorical_crossentropy")
+        assert model.get_layer("backbone").get_layer("block3_dwconv").compute_dtype == "float16"
+        x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
+        y = np.eye(2, dtype=np.float32)[[0, 1] * 4]
+        history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        scores = model.predict(x, verbose=0)
+        assert scores.dtype == np.float32 and np.allclose(scores.sum(axis=1), 1, atol=1e-3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
