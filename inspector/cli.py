@@ -290,6 +290,32 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_review(args) -> int:
+    from . import logs
+    from .review.config import load_review_config
+
+    cfg = load_review_config(args.config)
+    if args.add_user:
+        import getpass
+        import os
+
+        from .review import auth
+        from .review.store import Store
+
+        password = os.environ.get("INSPECTOR_REVIEW_PASSWORD") or getpass.getpass(
+            f"password for {args.add_user}: "
+        )
+        auth.add_user(Store(cfg.database), args.add_user, password, args.role)
+        print(f"user {args.add_user} ({args.role}) saved in {cfg.database}")
+        return 0
+    from .review.app import serve
+
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    print(f"review app on http://{cfg.server.host}:{cfg.server.port}/")
+    serve(cfg)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .lab.demo import prepare, run_demo
 
@@ -410,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=None)
     b.set_defaults(func=_cmd_bench)
     _training_parsers(sub, b)
+
+    rv = sub.add_parser("review", help="the QA workbench: review, relabel, train, compare, promote")
+    rv.add_argument("--config", type=Path, required=True, help="review.yaml")
+    rv.add_argument(
+        "--add-user",
+        metavar="NAME",
+        help="add or update a user (password from INSPECTOR_REVIEW_PASSWORD or a prompt) and exit",
+    )
+    rv.add_argument("--role", choices=["viewer", "reviewer", "admin"], default="reviewer")
+    rv.set_defaults(func=_cmd_review)
 
     d = sub.add_parser("demo", help="run a station on synthetic parts with a local broker")
     d.add_argument("--parts", type=int, default=60, help="number of parts to inspect")
