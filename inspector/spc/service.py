@@ -1,0 +1,138 @@
+"""``inspector spc --config spc.yaml``: store, ingest, monitor and alarms wired together, with
+Prometheus gauges on ``/metrics`` and ``/health``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..httpd import HttpEndpoint
+from .alarms import AlarmBoard
+from .config import SpcConfig
+from .ingest import Ingest, backfill
+from .monitor import Monitor, Transition
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class SpcMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        labels = ["station", "chart"]
+        self.rate = Gauge("spc_rate", "rate of the last closed subgroup", labels, registry=r)
+        self.center = Gauge("spc_center", "baseline rate (centre line)", labels, registry=r)
+        self.upper = Gauge("spc_upper_limit", "upper control limit", labels, registry=r)
+        self.ewma = Gauge("spc_ewma", "EWMA of the standardised rate", labels, registry=r)
+        self.cusum = Gauge("spc_cusum", "upper CUSUM of the standardised rate", labels, registry=r)
+        self.alarms = Gauge("spc_alarms_active", "alarms active now", registry=r)
+        self.messages = Counter("spc_messages", "messages stored, by kind", ["kind"], registry=r)
+
+    def update(self, monitor: Monitor, ingest: Ingest | None) -> None:
+        for st in list(monitor.stations.values()):
+            for chart, v in list(st.last.items()):
+                self.rate.labels(st.station, chart).set(v["rate"])
+                self.center.labels(st.station, chart).set(v["center"])
+                self.upper.labels(st.station, chart).set(v["upper"])
+                if "ewma" in v:
+                    self.ewma.labels(st.station, chart).set(v["ewma"])
+                    self.cusum.labels(st.station, chart).set(v["cusum"])
+        self.alarms.set(len(monitor.active()))
+
+
+class SpcService:
+    def __init__(self, cfg: SpcConfig) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.store.url)
+        self.metrics = SpcMetrics()
+        self._publishing = False
+        self.board = AlarmBoard(self.store, self._publish_alarms, cfg.alarms.context_window_s)
+        self.monitor = Monitor(cfg.charts, self._on_transition)
+        s = cfg.subscribe
+        self.ingest = Ingest(
+            self.store,
+            cfg.mqtt,
+            s.verdicts,
+            s.gate_events,
+            s.context,
+            self.monitor.add,
+            session_expiry_s=s.session_expiry_s,
+            batch=cfg.store.batch,
+        )
+        self.http = (
+            HttpEndpoint(self.metrics.registry, self.health, cfg.http.host, cfg.http.port)
+            if cfg.http.enabled
+            else None
+        )
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="spc-tick", daemon=True)
+
+    def _on_transition(self, t: Transition) -> None:
+        self.board.on_transition(t)
+
+    def _publish_alarms(self, payload: bytes) -> None:
+        if self._publishing:
+            self.ingest.client.publish(self.cfg.alarm_topic, payload, qos=1, retain=True)
+
+    def prime(self) -> None:
+        """Backfill from recordings, then replay each station's recent verdicts into the charts."""
+        for b in self.cfg.backfill:
+            new, bad = backfill(self.store, b.station, b.path)
+            log.info(
+                "backfill %s from %s: %d new verdicts, %d unreadable",
+                b.station,
+                b.path,
+                len(new),
+                bad,
+            )
+        c = self.cfg.charts
+        keep = (c.history + c.baseline_subgroups) * c.subgroup_parts
+        for station in self.store.stations():
+            if c.subgroup_window_s:
+                t0 = time.time() - (c.history + c.baseline_subgroups) * c.subgroup_window_s
+                rows = [r for r in self.store.recent(station, 10**7) if r.t_verdict >= t0]
+            else:
+                rows = self.store.recent(station, keep)
+            self.monitor.add(rows)
+
+    def start(self) -> None:
+        self.prime()
+        self._publishing = True
+        self.ingest.start()
+        self.ingest.connected.wait(self.cfg.mqtt.connect_timeout_s)
+        self.board.publish()  # the state after priming, retained
+        self._ticker.start()
+        if self.http:
+            self.http.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ingest.stop()
+        if self.http:
+            self.http.stop()
+        self.store.close()
+
+    def _tick_loop(self) -> None:
+        last_prune = 0.0
+        while not self._stop.wait(1.0):
+            self.monitor.tick(time.time())
+            self.metrics.update(self.monitor, self.ingest)
+            if time.monotonic() - last_prune > 3600:
+                last_prune = time.monotonic()
+                n = self.store.prune(self.cfg.store.retention_days * 86400)
+                if n:
+                    log.info("retention: deleted %d rows", n)
+
+    def health(self) -> tuple[bool, dict]:
+        c = self.ingest.counts
+        ok = self.ingest.connected.is_set()
+        return ok, {
+            "broker": "connected" if ok else "disconnected",
+            "verdicts": c.verdicts,
+            "duplicates": c.duplicates,
+            "malformed": c.malformed,
+            "alarms": len(self.monitor.active()),
+        }

@@ -1,0 +1,373 @@
+"""The one data-access module of the SPC room: every SQL statement lives here.
+
+SQLite by default (a file path: WAL journal, indexes on station and time, retention by age);
+PostgreSQL (or TimescaleDB) by URL, ``postgresql://user@host/db``, with the same schema.
+The schema is versioned: ``MIGRATIONS`` lists each version's statements and ``Store`` applies
+the ones a database lacks, in order, in one transaction each.
+
+A verdict is one row per part: the key is station + seq + part id + trigger time (the
+contract's part identity: a PLC id that came round after a power cycle, with a station that
+restarted its seq, is a new part), so a QoS 1 redelivery, a resend after a broker restart or
+a sidecar read twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, InspectorError
+
+log = logging.getLogger(__name__)
+
+# {bytes}, {float}: column types that differ between the dialects.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE verdicts (
+                station TEXT NOT NULL, seq BIGINT NOT NULL, part_id TEXT NOT NULL,
+                t_trigger {float} NOT NULL, t_verdict {float} NOT NULL,
+                result TEXT NOT NULL, reason TEXT NOT NULL, class TEXT,
+                defects INTEGER NOT NULL, model_id TEXT NOT NULL, origin TEXT NOT NULL,
+                PRIMARY KEY (station, seq, part_id, t_trigger))""",
+            "CREATE INDEX verdicts_station_time ON verdicts (station, t_verdict)",
+            "CREATE INDEX verdicts_time ON verdicts (t_verdict)",
+            """CREATE TABLE gate_events (
+                gate TEXT NOT NULL, part_id TEXT NOT NULL, t_trigger {float} NOT NULL,
+                outcome TEXT NOT NULL, reason TEXT NOT NULL, t_decided {float} NOT NULL,
+                PRIMARY KEY (gate, part_id, t_trigger))""",
+            "CREATE INDEX gate_events_time ON gate_events (t_decided)",
+            """CREATE TABLE context (
+                topic TEXT NOT NULL, ts {float} NOT NULL, value TEXT NOT NULL,
+                PRIMARY KEY (topic, ts, value))""",
+            "CREATE INDEX context_time ON context (ts)",
+            """CREATE TABLE rejected_messages (
+                topic TEXT NOT NULL, ts {float} NOT NULL, payload {bytes} NOT NULL,
+                error TEXT NOT NULL)""",
+        ],
+    ),
+    (
+        2,
+        [
+            """CREATE TABLE alarms (
+                station TEXT NOT NULL, chart TEXT NOT NULL, rule TEXT NOT NULL,
+                since {float} NOT NULL, cleared {float}, detail TEXT NOT NULL,
+                PRIMARY KEY (station, chart, rule, since))""",
+            "CREATE INDEX alarms_time ON alarms (since)",
+        ],
+    ),
+]
+DIALECT_TYPES = {
+    "sqlite": {"float": "REAL", "bytes": "BLOB"},
+    "postgresql": {"float": "DOUBLE PRECISION", "bytes": "BYTEA"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRow:
+    station: str
+    seq: int
+    part_id: str
+    t_trigger: float
+    t_verdict: float
+    result: str
+    reason: str
+    label: str | None
+    defects: int
+    model_id: str
+    origin: str = "mqtt"  # mqtt | sidecar
+
+
+@dataclass(frozen=True, slots=True)
+class GateRow:
+    gate: str
+    part_id: str
+    t_trigger: float
+    outcome: str
+    reason: str
+    t_decided: float
+
+
+class Store:
+    """A connection to the SPC database; thread-safe (one lock around the connection)."""
+
+    def __init__(self, target: str | Path) -> None:
+        text = str(target)
+        self._lock = threading.RLock()
+        if text.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            try:
+                import psycopg
+            except ImportError:
+                raise InspectorError(
+                    "a PostgreSQL store needs psycopg: pip install 'defect-inspector[spc]'"
+                ) from None
+            try:
+                self._db = psycopg.connect(text, autocommit=False)
+            except psycopg.Error as exc:
+                raise InspectorError(f"cannot connect to {_redact(text)}: {exc}") from None
+            self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        else:
+            self.dialect = "sqlite"
+            path = Path(text.removeprefix("sqlite:///"))
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = sqlite3.connect(str(path), check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise InspectorError(f"cannot open the SPC database {path}: {exc}") from None
+            self._errors = (sqlite3.Error,)
+        self.migrate()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _sql(self, statement: str) -> str:
+        statement = statement.format(**DIALECT_TYPES[self.dialect])
+        return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
+
+    def _run(self, statement: str, params: Sequence = ()):
+        cur = self._db.cursor()
+        cur.execute(self._sql(statement), params)
+        return cur
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            self._run("CREATE TABLE IF NOT EXISTS spc_schema (version INTEGER NOT NULL)")
+            row = self._run("SELECT MAX(version) FROM spc_schema").fetchone()
+            self._db.commit()
+            return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; returns the version it is at."""
+        current = self.schema_version()
+        latest = MIGRATIONS[-1][0]
+        if current > latest:
+            raise ConfigError(
+                f"the SPC database is at schema version {current}, newer than this program "
+                f"knows ({latest}): upgrade defect-inspector"
+            )
+        with self._lock:
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                try:
+                    for st in statements:
+                        self._run(st)
+                    self._run("INSERT INTO spc_schema (version) VALUES (?)", (version,))
+                    self._db.commit()
+                except self._errors:
+                    self._db.rollback()
+                    raise
+                log.info("SPC database migrated to schema version %d", version)
+        return latest
+
+    # -- writes ----------------------------------------------------------------------------
+    def add_verdicts(self, rows: Iterable[VerdictRow]) -> list[VerdictRow]:
+        """Insert in one transaction; returns the rows that were new (not duplicates)."""
+        new = []
+        st = self._sql(
+            "INSERT INTO verdicts (station, seq, part_id, t_trigger, t_verdict, result, reason, "
+            "class, defects, model_id, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING"
+        )
+        with self._lock:
+            cur = self._db.cursor()
+            try:
+                for r in rows:
+                    cur.execute(
+                        st,
+                        (
+                            r.station,
+                            r.seq,
+                            r.part_id,
+                            r.t_trigger,
+                            r.t_verdict,
+                            r.result,
+                            r.reason,
+                            r.label,
+                            r.defects,
+                            r.model_id,
+                            r.origin,
+                        ),
+                    )
+                    if cur.rowcount == 1:
+                        new.append(r)
+                self._db.commit()
+            except self._errors:
+                self._db.rollback()
+                raise
+        return new
+
+    def add_gate_events(self, rows: Iterable[GateRow]) -> int:
+        return self._insert_many(
+            "INSERT INTO gate_events (gate, part_id, t_trigger, outcome, reason, t_decided) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            [(r.gate, r.part_id, r.t_trigger, r.outcome, r.reason, r.t_decided) for r in rows],
+        )
+
+    def add_context(self, rows: Iterable[tuple[str, float, str]]) -> int:
+        return self._insert_many(
+            "INSERT INTO context (topic, ts, value) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            list(rows),
+        )
+
+    def add_rejected(self, rows: Iterable[tuple[str, float, bytes, str]]) -> int:
+        """Messages that could not be read are kept verbatim, with why."""
+        return self._insert_many(
+            "INSERT INTO rejected_messages (topic, ts, payload, error) VALUES (?,?,?,?)",
+            list(rows),
+        )
+
+    def open_alarm(self, station: str, chart: str, rule: str, since: float, detail: str) -> None:
+        self._insert_many(
+            "INSERT INTO alarms (station, chart, rule, since, cleared, detail) "
+            "VALUES (?,?,?,?,NULL,?) ON CONFLICT DO NOTHING",
+            [(station, chart, rule, since, detail)],
+        )
+
+    def clear_alarm(self, station: str, chart: str, rule: str, since: float, when: float) -> None:
+        self._insert_many(
+            "UPDATE alarms SET cleared = ? WHERE station = ? AND chart = ? AND rule = ? "
+            "AND since = ?",
+            [(when, station, chart, rule, since)],
+        )
+
+    def _insert_many(self, statement: str, params: list[tuple]) -> int:
+        if not params:
+            return 0
+        with self._lock:
+            cur = self._db.cursor()
+            try:
+                n = 0
+                for p in params:
+                    cur.execute(self._sql(statement), p)
+                    n += max(cur.rowcount, 0)
+                self._db.commit()
+            except self._errors:
+                self._db.rollback()
+                raise
+        return n
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        """Retention: delete what is older than ``older_than_s`` seconds; rows deleted."""
+        cutoff = (now if now is not None else time.time()) - older_than_s
+        n = 0
+        with self._lock:
+            for table, col in (
+                ("verdicts", "t_verdict"),
+                ("gate_events", "t_decided"),
+                ("context", "ts"),
+                ("rejected_messages", "ts"),
+                ("alarms", "since"),
+            ):
+                n += max(self._run(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount, 0)
+            self._db.commit()
+        return n
+
+    # -- reads -----------------------------------------------------------------------------
+    def verdicts(
+        self, station: str | None = None, t_from: float = 0.0, t_to: float = float("inf")
+    ) -> dict[str, np.ndarray]:
+        """Columns (station, seq, part_id, t_verdict, result, reason, class, defects) ordered by
+        time, as numpy arrays."""
+        where, params = "t_verdict >= ? AND t_verdict < ?", [t_from, min(t_to, 1e18)]
+        if station is not None:
+            where += " AND station = ?"
+            params.append(station)
+        with self._lock:
+            rows = self._run(
+                "SELECT station, seq, part_id, t_verdict, result, reason, class, defects "
+                f"FROM verdicts WHERE {where} ORDER BY t_verdict, station, seq",
+                params,
+            ).fetchall()
+            self._db.commit()
+        cols = ("station", "seq", "part_id", "t_verdict", "result", "reason", "class", "defects")
+        out = {c: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
+        out["t_verdict"] = out["t_verdict"].astype(float)
+        out["seq"] = out["seq"].astype(np.int64)
+        out["defects"] = out["defects"].astype(np.int64)
+        return out
+
+    def recent(self, station: str, limit: int) -> list[VerdictRow]:
+        """The last ``limit`` verdicts of a station, oldest first (to prime the live charts)."""
+        with self._lock:
+            rows = self._run(
+                "SELECT station, seq, part_id, t_trigger, t_verdict, result, reason, class, "
+                "defects, model_id, origin FROM verdicts WHERE station = ? "
+                "ORDER BY t_verdict DESC LIMIT ?",
+                (station, limit),
+            ).fetchall()
+            self._db.commit()
+        return [VerdictRow(*r) for r in reversed(rows)]
+
+    def keys(self, station: str) -> set[tuple[int, str, float]]:
+        """(seq, part_id, t_trigger) of every stored verdict of a station (tests, audits)."""
+        with self._lock:
+            rows = self._run(
+                "SELECT seq, part_id, t_trigger FROM verdicts WHERE station = ?", (station,)
+            ).fetchall()
+            self._db.commit()
+        return {(int(a), b, float(c)) for a, b, c in rows}
+
+    def count(self, table: str = "verdicts") -> int:
+        if table not in ("verdicts", "gate_events", "context", "rejected_messages", "alarms"):
+            raise ValueError(table)
+        with self._lock:
+            (n,) = self._run(f"SELECT COUNT(*) FROM {table}").fetchone()
+            self._db.commit()
+        return int(n)
+
+    def stations(self) -> list[str]:
+        with self._lock:
+            rows = self._run("SELECT DISTINCT station FROM verdicts ORDER BY station").fetchall()
+            self._db.commit()
+        return [r[0] for r in rows]
+
+    def context(self, t_from: float, t_to: float) -> list[tuple[str, float, str]]:
+        """Context messages in a time range, with the last value of each topic before it
+        first (so changes can be told from repeats)."""
+        with self._lock:
+            before = self._run(
+                "SELECT c.topic, c.ts, c.value FROM context c JOIN (SELECT topic, MAX(ts) AS ts "
+                "FROM context WHERE ts < ? GROUP BY topic) last ON c.topic = last.topic "
+                "AND c.ts = last.ts",
+                (t_from,),
+            ).fetchall()
+            rows = self._run(
+                "SELECT topic, ts, value FROM context WHERE ts >= ? AND ts < ? ORDER BY ts",
+                (t_from, t_to),
+            ).fetchall()
+            self._db.commit()
+        return [(a, float(b), c) for a, b, c in sorted(before, key=lambda r: r[1]) + rows]
+
+    def alarms(self, t_from: float, t_to: float) -> list[tuple]:
+        with self._lock:
+            rows = self._run(
+                "SELECT station, chart, rule, since, cleared, detail FROM alarms "
+                "WHERE since >= ? AND since < ? ORDER BY since",
+                (t_from, t_to),
+            ).fetchall()
+            self._db.commit()
+        return rows
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
+    return url
