@@ -47,9 +47,11 @@ def _cmd_check(args) -> int:
 
 def _config_kinds() -> dict[str, type]:
     from .gate.config import GateConfig
+    from .review.config import ReviewConfig
+    from .spc.config import SpcConfig
     from .station.config import StationConfig
 
-    kinds = {"station": StationConfig, "gate": GateConfig}
+    kinds = {"station": StationConfig, "gate": GateConfig, "review": ReviewConfig, "spc": SpcConfig}
     try:  # QA's configs; a line PC installed without training/ has none
         from training.config import TrainConfig
     except ImportError:
@@ -80,13 +82,13 @@ def _config_kind(path: Path) -> str:
         for candidates in (has_own, fits):
             if len(candidates) == 1:
                 return candidates[0]
-    what = "not a station, gate or training config"
+    what = "not a station, gate, training, review or SPC config"
     if keys is not None and len(fits) > 1:
         what = f"cannot tell which kind of config this is ({' or '.join(fits)})"
     hint = "" if "training" in kinds else " (training/ is not installed here)"
     raise ConfigError(
         f"{path}: {what}{hint}: a station config has source: and model:, a gate config "
-        "gate:, a training config train:"
+        "gate:, a training config train:, a review config dataset:, an SPC config charts:"
     )
 
 
@@ -123,7 +125,36 @@ def _check_station(path: Path) -> tuple[list[str], list[str]]:
     return check_station(path)
 
 
-_CHECKS = {"station": _check_station, "gate": _check_gate, "training": _check_training}
+def _check_loads(loader):
+    def check(path: Path) -> tuple[list[str], list[str]]:
+        try:
+            loader(path)
+        except InspectorError as exc:
+            return exc.problems, []
+        return [], []
+
+    return check
+
+
+def _load_review(path: Path):
+    from .review.config import load_review_config
+
+    return load_review_config(path)
+
+
+def _load_spc(path: Path):
+    from .spc.config import load_spc_config
+
+    return load_spc_config(path)
+
+
+_CHECKS = {
+    "station": _check_station,
+    "gate": _check_gate,
+    "training": _check_training,
+    "review": _check_loads(_load_review),
+    "spc": _check_loads(_load_spc),
+}
 
 
 def _cmd_run(args) -> int:

@@ -254,7 +254,24 @@ def test_check_says_when_it_cannot_tell_the_kind_of_config(tmp_path, capsys, tex
     p = write(tmp_path, text)
     assert main(["check", str(p)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "not a station, gate or training config" in line and str(p) in line
+    assert "not a station, gate, training, review or SPC config" in line and str(p) in line
+
+
+@pytest.mark.parametrize(
+    "text, kind, expected",
+    [
+        ("dataset: {path: ds}\npage_size: 5\n", "review", "page_size: must be between 10"),
+        ("charts: {subgroup_parts: 2}\n", "spc", "charts.subgroup_parts: must be at least 10"),
+    ],
+)
+def test_check_validates_review_and_spc_configs(tmp_path, capsys, text, kind, expected):
+    p = write(tmp_path, text)
+    assert main(["check", str(p)]) == 2
+    assert expected in capsys.readouterr().err
+    fixed = text.replace("page_size: 5", "page_size: 50").replace("parts: 2", "parts: 20")
+    p.write_text(fixed)
+    assert main(["check", str(p)]) == 0, capsys.readouterr().err
+    assert f"valid {kind} config" in capsys.readouterr().out
 
 
 def test_model_that_is_not_onnx_is_a_clear_error(tmp_path, good_yaml, model_path, capsys):
