@@ -93,6 +93,7 @@ def test_clean_run_scores_perfectly_and_every_message_keeps_the_contract(
         ("slow-model", {"timeout"}),
         ("kill-inspector", {"inspector_offline", "inspector_stale", "no_verdict"}),
         ("bad-payloads", set()),
+        ("model-error", {"error"}),
     ],
 )
 def test_fault_never_passes_an_uninspected_part_and_inspection_resumes(
@@ -109,6 +110,19 @@ def test_fault_never_passes_an_uninspected_part_and_inspection_resumes(
     recovery = card["fault"]["recovery_s"]
     assert recovery is not None and recovery <= RECOVERY_BOUND_S, card["fault"]
     assert card["image_mismatches"] == 0
+    if fault == "model-error":  # one batch failed (max_batch 8); the parts after it were inspected
+        assert card["failsafe_rejects"]["error"] <= 8
+        assert card["correct_passes"] + card["correct_rejects"] == card["parts"]
+
+
+def test_a_part_counter_that_wraps_mid_run_never_passes_an_uninspected_part(line_data, tmp_path):
+    """Ids come round every 32 parts (4 s here): each is a new part, inspected and gated."""
+    card = simulate(options(line_data, tmp_path, part_id_wrap=32))
+    assert_safe(card)
+    assert card["parts"] == 48 and card["gate_counts"]["parts"] == 48
+    assert card["failsafe_rejects"] == {} and card["false_rejects"] == 0
+    assert card["correct_passes"] + card["correct_rejects"] == card["parts"]
+    assert card["image_mismatches"] == 0 and card["deadline_misses"] == 0
 
 
 def test_simulate_cli_rejects_bad_arguments(tmp_path, capsys):

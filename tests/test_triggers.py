@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from inspector.contract.triggers import TriggerError, parse_trigger
 
+from .contract import validate
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: (
@@ -117,3 +119,37 @@ def hostile_station(tmp_path_factory, model_path, parts_dir):
     line.close()
     station.stop()
     b.stop()
+
+
+def test_station_and_gate_refuse_the_same_triggers():
+    from inspector.gate.config import GateSection
+    from inspector.station.config import TriggerSection
+
+    station, gate = TriggerSection(), GateSection()
+    assert station.max_part_id_chars == gate.max_part_id_chars
+    assert station.max_payload_bytes == gate.max_payload_bytes
+
+
+def test_a_part_id_that_comes_round_again_is_inspected_as_a_new_part(
+    make_config, station_factory, line
+):
+    """A PLC counter wraps or restarts at 1: the same id, a new physical part, a new verdict.
+    The same trigger delivered again (QoS 1) stays one part."""
+    station = station_factory(make_config(trigger="mqtt"))
+    station.start()
+    assert line.wait_status("online"), line.statuses
+    t_first = time.time() - 60.0  # the counter's previous round, a minute ago
+    line.trigger("0001", ts=t_first)
+    line.trigger("0001", ts=t_first)  # redelivered
+    assert len(line.wait_for(1)) == 1
+    line.trigger("0001")  # the counter came round: a new part
+    verdicts = line.wait_for(2)
+    line.trigger("0001", ts=t_first)  # the old trigger, redelivered late: nothing new
+    time.sleep(0.5)
+    assert [v["part_id"] for v in line.verdicts] == ["0001", "0001"]
+    first, second = verdicts[:2]
+    assert first["t_trigger"] == t_first and second["t_trigger"] > t_first + 59
+    assert second["seq"] != first["seq"] and second["reason"] in ("ok", "defect")
+    for v in verdicts:
+        validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
+    assert station.metrics.value("inspector_triggers_total", outcome="duplicate") == 2

@@ -232,17 +232,26 @@ class GpioActuator(Actuator):
             raise ConfigError(
                 f"actuator: cannot open GPIO line {self.cfg.line} on {self.cfg.chip}: {exc}"
             ) from None
+        self._line_lock = threading.Lock()  # pulses (actuator thread) and hold (the gate)
+        self._pulse_on = False
 
     def fire(self, part_id: str) -> None:
-        self._request.set_value(self.cfg.line, self._values[0])
+        with self._line_lock:
+            self._pulse_on = True
+            self._request.set_value(self.cfg.line, self._values[0])
 
     def release(self) -> None:
-        if not self.held:
-            self._request.set_value(self.cfg.line, self._values[1])
+        with self._line_lock:
+            self._pulse_on = False
+            if not self.held:
+                self._request.set_value(self.cfg.line, self._values[1])
 
     def hold(self, on: bool) -> None:
-        super().hold(on)
-        self._request.set_value(self.cfg.line, self._values[0 if on else 1])
+        """Held on at once; released only between pulses, so no part's pulse is cut short."""
+        with self._line_lock:
+            super().hold(on)
+            if on or not self._pulse_on:
+                self._request.set_value(self.cfg.line, self._values[0 if on else 1])
 
     def close(self) -> None:
         req = getattr(self, "_request", None)

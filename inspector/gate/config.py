@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..contract.mqtt import MqttSection
 from ..contract.schema import Tagged, load_yaml, setting
+from ..contract.triggers import MAX_PART_ID_CHARS, MAX_PAYLOAD_BYTES, SAME_PART_WINDOW_S
 from ..logs import LoggingSection
 from .actuators import ACTUATOR_TYPES, LogActuatorConfig
 
@@ -19,12 +20,30 @@ class GateSection:
     travel_counts: int | None = setting(None, "encoder ticks from trigger to the gate")
     status_stale_s: float = setting(3.0, "no status for this long: the station is gone")
     keep_decided: int = setting(100_000, "decided parts remembered for duplicate/late detection")
+    same_part_window_s: float = setting(
+        SAME_PART_WINDOW_S,
+        "a repeated part_id whose trigger ts is within this of the first one's is the same part "
+        "(a redelivery); later it is a new part (PLC counters wrap or restart). Longer than a "
+        "trigger's redelivery takes, shorter than the counter takes to come round",
+    )
+    max_part_id_chars: int = setting(
+        MAX_PART_ID_CHARS,
+        "the station's trigger.max_part_id_chars: a part with a longer id is rejected "
+        "at once (invalid_trigger), as the station sends it no verdict",
+    )
+    max_payload_bytes: int = setting(
+        MAX_PAYLOAD_BYTES,
+        "the station's trigger.max_payload_bytes: a part whose trigger is larger is "
+        "rejected at once (invalid_trigger)",
+    )
 
     def problems(self):
         if bool(self.encoder_topic) != (self.travel_counts is not None):
             yield "travel_counts", "give encoder_topic and travel_counts together"
         if self.travel_ms <= 0:
             yield "travel_ms", "must be positive"
+        if self.same_part_window_s <= 0:
+            yield "same_part_window_s", "must be positive"
 
 
 def _actuator_types() -> dict[str, type]:

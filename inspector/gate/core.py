@@ -8,7 +8,9 @@ is in flight until it reaches the gate (``travel_ms`` after its trigger, or
 - no verdict has arrived when it reaches the gate (``no_verdict``);
 - the station's status goes ``offline`` (last-will) or stops arriving for
   ``status_stale_s`` while it waits (``inspector_offline`` / ``inspector_stale``);
-- the verdict cannot be read (``invalid_verdict``).
+- the verdict cannot be read (``invalid_verdict``);
+- its trigger is one the station refuses (an id over ``max_part_id_chars``, a payload over
+  ``max_payload_bytes``): the station sends no verdict for it (``invalid_trigger``).
 
 While the gate has no broker connection it cannot see triggers or verdicts: it holds
 the reject output on (every part passing is rejected, ``gate_blind``) until it is back
@@ -16,6 +18,11 @@ and ``travel_ms`` longer, since triggers sent meanwhile may still be on their wa
 is final when the part reaches the gate.
 A trigger that arrives after its part already reached the gate is reported as
 ``missed`` (``late_trigger``): the part went by uninspected; it is an alarm, not a pass.
+
+A repeated part id is the same part (a redelivered trigger, counted and ignored) only
+within ``same_part_window_s`` of its first trigger's ``ts``; after that it names a new part
+(PLC counters wrap or restart), the rule the station applies too (``contract.triggers.
+PartIds``). A verdict goes to the part of its id whose trigger time it carries (``t_trigger``).
 
 Verdicts for unknown parts are counted and ignored; a repeated verdict for the same
 part (QoS 1 redelivery) changes nothing; a verdict after the part was already rejected
@@ -26,13 +33,14 @@ Reject pulses fire when the part reaches the gate.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
-from ..contract.triggers import TriggerError, parse_trigger
+from ..contract.triggers import PartIds, TriggerError, parse_trigger, same_part
 from .config import GateSection
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,7 @@ class GatePart:
     verdict: dict | None = None
     t_decided: float | None = None
     extra: dict = field(default_factory=dict)
+    n: int = 0  # the gate's own number for this part: one id may name several parts
 
 
 class GateCore:
@@ -60,8 +69,10 @@ class GateCore:
         self.actuator = actuator
         self.emit = emit  # callable(event dict)
         self.lock = threading.RLock()
-        self.waiting: dict[str, GatePart] = {}
-        self.decided: collections.OrderedDict[str, GatePart] = collections.OrderedDict()
+        self.waiting: dict[int, GatePart] = {}  # by GatePart.n, in trigger order
+        self.decided: collections.OrderedDict[str, GatePart] = collections.OrderedDict()  # latest
+        self.ids = PartIds(cfg.same_part_window_s, cfg.keep_decided)
+        self._numbers = itertools.count(1)
         self.counts: collections.Counter[str] = collections.Counter()
         self.station_state = "unknown"
         self.last_status_mono: float | None = None
@@ -104,23 +115,28 @@ class GateCore:
 
     # -- inputs ------------------------------------------------------------------------
     def on_trigger(self, payload: bytes) -> None:
+        refused = None
         try:
-            trig = parse_trigger(payload, max_bytes=65536, max_id_chars=4096)
+            trig = parse_trigger(payload, self.cfg.max_payload_bytes, self.cfg.max_part_id_chars)
         except TriggerError as exc:
-            self.counts["malformed_triggers"] += 1
-            log.warning("malformed trigger ignored: %s", exc)
-            return
+            try:  # it names a part, but one the station refuses: no verdict will come for it
+                trig = parse_trigger(payload, _READABLE_BYTES, _READABLE_BYTES)
+                refused = str(exc)
+            except TriggerError:
+                self.counts["malformed_triggers"] += 1
+                log.warning("malformed trigger ignored: %s", exc)
+                return
         now, now_mono = time.time(), time.monotonic()
         with self.lock:
-            if trig.part_id in self.waiting or trig.part_id in self.decided:
+            t0 = trig.ts or now
+            if self.ids.repeat(trig.part_id, t0):  # the same part again (QoS 1 redelivery)
                 self.counts["duplicate_triggers"] += 1
                 return
-            t0 = trig.ts or now
             arrival = t0 + self.cfg.travel_ms / 1000.0
             if not self.cfg.encoder_topic and arrival <= now:
                 # the part reached the gate before its trigger reached us
                 self.counts["parts"] += 1
-                part = GatePart(trig.part_id, t0, arrival, None, None)
+                part = GatePart(trig.part_id, t0, arrival, None, None, n=next(self._numbers))
                 if self._was_blind(arrival):
                     self._decide(part, "rejected", "gate_blind")  # the output was held on
                 else:
@@ -129,14 +145,23 @@ class GateCore:
                     )
                     self._decide(part, "missed", "late_trigger")
                 return
+            n = next(self._numbers)
             if self.cfg.encoder_topic:
                 base = self.encoder or 0
-                part = GatePart(trig.part_id, t0, None, None, base + self.cfg.travel_counts)
+                part = GatePart(trig.part_id, t0, None, None, base + self.cfg.travel_counts, n=n)
             else:
-                part = GatePart(trig.part_id, t0, arrival, now_mono + (arrival - now), None)
+                part = GatePart(trig.part_id, t0, arrival, now_mono + (arrival - now), None, n=n)
             self.counts["parts"] += 1
-            self.waiting[part.part_id] = part
-            if self._station_gone():
+            self.waiting[n] = part
+            if refused is not None:
+                self.counts["refused_triggers"] += 1
+                log.warning(
+                    "part %r rejected: the station refuses its trigger (%s)",
+                    trig.part_id[:80],
+                    refused,
+                )
+                self._reject(part, "invalid_trigger")
+            elif self._station_gone():
                 self._reject(part, self._gone_reason())
 
     def on_verdict(self, payload: bytes) -> None:
@@ -158,20 +183,20 @@ class GateCore:
             "t_received": now,
         }
         with self.lock:
-            part = self.waiting.get(part_id)
+            part = self._part_for(part_id, v.get("t_trigger"))
             if part is None:
-                done = self.decided.get(part_id)
-                if done is None:
-                    self.counts["unknown_verdicts"] += 1
-                    log.warning("verdict for unknown part %r ignored", part_id[:80])
-                elif done.verdict is not None and done.verdict["seq"] == record["seq"]:
+                self.counts["unknown_verdicts"] += 1
+                log.warning("verdict for unknown part %r ignored", part_id[:80])
+                return
+            if part.outcome is not None:  # decided already
+                if part.verdict is not None and part.verdict["seq"] == record["seq"]:
                     self.counts["duplicate_verdicts"] += 1
                 else:
                     self.counts["late_verdicts"] += 1
                     log.warning(
                         "verdict for part %r arrived after the gate decided (%s)",
                         part_id[:80],
-                        done.reason,
+                        part.reason,
                     )
                 return
             if part.verdict is not None:  # a timely pass is already waiting for the part
@@ -238,6 +263,19 @@ class GateCore:
                     self._reject(part, "no_verdict")
             self._release_hold(now)
 
+    def _part_for(self, part_id: str, t_trigger) -> GatePart | None:
+        """The part a verdict is for: of the parts with its id (waiting, or decided last), the
+        one whose trigger time it carries; without one, the oldest still waiting."""
+        parts = [p for p in self.waiting.values() if p.part_id == part_id]
+        done = self.decided.get(part_id)
+        if done is not None:
+            parts.append(done)
+        if isinstance(t_trigger, bool) or not isinstance(t_trigger, (int, float)):
+            return parts[0] if parts else None
+        window = self.cfg.same_part_window_s
+        parts = [p for p in parts if same_part(p.t_trigger, t_trigger, window)]
+        return min(parts, key=lambda p: abs(p.t_trigger - t_trigger), default=None)
+
     # -- decisions -------------------------------------------------------------------------
     def _station_gone(self) -> bool:
         if self.station_state == "offline":
@@ -257,9 +295,10 @@ class GateCore:
             self.actuator.schedule(part.part_id, time.monotonic())
 
     def _decide(self, part: GatePart, outcome: str, reason: str) -> None:
-        self.waiting.pop(part.part_id, None)
+        self.waiting.pop(part.n, None)
         part.outcome, part.reason, part.t_decided = outcome, reason, time.time()
         self.decided[part.part_id] = part
+        self.decided.move_to_end(part.part_id)
         while len(self.decided) > self.cfg.keep_decided:
             self.decided.popitem(last=False)
         self.counts[outcome] += 1
@@ -280,6 +319,8 @@ class GateCore:
             "verdict": part.verdict,
         }
 
+
+_READABLE_BYTES = 65536  # a trigger up to this size is read for its part id, to reject the part
 
 _VERDICT_REASONS = {
     "defect",

@@ -1,7 +1,9 @@
 """The simulator's scorecard: what happened to every part, judged from the outside.
 
 Each part's ground truth (defective or not, which image) is compared with what the
-gate decided and with what an independent observer saw on the wire. See docs/simulator.md.
+gate decided and with what an independent observer saw on the wire. A part is its id and
+its trigger time (``truth`` and the observer key them so): when the PLC's counter comes
+round, one id names several parts, each judged on its own. See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) -> dict:
-    decided = gate.core.decided
+    with gate.core.lock:  # the gate's decision for each part, by part id and trigger time
+        decided = {(e["part_id"], e["t_trigger"]): e for e in gate.events}
     card = {
         "parts": len(truth),
         "passed": 0,
@@ -33,9 +36,10 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
         "deadline_misses": 0,
     }
     latencies, recovery, mismatches = [], None, []
-    for part_id, (defect, image, t_trig) in truth.items():
-        g = decided.get(part_id)
-        v = observer.verdicts.get(part_id)
+    for key, (defect, image) in truth.items():
+        part_id, t_trig = key
+        g = decided.get(key)
+        v = observer.verdicts.get(key)
         arrival = t_trig + o.travel_ms / 1000.0
         if v is not None:
             latencies.append((v["_received"] - v["t_trigger"]) * 1000.0)
@@ -63,7 +67,7 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
                 continue
             outcome, reason = "rejected", "gate_blind"  # the gate held its reject output on
         else:
-            outcome, reason = g.outcome, g.reason
+            outcome, reason = g["outcome"], g["reason"]
         if outcome == "missed":  # went by before the gate knew of it: physically, a pass
             card["missed"] += 1
             outcome = "passed"

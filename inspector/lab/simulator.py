@@ -6,7 +6,8 @@ every other folder a defect). For each part the simulated sensor publishes a tri
 folder. The inspector runs as its own process (``inspector run``), the gate
 (``GateService``) sits ``travel_ms`` downstream, and an observer records every verdict
 on the wire. Faults can be injected mid-run; at the end a scorecard says what
-happened to every part.
+happened to every part. ``part_id_wrap`` makes the PLC's part counter come round, so the
+same ids name new parts mid-run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
 from ..contract.mqtt import MqttSection
@@ -38,7 +40,16 @@ from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported fo
 
 log = logging.getLogger(__name__)
 CAMERA_DELAY_S = 0.02  # trigger -> exposure, at most a quarter of the part spacing
-FAULTS = ("none", "broker-restart", "source-loss", "slow-model", "kill-inspector", "bad-payloads")
+FAULTS = (
+    "none",
+    "broker-restart",
+    "source-loss",
+    "slow-model",
+    "kill-inspector",
+    "bad-payloads",
+    "model-error",
+)
+POISON = 7  # every pixel of the model-error fault's image: the model returns NaN for it
 HOSTILE = [
     b"\xff\xfe\x00\x01",
     b"{not json",
@@ -67,6 +78,7 @@ class SimOptions:
     fault_s: float = 2.0  # how long it lasts
     seed: int = 0
     work: Path | None = None
+    part_id_wrap: int | None = None  # part ids count modulo this (a PLC counter that wraps)
 
 
 def _camera_delay(o: SimOptions) -> float:
@@ -92,13 +104,13 @@ def labelled_images(folder: Path) -> list[tuple[Path, bool]]:
     return items
 
 
-def _station_yaml(o: SimOptions, host: str, port: int, work: Path) -> str:
+def _station_yaml(o: SimOptions, model: Path, host: str, port: int, work: Path) -> str:
     return f"""\
 station: {{id: sim}}
 source: {{type: spool, path: "{work / "camera"}"}}
 trigger: {{type: mqtt, max_pending: 256, max_age_ms: 150, match_by: timestamp, max_frame_wait_ms: {_camera_delay(o) * 1000 + min(100.0, 0.5 * 60000 / o.rate_ppm)}}}
 part: {{deadline_ms: {o.deadline_ms}}}
-model: {{path: "{Path(o.model).resolve()}", max_batch: 8}}
+model: {{path: "{model.resolve()}", max_batch: 8}}
 mqtt: {{host: {host}, port: {port}, keepalive_s: 1, reconnect_max_s: 0.25, status_interval_s: 0.5}}
 recorder: {{path: "{work / "recordings"}", pass_sample_rate: 0.0}}
 metrics: {{port: 0, max_frame_age_s: 3600}}
@@ -108,10 +120,12 @@ testing: {{model_delay_file: "{work / "slow-model"}"}}
 
 
 class _Observer:
-    """Sees the line as an outsider: every verdict and status on the wire, with receipt times."""
+    """Sees the line as an outsider: every verdict and status on the wire, with receipt times.
+    Verdicts are kept by part id and trigger time: a part id names a new part each time the
+    PLC's counter comes round."""
 
     def __init__(self, host: str, port: int, prefix: str) -> None:
-        self.verdicts: dict[str, dict] = {}
+        self.verdicts: dict[tuple[str, float], dict] = {}
         self.duplicates = 0
         self.state = "unknown"
         self.client = mqtt.Client(
@@ -127,10 +141,11 @@ class _Observer:
         if msg.topic.endswith("/verdict"):
             v = json.loads(msg.payload)
             v["_received"] = time.time()
-            if v["part_id"] in self.verdicts:
+            key = (v["part_id"], v["t_trigger"])
+            if key in self.verdicts:
                 self.duplicates += 1
             else:
-                self.verdicts[v["part_id"]] = v
+                self.verdicts[key] = v
         elif msg.topic.endswith("/status") and msg.payload:
             self.state = json.loads(msg.payload)["state"]
 
@@ -226,6 +241,8 @@ def simulate(o: SimOptions) -> dict:
         raise InspectorError(f"--model: file not found: {o.model}")
     if o.parts < 1 or o.rate_ppm <= 0:
         raise InspectorError("--parts and --rate must be positive")
+    if o.part_id_wrap is not None and o.part_id_wrap < 1:
+        raise InspectorError("--part-id-wrap must be positive")
     images = labelled_images(o.data)
     rng = random.Random(o.seed)
     work = Path(o.work or tempfile.mkdtemp(prefix="inspector-sim-"))
@@ -238,7 +255,10 @@ def simulate(o: SimOptions) -> dict:
         broker = Mosquitto(port=free_port()).start()
         host, port = broker.host, broker.port
     prefix = "inspector/sim"
-    (work / "station.yaml").write_text(_station_yaml(o, host, port, work))
+    model = Path(o.model)
+    if o.fault == "model-error":
+        model = _poisoned_model(model, work / "model" / model.name, work / "poison.png")
+    (work / "station.yaml").write_text(_station_yaml(o, model, host, port, work))
     inspector = _Inspector(work / "station.yaml", work)
     gate = GateService(
         GateConfig(
@@ -290,7 +310,7 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
     fault_window = (fault_start, fault_start + fault_parts) if fault_start is not None else None
     camera, lost = work / "camera", work / "camera.unplugged"
     slow_flag = work / "slow-model"
-    truth: dict[str, tuple[bool, str, float]] = {}
+    truth: dict[tuple[str, float], tuple[bool, str]] = {}  # (part id, trigger ts) -> truth
     t_fault = t_clear = None
     rss_start = rss_end = None
     cam = _Camera()
@@ -306,10 +326,12 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
         if k == min(n - 1, max(50, n // 10)):  # after warm-up
             rss_start = inspector.rss_kb()
         path, defect = images[rng.randrange(len(images))]
-        part_id = f"sim-{k:06d}"
+        if o.fault == "model-error" and fault_window and k == fault_window[0]:
+            path, defect = work / "poison.png", True  # the model fails on this one's batch
+        part_id = f"sim-{k % o.part_id_wrap if o.part_id_wrap else k:06d}"
         now = time.time()
         name = f"{k:08d}{path.suffix.lower()}"
-        truth[part_id] = (defect, name, now)
+        truth[(part_id, now)] = (defect, name)
         payload = {"part_id": part_id, "ts": now, "deadline": now + o.deadline_ms / 1000.0}
         plc.publish(f"{prefix}/trigger", json.dumps(payload).encode())
         if o.fault == "bad-payloads":
@@ -356,6 +378,62 @@ class _Camera:
                 os.replace(tmp, dst)
             except OSError:
                 pass  # the camera is unplugged: no image
+
+
+def _poisoned_model(src: Path, dst: Path, image: Path) -> Path:
+    """For ``--fault model-error``: a copy of the model that returns NaN for an image whose
+    pixels all equal POISON (written to ``image``), so the station's classifier raises on the
+    batch that holds it and on no other."""
+    import cv2
+
+    from ..contract.manifest import METADATA_KEY
+
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:
+        raise InspectorError(
+            "--fault model-error needs the onnx package: pip install 'defect-inspector[onnx]'"
+        ) from None
+
+    model = onnx.load(str(src))
+    manifest = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    g = model.graph
+    x, out = manifest["input"]["name"], manifest["output"]["name"]
+    raw = f"{out}/before-poison"
+    for node in g.node:
+        node.output[:] = [raw if name == out else name for name in node.output]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(
+        next(o.type.tensor_type.elem_type for o in g.output if o.name == out)
+    )
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(POISON, np.float32), "poison/value"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "poison/zero"),
+            numpy_helper.from_array(np.array(np.nan, dtype), "poison/nan"),
+        ]
+    )
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:  # ReduceMax takes its axes as an input from opset 18
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "poison/axes"))
+        reduce = helper.make_node("ReduceMax", ["poison/flat", "poison/axes"], ["poison/max"])
+    else:
+        reduce = helper.make_node("ReduceMax", ["poison/flat"], ["poison/max"], axes=[1])
+    g.node.extend(
+        [
+            helper.make_node("Cast", [x], ["poison/x"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Sub", ["poison/x", "poison/value"], ["poison/diff"]),
+            helper.make_node("Abs", ["poison/diff"], ["poison/abs"]),
+            helper.make_node("Flatten", ["poison/abs"], ["poison/flat"], axis=1),
+            reduce,  # (batch, 1): how far each image is from all-POISON
+            helper.make_node("Equal", ["poison/max", "poison/zero"], ["poison/hit"]),
+            helper.make_node("Where", ["poison/hit", "poison/nan", raw], [out]),
+        ]
+    )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    cv2.imwrite(str(image), np.full((64, 64, 3), POISON, np.uint8))
+    return dst
 
 
 def _inject(fault, broker, inspector, camera, lost, slow_flag, o) -> None:

@@ -14,7 +14,6 @@ because something went wrong" wins (``InFlight.take``); the others are ignored.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import queue
@@ -23,7 +22,7 @@ import time
 
 from ..contract.preprocess import FrameError, GeometryMismatch, preprocess
 from ..contract.records import Frame, Part, Reason, Verdict
-from ..contract.triggers import TriggerError, parse_trigger
+from ..contract.triggers import PartIds, TriggerError, parse_trigger
 from ..errors import ConfigError
 from ..httpd import HttpEndpoint
 from ..logs import Throttled
@@ -90,7 +89,7 @@ class Station:
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
         self.inflight = InFlight()  # parts waiting for a verdict, and their deadlines
         self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part in self.inflight)
-        self._seen_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen_ids = PartIds()  # a repeated id: the same part, or a new one (DESIGN 8)
         self._beats = {"capture": time.monotonic()}  # and one per classifier worker
         self.metrics.in_flight.set_function(lambda: len(self.inflight))  # read when scraped
         self._lock = threading.Lock()
@@ -325,11 +324,8 @@ class Station:
             self.metrics.triggers.labels(outcome="malformed").inc()
             log.warning("malformed trigger ignored: %s (payload %r)", exc, bytes(payload[:80]))
             return
-        with self._lock:
-            duplicate = trig.part_id in self._seen_ids
-            self._seen_ids[trig.part_id] = None
-            if len(self._seen_ids) > 10_000:
-                self._seen_ids.popitem(last=False)
+        with self._lock:  # the same part while on its way; later a new one (counters wrap)
+            duplicate = self._seen_ids.repeat(trig.part_id, trig.ts or time.time())
         if duplicate:  # a redelivered trigger (QoS 1) is the same part, not a new one
             self.metrics.triggers.labels(outcome="duplicate").inc()
             log.info("duplicate trigger for part %r ignored", trig.part_id[:80])
