@@ -14,6 +14,7 @@ class Reason(str, enum.Enum):
     OK = "ok"
     DEFECT = "defect"
     UNCERTAIN = "uncertain"
+    ANOMALY = "anomaly"  # an anomaly model (manifest kind: anomaly) found the part unlike good ones
     ERROR = "error"  # the model raised or returned garbage
     TIMEOUT = "timeout"  # no verdict could be made before the part's deadline
     SOURCE_LOST = "source_lost"  # the camera or replay source is gone

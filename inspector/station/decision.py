@@ -1,7 +1,8 @@
 """Pass or fail from class probabilities, thresholds and an optional uncertainty band.
 
 A part fails with reason ``defect`` when any defect class scores at or above its
-threshold, with reason ``uncertain`` when a defect score lies within
+threshold (reason ``anomaly`` when the manifest's ``kind`` is ``anomaly``: a model of good
+parts only, whose one "defect" column is the normalised anomaly score), with reason ``uncertain`` when a defect score lies within
 ``uncertainty_margin`` below its threshold, and passes otherwise. Thresholds come from
 the model manifest; the station config can override them per class.
 """
@@ -43,6 +44,9 @@ class Decider:
             thresholds[name] = float(value)
         self.thresholds = {c: thresholds[c] for c in manifest.defect_classes}
         self.margin = uncertainty_margin
+        self.fail_reason = (
+            Reason.ANOMALY if manifest.data.get("kind") == "anomaly" else Reason.DEFECT
+        )
         self._defect_idx = [(self.classes.index(c), c, t) for c, t in self.thresholds.items()]
         self._good_idx = [i for i, c in enumerate(self.classes) if c not in self.thresholds]
 
@@ -56,7 +60,7 @@ class Decider:
             elif self.margin and t - self.margin <= s < t and t - s < near_gap:
                 near, near_gap = name, t - s
         if worst is not None:
-            return Decision("fail", Reason.DEFECT, worst, scores)
+            return Decision("fail", self.fail_reason, worst, scores)
         if near is not None:
             return Decision("fail", Reason.UNCERTAIN, near, scores)
         best = (
