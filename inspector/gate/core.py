@@ -325,6 +325,7 @@ _READABLE_BYTES = 65536  # a trigger up to this size is read for its part id, to
 _VERDICT_REASONS = {
     "defect",
     "uncertain",
+    "anomaly",
     "error",
     "timeout",
     "source_lost",
