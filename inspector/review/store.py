@@ -45,6 +45,13 @@ MIGRATIONS = [
                              folder TEXT NOT NULL, previous TEXT, user TEXT NOT NULL,
                              t REAL NOT NULL, verify TEXT NOT NULL);
     """,
+    # the inbox's other filters, each with the default sort (newest first) behind it
+    """
+    CREATE INDEX parts_model_t ON parts (model_id, t);
+    CREATE INDEX parts_reason_t ON parts (reason, t);
+    CREATE INDEX parts_class_t ON parts (class, t);
+    CREATE INDEX parts_station_score ON parts (station, score);
+    """,
 ]
 
 SORTS = {
@@ -107,6 +114,7 @@ class Store:
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.RLock()
+        self._choices: dict[str, list[str]] | None = None
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -184,6 +192,7 @@ class Store:
             before = self.db.total_changes
             self.db.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
             self.db.execute("COMMIT")
+            self._choices = None
             return self.db.total_changes - before
 
     def part(self, pid: int) -> dict | None:
@@ -230,7 +239,13 @@ class Store:
         return out[0], out[1]
 
     def choices(self) -> dict[str, list[str]]:
-        """The values the inbox's filter menus offer."""
+        """The values the inbox's filter menus offer (kept until new parts arrive)."""
+        with self.lock:
+            if self._choices is None:
+                self._choices = self._distinct()
+            return self._choices
+
+    def _distinct(self) -> dict[str, list[str]]:
         out = {}
         for key, col in (("station", "station"), ("reason", "reason"), ("cls", "class")):
             out[key] = [r["v"] for r in self._all(f"SELECT DISTINCT {col} AS v FROM parts")]
