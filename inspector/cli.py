@@ -231,6 +231,7 @@ def _cmd_simulate(args) -> int:
             parts=args.parts,
             rate_ppm=args.rate,
             fault=args.fault,
+            part_id_wrap=args.part_id_wrap,
             out=args.out,
             broker=args.broker,
             deadline_ms=args.deadline_ms,
@@ -289,6 +290,13 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    if args.what == "small":
+        from training.benchsmall import cmd_bench_small
+
+        args.out = args.out or Path("bench-small.json")
+        if args.work == Path("bench-accuracy"):
+            args.work = Path("bench-small")
+        return cmd_bench_small(args)
     if args.what == "accuracy":
         from training.cli import cmd_bench_accuracy
 
@@ -345,6 +353,28 @@ def _cmd_review(args) -> int:
     print(f"review app on http://{cfg.server.host}:{cfg.server.port}/")
     serve(cfg)
     return 0
+
+
+def _cmd_spc(args) -> int:
+    import json
+
+    from .spc import commands
+
+    if args.what == "report":
+        out = args.out or Path("spc-report")
+        page = commands.run_report(args.config, args.db, args.t_from, args.t_to, out)
+        print(f"wrote {page}")
+        return 0
+    if args.what == "bench":
+        result = commands.run_bench(args.out, args.verdicts, args.quick)
+        print(json.dumps(result["summary"], indent=2))
+        if args.out:
+            print(f"wrote {args.out}")
+        return 0
+    if not args.config:
+        print("inspector spc: give --config spc.yaml", file=sys.stderr)
+        return 2
+    return commands.run_service(args.config, _wait_for_signal)
 
 
 def _cmd_demo(args) -> int:
@@ -409,7 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
             "slow-model",
             "kill-inspector",
             "bad-payloads",
+            "model-error",
         ],
+    )
+    sm.add_argument(
+        "--part-id-wrap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="part ids count modulo N, as a PLC part counter that wraps (16-bit: 65536)",
     )
     sm.add_argument("--fault-seconds", type=float, default=2.0, help="how long the fault lasts")
     sm.add_argument("--deadline-ms", type=float, default=1000.0, help="the inspector's deadline")
@@ -448,9 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="station: bare ONNX Runtime vs the whole station, side by side; "
-        "accuracy: train and test the default recipe on ELPV",
+        "accuracy: train and test the default recipe on ELPV; "
+        "small: the same on a generated three-class set (60 images each)",
     )
-    b.add_argument("what", nargs="?", choices=["station", "accuracy"], default="station")
+    b.add_argument("what", nargs="?", choices=["station", "accuracy", "small"], default="station")
     b.add_argument(
         "--model",
         type=Path,
@@ -491,6 +530,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="only write the demo model and parts into DIR (for deploy/examples)",
     )
     d.set_defaults(func=_cmd_demo)
+
+    q = sub.add_parser(
+        "spc",
+        help="quality over time: SPC charts and alarms on the verdict stream (--config), "
+        "report: an HTML page of charts, bench: the figures",
+    )
+    q.add_argument("what", nargs="?", choices=["run", "report", "bench"], default="run")
+    q.add_argument("--config", type=Path, default=None, help="spc.yaml")
+    q.add_argument("--db", default=None, help="report: SQLite file or postgresql:// URL")
+    q.add_argument("--from", dest="t_from", default=None, help="report: ISO time or Unix s")
+    q.add_argument("--to", dest="t_to", default=None, help="report: ISO time or Unix s")
+    q.add_argument("--out", type=Path, default=None, help="report: folder; bench: JSON file")
+    q.add_argument("--verdicts", type=int, default=1_000_000, help="bench: long-run size")
+    q.add_argument("--quick", action="store_true", help="bench: fewer simulations")
+    q.set_defaults(func=_cmd_spc)
     return p
 
 
