@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,9 @@ class HttpEndpoint:
         health: Callable[[], tuple[bool, dict]],
         host: str,
         port: int,
+        setting: str = "metrics.port",
     ) -> None:
+        """``setting``: the config key named when the port cannot be had (a clear error)."""
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,7 +55,12 @@ class HttpEndpoint:
                 log.debug("http: " + fmt, *args)
 
         self.health = health
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"{setting}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)

@@ -204,11 +204,6 @@ def test_out_of_range_settings_are_one_clear_line_each(
     assert lines[0].startswith(f"{p}:"), "the line number is named"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs inspector/httpd.py to raise ConfigError when it cannot listen (remove this "
-    "marker with that change)",
-)
 def test_run_with_its_metrics_port_in_use_is_one_clear_line(tmp_path, good_yaml):
     import socket
 

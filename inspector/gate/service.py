@@ -73,6 +73,7 @@ class GateService:
                 self.health,
                 self.cfg.http.host,
                 self.cfg.http.port,
+                setting="http.port",
             )
             self.http.start()
         self.actuator.start()
