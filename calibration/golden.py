@@ -21,7 +21,8 @@ import cv2
 from inspector.contract.mqtt import secure
 from inspector.contract.preprocess import FrameError, preprocess
 from inspector.errors import InspectorError
-from inspector.station.classifier import Classifier, check_model_fits
+from inspector.station.check import setup_problems, station_model
+from inspector.station.classifier import check_model_fits
 from inspector.station.config import StationConfig, load_config
 from inspector.station.decision import Decider
 from inspector.station.sources import IMAGE_SUFFIXES
@@ -59,8 +60,8 @@ def golden_images(folder: Path) -> list[tuple[Path, str]]:
 
 
 def verify(cfg: StationConfig, folder: Path) -> tuple[list[GoldenResult], str]:
-    clf = Classifier(cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
-    problems = check_model_fits(cfg, clf)
+    clf, spec = station_model(cfg)
+    problems = check_model_fits(cfg, clf) + setup_problems(cfg, clf.manifest, [])
     if problems:
         raise InspectorError(*problems)
     decider = Decider(clf.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin)
@@ -70,7 +71,7 @@ def verify(cfg: StationConfig, folder: Path) -> tuple[list[GoldenResult], str]:
         try:
             if image is None:
                 raise FrameError("unreadable image")
-            x = preprocess(image, clf.spec)
+            x = preprocess(image, spec)
         except FrameError as exc:
             results.append(
                 GoldenResult(f"{expected}/{path.name}", expected, "fail", f"unreadable: {exc}", {})

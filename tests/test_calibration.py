@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from inspector.cli import main
-from inspector.contract.geometry import build_maps, load_camera
+from inspector.contract.geometry import Geometry, build_maps, load_camera
 from inspector.contract.preprocess import PreprocessSpec, preprocess
+from inspector.errors import ConfigError
 from inspector.station.config import PreprocessSection
-from inspector.station.quality import QualitySection, QualityWatch, baseline
+from inspector.station.quality import MEASURES, QualitySection, QualityWatch, baseline
 
 from . import boards
 
@@ -130,11 +131,78 @@ def test_station_config_builds_the_remap(camera_yaml, tmp_path):
         corners=[[100, 100], [300, 110], [290, 260], [110, 250]],
         warp_size=[64, 48],
     )
-    maps = pre.remap()
+    maps = pre.geometry().maps()
     frame = boards.render(np.zeros(3), np.array([-80.0, -50.0, 500.0]))
     out = cv2.remap(frame, maps[0], maps[1], cv2.INTER_LINEAR)
     assert out.shape == (48, 64)
-    assert PreprocessSection(roi=[0, 0, 10, 10]).remap() is None
+    assert PreprocessSection(roi=[0, 0, 10, 10]).geometry().maps() is None  # a plain crop
+    assert PreprocessSection().remap() is None
+
+
+def test_corners_outside_the_calibrated_frame_are_a_config_error(camera_yaml):
+    outside = PreprocessSection(
+        camera=camera_yaml, corners=[[10, 10], [700, 10], [600, 400], [10, 400]]
+    )
+    with pytest.raises(
+        ConfigError, match=r"preprocess.corners: \[\[700.0, 10.0\]\] lie outside the 640x480"
+    ):
+        outside.remap()
+
+
+def test_quality_watch_and_training_image_stats_measure_the_same_thing(tmp_path, parts_dir):
+    """The station's quality watch measures the model input (after the ROI), as training's
+    image_stats and a baseline made for the station do: equal figures for the same frame, and
+    a lamp going dark outside the part's region is not drift."""
+    from training.datasets import image_stats
+
+    spec = PreprocessSpec(size=(32, 32), geometry=Geometry(roi=(16, 8, 48, 48)))
+    rng = np.random.default_rng(4)
+    frames = []
+    for p in sorted((parts_dir / "good").glob("*.png")):
+        f = rng.integers(240, 256, (64, 80), dtype=np.uint8)  # a bright conveyor around it
+        f[8:56, 16:64] = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        frames.append(f)
+    stats = image_stats(np.stack([preprocess(f, spec) for f in frames]))  # what the manifest holds
+    watch = QualityWatch(QualitySection(every_n=1, window=1), stats, training=stats, spec=spec)
+    for f in frames:
+        watch.offer(f)
+        one = image_stats(preprocess(f, spec)[None])
+        assert watch.current == pytest.approx({k: one[k]["p50"] for k in MEASURES})
+    assert watch.problems == []
+    dark_outside = [f.copy() for f in frames]
+    for f in dark_outside:
+        f[:8], f[56:], f[:, :16], f[:, 64:] = 0, 0, 0, 0
+    for f in dark_outside:
+        watch.offer(f)
+    assert watch.problems == []  # the part looks as it did: no drift
+    darker = [(f // 3).astype(np.uint8) for f in frames]
+    for f in darker:
+        watch.offer(f)
+    assert any("mean level" in p for p in watch.problems)
+
+
+def test_baseline_for_a_station_measures_its_model_input(tmp_path, model_path, parts_dir):
+    from calibration.baseline import make_baseline
+
+    from .conftest import station_yaml
+
+    class B:
+        host, port = "127.0.0.1", 1883
+
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        station_yaml(model_path, parts_dir, B) + "preprocess: {roi: [8, 8, 32, 32]}\n"
+    )
+    stats = yaml.safe_load(make_baseline(parts_dir / "good", station=station))["stats"]
+    assert stats["measured_on"] == "model input (after preprocessing)"
+    from training.datasets import image_stats
+
+    spec = PreprocessSpec(size=(32, 32), roi=(8, 8, 32, 32))
+    images = [
+        cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((parts_dir / "good").glob("*.png"))
+    ]
+    expected = image_stats(np.stack([preprocess(im, spec) for im in images]))
+    assert stats["focus"] == pytest.approx(expected["focus"])
 
 
 def stream(images):

@@ -6,7 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
+from inspector.contract.geometry import CameraModel, Geometry
+from inspector.contract.preprocess import FrameError, GeometryMismatch, PreprocessSpec, preprocess
+
+K = np.array([[300.0, 0, 160.0], [0, 300.0, 120.0], [0, 0, 1]])
+CAMERA = CameraModel(K, np.array([-0.1, 0.02, 0.0, 0.0]), (320, 240))
 
 
 def test_gray_frame_to_gray_model_input():
@@ -43,9 +47,46 @@ def test_roi_crop_happens_before_resize():
     assert x.min() == 255  # only the bright window survives
 
 
-def test_roi_outside_frame_is_a_frame_error():
-    with pytest.raises(FrameError, match="outside"):
+def test_roi_outside_frame_is_a_geometry_mismatch():
+    with pytest.raises(GeometryMismatch, match="outside"):
         preprocess(np.zeros((50, 50), np.uint8), PreprocessSpec(size=(8, 8), roi=(40, 40, 20, 20)))
+
+
+def test_a_frame_of_another_size_than_the_calibration_is_refused_not_sampled_black():
+    spec = PreprocessSpec(size=(32, 32), geometry=Geometry(camera=CAMERA))
+    ok = np.full((240, 320), 200, np.uint8)
+    assert preprocess(ok, spec).min() > 150  # undistorted, sampled inside the frame
+    for shape in ((480, 640), (240, 300), (120, 160, 3)):
+        with pytest.raises(GeometryMismatch, match="calibration is for 320x240 frames"):
+            preprocess(np.full(shape, 200, np.uint8), spec)
+
+
+def test_a_frame_smaller_than_the_corners_region_is_refused():
+    corners = [[10, 10], [190, 12], [188, 140], [12, 138]]
+    spec = PreprocessSpec(size=(16, 16), geometry=Geometry(corners=corners, warp_size=(90, 64)))
+    assert preprocess(np.full((150, 200), 99, np.uint8), spec).min() == 99
+    with pytest.raises(GeometryMismatch, match="smaller than the region"):
+        preprocess(np.full((120, 160), 99, np.uint8), spec)  # would come out partly black
+
+
+def test_corners_or_roi_outside_the_calibrated_frame_are_refused():
+    with pytest.raises(ValueError, match=r"corners: \[\[330.0, 10.0\]\] lie outside the 320x240"):
+        Geometry(corners=[[10, 10], [330, 10], [300, 200], [10, 200]], camera=CAMERA)
+    with pytest.raises(ValueError, match="roi: .* lies outside the 320x240"):
+        Geometry(roi=(100, 100, 300, 100), camera=CAMERA)
+
+
+def test_16_bit_frames_are_scaled_by_their_bit_depth():
+    twelve_bit = np.array([[0, 16, 2048, 4095], [4096, 65535, 1000, 15]], np.uint16)
+    x = preprocess(twelve_bit, PreprocessSpec(size=(4, 2), interpolation="nearest", bit_depth=12))
+    assert x[..., 0].tolist() == [[0, 1, 128, 255], [255, 255, 62, 0]]  # over 12 bits saturate
+    ten_bit = np.full((4, 4), 1023, np.uint16)
+    assert preprocess(ten_bit, PreprocessSpec(size=(4, 4), bit_depth=10)).min() == 255
+    assert preprocess(ten_bit, PreprocessSpec(size=(4, 4))).max() == 3  # read as 16-bit data
+    with pytest.raises(FrameError, match="8-bit frame, but the source's bit_depth is 12"):
+        preprocess(np.zeros((4, 4), np.uint8), PreprocessSpec(size=(4, 4), bit_depth=12))
+    with pytest.raises(ValueError, match="bit_depth 11"):
+        PreprocessSpec(size=(4, 4), bit_depth=11)
 
 
 def test_16_bit_frames_keep_top_bits_and_floats_are_refused():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import cv2
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,12 +53,22 @@ HOSTILE = [
 ]
 
 
-def all_files_inside(root):
-    outside = []
-    for p in root.parent.rglob("*"):
-        if p.is_file() and not p.resolve().is_relative_to(root.resolve()):
-            outside.append(p)
-    return outside
+def files_outside(root, scope):
+    """Every file under ``scope`` (a folder well above ``root``) that lies outside ``root``."""
+    return [
+        p
+        for p in scope.rglob("*")
+        if p.is_file() and not p.resolve().is_relative_to(root.resolve())
+    ]
+
+
+def test_files_outside_sees_a_file_written_two_levels_up(tmp_path):
+    root = tmp_path / "box" / "rec"
+    root.mkdir(parents=True)
+    (root / "kept.png").write_bytes(b"x")
+    assert files_outside(root, tmp_path) == []
+    (tmp_path / "escaped.png").write_bytes(b"x")  # what "../../x" would do
+    assert files_outside(root, tmp_path) == [tmp_path / "escaped.png"]
 
 
 def test_hostile_part_ids_stay_inside_the_folder(tmp_path):
@@ -69,16 +80,30 @@ def test_hostile_part_ids_stay_inside_the_folder(tmp_path):
         sidecar = json.loads(path.with_suffix(".json").read_text())
         assert sidecar["part_id"] == pid  # the id is kept verbatim where it's safe: in JSON
         assert len(path.name) < 120
-    assert not all_files_inside(root)
+    assert files_outside(root, tmp_path) == []  # nothing written anywhere else in tmp_path
     assert len(list(root.rglob("*.png"))) == len(HOSTILE)  # distinct ids never overwrite each other
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(min_size=1, max_size=300))
 def test_any_part_id_stays_inside(tmp_path, pid):
-    root = tmp_path / "rec"
+    root = tmp_path / "any" / "rec"
     rec = Recorder(RecorderSection(path=root), Metrics())
     assert rec.write(verdict(pid), IMAGE).resolve().is_relative_to(root.resolve())
+    assert files_outside(root, tmp_path / "any") == []
+
+
+def test_sidecar_carries_the_station_frame_setup(tmp_path):
+    """Training needs to know what the station did to the kept raw frame before the model."""
+    from inspector.contract.geometry import Geometry
+    from inspector.contract.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(size=(4, 4), geometry=Geometry(roi=(1, 2, 5, 5)), bit_depth=10)
+    rec = Recorder(RecorderSection(path=tmp_path / "r"), Metrics(), spec=spec)
+    path = rec.write(verdict("p"), IMAGE)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["preprocess"] == {"geometry": {"roi": [1, 2, 5, 5]}, "bit_depth": 10}
+    assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), IMAGE)  # the whole frame
 
 
 def test_policy_keeps_failures_uncertain_and_a_sample_of_passes(tmp_path):

@@ -1,7 +1,9 @@
 """training/ end to end on tiny generated images: train -> export -> evaluate -> the line.
 
 One small CNN (32 px, a few epochs, seconds of training) is trained through the command
-line once per module and shared by the tests.
+line once per module and shared by the tests. Its data are recordings as a station with
+``preprocess.roi`` keeps them: whole frames (the part and the conveyor around it) with a
+sidecar that names the ROI, which training, export, evaluation and the line all apply.
 """
 
 from __future__ import annotations
@@ -28,11 +30,27 @@ from training import TrainingError
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
 
 
+ROI = [10, 4, 48, 48]  # where the station finds the part in its 64x56 frames
+SIDECAR = {"preprocess": {"geometry": {"roi": ROI}, "bit_depth": None}}
+
+
+def as_recordings(data) -> None:
+    """Put each 48x48 part into a 64x56 frame (a bright, busy conveyor around it) and give it
+    the sidecar the station's recorder writes."""
+    rng = np.random.default_rng(5)
+    for p in sorted(data.rglob("*.png")):
+        frame = rng.integers(200, 256, (56, 64), dtype=np.uint8)
+        frame[4:52, 10:58] = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(p), frame)
+        p.with_suffix(".json").write_text(json.dumps(SIDECAR))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     data = root / "data"
     write_parts(data, 240, defect_rate=0.4, seed=21, size=48)
+    as_recordings(data)
     run = root / "run"
     argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15"]
     argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
@@ -67,6 +85,10 @@ def test_manifest_carries_everything_the_line_needs(trained):
     assert m["classes"] == ["defect", "good"] and m["defect_classes"] == ["defect"]
     assert m["input"]["dtype"] == "uint8" and m["input"]["shape"] == [None, 32, 32, 1]
     assert m["input"]["color"] == "gray" and m["input"]["name"]
+    # the recordings' geometry travelled: run.json -> manifest
+    assert m["preprocess"]["geometry"] == {"roi": ROI} and m["preprocess"]["bit_depth"] is None
+    run = json.loads((trained["run"] / "run.json").read_text())
+    assert run["preprocess"]["geometry"] == {"roi": ROI}
     t = m["thresholds"]["defect"]
     assert t["policy"] == "max_f1" and 0 <= t["value"] <= 1
     assert t["metrics"]["on"] == "validation" and t["metrics"]["accuracy"] is not None
@@ -111,8 +133,38 @@ def test_keras_checkpoint_and_onnx_report_the_same(trained, tmp_path):
 
     a = evaluate(trained["model"], trained["data"], tmp_path / "a", split="val", run=trained["run"])
     b = evaluate(trained["run"], trained["data"], tmp_path / "b", split="val")
-    assert a["images"] == b["images"] and a["counts"] == b["counts"]
     assert b["model_kind"] == "keras" and a["model_kind"] == "onnx"
+    assert a["frame_setup"] == b["frame_setup"] == SIDECAR["preprocess"]
+
+    def scores(report):
+        with open(report / "predictions.csv") as f:
+            return {r["file"]: r for r in csv.DictReader(f)}
+
+    sa, sb = scores(tmp_path / "a"), scores(tmp_path / "b")
+    assert sa.keys() == sb.keys() and len(sa) == a["images"] > 0
+    for file, row in sa.items():
+        for col in ("defect_score", "p_defect", "p_good"):
+            assert float(row[col]) == pytest.approx(float(sb[file][col]), abs=1e-4), (file, col)
+        assert row["result"] == sb[file]["result"], file
+    about = {"model", "model_kind", "data", "split", "unreadable"}
+    assert a.keys() == b.keys()
+    for key in a.keys() - about:
+        want = pytest.approx(b[key], abs=1e-4) if isinstance(b[key], float) else b[key]
+        assert a[key] == want, key
+
+
+def test_training_refuses_recordings_from_two_station_setups(tmp_path):
+    from training.config import ModelConfig, TrainConfig
+    from training.train import train
+
+    data = tmp_path / "data"
+    write_parts(data, 12, defect_rate=0.5, seed=3, size=48)
+    as_recordings(data)
+    moved = next(data.rglob("*.json"))
+    moved.write_text(json.dumps({"preprocess": {"geometry": {"roi": [0, 0, 48, 48]}}}))
+    cfg = TrainConfig(data=data, model=ModelConfig(image_size=32))
+    with pytest.raises(TrainingError, match="disagree on the station's frame setup"):
+        train(cfg, tmp_path / "run")
 
 
 def test_parity_is_enforced(trained, tmp_path, monkeypatch):

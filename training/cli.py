@@ -14,6 +14,11 @@ from pathlib import Path
 
 from . import TrainingError
 
+GEOMETRY_HELP = (
+    "apply this station's preprocess geometry and source.bit_depth to every image "
+    "(default: what the recordings' sidecars say)"
+)
+
 
 def _verbose() -> None:
     logging.getLogger("training").setLevel(logging.INFO)
@@ -75,6 +80,7 @@ def cmd_train(args) -> int:
         "train.epochs": args.epochs,
         "train.seed": args.seed,
         "name": args.name,
+        "geometry": args.geometry,
     }
     for key, value in flags.items():
         if value is not None:
@@ -146,7 +152,15 @@ def cmd_evaluate(args) -> int:
     _verbose()
     from .evaluate import evaluate
 
-    m = evaluate(args.model, args.data, args.out, args.split, args.run, args.threshold)
+    m = evaluate(
+        args.model,
+        args.data,
+        args.out,
+        args.split,
+        args.run,
+        args.threshold,
+        geometry=args.geometry,
+    )
 
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
@@ -209,6 +223,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--image-size", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--name")
+    t.add_argument("--geometry", type=Path, metavar="STATION.yaml", help=GEOMETRY_HELP)
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. train.patience=5")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--schema", action="store_true", help="list every setting and exit")
@@ -230,6 +245,7 @@ def add_parsers(sub) -> None:
     v.add_argument("--split", choices=["train", "val", "test"], help="only this split")
     v.add_argument("--run", type=Path, help="the run folder whose split.json names the split")
     v.add_argument("--threshold", type=float, help="override the model's threshold")
+    v.add_argument("--geometry", type=Path, metavar="STATION.yaml", help=GEOMETRY_HELP)
     v.set_defaults(func=_evaluate_args)
 
 

@@ -139,6 +139,12 @@ class TrainConfig:
     near_duplicate_bits: int = setting(
         4, "perceptual-hash distance at or below which two images count as near-duplicates"
     )
+    geometry: Path | None = setting(
+        None,
+        "a station config: apply its preprocess geometry (roi or corners, camera) and "
+        "source.bit_depth to every image (default: what the recordings' sidecars say; "
+        "plain images are used whole)",
+    )
 
 
 def load_train_config(path: Path | None) -> TrainConfig:

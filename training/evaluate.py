@@ -4,8 +4,10 @@
 Writes ``metrics.json`` (accuracy, balanced accuracy, F1, AUROC, confusion matrix,
 per-class precision/recall/F1, escape and false-reject rates at the operating point),
 ``predictions.csv`` (one row per image: score and decision) and ``report.html`` with PNG
-plots (see ``report.py``). Images go through the runtime's preprocessing function; ONNX
-files run through the runtime's own classifier, so the decisions are the line's.
+plots (see ``report.py``). Images go through the runtime's preprocessing function with
+the frame setup (geometry, bit depth) the model was trained with, and recordings whose
+sidecars say otherwise are refused (``frames``); ONNX files run through the runtime's own
+classifier, so the decisions are the line's.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.contract.preprocess import PreprocessSpec
-
-from . import TrainingError, datasets
+from . import TrainingError, datasets, frames
 from .metrics import defect_score, is_defect, report
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class _Scorer:
             m = self.clf.manifest
             self.classes, self.defects = m.classes, m.defect_classes
             self.threshold = min(m.thresholds.values())
-            self.spec = self.clf.spec
+            self.spec = self.clf.spec  # with the manifest's geometry and bit depth
+            self.setup = m.frame_setup
             self.name = m.model_id
         elif (model / "run.json").is_file():
             from .export import load_run
@@ -53,7 +54,8 @@ class _Scorer:
             cfg, info = load_run(model)
             self.classes, self.defects = info["classes"], info["defect_classes"]
             self.threshold = info["threshold"]["value"]
-            self.spec = spec_of(cfg)
+            self.setup = frames.of_run(info)
+            self.spec = spec_of(cfg, self.setup)
             self.model = load_best(model, cfg.model, len(self.classes))
             self.name = f"{info['name']} (Keras checkpoint {model / 'best.keras'})"
         else:
@@ -65,7 +67,9 @@ class _Scorer:
         return self.clf.run_all(x)
 
 
-def _images(data: Path, spec: PreprocessSpec, classes, split: str | None, run: Path | None):
+def _images(data: Path, scorer: _Scorer, split: str | None, run: Path | None, given=None):
+    """The model inputs of the images, prepared as the model's station prepares frames."""
+    classes = scorer.classes
     if split and run is not None and (Path(run) / "split.json").is_file():
         samples = datasets.samples_of_run(run, split)
     else:
@@ -81,12 +85,16 @@ def _images(data: Path, spec: PreprocessSpec, classes, split: str | None, run: P
     unknown = sorted({s.label for s in samples} - set(classes))
     if unknown:
         raise TrainingError(f"{data}: labels {unknown} are not classes of the model {classes}")
+    setup = frames.resolve(
+        [s.path for s in samples], given=given, model=scorer.setup, model_name=scorer.name
+    )
+    spec = scorer.spec if scorer.setup is not None else frames.spec_with(scorer.spec, setup)
     loaded, bad = datasets.load_split(samples, spec, classes)
     for f, why in bad:
         log.warning("skipped unreadable image %s: %s", f, why)
     if not len(loaded.y):
         raise TrainingError(f"{data}: no readable images to evaluate")
-    return loaded, bad
+    return loaded, bad, setup
 
 
 def evaluate(
@@ -97,12 +105,17 @@ def evaluate(
     run: Path | None = None,
     threshold: float | None = None,
     gallery: int = 12,
+    geometry: Path | None = None,
 ) -> dict:
-    """Score the images, write metrics.json, predictions.csv and report.html; return metrics."""
+    """Score the images, write metrics.json, predictions.csv and report.html; return metrics.
+
+    ``geometry``: a station config whose frame setup the images get (for a model that does
+    not record its own; otherwise it must agree with the model's)."""
     scorer = _Scorer(model)
     if run is None and scorer.kind == "keras":
         run = Path(model)
-    images, bad = _images(Path(data), scorer.spec, scorer.classes, split, run)
+    given = frames.station_setup(geometry) if geometry is not None else None
+    images, bad, setup = _images(Path(data), scorer, split, run, given)
     probs = scorer(images.x)
     t = scorer.threshold if threshold is None else float(threshold)
     metrics = report(probs, images.y, scorer.classes, scorer.defects, t)
@@ -111,6 +124,7 @@ def evaluate(
         model_kind=scorer.kind,
         data=str(data),
         split=split or "all",
+        frame_setup=setup.to_dict(),
         unreadable=[{"file": f, "why": w} for f, w in bad],
     )
     out = Path(out)

@@ -24,7 +24,7 @@ from inspector.contract.manifest import SCHEMA_VERSION, embed
 from inspector.station.classifier import Classifier
 from inspector.station.config import ModelSection
 
-from . import TrainingError, datasets
+from . import TrainingError, datasets, frames
 from .config import TrainConfig
 from .metrics import binary_at, defect_score, is_defect
 from .models import load_best
@@ -47,7 +47,7 @@ def load_run(run: Path) -> tuple[TrainConfig, dict]:
 def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     """The images of one split of the run, through the runtime's preprocessing."""
     samples = datasets.samples_of_run(run, split)
-    data, bad = datasets.load_split(samples, spec_of(cfg), info["classes"])
+    data, bad = datasets.load_split(samples, spec_of(cfg, frames.of_run(info)), info["classes"])
     if bad:
         log.warning("%d image(s) of the %s split are no longer readable", len(bad), split)
     return data
@@ -57,6 +57,7 @@ def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str
     size = cfg.model.image_size
     channels = 1 if cfg.model.color == "gray" else 3
     t = info["threshold"]
+    setup = frames.of_run(info)
     return {
         "schema_version": SCHEMA_VERSION,
         "name": info["name"],
@@ -76,6 +77,7 @@ def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str
             "color": cfg.model.color,
             "interpolation": cfg.model.interpolation,
             "normalisation": "inside the graph (x / 255)",
+            **(setup.to_dict() if setup is not None else {}),  # unknown for older runs
         },
         "output": {
             "name": output_name,

@@ -9,7 +9,9 @@ The run folder ``runs/<name>/`` holds:
 - ``history.csv`` (one row per epoch), ``tensorboard/``;
 - ``run.json``: classes, the threshold chosen on validation by the configured policy with
   the validation metrics at that point, image statistics of the training images, timings
-  and library versions. ``inspector export`` reads it.
+  and library versions, and under ``preprocess`` the frame setup (the station's geometry
+  and bit depth, from the recordings' sidecars or ``--geometry``: see ``frames``) every
+  image went through. ``inspector export`` reads it.
 """
 
 from __future__ import annotations
@@ -24,20 +26,30 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from inspector.contract.geometry import FrameSetup
 from inspector.contract.preprocess import PreprocessSpec
 
-from . import TrainingError, datasets, thresholds
+from . import TrainingError, datasets, frames, thresholds
 from .config import TrainConfig, as_dict
 from .metrics import defect_score, is_defect
 
 log = logging.getLogger(__name__)
 
 
-def spec_of(cfg: TrainConfig) -> PreprocessSpec:
+def spec_of(cfg: TrainConfig, setup: FrameSetup | None = None) -> PreprocessSpec:
+    """The model's preprocessing; ``setup``: the station's geometry and bit depth."""
     size = cfg.model.image_size
-    return PreprocessSpec(
+    spec = PreprocessSpec(
         size=(size, size), color=cfg.model.color, interpolation=cfg.model.interpolation
     )
+    return frames.spec_with(spec, setup) if setup is not None else spec
+
+
+def setup_of(cfg: TrainConfig) -> FrameSetup:
+    """The frame setup for ``cfg.data``: from its recordings' sidecars or ``cfg.geometry``."""
+    given = frames.station_setup(cfg.geometry) if cfg.geometry is not None else None
+    paths = [s.path for s in datasets.scan(cfg.data).samples]
+    return frames.resolve(paths, given=given)
 
 
 def versions() -> dict:
@@ -80,7 +92,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     keras.utils.set_random_seed(cfg.train.seed)
     started = time.monotonic()
 
-    spec = spec_of(cfg)
+    setup = setup_of(cfg)
+    spec = spec_of(cfg, setup)
     data = datasets.prepare(
         cfg.data,
         spec,
@@ -184,6 +197,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "size": list(spec.size),
             "color": spec.color,
             "interpolation": spec.interpolation,
+            **setup.to_dict(),
         },
         "threshold": chosen,
         "image_stats": datasets.image_stats(tr.x),

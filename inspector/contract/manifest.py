@@ -6,7 +6,11 @@ The manifest is a JSON object stored in the ONNX metadata under ``inspector.mani
 - ``schema_version`` (1), ``name``, ``created``
 - ``classes``: class names in output order; ``defect_classes``: which of them are defects
 - ``input``: ``name``, ``shape`` ([null, H, W, C]), ``dtype`` ("uint8"), ``layout`` ("NHWC")
-- ``preprocess``: ``size`` ([W, H]), ``color`` (gray|rgb|bgr), ``interpolation``
+- ``preprocess``: ``size`` ([W, H]), ``color`` (gray|rgb|bgr), ``interpolation``, and
+  the station's frame setup the model was trained with: ``geometry`` (``roi``, or
+  ``corners`` + ``warp_size``, and ``camera``: ``matrix``, ``dist``, ``image_size``; ``{}``
+  for whole frames) and ``bit_depth`` (null: from the data). Manifests written before
+  geometry travelled have neither key; they load, and their geometry is unknown.
 - ``output``: ``name``, ``kind`` ("softmax": one probability per class, or "sigmoid": one
   column, the probability that the part is defective), ``meaning`` (free text)
 - ``thresholds``: per defect class ``{"value": t, "policy": ..., "metrics": {...}}``;
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from .geometry import FrameSetup, Geometry
 from .preprocess import CHANNELS, INTERPOLATIONS, PreprocessSpec
 
 METADATA_KEY = "inspector.manifest"
@@ -57,14 +62,32 @@ class Manifest:
     def thresholds(self) -> dict[str, float]:
         return {k: float(v["value"]) for k, v in self.data["thresholds"].items()}
 
-    def preprocess_spec(self, roi=None, remap=None) -> PreprocessSpec:
+    @property
+    def frame_setup(self) -> FrameSetup | None:
+        """The geometry and bit depth the model was trained with (None: an older manifest
+        that does not say)."""
         p = self.data["preprocess"]
+        return FrameSetup.from_dict(p) if "geometry" in p else None
+
+    def preprocess_spec(self, roi=None, remap=None) -> PreprocessSpec:
+        """The spec for this model. The station's geometry (``remap``: a ``Geometry``, or
+        bare remap tables; ``roi``) wins; without one, the model's own geometry applies."""
+        p = self.data["preprocess"]
+        setup = self.frame_setup
+        geometry = None
+        if isinstance(remap, Geometry):
+            geometry, remap = remap, None
+        elif remap is None and roi:
+            geometry = Geometry(roi=tuple(roi))
+        elif remap is None and setup is not None:
+            geometry = setup.geometry
         return PreprocessSpec(
             size=(int(p["size"][0]), int(p["size"][1])),
             color=p["color"],
             interpolation=p.get("interpolation", "area"),
-            roi=tuple(roi) if roi else None,
             remap=remap,
+            geometry=geometry,
+            bit_depth=setup.bit_depth if setup is not None else None,
         )
 
 
@@ -114,6 +137,11 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
             problems.append(
                 f"{where}: preprocess.interpolation must be one of {list(INTERPOLATIONS)}"
             )
+        if "geometry" in p:
+            try:
+                FrameSetup.from_dict(p)
+            except ValueError as exc:
+                problems.append(f"{where}: preprocess: {exc}")
     if need("output", dict) and data["output"].get("kind") not in ("softmax", "sigmoid"):
         problems.append(f"{where}: output.kind must be 'softmax' or 'sigmoid'")
     if need("thresholds", dict):

@@ -20,9 +20,16 @@ from ..contract.manifest import SCHEMA_VERSION, embed
 
 
 def demo_manifest(
-    size: int, name: str, channels: int = 1, threshold: float = 0.5, kind: str = "softmax"
+    size: int,
+    name: str,
+    channels: int = 1,
+    threshold: float = 0.5,
+    kind: str = "softmax",
+    setup: dict | None = None,
 ) -> dict:
-    return {
+    """``setup``: the frame setup (``FrameSetup.to_dict()``) to record as the one the model
+    was trained with; None leaves it unstated, as in manifests from before it travelled."""
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -56,6 +63,9 @@ def demo_manifest(
         },
         "training": {"method": "hand-built local-contrast detector (inspector.lab.modelkit)"},
     }
+    if setup is not None:
+        manifest["preprocess"].update(setup)
+    return manifest
 
 
 def build_contrast_model(
@@ -68,6 +78,7 @@ def build_contrast_model(
     threshold: float = 0.5,
     kind: str = "softmax",
     fixed_batch: int | None = None,
+    setup: dict | None = None,
 ) -> Path:
     """Write the model to ``path`` (with its manifest) and return the path."""
     from onnx import TensorProto, helper, numpy_helper
@@ -121,7 +132,7 @@ def build_contrast_model(
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, out_width])],
         inits,
     )
-    return _save(graph, path, demo_manifest(size, name, channels, threshold, kind))
+    return _save(graph, path, demo_manifest(size, name, channels, threshold, kind, setup))
 
 
 def _save(graph, path: Path, manifest: dict) -> Path:

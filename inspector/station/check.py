@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from ..contract.preprocess import FrameError, preprocess
+from ..contract.geometry import FrameSetup
+from ..contract.manifest import Manifest
+from ..contract.preprocess import FrameError, PreprocessSpec, preprocess
 from ..errors import InspectorError, SourceError
 from .classifier import Classifier, check_model_fits
 from .config import StationConfig, load_config
@@ -21,7 +24,7 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     problems = _check_files(cfg)
     try:
-        clf = Classifier(cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
+        clf, spec = station_model(cfg)
     except InspectorError as exc:
         return problems + exc.problems, notes
     notes.append(
@@ -29,8 +32,37 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
         f"classes {clf.classes}, providers {clf.providers}"
     )
     problems += check_model_fits(cfg, clf)
-    problems += _check_source(cfg, clf, notes)
+    problems += setup_problems(cfg, clf.manifest, notes)
+    problems += _check_source(cfg, spec, notes)
     return problems, notes
+
+
+def station_model(cfg: StationConfig) -> tuple[Classifier, PreprocessSpec]:
+    """The station's model and the spec its frames go through (geometry, bit depth)."""
+    clf = Classifier(cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
+    spec = clf.spec
+    if cfg.source.bit_depth is not None:
+        spec = dataclasses.replace(spec, bit_depth=cfg.source.bit_depth)
+    return clf, spec
+
+
+def setup_problems(cfg: StationConfig, manifest: Manifest, notes: list[str]) -> list[str]:
+    """The station's geometry and bit depth against the ones its model was trained with."""
+    station = FrameSetup(cfg.preprocess.geometry(), cfg.source.bit_depth)
+    model = manifest.frame_setup
+    if model is None:
+        notes.append(
+            f"model {manifest.model_id}: its manifest does not say which geometry it was "
+            "trained with (exported before geometry travelled with the data); not compared"
+        )
+        return []
+    if model == station:
+        return []
+    return [
+        f"preprocess: this station prepares frames with {station.describe()}, but model "
+        f"{manifest.model_id} was trained on frames prepared with {model.describe()}; "
+        "retrain on this station's recordings, or make preprocess and source.bit_depth match"
+    ]
 
 
 def _check_files(cfg: StationConfig) -> list[str]:
@@ -51,7 +83,7 @@ def _check_files(cfg: StationConfig) -> list[str]:
     return problems
 
 
-def _check_source(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list[str]:
+def _check_source(cfg: StationConfig, spec: PreprocessSpec, notes: list[str]) -> list[str]:
     source = make_source(cfg.source)
     if not isinstance(source, (FolderSource, VideoSource)):
         notes.append(f"{source.describe()}: not opened by check (a live camera or stream)")
@@ -68,19 +100,16 @@ def _check_source(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list
         source.close()
     if frame.image is None:
         return [f"source: first frame unreadable: {frame.error}"]
+    h, w = frame.image.shape[:2]
+    cam = spec.geometry.camera if spec.geometry is not None else None
+    if cfg.preprocess.camera is not None and cam is not None and cam.image_size != (w, h):
+        return [
+            f"preprocess.camera: calibrated for {cam.image_size[0]}x{cam.image_size[1]} frames, "
+            f"but the source delivers {w}x{h}; recalibrate or fix the camera's resolution"
+        ]
     try:
-        x = preprocess(frame.image, clf.spec)
+        x = preprocess(frame.image, spec)
     except FrameError as exc:
         return [f"preprocess: {exc} (first frame of {source.describe()}, {frame.origin})"]
-    h, w = frame.image.shape[:2]
-    if cfg.preprocess.camera is not None:
-        from ..contract.geometry import load_camera
-
-        cam = load_camera(cfg.preprocess.camera)
-        if cam.image_size != (w, h):
-            return [
-                f"preprocess.camera: calibrated for {cam.image_size[0]}x{cam.image_size[1]} frames, "
-                f"but the source delivers {w}x{h}; recalibrate or fix the camera's resolution"
-            ]
     notes.append(f"{source.describe()}: first frame {w}x{h} -> model input {list(x.shape)}")
     return []

@@ -121,20 +121,23 @@ class PreprocessSection:
         None, "output [width, height] of the perspective warp (default: the corners' edge lengths)"
     )
 
-    def remap(self):
-        """The station's geometry as remap tables (None when a plain ROI crop does)."""
-        from ..contract.geometry import build_maps, corners_size, load_camera
+    def geometry(self):
+        """The station's ``Geometry`` (ROI or corners, with the camera file's numbers).
 
-        if self.camera is None and self.corners is None:
-            return None
+        Raises ConfigError when a corner or the ROI lies outside the calibrated frame."""
+        from ..contract.geometry import Geometry, load_camera
+
         camera = load_camera(self.camera) if self.camera is not None else None
-        if self.corners is not None:
-            size = tuple(self.warp_size) if self.warp_size else corners_size(self.corners)
-        elif self.roi is not None:
-            size = (self.roi[2], self.roi[3])
-        else:
-            size = camera.image_size
-        return build_maps(size, camera, corners=self.corners, roi=self.roi)
+        try:
+            return Geometry(self.roi, self.corners, self.warp_size, camera)
+        except ValueError as exc:
+            raise ConfigError(f"preprocess.{exc}") from None
+
+    def remap(self):
+        """The station's geometry for ``Classifier(remap=...)``, None without one: the spec
+        builds the remap tables from it once and checks each frame's size against it."""
+        geometry = self.geometry()
+        return None if geometry.empty else geometry
 
     def problems(self):
         if self.corners is not None:

@@ -1,6 +1,12 @@
 """Image-quality watch: does the station still see what it saw at setup (and in training)?
 
-Four measures per frame (gray): focus (variance of the Laplacian), mean level, clipped
+Everything is measured on the model input (the frame after the station's geometry, resize
+and colour conversion: ``preprocess``), the same thing the manifest's ``image_stats`` were
+measured on at training time and ``inspector calibrate baseline`` measures when it is given
+the station; so a drift outside the part's region (a conveyor's edge, a lamp in a corner)
+is not a drift, and the figures are comparable.
+
+Four measures per image (gray): focus (variance of the Laplacian), mean level, clipped
 fractions (dark <= 2, bright >= 253) and illumination uniformity (darkest / brightest
 mean of a 4x4 grid of blocks). ``inspector calibrate baseline`` stores their medians over
 a reference set; the station measures every Nth frame and reports drift beyond its
@@ -18,11 +24,13 @@ import cv2
 import numpy as np
 import yaml
 
+from ..contract.preprocess import FrameError, PreprocessSpec, preprocess
 from ..contract.schema import setting
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 MEASURES = ("focus", "mean", "clipped_dark", "clipped_bright", "uniformity")
+MODEL_INPUT = "model input (after preprocessing)"  # what ``measured_on`` says in the stats
 
 
 def measure(image: np.ndarray) -> dict[str, float]:
@@ -98,10 +106,25 @@ def load_baseline(path: Path) -> dict:
 class QualityWatch:
     """Measures every Nth frame; ``problems`` names what drifted, with the figures."""
 
-    def __init__(self, cfg: QualitySection, stats: dict, training: dict | None = None) -> None:
+    def __init__(
+        self,
+        cfg: QualitySection,
+        stats: dict,
+        training: dict | None = None,
+        spec: PreprocessSpec | None = None,
+    ) -> None:
+        """``spec``: the station's preprocessing; frames are measured as the model sees them
+        (without it, whole frames: only right for a station with no geometry)."""
         self.cfg = cfg
         self.stats = stats
         self.training = training or {}
+        self.spec = spec
+        self._input = np.zeros(spec.shape, np.uint8) if spec is not None else None
+        if spec is not None and stats.get("measured_on") != MODEL_INPUT:
+            log.warning(
+                "the quality baseline was measured on whole frames, the station measures "
+                "model inputs: make it again with 'inspector calibrate baseline' for this station"
+            )
         self.recent: collections.deque[dict[str, float]] = collections.deque(maxlen=cfg.window)
         self.count = 0
         self.problems: list[str] = []
@@ -117,7 +140,11 @@ class QualityWatch:
         if self.count % self.cfg.every_n:
             return None
         try:
+            if self.spec is not None:
+                image = preprocess(image, self.spec, out=self._input)
             self.recent.append(measure(image))
+        except FrameError:
+            return None  # the part fails as unreadable_frame; the pipeline reports it
         except cv2.error as exc:
             log.warning("quality measurement failed: %s", exc)
             return None

@@ -1,7 +1,10 @@
 """Keeps images for QA: every failed or uncertain part and a sample of passes.
 
-Each kept image has a JSON sidecar with the verdict record and the model id. Writing
-happens on a thread of its own, off the hot path; when the disk can't keep up the
+Each kept image is the whole raw frame, with a JSON sidecar holding the verdict record,
+the model id and, under ``preprocess``, the station's frame setup (geometry: ROI or
+corners and the camera calibration's numbers; bit depth): training reads it and prepares
+the frame exactly as the station did (``png``, the default, keeps the frame exact; ``jpg``
+does not). Writing happens on a thread of its own, off the hot path; when the disk can't keep up the
 recording (never the verdict) is dropped and counted. A disk quota is enforced by
 deleting the oldest recordings first.
 
@@ -25,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..contract.preprocess import PreprocessSpec
 from ..contract.records import Reason, Verdict
 from .config import RecorderSection
 from .metrics import Metrics
@@ -42,9 +46,18 @@ def safe_name(part_id: str, seq: int, t: float) -> str:
 
 
 class Recorder:
-    def __init__(self, cfg: RecorderSection, metrics: Metrics, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RecorderSection,
+        metrics: Metrics,
+        seed: int | None = None,
+        spec: PreprocessSpec | None = None,
+    ) -> None:
+        """``spec``: the station's preprocessing; its frame setup goes into every sidecar."""
         self.cfg = cfg
         self.metrics = metrics
+        setup = spec.setup() if spec is not None else None
+        self.setup = setup.to_dict() if setup is not None else None
         self.root = Path(cfg.path).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.quota = int(cfg.quota_mb * 1024 * 1024)
@@ -127,6 +140,8 @@ class Recorder:
             "detail": verdict.detail,
             "image": image_path.name,
         }
+        if self.setup is not None:
+            sidecar["preprocess"] = self.setup
         data = encoded.tobytes()
         text = json.dumps(sidecar, indent=2).encode()
         self._make_room(len(data) + len(text))

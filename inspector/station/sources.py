@@ -39,6 +39,17 @@ register = SOURCES.register  # @register("folder", FolderSourceConfig) on a Fram
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class SourceSettings:
+    """Settings every source type has."""
+
+    bit_depth: Literal[8, 10, 12, 14, 16] | None = setting(
+        None,
+        "significant bits of the camera's pixels: 16-bit frames are scaled by it to 8 bits "
+        "(a 12-bit sensor's 0..4095 -> 0..255); default: from the data (8 or 16)",
+    )
+
+
 class SourceLost(Exception):
     """The source stopped delivering frames; the runner will reopen it."""
 
@@ -99,7 +110,7 @@ class _Pacer:
 
 # -- folder replay --------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class FolderSourceConfig:
+class FolderSourceConfig(SourceSettings):
     type: Literal["folder"] = "folder"
     path: Path = setting(help="folder of images (.png .jpg .bmp .tif), replayed in name order")
     rate_fps: float = setting(10.0, "frames per second (0: as fast as they can be read)")
@@ -205,7 +216,7 @@ class _CaptureSource(FrameSource):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeviceSourceConfig:
+class DeviceSourceConfig(SourceSettings):
     type: Literal["device"] = "device"
     index: int = setting(0, "OpenCV camera index (/dev/videoN)")
     width: int | None = setting(None, "requested frame width")
@@ -234,7 +245,7 @@ class DeviceSource(_CaptureSource):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UrlSourceConfig:
+class UrlSourceConfig(SourceSettings):
     type: Literal["url"] = "url"
     url: str | None = setting(None, "rtsp://, http:// or file URL opened through FFmpeg")
     pipeline: str | None = setting(None, "GStreamer pipeline ending in appsink (GigE, RTSP)")
@@ -287,7 +298,7 @@ class UrlSource(_CaptureSource):
 
 
 @dataclass(frozen=True, kw_only=True)
-class VideoSourceConfig:
+class VideoSourceConfig(SourceSettings):
     type: Literal["video"] = "video"
     path: Path = setting(help="video file")
     loop: bool = setting(False, "start again at the end")
@@ -314,7 +325,7 @@ class VideoSource(_CaptureSource):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpoolSourceConfig:
+class SpoolSourceConfig(SourceSettings):
     type: Literal["spool"] = "spool"
     path: Path = setting(
         help="folder another program drops images into (the simulator, a frame grabber)"
