@@ -18,13 +18,18 @@ EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_is_valid(path, monkeypatch):
     monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "x")
+    from inspector.cli import _config_kind
     from inspector.gate.config import load_gate_config
+    from inspector.review.config import load_review_config
+    from inspector.spc.config import load_spc_config
 
-    loader = (
-        load_gate_config
-        if path.read_text().startswith("# The reference reject gate")
-        else load_config
-    )
+    loaders = {
+        "station": load_config,
+        "gate": load_gate_config,
+        "review": load_review_config,
+        "spc": load_spc_config,
+    }
+    loader = loaders[_config_kind(path)]
     try:
         loader(path)
     except ConfigError as exc:  # a password file lives on the line PC's /etc, not here
