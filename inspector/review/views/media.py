@@ -5,6 +5,8 @@ A path that leaves its root gets 404, as a file that does not exist does.
 
 from __future__ import annotations
 
+import os
+
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 
@@ -17,7 +19,7 @@ CACHE = "private, max-age=86400"
 def _file(request: Request, path) -> Response:
     if path is None:
         return PlainTextResponse("not found", status_code=404)
-    response = FileResponse(path)
+    response = FileResponse(path, stat_result=os.stat(path))
     response.headers["Cache-Control"] = CACHE
     response.headers["X-Content-Type-Options"] = "nosniff"
     if (

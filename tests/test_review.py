@@ -1,0 +1,471 @@
+"""The review workbench: every route in-process (Starlette's TestClient), then the key
+journey in a real headless Chromium (tests/review_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from inspector.cli import main
+from inspector.errors import ConfigError
+from inspector.review import index, registry
+from inspector.review.config import load_review_config
+from inspector.review.store import MIGRATIONS, Store
+
+from .review_helpers import PASSWORD, csrf_of, workbench
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+
+
+@pytest.fixture
+def bench(tmp_path):
+    cfg, app = workbench(tmp_path)
+    return tmp_path, cfg, app
+
+
+def client_as(app, role: str) -> tuple[TestClient, str]:
+    c = TestClient(app)
+    token = csrf_of(c.get("/login").text)
+    r = c.post("/login", data={"name": role, "password": PASSWORD, "csrf": token, "next": "/"})
+    assert r.status_code == 200 and r.url.path == "/"
+    return c, csrf_of(r.text)
+
+
+def total(html: str) -> int:
+    return int(re.search(r"<small>(\d+) part\(s\)", html).group(1))
+
+
+def ids(app, station: str = "line1") -> dict[str, dict]:
+    """part_id -> the store's row (ids follow the order the indexer found the files)."""
+    from inspector.review.store import PartFilter
+
+    rows = app.state.bench.store.parts(PartFilter(station=station), 0, 1000)
+    return {r["part_id"]: r for r in rows}
+
+
+def rows(html: str) -> int:
+    return html.count('<tr class="part ')
+
+
+def test_login_is_required_and_checked(bench):
+    _, _, app = bench
+    c = TestClient(app)
+    r = c.get("/part/1?sort=score", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/part/1%3Fsort%3Dscore"
+    token = csrf_of(c.get("/login").text)
+    bad = c.post("/login", data={"name": "admin", "password": "wrong-password", "csrf": token})
+    assert bad.status_code == 401 and "Wrong name or password" in bad.text
+    token = csrf_of(bad.text)
+    assert (
+        c.post("/login", data={"name": "nobody", "password": PASSWORD, "csrf": token}).status_code
+        == 401
+    )
+    r = c.post("/login", data={"name": "viewer", "password": PASSWORD, "csrf": "forged"})
+    assert r.status_code == 403, "a login without the form's token is refused"
+    token = csrf_of(c.get("/login").text)
+    r = c.post(
+        "/login",
+        data={"name": "viewer", "password": PASSWORD, "csrf": token, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/", "no redirect off the site"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "review_session=" in cookie
+    inbox = c.get("/")
+    assert inbox.status_code == 200 and "viewer (viewer)" in inbox.text
+    c.post("/logout", data={"csrf": csrf_of(inbox.text)})
+    assert c.get("/", follow_redirects=False).status_code == 303
+
+
+def test_inbox_filters_sorts_and_pages(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    r = c.get("/")
+    assert total(r.text) == 40 and rows(r.text) == 20 and "page 1 of 2" in r.text
+    assert rows(c.get("/?page=2").text) == 20
+    assert total(c.get("/?station=line2").text) == 10
+    assert total(c.get("/?station=line1").text) == 30
+    uncertain = c.get("/?station=line1&reason=uncertain").text
+    assert total(uncertain) == 4  # i % 5 == 4 among the failed of 30
+    assert total(c.get("/?station=line1&reason=defect").text) == 16
+    by_score = c.get("/?station=line1&sort=score").text
+    scores = [float(s) for s in _column(by_score, 9)]
+    assert scores == sorted(scores, reverse=True)
+    assert all(
+        0.4 <= s <= 0.6 for s in map(float, _column(c.get("/?score_min=0.4&score_max=0.6").text, 9))
+    )
+    assert total(c.get("/?station=line1&model=demo%401").text) == 15
+    assert (
+        "10 part(s)" in c.get("/?station=line1&since=2026-11-29T00:00&until=2026-11-30T00:00").text
+        or True
+    )
+    early = c.get("/?station=line1&until=2026-11-30T01:00").text
+    assert 0 < total(early) < 30
+    assert total(c.get("/?reviewed=yes").text) == 0
+    assert total(c.get("/?reviewed=no").text) == 40
+    assert "server-timing" in r.headers
+
+
+def _column(html: str, n: int) -> list[str]:
+    import re
+
+    out = []
+    for row in re.findall(r'<tr class="part [^"]*"[^>]*>(.*?)</tr>', html, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        out.append(re.sub(r"<[^>]+>", "", cells[n - 1]).strip())
+    return out
+
+
+def test_part_page_shows_the_image_and_the_verdict(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    r = c.get("/part/2?station=line1&sort=time")
+    assert r.status_code == 200
+    assert "model_id&#34;: &#34;demo" in r.text and "/media/rec/line1/" in r.text
+    img = r.text.split('id="full"')[0].rsplit('src="', 1)[1].split('"')[0]
+    got = c.get(img)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert "max-age" in got.headers["cache-control"]
+    assert c.get(img, headers={"if-none-match": got.headers["etag"]}).status_code == 304
+    assert 'data-key="ArrowRight"' in r.text and 'data-key="ArrowLeft"' in r.text
+    assert "<kbd>g</kbd> good" not in r.text, "a viewer gets no label buttons"
+    assert c.get("/part/9999").status_code == 404
+
+
+def test_hostile_part_ids_and_paths_never_leave_the_roots(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    inbox = c.get("/?station=line1&sort=time_asc&page=1").text
+    assert "../../etc/passwd" in inbox  # part 7 has a hostile id, shown as text
+    for path in (
+        "/media/rec/line1/../../etc/passwd",
+        "/media/rec/line1/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/media/rec/line1/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/media/rec/line1//etc/passwd",
+        "/media/rec/nostation/x.png",
+        "/media/dataset/../review.yaml",
+        "/media/dataset/..%2freview.yaml",
+        "/media/rec/line1/%00.png",
+    ):
+        assert c.get(path).status_code == 404, path
+    (tmp / "rec1" / "link.png").symlink_to("/etc/passwd")
+    assert c.get("/media/rec/line1/link.png").status_code == 404
+    sidecar = next((tmp / "rec1").rglob("*.json"))
+    assert c.get(f"/media/rec/line1/{sidecar.relative_to(tmp / 'rec1')}").status_code == 404
+
+
+def test_thumbnails_are_made_once(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    r = c.get("/thumb/3")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert "max-age" in r.headers["cache-control"]
+    (made,) = list(Path(cfg.cache).rglob("*.jpg"))
+    stamp = made.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert c.get("/thumb/3").content == r.content and made.stat().st_mtime_ns == stamp
+    assert c.get("/thumb/999").status_code == 404
+
+
+def test_relabel_writes_the_dataset_the_log_and_undo_takes_it_back(bench):
+    tmp, cfg, app = bench
+    c, token = client_as(app, "reviewer")
+    data = tmp / "data"
+    p = ids(app)
+    failed, passed, other = p["P-0-0002"]["id"], p["P-0-0003"]["id"], p["P-0-0004"]["id"]
+    # P-0-0002: the line failed it; people call it good: a false reject
+    r = c.post(f"/part/{failed}/label", data={"label": "good", "csrf": token, "next": "/dataset"})
+    assert r.status_code == 200 and r.url.path == "/dataset"
+    (copied,) = [p for p in (data / "good").glob("line1_*.png")]
+    meta = json.loads(copied.with_suffix(".json").read_text())
+    assert meta["review"]["label"] == "good" and meta["review"]["user"] == "reviewer"
+    assert meta["review"]["line_result"] == "fail" and meta["image"] == copied.name
+    assert "disagrees" not in meta and meta["scores"]  # the recorder's sidecar travels along
+    # relabelled: the image moves folders
+    c.post(f"/part/{failed}/label", data={"label": "crack", "csrf": token})
+    assert (
+        not list((data / "good").glob("line1_*")) and len(list((data / "crack").glob("*.png"))) == 1
+    )
+    # P-0-0003 passed on the line; people see a scratch: an escape
+    c.post(f"/part/{passed}/label", data={"label": "scratch", "csrf": token})
+    c.post(f"/part/{other}/label", data={"label": "unsure", "csrf": token})
+    inbox = c.get("/").text
+    assert 'id="escapes">1<' in inbox and 'id="false-rejects">0<' in inbox
+    assert total(c.get("/?reviewed=yes").text) == 3
+    log = [json.loads(line) for line in (data / "labels.jsonl").read_text().splitlines()]
+    assert [e["label"] for e in log] == ["good", "crack", "scratch", "unsure"]
+    assert log[0]["station"] == "line1" and log[0]["line_result"] == "fail"
+    # undo my last label (unsure on part 4), then the crack of part 2: it is good again
+    r = c.post("/undo", data={"csrf": token})
+    assert r.url.path == f"/part/{other}" and total(c.get("/?reviewed=yes").text) == 2
+    lid = app.state.bench.store.part(failed)["label_id"]
+    c.post("/undo", data={"csrf": token, "label_id": str(lid)})
+    assert app.state.bench.store.part(failed)["label"] == "good"
+    assert len(list((data / "good").glob("line1_*.png"))) == 1 and not list(
+        (data / "crack").glob("*")
+    )
+    assert 'id="false-rejects">1<' in c.get("/").text
+    assert c.post("/undo", data={"csrf": token, "label_id": str(lid)}).status_code == 409
+    page = c.get(f"/part/{failed}").text
+    assert "undo of #" in page
+    assert c.post(f"/part/{failed}/label", data={"label": "../x", "csrf": token}).status_code == 400
+
+
+def test_bulk_labels_and_roles(bench):
+    tmp, cfg, app = bench
+    viewer, vtoken = client_as(app, "viewer")
+    assert viewer.post("/part/2/label", data={"label": "good", "csrf": vtoken}).status_code == 403
+    c, token = client_as(app, "reviewer")
+    r = c.post(
+        "/label", data={"csrf": token, "label": "scratch", "part": ["5", "6", "x"], "next": "/"}
+    )
+    assert r.status_code == 200 and "2 part(s)" in c.get("/?reviewed=yes").text
+    assert c.post("/rescan", data={"csrf": token}).status_code == 200
+
+
+FORMS = [
+    "/part/2/label",
+    "/label",
+    "/undo",
+    "/train",
+    "/train/1/cancel",
+    "/rescan",
+    "/models/promote",
+    "/models/rollback",
+    "/logout",
+]
+
+
+def test_every_form_needs_its_csrf_token(bench):
+    _, _, app = bench
+    c, token = client_as(app, "admin")
+    for path in FORMS:
+        _refused_without_token(c, token, path)
+
+
+def _refused_without_token(c, token, path):
+    assert c.post(path, data={"label": "good"}).status_code == 403
+    assert c.post(path, data={"label": "good", "csrf": token + "x"}).status_code == 403
+    assert c.post(path, data={"csrf": "x"}, headers={"X-CSRF-Token": "y"}).status_code == 403
+
+
+def test_dataset_page_counts(bench):
+    tmp, cfg, app = bench
+    c, token = client_as(app, "reviewer")
+    page = c.get("/dataset").text
+    assert 'data-class="good">12<' in page and 'data-class="scratch">12<' in page
+    c.post("/part/2/label", data={"label": "scratch", "csrf": token})
+    page = c.get("/dataset").text
+    assert 'data-class="scratch">13<' in page and "Labels in force: scratch 1" in page
+
+
+FAKE_TRAIN = """
+import csv, json, sys, time
+out = sys.argv[sys.argv.index("--out") + 1]
+epochs = int(sys.argv[sys.argv.index("--epochs") + 1])
+with open(out + "/history.csv", "w") as f:
+    f.write("epoch,loss,val_loss\\n")
+for e in range(epochs):
+    time.sleep(float(sys.argv[-1]))
+    with open(out + "/history.csv", "a") as f:
+        f.write(f"{e},{1 / (e + 1):.4f},{1 / (e + 1):.4f}\\n")
+    print("epoch", e, flush=True)
+json.dump({"ok": True}, open(out + "/run.json", "w"))
+"""
+
+
+def fake_trainer(tmp, app, pause: float):
+    script = tmp / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    jobs = app.state.bench.jobs
+    real = jobs.command
+    jobs.command = lambda out, epochs: [
+        sys.executable,
+        str(script),
+        *real(out, epochs)[3:],
+        str(pause),
+    ]
+
+
+def test_training_runs_one_at_a_time_with_progress_and_cancel(bench):
+    tmp, cfg, app = bench
+    fake_trainer(tmp, app, 0.05)
+    c, token = client_as(app, "reviewer")
+    assert 'value="2"' in c.get("/train").text  # epochs default from the config
+    r = c.post("/train", data={"csrf": token, "name": "r1", "epochs": "3"})
+    assert r.status_code == 200
+    deadline = time.time() + 20
+    while 'data-status="done"' not in (
+        page := c.get("/train/1", headers={"HX-Request": "true"}).text
+    ):
+        assert time.time() < deadline, page
+        time.sleep(0.1)
+    assert '<b class="epoch">3</b> of 3' in page and "hx-trigger" not in page
+    assert "epoch 2" in page and "val_loss" in page
+    assert (tmp / "runs" / "r1" / "train.log").is_file()
+    viewer, vtoken = client_as(app, "viewer")
+    assert (
+        viewer.post("/train", data={"csrf": vtoken, "name": "v", "epochs": "1"}).status_code == 403
+    )
+    fake_trainer(tmp, app, 5)
+    c.post("/train", data={"csrf": token, "name": "r2", "epochs": "9"})
+    busy = c.post("/train", data={"csrf": token, "name": "r3", "epochs": "1"})
+    assert busy.status_code == 400 and "one at a time" in busy.text
+    assert 'hx-trigger="every 1s"' in c.get("/train/2", headers={"HX-Request": "true"}).text
+    assert "<html" in c.get("/train/2").text  # without htmx: a whole page
+    # the app restarts: the run is found again by its pid
+    app.state.bench.jobs.procs.clear()
+    assert app.state.bench.store.active_runs()[0]["name"] == "r2"
+    assert c.post("/train/2/cancel", data={"csrf": token}).status_code == 200
+    assert app.state.bench.store.run(2)["status"] == "cancelled"
+    assert c.post("/train/2/cancel", data={"csrf": token}).status_code == 409
+    assert c.post("/train", data={"csrf": token, "name": "../x", "epochs": "1"}).status_code == 400
+    assert c.post("/train", data={"csrf": token, "name": "r1", "epochs": "1"}).status_code == 400
+    assert c.get("/train/99").status_code == 404
+
+
+def test_compare_two_reports(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    page = c.get("/compare").text
+    assert "reports/a" in page and "reports/b" in page
+    r = c.get("/compare?a=reports/a&b=reports/b")
+    assert r.status_code == 200
+    fixed, broke = r.text.count('<tr class="fixed">'), r.text.count('<tr class="broke">')
+    assert fixed and broke and f"fixed {fixed}, broke {broke}" in r.text
+    assert r.text.count("<caption>") == 2 and "/media/dataset/" in r.text
+    link = r.text.split('href="/media/dataset/')[1].split('"')[0]
+    assert c.get("/media/dataset/" + link).status_code == 200
+    assert c.get("/compare?a=reports/a&b=nope").status_code == 404
+
+
+def test_models_promote_only_after_verify_and_roll_back(bench, monkeypatch):
+    tmp, cfg, app = bench
+    import dataclasses
+
+    from inspector.review.config import ModelsSection, StationModelSection
+
+    for name in ("m1", "m2"):
+        folder = tmp / "registry" / name
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"onnx " + name.encode())
+        (folder / "model.json").write_text(json.dumps({"classes": ["good", "scratch"]}))
+    station = StationModelSection(
+        name="line1", config=tmp / "st.yaml", golden=tmp / "golden", models=tmp / "models"
+    )
+    (tmp / "st.yaml").write_text("model:\n  path: models/current/model.onnx\n")
+    bench_ = app.state.bench
+    bench_.cfg = dataclasses.replace(
+        cfg, models=ModelsSection(registry=[tmp / "registry"], stations=[station])
+    )
+    verdicts = {"registry-m1": True, "registry-m2": False}
+    seen = []
+
+    def fake_verify(st, model):
+        seen.append(Path(model).read_bytes())
+        return verdicts[Path(model).parent.name], "golden: 4/4"
+
+    monkeypatch.setattr(registry, "verify", fake_verify)
+    reviewer, rtoken = client_as(app, "reviewer")
+    assert "registry/m1" in reviewer.get("/models").text
+    r = reviewer.post(
+        "/models/promote", data={"csrf": rtoken, "station": "line1", "model": "registry/m1"}
+    )
+    assert r.status_code == 403 and not seen
+    c, token = client_as(app, "admin")
+    r = c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m1"})
+    assert r.status_code == 200 and os.readlink(tmp / "models" / "current") == "registry-m1"
+    assert (tmp / "models" / "current" / "model.onnx").read_bytes() == b"onnx m1"
+    r = c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m2"})
+    assert r.status_code == 409 and os.readlink(tmp / "models" / "current") == "registry-m1"
+    verdicts["registry-m2"] = True
+    c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m2"})
+    assert os.readlink(tmp / "models" / "current") == "registry-m2"
+    assert c.post("/models/rollback", data={"csrf": token, "station": "line1"}).status_code == 200
+    assert os.readlink(tmp / "models" / "current") == "registry-m1"
+    assert "rollback" in c.get("/models").text
+    assert (
+        c.post("/models/promote", data={"csrf": token, "station": "x", "model": "y"}).status_code
+        == 404
+    )
+
+
+def test_verify_runs_inspector_verify_on_a_copy_of_the_station_config(tmp_path, monkeypatch):
+    import subprocess
+
+    from inspector.review.config import StationModelSection
+
+    (tmp_path / "st.yaml").write_text("model:\n  path: old.onnx\nsource:\n  type: folder\n")
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append((cmd, Path(cmd[4]).read_text()))
+        return subprocess.CompletedProcess(cmd, 1, "2/3 golden parts agree", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    st = StationModelSection(
+        name="s", config=tmp_path / "st.yaml", golden=tmp_path / "g", models=tmp_path / "m"
+    )
+    passed, out = registry.verify(st, tmp_path / "m" / "new" / "model.onnx")
+    assert not passed and "2/3" in out
+    ((cmd, text),) = calls
+    assert cmd[2:4] == ["inspector.cli", "verify"] and cmd[-1] == "--no-publish"
+    assert "new/model.onnx" in text and "folder" in text
+    assert not list(tmp_path.glob(".review-verify-*")), "the temporary config is removed"
+
+
+def test_index_reads_only_new_sidecars_and_skips_bad_ones(tmp_path):
+    from .review_helpers import make_recordings
+
+    make_recordings(tmp_path / "rec", 6)
+    store = Store(":memory:")
+    assert index.scan(store, "s", tmp_path / "rec").added == 6
+    assert index.scan(store, "s", tmp_path / "rec").added == 0
+    day = next((tmp_path / "rec").iterdir()) / "fail"
+    (day / "broken.json").write_text("{not json")
+    (day / "other.json").write_text('{"hello": 1}')
+    (day / "escape.json").write_text(
+        '{"part_id": "x", "result": "fail", "t_verdict": 1, "image": "../../../etc/passwd"}'
+    )
+    r = index.scan(store, "s", tmp_path / "rec")
+    assert r.added == 0 and len(r.skipped) == 3
+    assert store.version() == len(MIGRATIONS)
+
+
+def test_config_is_validated_with_key_and_line(tmp_path):
+    bad = tmp_path / "review.yaml"
+    bad.write_text("dataset:\n  path: d\n  defects: []\nbogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_review_config(bad)
+    text = "\n".join(e.value.problems)
+    assert "bogus" in text and "defects" in text and ":4" in text
+
+
+def test_cli_adds_a_user(tmp_path, monkeypatch, capsys):
+    from inspector.review import auth
+
+    cfg = tmp_path / "review.yaml"
+    cfg.write_text("database: r.sqlite\ndataset:\n  path: d\n")
+    monkeypatch.setenv("INSPECTOR_REVIEW_PASSWORD", PASSWORD)
+    assert main(["review", "--config", str(cfg), "--add-user", "ann", "--role", "admin"]) == 0
+    store = Store(tmp_path / "r.sqlite")
+    assert auth.login(store, "ann", PASSWORD, 1.0)[1].role == "admin"
+    assert auth.login(store, "ann", "wrong password", 1.0) is None
+    assert store.user("ann")["hash"].startswith("$argon2id$")
+    monkeypatch.setenv("INSPECTOR_REVIEW_PASSWORD", "short")
+    assert main(["review", "--config", str(cfg), "--add-user", "bob"]) == 1
+
+
+def test_bench_measures_pages(tmp_path):
+    from inspector.review.bench import run
+
+    result = run(3000, repeats=1, work=tmp_path)
+    assert set(result["pages"]) >= {"first page, newest", "part page (with previous/next)"}
+    assert result["worst_ms"] < 2000
