@@ -297,6 +297,10 @@ def _cmd_bench(args) -> int:
         if args.work == Path("bench-accuracy"):
             args.work = Path("bench-small")
         return cmd_bench_small(args)
+    if args.what == "anomaly":
+        from training.benchanomaly import cmd_bench_anomaly
+
+        return cmd_bench_anomaly(args)
     if args.what == "accuracy":
         from training.cli import cmd_bench_accuracy
 
@@ -487,9 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="station: bare ONNX Runtime vs the whole station, side by side; "
         "accuracy: train and test the default recipe on ELPV; "
-        "small: the same on a generated three-class set (60 images each)",
+        "small: the same on a generated three-class set (60 images each); "
+        "anomaly: good-parts-only models on a generated set and ELPV",
     )
-    b.add_argument("what", nargs="?", choices=["station", "accuracy", "small"], default="station")
+    b.add_argument(
+        "what", nargs="?", choices=["station", "accuracy", "small", "anomaly"], default="station"
+    )
     b.add_argument(
         "--model",
         type=Path,
@@ -561,6 +568,9 @@ def _training_parsers(sub, bench) -> None:
         return
     add_parsers(sub)
     add_bench_accuracy_args(bench)
+    from training.anomalycli import extend  # train --method anomaly, its export and evaluate
+
+    extend(sub, bench)
 
 
 def main(argv: list[str] | None = None) -> int:

