@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
     write_parts(data, 240, defect_rate=0.4, seed=21, size=48)
     as_recordings(data)
     run = root / "run"
-    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15"]
+    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15", "--model", "cnn"]
     argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
     assert main(argv) == 0
     model = root / "model.onnx"
@@ -255,7 +255,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, capsys):
     write_parts(tmp_path / "data", 80, defect_rate=0.4, seed=4, size=48)
     run = tmp_path / "run"
     argv = ["train", "--data", str(tmp_path / "data"), "--out", str(run), "--epochs", "8"]
-    argv += ["--image-size", "32", "--set", "model.width=0.25"]
+    argv += ["--model", "cnn", "--image-size", "32", "--set", "model.width=0.25"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "inspector.cli", *argv],
         stdout=subprocess.DEVNULL,
@@ -289,7 +289,8 @@ def test_the_shipped_elpv_config_is_valid():
 
     cfg = load_train_config(Path(__file__).parents[1] / "training/configs/elpv.yaml")
     validate(cfg)
-    assert cfg.model.normalize == "per_image" and cfg.split.seed == 2019
+    assert cfg.model.type == "efficientnet-lite0" and cfg.split.seed == 2019
+    assert cfg.train.head_epochs >= 1 and cfg.train.fine_tune == "all"
 
 
 def test_an_epoch_repeated_after_a_kill_counts_once(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def cmd_train(args) -> int:
         f"{m['accuracy']:.3f}, defect recall {m['defect_recall']:.3f}, "
         f"false reject rate {m['false_reject_rate']:.3f}"
     )
+    gate = run.get("quality_gate") or {"passed": True}
+    if not gate["passed"]:
+        print(f"run folder: {out}")
+        print(
+            "WARNING: this model learned too little to reach a line: "
+            + "; ".join(gate["problems"])
+            + ".\n  export will refuse it (--force overrides and records that in the manifest); "
+            "more or cleaner data, more epochs or a pretrained --model usually help",
+            file=sys.stderr,
+        )
+        return 0
     print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
     return 0
 
@@ -121,6 +133,11 @@ def _typed(cfg, key: str, text: str):
         return Path(text)
     if isinstance(current, float) and isinstance(value, int):
         return float(value)
+    if isinstance(current, float) and isinstance(value, str):  # YAML 1.1 reads 1e-9 as text
+        try:
+            return float(text)
+        except ValueError:
+            raise TrainingError(f"--set {key}: {text!r} is not a number") from None
     return value
 
 
@@ -129,7 +146,16 @@ def cmd_export(args) -> int:
     from .export import export, next_steps
 
     out = args.out or Path(args.run) / "model.onnx"
-    m = export(args.run, out, tolerance=args.tolerance, fp16=args.fp16, int8=args.int8)
+    m = export(
+        args.run, out, tolerance=args.tolerance, fp16=args.fp16, int8=args.int8, force=args.force
+    )
+    if not m["quality_gate"]["passed"]:
+        print(
+            "WARNING: exported with --force although "
+            + "; ".join(m["quality_gate"]["problems"])
+            + " (recorded in the manifest)",
+            file=sys.stderr,
+        )
     p = m["parity"]
     print(
         f"wrote {out} and {out.with_suffix('.json')} (ONNX opset {m['onnx']['opset']}); "
@@ -185,6 +211,7 @@ def cmd_bench_accuracy(args) -> int:
         image_size=args.image_size,
         max_minutes=args.max_minutes,
         model=args.model_type,
+        reuse=args.reuse,
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -218,7 +245,18 @@ def add_parsers(sub) -> None:
     t.add_argument("--config", dest="config_file", type=Path, help="the same, as a flag")
     t.add_argument("--data", type=Path)
     t.add_argument("--out", type=Path, help="run folder (default runs/<name or time>)")
-    t.add_argument("--model", choices=["cnn", "mobilenetv3", "efficientnetv2b0", "vit"])
+    t.add_argument(
+        "--model",
+        choices=[
+            "cnn",
+            "efficientnet-lite0",
+            "efficientnet-lite1",
+            "efficientnet-lite2",
+            "mobilenetv3",
+            "efficientnetv2b0",
+            "vit",
+        ],
+    )
     t.add_argument("--epochs", type=int)
     t.add_argument("--image-size", type=int)
     t.add_argument("--seed", type=int)
@@ -235,6 +273,12 @@ def add_parsers(sub) -> None:
     x.add_argument("--tolerance", type=float, default=1e-4, help="max |Keras - ONNX| score")
     x.add_argument("--fp16", action="store_true", help="also write MODEL.fp16.onnx")
     x.add_argument("--int8", action="store_true", help="also write MODEL.int8.onnx")
+    x.add_argument(
+        "--force",
+        action="store_true",
+        help="export a run that learned too little (validation AUROC < 0.7, or a threshold "
+        "rejecting over half the good images); the manifest records it",
+    )
     x.set_defaults(func=cmd_export)
 
     v = sub.add_parser("evaluate", help="metrics and an HTML report for a model on a dataset")
@@ -259,7 +303,16 @@ def _evaluate_args(args) -> int:
 def add_bench_accuracy_args(b: argparse.ArgumentParser) -> None:
     g = b.add_argument_group("bench accuracy (ELPV)")
     g.add_argument("--work", type=Path, default=Path("bench-accuracy"))
-    g.add_argument("--epochs", type=int, default=90)
-    g.add_argument("--image-size", type=int, default=160)
-    g.add_argument("--max-minutes", type=float, default=28.0)
-    g.add_argument("--model-type", default="cnn", help="architecture for bench accuracy")
+    g.add_argument("--epochs", type=int, help="default: 12 (pretrained), 90 (cnn)")
+    g.add_argument("--image-size", type=int, help="default: 224 (pretrained), 160 (cnn)")
+    g.add_argument("--max-minutes", type=float, help="default: 50 (pretrained), 28 (cnn)")
+    g.add_argument(
+        "--model-type",
+        default="efficientnet-lite0",
+        help="architecture for bench accuracy (cnn: the earlier from-scratch recipe)",
+    )
+    g.add_argument(
+        "--reuse",
+        action="store_true",
+        help="bench accuracy: export, test and time the run already in --work (no training)",
+    )

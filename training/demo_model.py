@@ -23,6 +23,7 @@ from .train import train
 
 RECIPE = {
     "name": "demo-cnn",
+    "model.type": "cnn",  # small and fast for the demo; real products: the default backbone
     "model.image_size": 64,
     "model.width": 0.5,
     "split.val": 0.2,

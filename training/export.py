@@ -24,7 +24,7 @@ from inspector.contract.manifest import SCHEMA_VERSION, embed
 from inspector.station.classifier import Classifier
 from inspector.station.config import ModelSection
 
-from . import TrainingError, datasets, frames
+from . import TrainingError, datasets, frames, guard
 from .config import TrainConfig
 from .metrics import binary_at, defect_score, is_defect
 from .models import load_best
@@ -76,7 +76,7 @@ def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str
             "size": [size, size],
             "color": cfg.model.color,
             "interpolation": cfg.model.interpolation,
-            "normalisation": "inside the graph (x / 255)",
+            "normalisation": _normalisation(cfg),
             **(setup.to_dict() if setup is not None else {}),  # unknown for older runs
         },
         "output": {
@@ -99,8 +99,12 @@ def export(
     tolerance: float = 1e-4,
     fp16: bool = False,
     int8: bool = False,
+    force: bool = False,
 ) -> dict:
-    """Write ``out`` (+ sidecar JSON, + variants); returns the manifest."""
+    """Write ``out`` (+ sidecar JSON, + variants); returns the manifest.
+
+    Refuses (TrainingError, exit 2) a run that learned too little (``training.guard``)
+    unless ``force``; a forced export records that in the manifest's ``quality_gate``."""
     import onnx
 
     from .tf import tf
@@ -133,6 +137,18 @@ def export(
     parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold)
     parity.update(tolerance=tolerance, images=int(len(val.y)), on="validation")
     manifest["parity"] = parity
+    classes_, defects_ = info["classes"], info["defect_classes"]
+    gate = guard.check(
+        is_defect(val.y, classes_, defects_), defect_score(reference, classes_, defects_), threshold
+    )
+    manifest["quality_gate"] = {**gate, "forced": bool(force and not gate["passed"])}
+    if not gate["passed"] and not force:
+        out.unlink(missing_ok=True)
+        raise TrainingError(
+            f"{run}: this run learned too little to reach a line: {'; '.join(gate['problems'])}; "
+            "the model was not written (export --force writes it and records that in the "
+            "manifest)"
+        )
     if parity["flips"] or parity["max_abs_diff"] > tolerance:
         out.unlink(missing_ok=True)
         raise TrainingError(
@@ -154,6 +170,15 @@ def export(
     embed(out, manifest)
     log.info("exported %s (parity max |d| %.1e, %d flips)", out, parity["max_abs_diff"], 0)
     return manifest
+
+
+def _normalisation(cfg: TrainConfig) -> str:
+    if cfg.model.type.startswith("efficientnet-lite"):
+        grey = " (grey replicated to RGB)" if cfg.model.color == "gray" else ""
+        return f"inside the graph: (x - 127) / 128 in RGB{grey}, as ImageNet-trained"
+    if cfg.model.normalize == "per_image":
+        return "inside the graph: x / 255, then each image to zero mean, unit variance"
+    return "inside the graph (x / 255)"
 
 
 def _onnx_scores(path: Path, x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import yaml
 from inspector.contract.geometry import FrameSetup
 from inspector.contract.preprocess import PreprocessSpec
 
-from . import TrainingError, datasets, frames, thresholds
+from . import TrainingError, datasets, frames, guard, recipe, thresholds
 from .config import TrainConfig, as_dict
 from .metrics import defect_score, is_defect
 
@@ -127,15 +127,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         from .models import build
 
         model = build(cfg.model, n_classes)
-        steps = max(1, int(np.ceil(len(tr.y) / cfg.train.batch_size)))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            cfg.train.learning_rate, decay_steps=steps * cfg.train.epochs, alpha=0.02
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+    steps = max(1, int(np.ceil(len(tr.y) / cfg.train.batch_size)))
+
+    def compile_for(rate: float, epochs: int) -> None:
+        with strategy.scope():
+            schedule = keras.optimizers.schedules.CosineDecay(
+                rate, decay_steps=steps * epochs, alpha=0.02
+            )
+            model.compile(
+                optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+
     log.info("%s: %d parameters", model.name, model.count_params())
     targets = _targets(tr, cfg, data.classes, data.defect_classes)
     train_ds = _train_dataset(tr.x, tr.y, targets, cfg, n_classes, tf, keras)
@@ -171,12 +175,35 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         callbacks.append(_time_limit(cfg.train.max_minutes * 60, keras))
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
+    steps_per_epoch = steps if cfg.train.balance == "sampling" else None
+    fine_tuning, head_seconds = None, 0.0
+    if recipe.pretrained(cfg):
+        if cfg.train.head_epochs and not resume:  # a resumed run restores phase 2's state
+            recipe.freeze_backbone(model)
+            compile_for(cfg.train.learning_rate, cfg.train.head_epochs)
+            log.info("head: %d epochs with the backbone frozen", cfg.train.head_epochs)
+            t_head = time.monotonic()
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.train.head_epochs,
+                steps_per_epoch=steps_per_epoch,
+                class_weight=class_weight,
+                verbose=verbose,
+            )
+            head_seconds = time.monotonic() - t_head
+        fine_tuning = recipe.unfreeze(model, cfg, len(tr.y))
+        fine_tuning.update(head_epochs=cfg.train.head_epochs, head_seconds=round(head_seconds, 1))
+        log.info("fine-tune: %s", fine_tuning)
+        compile_for(cfg.train.learning_rate * cfg.train.fine_tune_lr_scale, cfg.train.epochs)
+    else:
+        compile_for(cfg.train.learning_rate, cfg.train.epochs)
     fit_started = time.monotonic()
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=cfg.train.epochs,
-        steps_per_epoch=steps if cfg.train.balance == "sampling" else None,
+        steps_per_epoch=steps_per_epoch,
         class_weight=class_weight,
         callbacks=callbacks,
         verbose=verbose,
@@ -188,6 +215,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
     score = defect_score(probs, data.classes, data.defect_classes)
     chosen = thresholds.choose(val_truth, score, cfg.threshold.policy, cfg.threshold.value)
+    gate = guard.check(val_truth, score, chosen["value"])
+    if not gate["passed"]:
+        log.warning(
+            "this run learned too little to reach a line: %s; export will refuse it "
+            "(--force overrides and says so in the manifest)",
+            "; ".join(gate["problems"]),
+        )
     losses = _val_losses(out) or history.history.get("val_loss", [])
     run = {
         "name": cfg.name or out.name,
@@ -200,6 +234,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             **setup.to_dict(),
         },
         "threshold": chosen,
+        "quality_gate": gate,
         "image_stats": datasets.image_stats(tr.x),
         "dataset": {
             "source": str(cfg.data),
@@ -215,6 +250,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "best_epoch": int(np.argmin(losses)) + 1 if losses else None,
             "best_val_loss": float(np.min(losses)) if losses else None,
             "fit_seconds": round(fit_seconds, 1),
+            "fine_tuning": fine_tuning,
             "total_seconds": round(time.monotonic() - started, 1),
             "mixed_precision": bool(mixed),
             "strategy": cfg.train.strategy,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..contract.mqtt import MqttSection
 from ..contract.schema import Tagged, load_yaml, setting
+from ..contract.triggers import MAX_PART_ID_CHARS, MAX_PAYLOAD_BYTES, SAME_PART_WINDOW_S
 from ..errors import ConfigError
 from ..logs import LoggingSection
 from .quality import QualitySection
@@ -49,8 +50,17 @@ class TriggerSection:
     )
     topic: str | None = setting(None, "trigger topic (default PREFIX/trigger)")
     max_pending: int = setting(64, "triggers waiting for a frame; more are failed with 'overflow'")
-    max_payload_bytes: int = setting(4096, "larger trigger payloads are rejected and counted")
-    max_part_id_chars: int = setting(256, "longer part ids are rejected and counted")
+    max_payload_bytes: int = setting(
+        MAX_PAYLOAD_BYTES, "larger trigger payloads are rejected and counted"
+    )
+    max_part_id_chars: int = setting(
+        MAX_PART_ID_CHARS, "longer part ids are rejected and counted (the gate uses the same)"
+    )
+    same_part_window_s: float = setting(
+        SAME_PART_WINDOW_S,
+        "a repeated part id within this long of its first trigger is the same part (a "
+        "redelivery); later it is a new part (a PLC counter that wrapped). Same as the gate's.",
+    )
     match_by: Literal["receipt", "timestamp"] = setting(
         "receipt",
         "receipt: a part's frame is the first captured after its trigger message arrived; "
@@ -71,6 +81,8 @@ class TriggerSection:
     def problems(self):
         if self.max_pending < 1:
             yield "max_pending", "must be at least 1"
+        if not 0 < self.same_part_window_s <= 3600:
+            yield "same_part_window_s", "must be more than 0 and at most 3600 seconds"
         if not MIN_TRIGGER_BYTES <= self.max_payload_bytes <= MAX_TRIGGER_BYTES:
             yield (
                 "max_payload_bytes",

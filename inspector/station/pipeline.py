@@ -89,7 +89,8 @@ class Station:
         self._queue: queue.Queue[Part] = queue.Queue(maxsize=cfg.pipeline.queue_size)
         self.inflight = InFlight()  # parts waiting for a verdict, and their deadlines
         self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part in self.inflight)
-        self._seen_ids = PartIds()  # a repeated id: the same part, or a new one (DESIGN 8)
+        # a repeated id: the same part, or a new one (DESIGN 8); the gate uses the same window
+        self._seen_ids = PartIds(cfg.trigger.same_part_window_s)
         self._beats = {"capture": time.monotonic()}  # and one per classifier worker
         self.metrics.in_flight.set_function(lambda: len(self.inflight))  # read when scraped
         self._lock = threading.Lock()
