@@ -469,3 +469,152 @@ def test_bench_measures_pages(tmp_path):
     result = run(3000, repeats=1, work=tmp_path)
     assert set(result["pages"]) >= {"first page, newest", "part page (with previous/next)"}
     assert result["worst_ms"] < 2000
+
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The workbench served by uvicorn on a free port (as `inspector review` serves it)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    cfg, app = workbench(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield tmp_path, app, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_browser_journey(served, tmp_path_factory):
+    """Log in, filter, relabel three parts with the keyboard, see the dataset grow, undo one,
+    train a tiny model and watch it finish, compare two reports; hostile paths and forged
+    POSTs are refused. Screenshots go to docs/."""
+    if not (Path(CHROMEDRIVER).exists() and Path("/usr/bin/chromium").exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    import urllib.error
+    import urllib.request
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    tmp, app, base = served
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    wait = WebDriverWait(driver, 20)
+
+    def key(k: str) -> None:
+        before = driver.current_url
+        driver.find_element(By.TAG_NAME, "body").send_keys(k)
+        wait.until(lambda d: d.current_url != before)
+
+    def count(cls: str) -> int:
+        driver.get(base + "/dataset")
+        return int(driver.find_element(By.CSS_SELECTOR, f'td[data-class="{cls}"]').text)
+
+    try:
+        driver.get(base + "/")
+        driver.find_element(By.ID, "name").send_keys("reviewer")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "login").click()
+        wait.until(lambda d: d.find_elements(By.ID, "filters"))
+        assert count("good") == 12 and count("scratch") == 12
+        driver.get(base + "/")
+        Select(driver.find_element(By.ID, "f-reason")).select_by_visible_text("defect")
+        Select(driver.find_element(By.ID, "f-reviewed")).select_by_value("no")
+        driver.find_element(By.ID, "apply").click()
+        wait.until(lambda d: "reason=defect" in d.current_url)
+        assert all(
+            td.text == "defect"
+            for td in driver.find_elements(By.CSS_SELECTOR, "tr.part td:nth-child(7)")
+        )
+        driver.save_screenshot(str(docs / "review-inbox.png"))
+        driver.find_element(By.CSS_SELECTOR, "tr.part a").click()
+        wait.until(lambda d: d.find_elements(By.ID, "full"))
+        driver.save_screenshot(str(docs / "review-part.png"))
+        first = driver.current_url
+        key("g")  # good: a false reject; the page moves on to the next part
+        key("1")  # scratch
+        key("2")  # crack
+        assert (count("good"), count("scratch"), count("crack")) == (13, 13, 1)
+        labels = app.state.bench.store.label_counts()
+        assert sum(labels.values()) == 3, labels
+        driver.get(base + "/")
+        assert driver.find_element(By.ID, "false-rejects").text == "1"
+        before = {c: count(c) for c in ("good", "scratch", "crack")}
+        driver.get(first)
+        key(Keys.ARROW_RIGHT)  # arrows move through the filtered list
+        assert driver.current_url != first
+        key("z")  # undo my last label
+        after = {c: count(c) for c in ("good", "scratch", "crack")}
+        assert sum(after.values()) == sum(before.values()) - 1
+        # a tiny training run on the dataset, watched to the end
+        driver.get(base + "/train")
+        epochs = driver.find_element(By.ID, "run-epochs")
+        epochs.clear()
+        epochs.send_keys("2")
+        driver.find_element(By.ID, "start").click()
+        WebDriverWait(driver, 120).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, ".run .status").text in ("done", "failed")
+        )
+        status = driver.find_element(By.CSS_SELECTOR, ".run .status").text
+        assert status == "done", driver.find_element(By.CSS_SELECTOR, ".run pre.log").get_attribute(
+            "textContent"
+        )
+        assert driver.find_element(By.CSS_SELECTOR, ".run .epoch").text == "2"
+        # compare two reports
+        driver.get(base + "/compare")
+        Select(driver.find_element(By.ID, "report-a")).select_by_visible_text("reports/a")
+        Select(driver.find_element(By.ID, "report-b")).select_by_visible_text("reports/b")
+        driver.find_element(By.ID, "compare").click()
+        wait.until(lambda d: d.find_elements(By.ID, "changed"))
+        driver.save_screenshot(str(docs / "review-compare.png"))
+        # hostile paths and forged POSTs, with the browser's own session
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+        for path in (
+            "/media/rec/line1/../../etc/passwd",
+            "/media/rec/line1/%2e%2e/%2e%2e/etc/passwd",
+        ):
+            driver.get(base + path)
+            assert "not found" in driver.page_source.lower()
+            req = urllib.request.Request(base + path, headers={"Cookie": cookie})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=10)
+            assert e.value.code == 404
+        req = urllib.request.Request(
+            base + "/undo", data=b"", method="POST", headers={"Cookie": cookie}
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 403
+    finally:
+        driver.quit()
