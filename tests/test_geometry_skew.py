@@ -252,11 +252,6 @@ def test_check_notes_a_model_that_does_not_say(tmp_path, capsys):
     assert "does not say which geometry it was trained with" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hand-off: pipeline.Station must build its spec with source.bit_depth and pass it "
-    "to Recorder(spec=...) and QualityWatch(spec=...); remove this mark once it does",
-)
 def test_the_station_gives_its_spec_to_the_recorder_and_the_quality_watch(tmp_path):
     from inspector.station.pipeline import Station
     from inspector.station.quality import MEASURES

@@ -14,6 +14,7 @@ because something went wrong" wins (``InFlight.take``); the others are ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -59,18 +60,25 @@ class Station:
         self.decider = Decider(
             self.classifier.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin
         )
+        # the one spec frames go through: the model's input, the station's geometry, and the
+        # camera's bit depth; the recorder's sidecars and the quality watch use the same
         self.spec = self.classifier.spec
+        if cfg.source.bit_depth is not None:
+            self.spec = dataclasses.replace(self.spec, bit_depth=cfg.source.bit_depth)
         self.quality = None
         if cfg.quality.baseline is not None:
             self.quality = QualityWatch(
                 cfg.quality,
                 load_baseline(cfg.quality.baseline),
                 training=self.classifier.manifest.data.get("image_stats"),
+                spec=self.spec,
             )
         self.mode = cfg.trigger.type
         self.station_id = cfg.station.id
         self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
-        self.recorder = Recorder(cfg.recorder, self.metrics) if cfg.recorder.enabled else None
+        self.recorder = (
+            Recorder(cfg.recorder, self.metrics, spec=self.spec) if cfg.recorder.enabled else None
+        )
         topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger")}
         self.publisher = publisher or Publisher(
             cfg.mqtt,
