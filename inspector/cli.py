@@ -278,7 +278,7 @@ def _cmd_calibrate(args) -> int:
         return 0
     from calibration.baseline import make_baseline
 
-    args.out.write_text(make_baseline(args.images))
+    args.out.write_text(make_baseline(args.images, station=args.station))
     print(f"wrote {args.out}; point quality.baseline at it")
     return 0
 
@@ -477,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     cb = calsub.add_parser("baseline", help="image-quality baseline of reference images")
     cb.add_argument("images", type=Path)
     cb.add_argument("--out", type=Path, default=Path("baseline.yaml"))
+    cb.add_argument(
+        "--station",
+        type=Path,
+        help="measure the images as this station's model sees them (its geometry and bit "
+        "depth), as the station's quality watch does; without it, whole frames",
+    )
     cal.set_defaults(func=_cmd_calibrate)
 
     v = sub.add_parser(
