@@ -84,6 +84,15 @@ def test_station_fails_drawn_defects_with_reason_anomaly_and_passes_good_parts(
         assert set(v["scores"]) == {"good", "anomaly"}
         expected = ("fail", "anomaly") if truth[v["frame"]] else ("pass", "ok")
         assert (v["result"], v["reason"]) == expected, v
+    station.stop()  # the recorder finishes its queue
+    # every failed part is kept with its heat map: the raw map and an overlay beside it
+    kept = sorted((tmp_path / "rec").rglob("*.json"))
+    assert len(kept) == sum(truth.values())
+    for sidecar in kept:
+        heat = json.loads(sidecar.read_text())["heatmap"]
+        amap = np.load(sidecar.with_name(heat["npy"]))
+        assert amap.shape == (12, 12) and amap.max() >= 0.5
+        assert sidecar.with_name(heat["png"]).stat().st_size > 0
 
 
 def test_a_tampered_onnx_fails_the_parity_check_loudly(exported, tmp_path):

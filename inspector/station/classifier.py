@@ -92,6 +92,7 @@ class Classifier:
         self.model_id = self.manifest.model_id
         self.classes = self.manifest.classes
         self._check_io(path)
+        self.map_output = self._map_output(path)
         self.max_batch = min(cfg.max_batch, self._fixed_batch or cfg.max_batch)
         self._local = threading.local()  # each worker: its own buffers and IO binding
         gpu = bool(GPU_PROVIDERS & set(self.providers))
@@ -166,6 +167,15 @@ class Classifier:
                 f"over {len(self.classes)} classes (expected [batch, {width}])"
             )
 
+    def _map_output(self, path: Path) -> str | None:
+        """The heat-map output of an anomaly model (manifest ``kind: anomaly``), else None."""
+        if self.manifest.data.get("kind") != "anomaly":
+            return None
+        name = (self.manifest.data.get("anomaly") or {}).get("map_output")
+        if name not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"model.path: anomaly map output {name!r} not found in {path.name}")
+        return name
+
     def buffer(self, n: int) -> np.ndarray:
         """A preallocated input batch of n images for the calling thread (reused)."""
         buffers = self._local.__dict__.setdefault("buffers", {})
@@ -185,6 +195,24 @@ class Classifier:
             raise ModelRunError(
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             ) from exc
+        return self._probs(out, batch)
+
+    def run_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``run`` plus, for an anomaly model, its heat maps (N, h, w) from the same run (the
+        map is computed on the way to the score anyway); None for a classifier."""
+        if self.map_output is None:
+            return self.run(batch), None
+        try:
+            out, maps = self.session.run(
+                [self.output_name, self.map_output], {self.manifest.input_name: batch}
+            )
+        except Exception as exc:
+            raise ModelRunError(
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ) from exc
+        return self._probs(out, batch), np.asarray(maps, np.float32)
+
+    def _probs(self, out, batch: np.ndarray) -> np.ndarray:
         out = np.asarray(out, dtype=np.float64)
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise ModelRunError(f"model returned shape {out.shape} for a batch of {len(batch)}")

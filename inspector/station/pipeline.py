@@ -21,6 +21,8 @@ import queue
 import threading
 import time
 
+import numpy as np
+
 from ..contract.preprocess import FrameError, GeometryMismatch, preprocess
 from ..contract.records import Frame, Part, Reason, Verdict
 from ..contract.triggers import PartIds, TriggerError, parse_trigger
@@ -272,6 +274,7 @@ class Station:
         label: str | None = None,
         scores: dict[str, float] | None = None,
         detail: str = "",
+        heatmap: np.ndarray | None = None,
     ) -> Verdict | None:
         """Give ``part`` its verdict unless it already has one. Returns the verdict or None."""
         if not self.inflight.take(part):
@@ -306,7 +309,7 @@ class Station:
             self.metrics.deadline_misses.inc()
         self.publisher.publish(verdict)
         if self.recorder and frame is not None:
-            self.recorder.offer(verdict, frame.image)
+            self.recorder.offer(verdict, frame.image, heatmap)
         for hook in self.verdict_hooks:
             hook(verdict)
         part.frame, part.input = None, None
@@ -538,7 +541,7 @@ class Station:
         if delay_file is not None:
             _injected_delay(delay_file)
         try:
-            probs = self.classifier.run(buf)
+            probs, maps = self.classifier.run_with_maps(buf)  # maps: anomaly models only
         except ModelRunError as exc:
             log.error("model failed on a batch of %d: %s", len(parts), exc)
             for part in parts:
@@ -549,9 +552,10 @@ class Station:
         for part in parts:
             part.t_inferred_mono = t1
         self.metrics.batch.observe(len(parts))
-        for part, row in zip(parts, probs, strict=True):
+        for i, (part, row) in enumerate(zip(parts, probs, strict=True)):
             d = self.decider.decide(row)
-            self._finish(part, d.result, d.reason, d.label, d.scores)
+            heat = maps[i] if maps is not None else None
+            self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat)
         self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
 
     # -- deadline watchdog -------------------------------------------------------------------------

@@ -4,7 +4,10 @@ Each kept image is the whole raw frame, with a JSON sidecar holding the verdict 
 the model id and, under ``preprocess``, the station's frame setup (geometry: ROI or
 corners and the camera calibration's numbers; bit depth): training reads it and prepares
 the frame exactly as the station did (``png``, the default, keeps the frame exact; ``jpg``
-does not). Writing happens on a thread of its own, off the hot path; when the disk can't keep up the
+does not). A part judged by an anomaly model also keeps its heat map beside the image:
+``STEM.heat.npy`` (the raw map on the model's feature grid, 0.5 = threshold) and
+``STEM.heat.png`` (the map over the frame; over the model's input region alone when the
+station crops the frame). Writing happens on a thread of its own, off the hot path; when the disk can't keep up the
 recording (never the verdict) is dropped and counted. A disk quota is enforced by
 deleting the oldest recordings first.
 
@@ -67,7 +70,7 @@ class Recorder:
         self._files: list[tuple[str, Path, int]] = []  # (name, path, bytes), oldest first
         self._used = 0
         for p in self.root.rglob("*"):
-            if p.is_file() and p.suffix in (".png", ".jpg", ".json"):
+            if p.is_file() and p.suffix in (".png", ".jpg", ".json", ".npy"):
                 self._files.append((p.name, p, p.stat().st_size))
         self._files.sort()
         self._used = sum(size for _, _, size in self._files)
@@ -81,28 +84,30 @@ class Recorder:
             return True
         return self.cfg.pass_sample_rate > 0 and self._rng.random() < self.cfg.pass_sample_rate
 
-    def offer(self, verdict: Verdict, image: np.ndarray | None) -> None:
-        """Keep this part's image if the policy wants it (non-blocking)."""
+    def offer(
+        self, verdict: Verdict, image: np.ndarray | None, heatmap: np.ndarray | None = None
+    ) -> None:
+        """Keep this part's image (and heat map) if the policy wants it (non-blocking)."""
         if image is None or not self.wants(verdict):
             return
         try:
-            self._queue.put_nowait((verdict, image))
+            self._queue.put_nowait((verdict, image, heatmap))
         except queue.Full:
             self.metrics.drop("recording")
             log.warning("recorder queue full: image of part %r not kept", verdict.part_id)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
-            self._queue.put((None, None))
+            self._queue.put((None, None, None))
             self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            verdict, image = self._queue.get()
+            verdict, image, heatmap = self._queue.get()
             if verdict is None:
                 return
             try:
-                self.write(verdict, image)
+                self.write(verdict, image, heatmap)
             except (OSError, cv2.error, ValueError) as exc:
                 self.metrics.drop("recording")
                 log.error("could not keep image of part %r: %s", verdict.part_id, exc)
@@ -112,8 +117,8 @@ class Recorder:
             return "pass"
         return "uncertain" if verdict.reason == Reason.UNCERTAIN else "fail"
 
-    def write(self, verdict: Verdict, image: np.ndarray) -> Path:
-        """Write image + sidecar now (the thread calls this; tests may too)."""
+    def write(self, verdict: Verdict, image: np.ndarray, heatmap: np.ndarray | None = None) -> Path:
+        """Write image + sidecar (+ heat map) now (the thread calls this; tests may too)."""
         day = time.strftime("%Y-%m-%d", time.gmtime(verdict.t_verdict))
         folder = (self.root / day / self.folder_for(verdict)).resolve()
         stem = safe_name(verdict.part_id, verdict.seq, verdict.t_verdict)
@@ -142,17 +147,47 @@ class Recorder:
         }
         if self.setup is not None:
             sidecar["preprocess"] = self.setup
+        extra = self._heat_files(image_path, image, heatmap) if heatmap is not None else []
+        if extra:
+            sidecar["heatmap"] = {"npy": extra[0][0].name, "png": extra[1][0].name}
         data = encoded.tobytes()
         text = json.dumps(sidecar, indent=2).encode()
-        self._make_room(len(data) + len(text))
+        self._make_room(len(data) + len(text) + sum(len(b) for _, b in extra))
         image_path.write_bytes(data)
         json_path = image_path.with_suffix(".json")
         json_path.write_bytes(text)
-        for p, size in ((image_path, len(data)), (json_path, len(text))):
+        written = [(image_path, len(data)), (json_path, len(text))]
+        for p, blob in extra:
+            p.write_bytes(blob)
+            written.append((p, len(blob)))
+        for p, size in written:
             self._files.append((p.name, p, size))
             self._used += size
         self.kept += 1
         return image_path
+
+    def _heat_files(self, image_path: Path, image: np.ndarray, heatmap: np.ndarray):
+        """[(STEM.heat.npy, bytes), (STEM.heat.png, bytes)] for an anomaly model's map."""
+        import io
+
+        from .heatmap import overlay, upsample
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(heatmap, np.float32))
+        whole = not (self.setup or {}).get("geometry")  # the map covers the whole frame
+        if whole:
+            picture = overlay(image, heatmap)
+        else:  # the frame was cropped for the model: the map alone, at its own place
+            level = np.clip((upsample(heatmap, (256, 256)) - 0.25) / 0.25, 0, 1)
+            picture = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        ok, png = cv2.imencode(".png", picture)
+        if not ok:
+            raise ValueError("heat map encoding failed")
+        stem = image_path.with_suffix("")
+        return [
+            (stem.with_name(stem.name + ".heat.npy"), buf.getvalue()),
+            (stem.with_name(stem.name + ".heat.png"), png.tobytes()),
+        ]
 
     def _make_room(self, need: int) -> None:
         if self._used + need <= self.quota:
