@@ -193,5 +193,15 @@ def _summary(
             file=out,
         )
     print(f"  took                 {seconds:.1f} s", file=out)
+    if station.recorder:
+        home = keep or "DIR"
+        print(
+            "\nreview what the line kept in the QA workbench"
+            + ("" if keep else " (run the demo with --keep DIR first)")
+            + f":\n  export INSPECTOR_HOME={home}\n"
+            "  inspector review --config deploy/examples/review.yaml --add-user qa --role admin\n"
+            "  inspector review --config deploy/examples/review.yaml   # http://127.0.0.1:8470/",
+            file=out,
+        )
     expected = int(m.value("inspector_parts_total"))
     return len(received) == expected == len(set(ids)) and expected > 0
