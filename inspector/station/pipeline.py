@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from .decision import Decider
 from .inflight import InFlight
 from .matching import FrameMatcher
 from .metrics import Metrics
+from .models import LiveModel, ModelLife
 from .publisher import Publisher
 from .quality import QualityWatch, load_baseline
 from .recorder import Recorder
@@ -67,6 +70,18 @@ class Station:
         self.spec = self.classifier.spec
         if cfg.source.bit_depth is not None:
             self.spec = dataclasses.replace(self.spec, bit_depth=cfg.source.bit_depth)
+        first = LiveModel(
+            self.classifier, self.decider, Path(os.path.realpath(cfg.model.path)), time.time()
+        )
+        # the live model from now on (swap, rollback, shadow); self.classifier: the first one
+        self.models = ModelLife(
+            cfg,
+            first,
+            self.metrics.registry,
+            self.spec,
+            self.classifier.workers,
+            on_change=lambda: self.publisher.status_changed(),
+        )
         self.quality = None
         if cfg.quality.baseline is not None:
             self.quality = QualityWatch(
@@ -81,7 +96,7 @@ class Station:
         self.recorder = (
             Recorder(cfg.recorder, self.metrics, spec=self.spec) if cfg.recorder.enabled else None
         )
-        topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger")}
+        topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger", "cmd/model")}
         self.publisher = publisher or Publisher(
             cfg.mqtt,
             self.station_id,
@@ -90,7 +105,9 @@ class Station:
             status=self.status_payload,
             client_id=cfg.client_id,
             on_trigger=self._on_trigger if self.mode == "mqtt" else None,
+            on_command=self.models.on_command,
         )
+        self.models.send = getattr(self.publisher, "send", None)
         self.http = None
         if cfg.metrics.enabled:
             self.http = HttpEndpoint(
@@ -104,6 +121,7 @@ class Station:
         self._beats = {"capture": time.monotonic()}  # and one per classifier worker
         self.metrics.in_flight.set_function(lambda: len(self.inflight))  # read when scraped
         self._lock = threading.Lock()
+        self._batch_lock = threading.Lock()  # one worker at a time takes a batch (and its model)
         self._seq = itertools.count(1)
         self._run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._capture_stop = threading.Event()
@@ -141,6 +159,7 @@ class Station:
         self.publisher.start()
         for t in self._threads:
             t.start()
+        self.models.start()
         log.info(
             "station %s started: model %s, trigger %s, source %s",
             self.station_id,
@@ -168,6 +187,7 @@ class Station:
         for t in self._threads[1:]:
             t.join(timeout)
         self.ready = False
+        self.models.stop()
         self.publisher.status_changed()
         self.publisher.stop()
         if self.recorder:
@@ -196,8 +216,9 @@ class Station:
             "schema": 1,
             "station": self.station_id,
             "state": self.state(),
-            "model_id": self.classifier.model_id,
-            "providers": self.classifier.providers,
+            "model_id": self.models.live.model_id,
+            "providers": self.models.live.classifier.providers,
+            "model": self.models.status(),
             "camera": self.source.state,
             "detail": "; ".join(
                 filter(
@@ -275,10 +296,13 @@ class Station:
         scores: dict[str, float] | None = None,
         detail: str = "",
         heatmap: np.ndarray | None = None,
+        model: LiveModel | None = None,
     ) -> Verdict | None:
-        """Give ``part`` its verdict unless it already has one. Returns the verdict or None."""
+        """Give ``part`` its verdict unless it already has one. Returns the verdict or None.
+        ``model``: the one that decided (fail-safe verdicts name the live one)."""
         if not self.inflight.take(part):
             return None
+        model = model or self.models.live
         now, now_mono = time.time(), time.monotonic()
         frame = part.frame
         latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
@@ -292,8 +316,8 @@ class Station:
             reason=reason,
             label=label,
             scores=scores or {},
-            thresholds=self.decider.thresholds,
-            model_id=self.classifier.model_id,
+            thresholds=model.decider.thresholds,
+            model_id=model.model_id,
             t_trigger=part.t_trigger,
             t_capture=frame.t_capture if frame else None,
             t_verdict=now,
@@ -488,27 +512,22 @@ class Station:
 
     # -- classifier threads (model.workers of them, sharing the session) ----------------------------
     def _infer_loop(self) -> None:
-        max_batch = self.classifier.max_batch
         beat = threading.current_thread().name
         while True:
             self._beats[beat] = time.monotonic()
-            try:
-                first = self._queue.get(timeout=0.05)
-            except queue.Empty:
+            with self._batch_lock:  # batches leave the queue in order, each with the model
+                taken = self._take_batch()  # live at that moment: a swap falls between two
+            if taken is None:
                 if self._stopping.is_set() and self._queue.empty():
                     break
                 continue
-            batch = [first]
-            while len(batch) < max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            (generation, model), batch = taken
             live = self.inflight.live(batch)
             if not live:
                 continue
+            self.models.announce(generation, live[0])
             try:
-                self._classify(live)
+                self._classify(live, model)
             except Exception as exc:  # whatever went wrong, this worker goes on with the next
                 log.exception("%s: a batch of %d parts failed", beat, len(live))
                 for part in live:
@@ -518,8 +537,22 @@ class Station:
             if not self._infer_running:
                 self._infer_done.set()
 
-    def _classify(self, parts: list[Part]) -> None:
-        buf = self.classifier.buffer(len(parts))
+    def _take_batch(self) -> tuple[tuple[int, LiveModel], list[Part]] | None:
+        try:
+            first = self._queue.get(timeout=0.05)
+        except queue.Empty:
+            return None
+        current = self.models.current
+        batch = [first]
+        while len(batch) < current[1].classifier.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return current, batch
+
+    def _classify(self, parts: list[Part], model: LiveModel) -> None:
+        buf = model.classifier.buffer(len(parts))
         n = 0
         for part in parts:  # keeps, in place, the parts whose input is still there
             x = part.input  # None once the watchdog failed the part after its batch formed
@@ -541,7 +574,7 @@ class Station:
         if delay_file is not None:
             _injected_delay(delay_file)
         try:
-            probs, maps = self.classifier.run_with_maps(buf)  # maps: anomaly models only
+            probs, maps = model.classifier.run_with_maps(buf)  # maps: anomaly models only
         except ModelRunError as exc:
             log.error("model failed on a batch of %d: %s", len(parts), exc)
             for part in parts:
@@ -552,11 +585,16 @@ class Station:
         for part in parts:
             part.t_inferred_mono = t1
         self.metrics.batch.observe(len(parts))
+        decisions = []
         for i, (part, row) in enumerate(zip(parts, probs, strict=True)):
-            d = self.decider.decide(row)
+            d = model.decider.decide(row)
+            decisions.append(d)
             heat = maps[i] if maps is not None else None
-            self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat)
+            self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat, model=model)
         self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
+        shadow = self.models.shadow  # after the verdicts went out: never delays one
+        if shadow is not None:
+            shadow.offer(parts, buf, decisions, model.model_id, t1 - t0)
 
     # -- deadline watchdog -------------------------------------------------------------------------
     def _watchdog_loop(self) -> None:

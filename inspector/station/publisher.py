@@ -41,6 +41,7 @@ from .mqttio import ClientIO, close_socket, corked
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
 INFLIGHT = 100  # verdicts sent but not yet acknowledged (PUBACK) at most
+EXTRA_QUEUE = 256  # other messages (shadow decisions, command replies) waiting; oldest go first
 
 
 def verdict_payload(v: Verdict, station: str) -> dict:
@@ -84,7 +85,10 @@ class Publisher:
         status: Callable[[], dict],
         on_trigger: Callable[[bytes], None] | None = None,
         client_id: str | None = None,
+        on_command: Callable[[object], None] | None = None,
     ) -> None:
+        """``on_command(msg)``: paho messages on ``topics["cmd/model"]`` (the model life cycle's
+        requests; it answers through ``send``), on the mqtt thread like triggers."""
         self.cfg = cfg
         self.client_id = client_id or f"inspector-{station}"
         self.station = station
@@ -92,6 +96,8 @@ class Publisher:
         self.metrics = metrics
         self.status = status
         self.on_trigger = on_trigger
+        self.on_command = on_command
+        self._extra: collections.deque[tuple] = collections.deque(maxlen=EXTRA_QUEUE)
         self.protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         self._outbox: collections.deque[_Item] = collections.deque()
         self._inflight: dict[tuple[int, int], _Item] = {}
@@ -131,6 +137,17 @@ class Publisher:
         if dropped is not None:
             self.metrics.drop("outbox_overflow")
             log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
+
+    def send(
+        self, topic: str, payload: bytes, qos: int = 0, properties: Properties | None = None
+    ) -> None:
+        """Any other message (shadow decisions, command replies), never retained: sent by the
+        mqtt thread after the verdicts, dropped (oldest first) when the broker is away."""
+        with self._lock:
+            self._extra.append((topic, payload, qos, properties))
+            wake, self._idle = self._idle, False
+        if wake:
+            self._io.wake()
 
     def status_changed(self) -> None:
         with self._lock:
@@ -242,14 +259,17 @@ class Publisher:
             )
             return False
         self._client = client
-        if self.on_trigger is not None:
-            client.subscribe(self.topics["trigger"], qos=1)
+        subscriptions = [self.topics["trigger"]] if self.on_trigger is not None else []
+        if self.on_command is not None:
+            subscriptions.append(self.topics["cmd/model"])
+        if subscriptions:
+            client.subscribe([(t, 1) for t in subscriptions])
             # "online" must mean triggers are being received: wait for the SUBACK
             subscribed = self._io.pump(
                 client, self._suback.is_set, self.cfg.connect_timeout_s, self._lost
             )
             if not subscribed and not self._lost.is_set():
-                log.warning("no SUBACK for %s", self.topics["trigger"])
+                log.warning("no SUBACK for %s", ", ".join(subscriptions))
         if self._lost.is_set():  # (on_disconnect runs on this thread: no race to guard)
             close_socket(client)
             self._client = None
@@ -312,6 +332,12 @@ class Publisher:
             self.metrics.published(item.verdict)
 
     def _on_message(self, msg) -> None:
+        if self.on_command is not None and msg.topic == self.topics["cmd/model"]:
+            try:
+                self.on_command(msg)
+            except Exception:  # nor a bad command
+                log.exception("command handler failed")
+            return
         if self.on_trigger is None:
             return
         try:
@@ -357,7 +383,7 @@ class Publisher:
             return
         with self._lock:
             ready = bool(self._outbox) and len(self._inflight) < INFLIGHT
-            busy = ready or self._status_dirty or self._stopping.is_set()
+            busy = ready or bool(self._extra) or self._status_dirty or self._stopping.is_set()
             self._idle = not busy and not self._outbox  # a new verdict could go at once
         self._io.step(client, 0.0 if busy else 0.2)
         with self._lock:
@@ -374,6 +400,13 @@ class Publisher:
             burst = min(len(self._outbox), INFLIGHT - len(self._inflight))
         with corked(client, burst > 1):
             self._send_verdicts(client)
+        while self._extra and self.connected.is_set():  # after the verdicts: never before one
+            with self._lock:
+                topic, payload, qos, props = self._extra.popleft()
+            try:
+                client.publish(topic, payload, qos=qos, retain=False, properties=props)
+            except (ValueError, RuntimeError) as exc:
+                log.warning("could not send a message on %s: %s", topic, exc)
 
     def _send_verdicts(self, client: mqtt.Client) -> None:
         while self.connected.is_set():

@@ -1,0 +1,495 @@
+"""The model life cycle on a running station: swap, roll back, reload (SIGHUP).
+
+A candidate is loaded in the background (``load_candidate``: session, the station's fit
+check and geometry, the same preprocessing as the live model, warm-up, the golden set when
+``model.golden`` names one) while the live model keeps deciding. Only a candidate that
+passes every step goes live, and it does so between two batches: the pipeline reads
+``ModelLife.live`` once per batch (``batch_model``), so each batch is decided by one model
+and the verdicts' ``model_id`` changes at one part, which the swap event names. A refused
+candidate changes nothing; the retained status says why (``status()``).
+
+Requests come from ``PREFIX/cmd/model`` (MQTT 5 request/response; the ACL lets only the
+``admin`` user publish there), from SIGHUP (``reload``: read the ``model.path`` link again)
+and from the CLI (``inspector model``). One thread works through them in order.
+
+    {"action": "swap", "path": "models/v7.onnx"}     # load, check, verify, go live
+    {"action": "rollback"}                          # the previous model, at once
+    {"action": "reload"}                            # model.path again (the 'current' link)
+    {"action": "status"}                            # what runs, what ran, the last outcome
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from prometheus_client import Counter
+
+from ..contract.preprocess import FrameError, preprocess
+from ..errors import InspectorError
+from .check import setup_problems
+from .classifier import Classifier, ModelRunError, check_model_fits
+from .config import StationConfig
+from .decision import Decider
+from .shadow import Shadow, ShadowCounters
+from .sources import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("swap", "promote", "rollback", "reload", "status", "shadow", "shadow-stop")
+COMMAND_QUEUE = 4  # requests waiting behind the one being worked on; more are answered 'busy'
+EVENTS_KEPT = 10  # swap events in the status history
+PACE_S = 0.002  # between the candidate's warm-up and golden runs: the live model comes first
+
+
+@dataclass(frozen=True)
+class LifeSettings:
+    """``model.keep``, ``model.golden``, ``model.shadow`` and ``model.shadow_max_share``
+    (read from the config when it has them, else these defaults)."""
+
+    keep: int = 3
+    golden: Path | None = None
+    shadow: Path | None = None
+    shadow_max_share: float = 0.3
+
+    @classmethod
+    def of(cls, cfg: StationConfig) -> LifeSettings:
+        m = cfg.model
+        return cls(
+            keep=getattr(m, "keep", cls.keep),
+            golden=getattr(m, "golden", None),
+            shadow=getattr(m, "shadow", None),
+            shadow_max_share=getattr(m, "shadow_max_share", cls.shadow_max_share),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class LiveModel:
+    """A loaded, checked, warmed model and its decision rule."""
+
+    classifier: Classifier
+    decider: Decider
+    path: Path  # the file itself (a link resolved)
+    loaded: float  # Unix s
+
+    @property
+    def model_id(self) -> str:
+        return self.classifier.model_id
+
+
+class Refused(InspectorError):
+    """A candidate that may not go live; ``stage`` is load, fit, warmup or golden."""
+
+    def __init__(self, stage: str, why: str) -> None:
+        super().__init__(f"{stage}: {why}")
+        self.stage = stage
+        self.why = why
+
+
+def resolve_model_path(cfg: StationConfig, path: str | Path | None) -> Path:
+    """A requested model path: relative ones lie beside the station's model (its folder of
+    models); None is ``model.path`` itself, its link read again."""
+    base = Path(cfg.model.path)
+    if path is None or str(path) == "":
+        return Path(os.path.realpath(base))
+    p = Path(path)
+    if not p.is_absolute():
+        p = base.parent / p
+    return Path(os.path.realpath(p))
+
+
+def load_candidate(
+    cfg: StationConfig,
+    path: Path,
+    live_spec,
+    workers: int,
+    golden: Path | None = None,
+    pace_s: float = PACE_S,
+    intra_op_threads: int | None = None,
+) -> LiveModel:
+    """Load ``path`` as the station would run it, or raise ``Refused`` saying why.
+
+    The candidate must take the very input the station prepares for the live model
+    (``live_spec``: size, colour, interpolation): parts already preprocessed and queued are
+    decided by whichever model is live when their batch forms."""
+    model_cfg = dataclasses.replace(cfg.model, path=path, workers=workers)
+    if intra_op_threads is not None:
+        model_cfg = dataclasses.replace(model_cfg, intra_op_threads=intra_op_threads)
+    try:
+        clf = Classifier(model_cfg, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
+    except InspectorError as exc:
+        raise Refused("load", "; ".join(exc.problems)) from None
+    problems = check_model_fits(cfg, clf)
+    if not problems:
+        problems = setup_problems(cfg, clf.manifest, [])
+    have, want = clf.spec, live_spec
+    if (have.shape, have.color, have.interpolation) != (want.shape, want.color, want.interpolation):
+        problems.append(
+            f"the model takes {_describe(have)} but the station prepares {_describe(want)} "
+            "for the running model; a model with other preprocessing needs a restart"
+        )
+    if problems:
+        raise Refused("fit", "; ".join(problems))
+    try:
+        for _ in range(max(cfg.model.warmup_runs, 1)):
+            clf.warmup(1)
+            time.sleep(pace_s)
+    except ModelRunError as exc:
+        raise Refused("warmup", str(exc)) from None
+    decider = Decider(clf.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin)
+    if golden is not None:
+        spec = live_spec
+        bad = golden_disagreements(clf, decider, spec, golden, pace_s)
+        if bad:
+            raise Refused("golden", f"{len(bad)} golden part(s) disagree: {'; '.join(bad[:5])}")
+    return LiveModel(clf, decider, path, time.time())
+
+
+def _describe(spec) -> str:
+    h, w, c = spec.shape
+    return f"{w}x{h} {spec.color} ({c} channel(s), {spec.interpolation})"
+
+
+def golden_disagreements(
+    clf: Classifier, decider: Decider, spec, folder: Path, pace_s: float = 0.0
+) -> list[str]:
+    """``inspector verify`` inside the station: each image in ``folder/pass`` and
+    ``folder/fail`` through the station's preprocessing and this model; what disagrees."""
+    folder = Path(folder)
+    items = [
+        (p, expected)
+        for expected in ("pass", "fail")
+        if (folder / expected).is_dir()
+        for p in sorted((folder / expected).iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not items:
+        return [f"{folder}: no golden images (expected pass/ and fail/ folders of images)"]
+    bad = []
+    for path, expected in items:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        try:
+            if image is None:
+                raise FrameError("unreadable image")
+            x = preprocess(image, spec)
+            d = decider.decide(clf.run(x[None])[0])
+        except (FrameError, ModelRunError) as exc:
+            bad.append(f"{expected}/{path.name}: {exc}")
+            continue
+        if d.result != expected:
+            bad.append(f"{expected}/{path.name} got {d.result} ({d.reason.value})")
+        time.sleep(pace_s)
+    return bad
+
+
+class ModelLife:
+    """The live model, the ones before it (``model.keep``), and the requests to change it.
+
+    ``current`` (generation, model) is read without a lock (one attribute: a whole tuple);
+    the pipeline reads it once per batch, while it takes the batch from the queue, and calls
+    ``announce`` before running it. Changes happen on this object's own thread."""
+
+    def __init__(
+        self,
+        cfg: StationConfig,
+        first: LiveModel,
+        registry,
+        spec,
+        workers: int,
+        on_change: Callable[[], None] = lambda: None,
+        send: Callable[..., None] | None = None,
+    ) -> None:
+        """``send(topic, payload, qos, properties)``: how replies and shadow decisions leave
+        (``Publisher.send``)."""
+        self.cfg = cfg
+        self.settings = LifeSettings.of(cfg)
+        self.spec = spec  # what the station prepares; every candidate must take it
+        self.workers = workers
+        self.current: tuple[int, LiveModel] = (0, first)
+        self.send = send
+        self.shadow: Shadow | None = None
+        self.shadow_problem = ""  # why the configured shadow model is not running
+        self._shadow_counters = ShadowCounters(registry)
+        self.previous: collections.deque[LiveModel] = collections.deque(
+            maxlen=max(self.settings.keep - 1, 0)
+        )
+        self.events: collections.deque[dict] = collections.deque(maxlen=EVENTS_KEPT)
+        self.last: dict | None = None  # the last request's outcome (retained status)
+        self.on_change = on_change
+        self._announced = 0
+        self._lock = threading.Lock()
+        self._requests: queue.Queue = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._thread = threading.Thread(target=self._work, name="models", daemon=True)
+        self._stop = threading.Event()
+        self.changes = Counter(
+            "inspector_model_changes",
+            "model swap, rollback and reload requests, by outcome",
+            ["action", "outcome"],
+            registry=registry,
+        )
+
+    @property
+    def live(self) -> LiveModel:
+        return self.current[1]
+
+    # -- the pipeline's side ------------------------------------------------------------------
+    def announce(self, generation: int, first_part) -> None:
+        """A batch of ``generation`` (from ``current``) starts with ``first_part``: the first
+        such batch names the part at which the change took effect (event and log)."""
+        if generation <= self._announced:
+            return
+        with self._lock:
+            if generation <= self._announced:
+                return
+            self._announced = generation
+            for event in reversed(self.events):
+                if event.get("generation") == generation:
+                    event["first_part"] = {"part_id": first_part.part_id, "seq": first_part.seq}
+                    break
+        log.info(
+            "model %s decides from part %r (seq %d) on",
+            self.current[1].model_id if self.current[0] == generation else "?",
+            first_part.part_id,
+            first_part.seq,
+        )
+        self.on_change()
+
+    # -- requests ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        if self.settings.shadow is not None:
+            self.request("shadow", str(self.settings.shadow))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        if self.shadow is not None:
+            self.shadow.stop()
+
+    def request(
+        self, action: str, path: str | None = None, reply: Callable[[dict], None] | None = None
+    ) -> bool:
+        """Queue a request (any thread); ``reply(outcome)`` when done. False when too many
+        are waiting (the reply says 'busy')."""
+        if action not in ACTIONS:
+            outcome = self._outcome(action, "error", f"unknown action {action!r}; one of {ACTIONS}")
+            if reply:
+                reply(outcome)
+            return False
+        try:
+            self._requests.put_nowait((action, path, reply))
+            return True
+        except queue.Full:
+            if reply:
+                reply(self._outcome(action, "busy", "too many model requests waiting"))
+            return False
+
+    def on_command(self, msg) -> None:
+        """A message on ``PREFIX/cmd/model`` (the mqtt thread): queue it; the outcome goes to
+        its response topic with its correlation data (MQTT 5)."""
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+
+        def reply(outcome: dict) -> None:
+            if not response_topic:
+                return
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            out = Properties(PacketTypes.PUBLISH)
+            if correlation is not None:
+                out.CorrelationData = correlation
+            if self.send is not None:
+                self.send(response_topic, json.dumps(outcome).encode(), 1, out)
+
+        try:
+            body = json.loads(msg.payload or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("not a JSON object")
+            action = str(body.get("action", ""))
+            path = body.get("path")
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("model command ignored: %s", exc)
+            reply(self._outcome("?", "error", f"malformed command: {exc}"))
+            return
+        log.info("model command: %s %s", action, path or "")
+        self.request(action, None if path is None else str(path), reply)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                action, path, reply = self._requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                outcome = self.handle(action, path)
+            except Exception as exc:  # a bug here must not leave the requester waiting
+                log.exception("model %s failed", action)
+                outcome = self._outcome(action, "error", f"{type(exc).__name__}: {exc}")
+            if reply:
+                reply(outcome)
+
+    def handle(self, action: str, path: str | None = None) -> dict:
+        """Carry out one request now (the models thread; tests call it directly)."""
+        if action == "status":
+            return self._outcome(action, "ok", "")
+        if action in ("shadow", "shadow-stop"):
+            outcome = self._set_shadow(action, path)
+        elif action == "rollback":
+            outcome = self._rollback()
+        else:
+            target = resolve_model_path(self.cfg, None if action == "reload" else path)
+            if action in ("swap", "promote") and not path:
+                outcome = self._outcome(action, "error", "a swap needs 'path'")
+            else:
+                outcome = self._swap(action, target)
+        self.changes.labels(action=action, outcome=outcome["outcome"]).inc()
+        return outcome
+
+    def _swap(self, action: str, target: Path) -> dict:
+        live = self.live
+        if target == live.path:
+            return self._record(self._outcome(action, "unchanged", f"{target} is running"))
+        t0 = time.monotonic()
+        try:
+            cand = load_candidate(
+                self.cfg, target, self.spec, self.workers, golden=self.settings.golden
+            )
+        except Refused as exc:
+            log.error(
+                "model %s refused: %s (the running model %s stays)", target, exc, live.model_id
+            )
+            out = self._outcome(action, "refused", str(exc), candidate=str(target), stage=exc.stage)
+            return self._record(out)
+        with self._lock:
+            self.previous.appendleft(live)
+            gen = self.current[0] + 1
+            self.current = (gen, cand)
+        took = time.monotonic() - t0
+        log.warning(
+            "model swapped: %s -> %s (%s, loaded and checked in %.1f s)",
+            live.model_id,
+            cand.model_id,
+            target,
+            took,
+        )
+        self._relink(cand.path)
+        out = self._outcome(action, "swapped", "", previous=live.model_id, load_s=round(took, 3))
+        return self._record(
+            out, event={"from": live.model_id, "to": cand.model_id, "generation": gen}
+        )
+
+    def _rollback(self) -> dict:
+        with self._lock:
+            back = self.previous.popleft() if self.previous else None
+            if back is not None:
+                live = self.live
+                gen = self.current[0] + 1
+                self.current = (gen, back)
+        if back is None:
+            return self._record(self._outcome("rollback", "refused", "no previous model kept"))
+        log.warning("model rolled back: %s -> %s", live.model_id, back.model_id)
+        self._relink(back.path)
+        out = self._outcome("rollback", "rolled_back", "", previous=live.model_id)
+        return self._record(
+            out, event={"from": live.model_id, "to": back.model_id, "generation": gen}
+        )
+
+    def _set_shadow(self, action: str, path: str | None) -> dict:
+        """Run ``path`` in the shadow (replacing any), or stop the shadow ('shadow-stop')."""
+        old, self.shadow = self.shadow, None
+        if old is not None:
+            old.stop()
+            log.info("shadow model %s stopped", old.model_id)
+        self.shadow_problem = ""
+        if action == "shadow-stop" or not path:
+            return self._record(self._outcome(action, "ok", ""))
+        target = resolve_model_path(self.cfg, path)
+        try:
+            cand = load_candidate(self.cfg, target, self.spec, 1, intra_op_threads=1)
+        except Refused as exc:
+            self.shadow_problem = f"shadow model {target} refused: {exc}"
+            log.error("%s", self.shadow_problem)
+            out = self._outcome(action, "refused", str(exc), candidate=str(target), stage=exc.stage)
+            return self._record(out)
+        topic = f"{self.cfg.prefix}/shadow"
+        send = self.send or (lambda *a, **k: None)
+        shadow = Shadow(
+            cand,
+            self._shadow_counters,
+            self.cfg.station.id,
+            lambda payload: send(topic, payload, 0, None),
+            self.settings.shadow_max_share,
+        )
+        shadow.start()
+        self.shadow = shadow
+        log.warning("shadow model %s runs beside %s", cand.model_id, self.live.model_id)
+        return self._record(self._outcome(action, "shadowing", "", shadow_model_id=cand.model_id))
+
+    def _relink(self, target: Path) -> None:
+        """Point ``model.path`` at the model now live when it is a link, so that a restart
+        runs it too (a plain file is left alone)."""
+        link = Path(self.cfg.model.path)
+        if not link.is_symlink() or Path(os.path.realpath(link)) == target:
+            return
+        tmp = link.with_name(f".{link.name}.tmp")
+        try:
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            tmp.symlink_to(target)
+            tmp.replace(link)
+        except OSError as exc:
+            log.warning("could not point %s at %s: %s", link, target, exc)
+
+    def _outcome(self, action: str, outcome: str, reason: str, **more) -> dict:
+        return {
+            "schema": 1,
+            "station": self.cfg.station.id,
+            "action": action,
+            "outcome": outcome,
+            "reason": reason,
+            "model_id": self.live.model_id,
+            **more,
+            "ts": time.time(),
+        }
+
+    def _record(self, outcome: dict, event: dict | None = None) -> dict:
+        with self._lock:
+            self.last = outcome
+            if event is not None:
+                self.events.append({"action": outcome["action"], **event, "ts": outcome["ts"]})
+        self.on_change()
+        return outcome
+
+    def status(self) -> dict:
+        """The model part of the retained status."""
+        with self._lock:
+            return {
+                "id": self.live.model_id,
+                "path": str(self.live.path),
+                "previous": [m.model_id for m in self.previous],
+                "last_change": None if self.last is None else dict(self.last),
+                "history": [dict(e) for e in self.events],
+                "shadow": None if self.shadow is None else self.shadow.model_id,
+                "shadow_problem": self.shadow_problem,
+            }
+
+
+def reload_on_sighup(life: ModelLife) -> None:
+    """``systemctl reload`` (SIGHUP): read ``model.path`` (the ``current`` link) again and
+    swap to it in the background. Call from the main thread."""
+    import signal
+
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: life.request("reload"))
