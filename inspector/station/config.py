@@ -213,6 +213,24 @@ class ModelSection:
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = setting(
         "all", "ONNX Runtime graph optimisation level"
     )
+    keep: int = setting(
+        3, "models kept loaded (the live one and those before it) for 'inspector model rollback'"
+    )
+    golden: Path | None = setting(
+        None,
+        "golden set (pass/ and fail/ images): a candidate model goes live only when it decides "
+        "every one as filed (a swap, promote or reload on a running station)",
+    )
+    shadow: Path | None = setting(
+        None,
+        "a candidate model that decides the same parts after the live verdicts, for the record "
+        "(PREFIX/shadow and the inspector_shadow_* metrics); never delays a verdict",
+    )
+    shadow_max_share: float = setting(
+        0.3,
+        "the shadow model may use at most this share of the live inference time; it "
+        "skips (and counts) batches beyond it",
+    )
 
     def problems(self):
         if self.max_batch < 1:
@@ -223,6 +241,10 @@ class ModelSection:
             yield "intra_op_threads", "must be 0 (auto) or more"
         if not self.providers:
             yield "providers", "name at least one execution provider"
+        if self.keep < 1:
+            yield "keep", "must be at least 1 (the live model)"
+        if not 0.0 < self.shadow_max_share <= 1.0:
+            yield "shadow_max_share", "must be more than 0 and at most 1"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,8 +54,7 @@ PACE_S = 0.002  # between the candidate's warm-up and golden runs: the live mode
 
 @dataclass(frozen=True)
 class LifeSettings:
-    """``model.keep``, ``model.golden``, ``model.shadow`` and ``model.shadow_max_share``
-    (read from the config when it has them, else these defaults)."""
+    """``model.keep``, ``model.golden``, ``model.shadow`` and ``model.shadow_max_share``."""
 
     keep: int = 3
     golden: Path | None = None
@@ -65,12 +64,7 @@ class LifeSettings:
     @classmethod
     def of(cls, cfg: StationConfig) -> LifeSettings:
         m = cfg.model
-        return cls(
-            keep=getattr(m, "keep", cls.keep),
-            golden=getattr(m, "golden", None),
-            shadow=getattr(m, "shadow", None),
-            shadow_max_share=getattr(m, "shadow_max_share", cls.shadow_max_share),
-        )
+        return cls(m.keep, m.golden, m.shadow, m.shadow_max_share)
 
 
 @dataclass(frozen=True, eq=False)
