@@ -245,18 +245,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--config", dest="config_file", type=Path, help="the same, as a flag")
     t.add_argument("--data", type=Path)
     t.add_argument("--out", type=Path, help="run folder (default runs/<name or time>)")
-    t.add_argument(
-        "--model",
-        choices=[
-            "cnn",
-            "efficientnet-lite0",
-            "efficientnet-lite1",
-            "efficientnet-lite2",
-            "mobilenetv3",
-            "efficientnetv2b0",
-            "vit",
-        ],
-    )
+    t.add_argument("--model", choices=model_types())
     t.add_argument("--epochs", type=int)
     t.add_argument("--image-size", type=int)
     t.add_argument("--seed", type=int)
@@ -298,6 +287,15 @@ def _evaluate_args(args) -> int:
     if args.data is None:
         raise TrainingError("give the images to evaluate: --data DIR")
     return cmd_evaluate(args)
+
+
+def model_types() -> list[str]:
+    """The architectures ``model.type`` accepts (one list: the config's)."""
+    import typing
+
+    from .config import ModelConfig
+
+    return list(typing.get_args(typing.get_type_hints(ModelConfig)["type"]))
 
 
 def add_bench_accuracy_args(b: argparse.ArgumentParser) -> None:
