@@ -74,7 +74,10 @@ def test_station_fails_drawn_defects_with_reason_anomaly_and_passes_good_parts(
     truth = write_parts(parts, 12, defect_rate=0.5, seed=5, size=SIZE)
     assert 3 <= sum(truth.values()) <= 9
     station = station_factory(
-        make_config(model=model, parts=parts, trigger="free-run", loop=False, rate=50)
+        # a generous deadline: this test is about the decision, not the speed of a busy box
+        make_config(
+            model=model, parts=parts, trigger="free-run", loop=False, rate=50, deadline_ms=15000
+        )
     )
     station.start()
     verdicts = line.wait_for(len(truth), timeout=30)

@@ -100,11 +100,6 @@ def _train(args):
     if method == "classify":
         if parts.section is not None:
             raise TrainingError(f"{config}: an 'anomaly:' section needs method: anomaly")
-        if parts.method is not None:  # the classifier's loader knows no 'method' key yet
-            raise TrainingError(
-                f"{config}: remove 'method: classify' (it is the default) until the "
-                "classifier's config knows the key"
-            )
         return None
     logging.getLogger("training").setLevel(logging.INFO)
     from inspector.contract.schema import describe_schema
@@ -143,6 +138,7 @@ def _train(args):
             acfg = override(acfg, key[len("anomaly.") :], _typed(acfg, key[8:], text))
         else:
             cfg = override(cfg, key, _typed(cfg, key, text))
+    cfg = override(cfg, "method", "anomaly")
     validate(cfg)
     validate(acfg)
     out = args.out or Path("runs") / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))

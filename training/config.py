@@ -151,6 +151,12 @@ class ThresholdConfig:
 class TrainConfig:
     data: Path | None = setting(None, "dataset folder or CSV manifest")
     name: str = setting("", "run name (default: the run folder's name)")
+    method: Literal["classify", "anomaly"] = setting(
+        "classify",
+        "classify: a classifier from labelled images; anomaly: a model of good parts only, "
+        "with its settings under anomaly: (training.anomaly; inspector train --method anomaly "
+        "--schema lists them)",
+    )
     defect_classes: list[str] = setting(
         factory=list, help="classes that are defects (default: every class but good/ok/pass)"
     )

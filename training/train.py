@@ -79,6 +79,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
 
     if cfg.data is None:
         raise TrainingError("no dataset: give --data DIR (or 'data:' in the config)")
+    if cfg.method == "anomaly":  # good parts only, default settings (training.anomaly)
+        from .anomaly import AnomalyConfig, fit
+
+        return fit(cfg, AnomalyConfig(), out)
     out = Path(out)
     if (out / "run.json").exists() and not resume:
         raise TrainingError(f"{out}: holds a finished run; choose another --out")
@@ -176,6 +180,18 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
     steps_per_epoch = steps if cfg.train.balance == "sampling" else None
+
+    def fit(epochs: int, callbacks=None):
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+
     fine_tuning, head_seconds = None, 0.0
     if recipe.pretrained(cfg):
         if cfg.train.head_epochs and not resume:  # a resumed run restores phase 2's state
@@ -183,14 +199,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             compile_for(cfg.train.learning_rate, cfg.train.head_epochs)
             log.info("head: %d epochs with the backbone frozen", cfg.train.head_epochs)
             t_head = time.monotonic()
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=cfg.train.head_epochs,
-                steps_per_epoch=steps_per_epoch,
-                class_weight=class_weight,
-                verbose=verbose,
-            )
+            fit(cfg.train.head_epochs)
             head_seconds = time.monotonic() - t_head
         fine_tuning = recipe.unfreeze(model, cfg, len(tr.y))
         fine_tuning.update(head_epochs=cfg.train.head_epochs, head_seconds=round(head_seconds, 1))
@@ -199,15 +208,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     else:
         compile_for(cfg.train.learning_rate, cfg.train.epochs)
     fit_started = time.monotonic()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    history = fit(cfg.train.epochs, callbacks)
     fit_seconds = time.monotonic() - fit_started
     from .models import load_best
 
