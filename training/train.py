@@ -80,9 +80,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     if cfg.data is None:
         raise TrainingError("no dataset: give --data DIR (or 'data:' in the config)")
     if cfg.method == "anomaly":  # good parts only, default settings (training.anomaly)
-        from .anomaly import AnomalyConfig, fit
+        from .anomaly import AnomalyConfig
+        from .anomaly import fit as fit_anomaly
 
-        return fit(cfg, AnomalyConfig(), out)
+        return fit_anomaly(cfg, AnomalyConfig(), out)
     out = Path(out)
     if (out / "run.json").exists() and not resume:
         raise TrainingError(f"{out}: holds a finished run; choose another --out")
