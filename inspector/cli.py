@@ -166,8 +166,10 @@ def _cmd_run(args) -> int:
     logs.setup(cfg.logging.level, cfg.logging.format)
     station = Station(cfg)
     from .station import systemd
+    from .station.models import reload_on_sighup
 
     stop = _wait_for_signal()
+    reload_on_sighup(station.models)  # systemctl reload: the model.path link, read again
     station.start()
     systemd.notify(f"READY=1\nSTATUS=station {cfg.station.id} online")
     interval = systemd.watchdog_interval()
@@ -185,6 +187,16 @@ def _cmd_run(args) -> int:
             watchdog.stop()
         station.stop()
     return 0
+
+
+def _cmd_model(args) -> int:
+    from .station.modelcmd import format_outcome, request
+
+    outcome = request(
+        args.config, args.action, args.path, args.user, args.password_file, args.timeout
+    )
+    print(format_outcome(outcome))
+    return 0 if outcome.get("outcome") in ("ok", "swapped", "rolled_back", "unchanged") else 1
 
 
 def _wait_for_signal() -> threading.Event:
@@ -420,6 +432,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_cmd_run)
 
+    mo = sub.add_parser(
+        "model",
+        help="change a running station's model: swap (load, check, golden-verify, go live), "
+        "rollback, reload (the model.path link), status, shadow PATH, shadow-stop",
+    )
+    mo.add_argument(
+        "action",
+        choices=["swap", "promote", "rollback", "reload", "status", "shadow", "shadow-stop"],
+    )
+    mo.add_argument("config", type=Path, help="the station's config (broker, prefix)")
+    mo.add_argument("path", nargs="?", default=None, help="swap/shadow: the model file")
+    mo.add_argument("--user", default="admin", help="broker user allowed on PREFIX/cmd/model")
+    mo.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="that user's password (default: $INSPECTOR_ADMIN_PASSWORD)",
+    )
+    mo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    mo.set_defaults(func=_cmd_model)
+
     g = sub.add_parser("gate", help="run the reference reject gate until SIGTERM/SIGINT")
     g.add_argument("config", type=Path)
     g.set_defaults(func=_cmd_gate)
@@ -444,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
             "kill-inspector",
             "bad-payloads",
             "model-error",
+            "model-swap",
         ],
     )
     sm.add_argument(

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -18,12 +19,16 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from inspector.cli import main
 from inspector.contract.preprocess import preprocess
+from inspector.lab.broker import free_port, wait_for_port
 from inspector.lab.modelkit import build_contrast_model, synthetic_part
 from inspector.station.classifier import Classifier
 from inspector.station.decision import Decider
 from inspector.station.models import reload_on_sighup
 from inspector.station.shadow import agreement
+
+from .test_deploy import DEPLOY, secure_station_config
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +123,9 @@ def test_swap_by_command_switches_at_one_part_and_rollback_restores(
         n = len(line.verdicts)
         assert wait(lambda: len(line.verdicts) >= n + 10)
 
-        reply = admin.ask({"action": "rollback"})
-        assert reply and reply["outcome"] == "rolled_back", reply
-        assert reply["model_id"].startswith("model-a")
+        # `inspector model rollback STATION.yaml` (this test broker has no users)
+        assert main(["model", "rollback", str(cfg.config_path), "--user", ""]) == 0
+        assert station.models.live.model_id.startswith("model-a")
         assert wait(lambda: decided(line.verdicts)[-1]["model_id"].startswith("model-a"))
         assert wait(
             lambda: (line.statuses[-1].get("model") or {}).get("id", "").startswith("model-a")
@@ -269,3 +274,45 @@ def test_shadow_counters_match_a_replay_of_both_models(
     assert {k[0] for k in expected} >= {"agree", "stricter"}, expected  # a telling replay
     # every live verdict went out as usual
     assert len(verdicts) == sum(1 for _ in parts_dir.rglob("*.png"))
+
+
+def test_only_the_admin_user_may_change_the_model(
+    tmp_path, model_path, parts_dir, station_factory, models
+):
+    """The shipped ACL on the locked-down broker: a request from any other user never
+    reaches the station; the admin's does, and is answered."""
+    from types import SimpleNamespace
+
+    out = tmp_path / "broker"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(DEPLOY / "mosquitto" / "dev-broker.sh"), str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, 20)
+        users = dict(line.split(":", 1) for line in (out / "passwords.txt").read_text().split())
+        cfg = secure_station_config((out, port, users), tmp_path, models["a"], parts_dir)
+        station = station_factory(cfg)
+        station.start()
+        assert station.publisher.connected.wait(10), station.publisher.last_error
+        broker = SimpleNamespace(host="localhost", port=port)
+        for user in ("viewer", "plc", "gate", "inspector"):
+            intruder = Admin(broker, cfg.prefix, user, users[user], tls=out / "ca.crt")
+            try:
+                assert intruder.ask({"action": "swap", "path": str(models["b"])}, 1.5) is None
+            finally:
+                intruder.close()
+        assert station.models.live.model_id.startswith("model-a")
+        assert station.models.last is None  # nothing reached the station
+        admin = Admin(broker, cfg.prefix, "admin", users["admin"], tls=out / "ca.crt")
+        try:
+            reply = admin.ask({"action": "swap", "path": str(models["b"])})
+        finally:
+            admin.close()
+        assert reply and reply["outcome"] == "swapped", reply
+        station.stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)
