@@ -203,7 +203,9 @@ def batch1_ms(path: Path, size: int, runs: int = 200) -> dict:
 
 
 def bench_latency(work: Path, anomaly_model: Path, variant: str, size: int) -> dict:
-    backbone = backbone_onnx(work / f"backbone-{size}.onnx", variant, size)
+    backbone = work / f"backbone-{size}.onnx"
+    if not backbone.is_file():
+        backbone_onnx(backbone, variant, size)
     # interleaved, twice each: a busy machine slows both alike
     a1, b1 = batch1_ms(anomaly_model, size), batch1_ms(backbone, size)
     a2, b2 = batch1_ms(anomaly_model, size), batch1_ms(backbone, size)
@@ -266,6 +268,10 @@ def bench_anomaly(out: Path, work: Path, elpv: bool = True, elpv_limit: int = 0)
     )
     if elpv:
         result["elpv"] = bench_elpv(work, elpv_limit)
+        run = work / ("elpv-run" if not elpv_limit else f"elpv-{elpv_limit}-run")
+        result["elpv"]["latency_cpu_batch1"] = bench_latency(
+            work, run / "model.onnx", "efficientnet-lite0", SIZE
+        )
     from .train import versions
 
     result["machine"] = {
