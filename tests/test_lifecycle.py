@@ -316,3 +316,35 @@ def test_only_the_admin_user_may_change_the_model(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_simulated_line_survives_two_swaps_a_refused_model_and_a_rollback(tmp_path):
+    """``inspector simulate --fault model-swap``: every part accounted for, none passed
+    without a timely pass, and the model ids in seq order follow the plan."""
+    from inspector.lab.simulator import SimOptions, simulate
+
+    assert main(["demo", "--prepare", str(tmp_path / "line"), "--parts", "30"]) == 0
+    card = simulate(
+        SimOptions(
+            data=tmp_path / "line" / "parts",
+            model=tmp_path / "line" / "model" / "demo.onnx",
+            parts=120,
+            rate_ppm=900,
+            fault="model-swap",
+            work=tmp_path / "work",
+            out=tmp_path / "card.json",
+        )
+    )
+    assert card["unaccounted"] == 0 and card["passed_without_timely_pass"] == 0
+    assert card["escapes"] == 0 and card["failsafe_rejects"] == {}
+    swap = card["model_swap"]
+    outcomes = [(r["action"], r["model"], r["outcome"]) for r in swap["requests"]]
+    assert outcomes == [
+        ("swap", "v2", "swapped"),
+        ("swap", "v3", "swapped"),
+        ("swap", "bad", "refused"),
+        ("rollback", None, "rolled_back"),
+    ]
+    names = [run["model_id"].split("@")[0] for run in swap["model_runs"]]
+    assert names == ["demo-cnn", "demo-cnn-v2", "demo-cnn-v3", "demo-cnn-v2"], names
+    assert all(c["deadline_misses_or_failsafe"] == 0 for c in swap["changes"])

@@ -37,6 +37,7 @@ from ..gate.service import GateService
 from ..station.sources import IMAGE_SUFFIXES
 from .broker import Mosquitto, free_port
 from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported for the CLI)
+from .swapfault import ModelAdmin, model_variants
 
 log = logging.getLogger(__name__)
 CAMERA_DELAY_S = 0.02  # trigger -> exposure, at most a quarter of the part spacing
@@ -48,6 +49,7 @@ FAULTS = (
     "kill-inspector",
     "bad-payloads",
     "model-error",
+    "model-swap",
 )
 POISON = 7  # every pixel of the model-error fault's image: the model returns NaN for it
 HOSTILE = [
@@ -271,14 +273,25 @@ def simulate(o: SimOptions) -> dict:
     )
     observer = _Observer(host, port, prefix)
     plc = _Plc(host, port)
+    admin = None
+    if o.fault == "model-swap":
+        variants = model_variants(model, work / "models")
+        admin = ModelAdmin(host, port, prefix, variants, o.parts)
     gate.start()
     inspector.start()
     try:
         t_online = _wait_for(lambda: observer.state == "online", 60)
         if t_online is None:
             raise InspectorError(f"the inspector did not come online; see {work / 'inspector.log'}")
-        card = _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, gate)
+        card = _run_line(
+            o, images, rng, work, prefix, plc, inspector, broker, observer, gate, admin
+        )
+        if admin is not None:
+            admin.close()
+            card["model_swap"] = admin.report(observer.verdicts, o.deadline_ms)
     finally:
+        if admin is not None:
+            admin.close()
         plc.close()
         observer.close()
         gate.stop()
@@ -302,10 +315,12 @@ def _wait_for(cond, timeout: float) -> float | None:
     return None
 
 
-def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, gate) -> dict:
+def _run_line(
+    o, images, rng, work, prefix, plc, inspector, broker, observer, gate, admin=None
+) -> dict:
     period = 60.0 / o.rate_ppm
     n = o.parts
-    fault_start = int(n * o.fault_at) if o.fault != "none" else None
+    fault_start = int(n * o.fault_at) if o.fault not in ("none", "model-swap") else None
     fault_parts = max(1, int(o.fault_s / period))
     fault_window = (fault_start, fault_start + fault_parts) if fault_start is not None else None
     camera, lost = work / "camera", work / "camera.unplugged"
@@ -325,6 +340,8 @@ def _run_line(o, images, rng, work, prefix, plc, inspector, broker, observer, ga
             t_clear = time.time()
         if k == min(n - 1, max(50, n // 10)):  # after warm-up
             rss_start = inspector.rss_kb()
+        if admin is not None:  # --fault model-swap: requests at set part counts
+            admin.tick(k)
         path, defect = images[rng.randrange(len(images))]
         if o.fault == "model-error" and fault_window and k == fault_window[0]:
             path, defect = work / "poison.png", True  # the model fails on this one's batch
