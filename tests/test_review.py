@@ -501,7 +501,7 @@ def served(tmp_path):
 def test_browser_journey(served, tmp_path_factory):
     """Log in, filter, relabel three parts with the keyboard, see the dataset grow, undo one,
     train a tiny model and watch it finish, compare two reports; hostile paths and forged
-    POSTs are refused. Screenshots go to docs/."""
+    POSTs are refused. Screenshots: INSPECTOR_SCREENSHOTS=docs remakes the README's."""
     if not (Path(CHROMEDRIVER).exists() and Path("/usr/bin/chromium").exists()):
         pytest.skip("needs Debian's chromium and chromium-driver")
     import urllib.error
@@ -514,7 +514,10 @@ def test_browser_journey(served, tmp_path_factory):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     tmp, app, base = served
-    docs = Path(__file__).resolve().parents[1] / "docs"
+    # the README's screenshots are remade with INSPECTOR_SCREENSHOTS=docs; a plain test run
+    # writes them beside its other files, so it never changes the checkout
+    docs = Path(os.environ.get("INSPECTOR_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
+    docs.mkdir(parents=True, exist_ok=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for flag in (
