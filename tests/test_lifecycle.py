@@ -28,6 +28,7 @@ from inspector.station.decision import Decider
 from inspector.station.models import reload_on_sighup
 from inspector.station.shadow import agreement
 
+from .contract import validate
 from .test_deploy import DEPLOY, secure_station_config
 
 
@@ -208,6 +209,7 @@ def test_refused_candidates_keep_the_old_model_and_say_why(
         assert "a-defect.png" in reply["reason"]
         # the retained status says why, and verdicts still come from the old model
         assert wait(lambda: (line.statuses[-1].get("model") or {}).get("last_change"))
+        validate("status", line.statuses[-1])
         status = line.statuses[-1]["model"]
         assert status["id"].startswith("model-a")
         assert status["last_change"]["outcome"] == "refused"
