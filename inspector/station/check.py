@@ -80,6 +80,11 @@ def _check_files(cfg: StationConfig) -> list[str]:
         existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
         if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
             problems.append(f"recorder.path: cannot create or write {folder}")
+    golden = cfg.model.golden
+    if golden is not None and not any((golden / d).is_dir() for d in ("pass", "fail")):
+        problems.append(f"model.golden: {golden} has no pass/ or fail/ folder of golden images")
+    if cfg.model.shadow is not None and not cfg.model.shadow.is_file():
+        problems.append(f"model.shadow: model file not found: {cfg.model.shadow}")
     return problems
 
 
