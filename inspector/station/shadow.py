@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from .decision import Decision
 
 if TYPE_CHECKING:
-    from .models import LiveModel
+    from .candidate import LiveModel
 
 log = logging.getLogger(__name__)
 
