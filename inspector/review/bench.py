@@ -106,7 +106,7 @@ def run(parts: int, repeats: int = 5, work: Path | None = None) -> dict:
 
     work = Path(work or tempfile.mkdtemp(prefix="review-bench-"))
     cfg = ReviewConfig(
-        database=work / "bench.sqlite",
+        database=str(work / "bench.sqlite"),
         cache=work / "cache",
         rescan_s=0,
         page_size=50,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,11 @@ class ModelsSection:
 @dataclass(frozen=True, kw_only=True)
 class ReviewConfig:
     server: ServerSection = setting(factory=ServerSection, help="")
-    database: Path = setting(Path("review.sqlite"), "the SQLite file (labels, users, runs)")
+    database: str = setting(
+        "review.sqlite",
+        "labels, users, runs: a SQLite file, or a PostgreSQL URL postgresql://USER@HOST/DB "
+        "(one server for many stations)",
+    )
     cache: Path = setting(Path("review-cache"), "thumbnail cache")
     thumbnail_px: int = setting(160, "thumbnail size (longest side)")
     page_size: int = setting(50, "parts per inbox page")
@@ -94,4 +99,11 @@ class ReviewConfig:
 
 
 def load_review_config(path) -> ReviewConfig:
-    return load_yaml(ReviewConfig, path)
+    """Read and validate; a relative SQLite path is taken relative to the config file."""
+    cfg = load_yaml(ReviewConfig, path)
+    db = cfg.database
+    if "://" not in db and db != ":memory:" and not Path(db).expanduser().is_absolute():
+        db = str((Path(path).resolve().parent / Path(db).expanduser()).resolve())
+    elif "://" not in db:
+        db = str(Path(db).expanduser())
+    return dataclasses.replace(cfg, database=db)

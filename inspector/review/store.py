@@ -1,9 +1,13 @@
-"""Every SQL statement of the review app: the one data-access module (SQLite).
+"""Every SQL statement of the review app: the one data-access module.
 
-The schema is versioned: ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``
-(``PRAGMA user_version``), applied in order at open. The label log is append-only: a label
-is undone by a new ``undo`` row, never by changing or deleting the old one; ``current``
-is the derived "latest label per part" that the inbox filters on.
+SQLite by default (a file path); PostgreSQL by URL (``postgresql://user@host/db``, psycopg 3),
+for a plant that reviews many stations from one server: the same schema and migrations, the
+dialect differences (placeholders, ids, ``INSERT OR IGNORE``, dates, the schema version) kept
+in this module. The schema is versioned: ``MIGRATIONS[i]`` takes a database from version ``i``
+to ``i + 1`` (SQLite: ``PRAGMA user_version``; PostgreSQL: the table ``review_schema``), applied
+in order at open. The label log is append-only: a label is undone by a new ``undo`` row, never
+by changing or deleting the old one; ``current`` is the derived "latest label per part" that
+the inbox filters on.
 """
 
 from __future__ import annotations
@@ -11,54 +15,86 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InspectorError
+
+# {id}, {int}, {float}: the column types that differ between the dialects (DIALECT_TYPES);
+# {nulls_first}: score indexes in SQLite's order (a part without a score sorts lowest), which
+# PostgreSQL's sorts follow too; "user" is quoted because PostgreSQL reserves the word.
 MIGRATIONS = [
     """
     CREATE TABLE users (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL,
-                        created REAL NOT NULL);
-    CREATE TABLE sessions (token TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
-                           csrf TEXT NOT NULL, expires REAL NOT NULL);
+                        created {float} NOT NULL);
+    CREATE TABLE sessions (token TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users(name),
+                           csrf TEXT NOT NULL, expires {float} NOT NULL);
     CREATE TABLE parts (
-        id INTEGER PRIMARY KEY, station TEXT NOT NULL, sidecar TEXT NOT NULL, image TEXT NOT NULL,
-        part_id TEXT NOT NULL, seq INTEGER, t REAL NOT NULL, result TEXT NOT NULL,
-        reason TEXT NOT NULL, class TEXT, score REAL, model_id TEXT NOT NULL,
+        id {id}, station TEXT NOT NULL, sidecar TEXT NOT NULL, image TEXT NOT NULL,
+        part_id TEXT NOT NULL, seq {int}, t {float} NOT NULL, result TEXT NOT NULL,
+        reason TEXT NOT NULL, class TEXT, score {float}, model_id TEXT NOT NULL,
         UNIQUE (station, sidecar));
     CREATE INDEX parts_t ON parts (t);
     CREATE INDEX parts_station_t ON parts (station, t);
-    CREATE INDEX parts_score ON parts (score);
+    CREATE INDEX parts_score ON parts (score{nulls_first});
     CREATE TABLE labels (
-        id INTEGER PRIMARY KEY, part INTEGER NOT NULL REFERENCES parts(id), user TEXT NOT NULL,
-        t REAL NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('label', 'undo')),
-        label TEXT, undoes INTEGER REFERENCES labels(id), station TEXT NOT NULL,
+        id {id}, part {int} NOT NULL REFERENCES parts(id), "user" TEXT NOT NULL,
+        t {float} NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('label', 'undo')),
+        label TEXT, undoes {int} REFERENCES labels(id), station TEXT NOT NULL,
         recording TEXT NOT NULL, line_result TEXT NOT NULL, line_class TEXT);
     CREATE INDEX labels_part ON labels (part);
-    CREATE TABLE current (part INTEGER PRIMARY KEY REFERENCES parts(id),
-                          label_id INTEGER NOT NULL, label TEXT NOT NULL,
+    CREATE TABLE current (part {int} PRIMARY KEY REFERENCES parts(id),
+                          label_id {int} NOT NULL, label TEXT NOT NULL,
                           disagrees TEXT);
     CREATE INDEX current_label ON current (label);
-    CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, out TEXT NOT NULL,
-                       pid INTEGER, user TEXT NOT NULL, started REAL NOT NULL, ended REAL,
-                       epochs INTEGER NOT NULL, status TEXT NOT NULL, returncode INTEGER);
-    CREATE TABLE promotions (id INTEGER PRIMARY KEY, station TEXT NOT NULL, model TEXT NOT NULL,
-                             folder TEXT NOT NULL, previous TEXT, user TEXT NOT NULL,
-                             t REAL NOT NULL, verify TEXT NOT NULL);
+    CREATE TABLE runs (id {id}, name TEXT NOT NULL UNIQUE, out TEXT NOT NULL,
+                       pid {int}, "user" TEXT NOT NULL, started {float} NOT NULL, ended {float},
+                       epochs {int} NOT NULL, status TEXT NOT NULL, returncode {int});
+    CREATE TABLE promotions (id {id}, station TEXT NOT NULL, model TEXT NOT NULL,
+                             folder TEXT NOT NULL, previous TEXT, "user" TEXT NOT NULL,
+                             t {float} NOT NULL, verify TEXT NOT NULL);
     """,
     # the inbox's other filters, each with the default sort (newest first) behind it
     """
     CREATE INDEX parts_model_t ON parts (model_id, t);
     CREATE INDEX parts_reason_t ON parts (reason, t);
     CREATE INDEX parts_class_t ON parts (class, t);
-    CREATE INDEX parts_station_score ON parts (station, score);
+    CREATE INDEX parts_station_score ON parts (station, score{nulls_first});
     """,
 ]
+DIALECT_TYPES = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "float": "REAL", "nulls_first": ""},
+    # REAL is 4 bytes in PostgreSQL: a Unix time would lose its minutes
+    "postgresql": {
+        "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "int": "BIGINT",
+        "float": "DOUBLE PRECISION",
+        "nulls_first": " NULLS FIRST",
+    },
+}
+# statements that differ between the dialects
+DIALECT_SQL = {
+    "sqlite": {
+        "insert_ignore": "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})",
+        "day": "date(t, 'unixepoch')",
+        "nulls_first": "",
+        "nulls_last": "",
+    },
+    "postgresql": {
+        "insert_ignore": "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+        "day": "to_char(to_timestamp(t) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "nulls_first": " NULLS FIRST",  # SQLite's order; PostgreSQL's own is the other way
+        "nulls_last": " NULLS LAST",
+    },
+}
 
 SORTS = {
     "time": "p.t DESC, p.id DESC",
     "time_asc": "p.t ASC, p.id ASC",
-    "score": "p.score DESC, p.id DESC",
-    "score_asc": "p.score ASC, p.id ASC",
+    "score": "p.score DESC{nulls_last}, p.id DESC",
+    "score_asc": "p.score ASC{nulls_first}, p.id ASC",
 }
 
 
@@ -105,46 +141,104 @@ class PartFilter:
 
 
 class Store:
-    """One SQLite file; safe to share between the server's threads (one lock)."""
+    """One SQLite file or one PostgreSQL database (by URL); safe to share between the server's
+    threads (one lock around the one connection)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
+    def __init__(self, target: Path | str) -> None:
+        self.path = str(target)
         self.lock = threading.RLock()
         self._choices: dict[str, list[str]] | None = None
+        if self.path.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.db = _connect_postgresql(self.path)
+        else:
+            self.dialect = "sqlite"
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
         with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
+            if self.dialect == "sqlite":
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
             self.migrate()
 
+    # -- plumbing ---------------------------------------------------------------------------
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
+
+    def _execute(self, sql: str, args=()):
+        return self.db.execute(self._sql(sql), args)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self.lock:
+            if self.dialect == "postgresql":
+                with self.db.transaction():
+                    yield
+                return
+            self.db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _script(self, script: str) -> list[str]:
+        text = script.format(**DIALECT_TYPES[self.dialect])
+        return [s.strip() for s in text.split(";") if s.strip()]
+
     def migrate(self) -> int:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for i, script in enumerate(MIGRATIONS[version:], start=version):
-            self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {i + 1}; COMMIT;")
-        return len(MIGRATIONS)
+        with self.lock:
+            if self.dialect == "sqlite":
+                version = self.version()
+                for i, script in enumerate(MIGRATIONS[version:], start=version):
+                    body = script.format(**DIALECT_TYPES["sqlite"])
+                    self.db.executescript(f"BEGIN; {body}; PRAGMA user_version = {i + 1}; COMMIT;")
+                return len(MIGRATIONS)
+            self.db.execute("CREATE TABLE IF NOT EXISTS review_schema (version INTEGER NOT NULL)")
+            with self.db.transaction():  # one server migrates; another waits, then sees it done
+                self.db.execute("LOCK TABLE review_schema IN EXCLUSIVE MODE")
+                version = self.version()
+                for i, script in enumerate(MIGRATIONS[version:], start=version):
+                    for statement in self._script(script):
+                        self.db.execute(statement)
+                    self.db.execute("INSERT INTO review_schema (version) VALUES (%s)", (i + 1,))
+            return len(MIGRATIONS)
 
     def version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        with self.lock:
+            if self.dialect == "sqlite":
+                return self.db.execute("PRAGMA user_version").fetchone()[0]
+            row = self.db.execute("SELECT max(version) AS v FROM review_schema").fetchone()
+            return int(row["v"] or 0)
 
     def close(self) -> None:
         self.db.close()
 
     def _all(self, sql: str, args=()) -> list[dict]:
         with self.lock:
-            return [dict(r) for r in self.db.execute(sql, args).fetchall()]
+            return [dict(r) for r in self._execute(sql, args).fetchall()]
 
     def _one(self, sql: str, args=()) -> dict | None:
         with self.lock:
-            row = self.db.execute(sql, args).fetchone()
+            row = self._execute(sql, args).fetchone()
         return dict(row) if row else None
 
-    def _run(self, sql: str, args=()) -> int:
+    def _run(self, sql: str, args=()) -> None:
         with self.lock:
-            cur = self.db.execute(sql, args)
-            return cur.lastrowid
+            self._execute(sql, args)
+
+    def _order(self, sort: str) -> str:
+        return SORTS.get(sort, SORTS["time"]).format(**DIALECT_SQL[self.dialect])
+
+    def _insert(self, sql: str, args=()) -> int:
+        """An INSERT into a table with an ``id``; returns the new row's id."""
+        with self.lock:
+            if self.dialect == "postgresql":
+                return self._execute(f"{sql} RETURNING id", args).fetchone()["id"]
+            return self.db.execute(sql, args).lastrowid
 
     # -- users and sessions ---------------------------------------------------------------
     def put_user(self, name: str, hash_: str, role: str) -> None:
@@ -166,7 +260,7 @@ class Store:
 
     def session(self, token: str) -> dict | None:
         return self._one(
-            "SELECT s.user, s.csrf, u.role FROM sessions s JOIN users u ON u.name = s.user "
+            'SELECT s."user", s.csrf, u.role FROM sessions s JOIN users u ON u.name = s."user" '
             "WHERE s.token = ? AND s.expires > ?",
             (token, time.time()),
         )
@@ -176,23 +270,24 @@ class Store:
 
     # -- parts ----------------------------------------------------------------------------
     def known_sidecars(self, station: str) -> set[str]:
-        with self.lock:
-            rows = self.db.execute("SELECT sidecar FROM parts WHERE station = ?", (station,))
-            return {r[0] for r in rows}
+        rows = self._all("SELECT sidecar FROM parts WHERE station = ?", (station,))
+        return {r["sidecar"] for r in rows}
 
     def add_parts(self, rows: list[dict]) -> int:
         cols = ("station", "sidecar", "image", "part_id", "seq", "t", "result", "reason")
         cols += ("class", "score", "model_id")
-        sql = (
-            f"INSERT OR IGNORE INTO parts ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)})"
+        sql = DIALECT_SQL[self.dialect]["insert_ignore"].format(
+            table="parts", cols=", ".join(cols), marks=", ".join("?" for _ in cols)
         )
-        with self.lock:
-            self.db.execute("BEGIN")
-            before = self.db.total_changes
-            self.db.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
-            self.db.execute("COMMIT")
+        values = [tuple(r[c] for c in cols) for r in rows]
+        with self._transaction():
             self._choices = None
+            if self.dialect == "postgresql":
+                with self.db.cursor() as cur:
+                    cur.executemany(self._sql(sql), values)
+                    return max(cur.rowcount, 0)
+            before = self.db.total_changes
+            self.db.executemany(sql, values)
             return self.db.total_changes - before
 
     def part(self, pid: int) -> dict | None:
@@ -207,7 +302,7 @@ class Store:
         return self._all(
             "SELECT p.*, c.label AS label, c.disagrees AS disagrees FROM parts p "
             f"LEFT JOIN current c ON c.part = p.id{where} "
-            f"ORDER BY {SORTS.get(f.sort, SORTS['time'])} LIMIT ? OFFSET ?",
+            f"ORDER BY {self._order(f.sort)} LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
 
@@ -254,10 +349,9 @@ class Store:
 
     # -- labels ---------------------------------------------------------------------------
     def add_label(self, part: dict, user: str, label: str, disagrees: str | None) -> int:
-        with self.lock:
-            self.db.execute("BEGIN")
-            lid = self.db.execute(
-                "INSERT INTO labels (part, user, t, kind, label, station, recording, "
+        with self._transaction():
+            lid = self._insert(
+                'INSERT INTO labels (part, "user", t, kind, label, station, recording, '
                 "line_result, line_class) VALUES (?, ?, ?, 'label', ?, ?, ?, ?, ?)",
                 (
                     part["id"],
@@ -269,14 +363,13 @@ class Store:
                     part["result"],
                     part["class"],
                 ),
-            ).lastrowid
-            self.db.execute(
+            )
+            self._run(
                 "INSERT INTO current (part, label_id, label, disagrees) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (part) DO UPDATE SET label_id = excluded.label_id, "
                 "label = excluded.label, disagrees = excluded.disagrees",
                 (part["id"], lid, label, disagrees),
             )
-            self.db.execute("COMMIT")
             return lid
 
     def label(self, lid: int) -> dict | None:
@@ -286,16 +379,15 @@ class Store:
         """The user's latest label that is still in force (what "undo" takes back)."""
         return self._one(
             "SELECT l.* FROM labels l JOIN current c ON c.label_id = l.id "
-            "WHERE l.user = ? ORDER BY l.id DESC LIMIT 1",
+            'WHERE l."user" = ? ORDER BY l.id DESC LIMIT 1',
             (user,),
         )
 
     def undo(self, label: dict, user: str, previous: dict | None, disagrees: str | None) -> int:
         """Log an undo of ``label``; the part's label becomes ``previous`` (or none)."""
-        with self.lock:
-            self.db.execute("BEGIN")
-            uid = self.db.execute(
-                "INSERT INTO labels (part, user, t, kind, undoes, station, recording, "
+        with self._transaction():
+            uid = self._insert(
+                'INSERT INTO labels (part, "user", t, kind, undoes, station, recording, '
                 "line_result, line_class) VALUES (?, ?, ?, 'undo', ?, ?, ?, ?, ?)",
                 (
                     label["part"],
@@ -307,15 +399,14 @@ class Store:
                     label["line_result"],
                     label["line_class"],
                 ),
-            ).lastrowid
+            )
             if previous is None:
-                self.db.execute("DELETE FROM current WHERE part = ?", (label["part"],))
+                self._run("DELETE FROM current WHERE part = ?", (label["part"],))
             else:
-                self.db.execute(
+                self._run(
                     "UPDATE current SET label_id = ?, label = ?, disagrees = ? WHERE part = ?",
                     (previous["id"], previous["label"], disagrees, label["part"]),
                 )
-            self.db.execute("COMMIT")
             return uid
 
     def label_in_force_before(self, label: dict) -> dict | None:
@@ -349,15 +440,16 @@ class Store:
 
     def labels_per_day(self) -> list[dict]:
         return self._all(
-            "SELECT date(t, 'unixepoch') AS day, "
-            "sum(kind = 'label') AS labels, sum(kind = 'undo') AS undos "
+            f"SELECT {DIALECT_SQL[self.dialect]['day']} AS day, "
+            "sum(CASE WHEN kind = 'label' THEN 1 ELSE 0 END) AS labels, "
+            "sum(CASE WHEN kind = 'undo' THEN 1 ELSE 0 END) AS undos "
             "FROM labels GROUP BY day ORDER BY day"
         )
 
     # -- training runs --------------------------------------------------------------------
     def add_run(self, name: str, out: str, user: str, epochs: int) -> int:
-        return self._run(
-            "INSERT INTO runs (name, out, user, started, epochs, status) "
+        return self._insert(
+            'INSERT INTO runs (name, out, "user", started, epochs, status) '
             "VALUES (?, ?, ?, ?, ?, 'starting')",
             (name, out, user, time.time(), epochs),
         )
@@ -379,11 +471,34 @@ class Store:
 
     # -- promotions -----------------------------------------------------------------------
     def add_promotion(self, station, model, folder, previous, user, verify) -> int:
-        return self._run(
-            "INSERT INTO promotions (station, model, folder, previous, user, t, verify) "
+        return self._insert(
+            'INSERT INTO promotions (station, model, folder, previous, "user", t, verify) '
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (station, model, folder, previous, user, time.time(), verify),
         )
 
     def promotions(self, limit: int = 20) -> list[dict]:
         return self._all("SELECT * FROM promotions ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def _connect_postgresql(url: str):
+    try:
+        import psycopg
+        from psycopg.rows import dict_row
+    except ImportError:
+        raise InspectorError(
+            "a PostgreSQL database needs psycopg: pip install 'defect-inspector[review]'"
+        ) from None
+    try:  # autocommit: one statement is one transaction unless _transaction() groups them
+        return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+    except psycopg.Error as exc:
+        raise InspectorError(f"cannot connect to {_redact(url)}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for messages."""
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
+    return url
