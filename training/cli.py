@@ -147,7 +147,13 @@ def cmd_export(args) -> int:
 
     out = args.out or Path(args.run) / "model.onnx"
     m = export(
-        args.run, out, tolerance=args.tolerance, fp16=args.fp16, int8=args.int8, force=args.force
+        args.run,
+        out,
+        tolerance=args.tolerance,
+        fp16=args.fp16,
+        int8=args.int8,
+        force=args.force,
+        heatmap=args.heatmap,
     )
     if not m["quality_gate"]["passed"]:
         print(
@@ -161,6 +167,7 @@ def cmd_export(args) -> int:
         f"wrote {out} and {out.with_suffix('.json')} (ONNX opset {m['onnx']['opset']}); "
         f"parity Keras vs ONNX Runtime on {p['images']} validation images: "
         f"max |diff| {p['max_abs_diff']:.2e}, {p['flips']} decision flips"
+        + (f"; class map max rel diff {p['map_max_rel_diff']:.2e}" if "outputs" in m else "")
     )
     for tag, v in m.get("variants", {}).items():
         print(
@@ -267,6 +274,14 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="export a run that learned too little (validation AUROC < 0.7, or a threshold "
         "rejecting over half the good images); the manifest records it",
+    )
+    x.add_argument(
+        "--heatmap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the class-activation map output class_map (the default where the head is "
+        "global average pooling + Dense: it costs ~1.0x at batch 1); --heatmap refuses any "
+        "other head, --no-heatmap leaves it out",
     )
     x.set_defaults(func=cmd_export)
 

@@ -32,6 +32,54 @@ from .train import spec_of
 
 log = logging.getLogger(__name__)
 OPSET = 17
+MAP_OUTPUT = "class_map"
+
+
+def cam_model(model, classes: list[str], defect_classes: list[str]):
+    """``model`` with a second output, the class-activation map of the defect score.
+
+    For a head ``GlobalAveragePooling2D -> [Dropout] -> Dense "logits"`` the logits are the
+    mean over the last feature map A of ``A . W + b``, so the map ``m = A . (w_d - w_g) +
+    (b_d - b_g)`` (d: the most probable defect class, g: the most probable good class) is
+    exact: its mean is the logit difference ``z_d - z_g`` (Grad-CAM of a GAP + linear head,
+    without the ReLU). It costs the logits layer applied at every location of A (a 1x1
+    matmul). Output ``(N, h, w)`` float32 on A's grid. Any other head: TrainingError."""
+    from .tf import keras
+
+    def producer(tensor):
+        return tensor._keras_history.operation
+
+    try:
+        dense = model.get_layer("logits")
+    except ValueError:
+        raise TrainingError(
+            f"--heatmap: {model.name} has no 'logits' layer; the class map needs a "
+            "global-average-pooling + Dense head"
+        ) from None
+    layer = producer(dense.input)
+    if isinstance(layer, keras.layers.Dropout):
+        layer = producer(layer.input)
+    if not isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        raise TrainingError(
+            f"--heatmap: the head of {model.name} is {type(layer).__name__} + Dense, not "
+            "global average pooling + Dense, so no exact class map exists (for the cnn, "
+            "train with model.pooling: avg)"
+        )
+    local = dense(layer.input)  # (N, h, w, C): the logits of every location
+    defect = np.array([c in defect_classes for c in classes], np.float32)
+    if len(defect_classes) == 1 and len(classes) == 2:
+        select = (2.0 * defect - 1.0).reshape(1, 1, 1, -1)  # w_d - w_g, a constant
+    else:  # the most probable defect class minus the most probable good class, per image
+
+        def most_probable(mask):  # one-hot (ties share); argmax would not convert
+            s = model.output - 2.0 * (1.0 - mask)
+            top = keras.ops.cast(s >= keras.ops.max(s, axis=-1, keepdims=True), "float32")
+            return top / keras.ops.sum(top, axis=-1, keepdims=True)
+
+        pick = most_probable(defect) - most_probable(1.0 - defect)
+        select = keras.ops.reshape(pick, (-1, 1, 1, len(classes)))
+    cam = keras.ops.sum(local * select, axis=-1)
+    return keras.Model(model.inputs, [model.output, cam], name=f"{model.name}_cam")
 
 
 def load_run(run: Path) -> tuple[TrainConfig, dict]:
@@ -100,8 +148,13 @@ def export(
     fp16: bool = False,
     int8: bool = False,
     force: bool = False,
+    heatmap: bool | None = None,
 ) -> dict:
     """Write ``out`` (+ sidecar JSON, + variants); returns the manifest.
+
+    ``heatmap``: add the class-activation map output ``class_map`` (``cam_model``); None (the
+    default) adds it where the head allows an exact one, True refuses a head that does not
+    (TrainingError), False leaves it out.
 
     Refuses (TrainingError, exit 2) a run that learned too little (``training.guard``)
     unless ``force``; a forced export records that in the manifest's ``quality_gate``."""
@@ -113,28 +166,59 @@ def export(
     cfg, info = load_run(run)
     classes = info["classes"]
     model = load_best(run, cfg.model, len(classes))
+    net = model
+    if heatmap is not False:
+        try:
+            net = cam_model(model, classes, info["defect_classes"])
+        except TrainingError as exc:
+            if heatmap:
+                raise
+            log.info("no class map: %s", exc)
     size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
     out.parent.mkdir(parents=True, exist_ok=True)
     signature = [tf.TensorSpec((None, size, size, channels), tf.uint8, name="image")]
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "model.onnx"
-        model.export(
+        net.export(
             str(raw), format="onnx", input_signature=signature, opset_version=OPSET, verbose=False
         )
         graph = onnx.load(str(raw))
     input_name = graph.graph.input[0].name
-    output_name = graph.graph.output[0].name
+    outputs = {len(o.type.tensor_type.shape.dim): o.name for o in graph.graph.output}
+    output_name = outputs[2]
+    if net is not model:
+        _rename_output(graph.graph, outputs[3], MAP_OUTPUT)
     onnx.save(graph, str(out))
     manifest = manifest_for(cfg, info, input_name, output_name)
+    if net is not model:
+        grid = [int(d) for d in net.outputs[1].shape[1:]]
+        manifest["outputs"] = {
+            "class_map": {
+                "name": MAP_OUTPUT,
+                "kind": "cam",
+                "shape": [None, *grid],
+                "meaning": "class-activation map of the last feature map: logit of the most "
+                "probable defect class minus that of the most probable good class at each "
+                "location (its mean is that logit difference)",
+            }
+        }
     manifest["parity"] = {"status": "pending"}
     embed(out, manifest, write_sidecar=False)
 
     val = split_images(run, cfg, info, "val")
     if not len(val.y):
         raise TrainingError(f"{run}: the validation split is empty; parity cannot be checked")
-    reference = model.predict(val.x, batch_size=64, verbose=0).astype(np.float64)
+    reference = net.predict(val.x, batch_size=64, verbose=0)
     threshold = info["threshold"]["value"]
-    parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold)
+    if net is model:
+        reference = reference.astype(np.float64)
+        parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold)
+    else:
+        reference, ref_maps = reference[0].astype(np.float64), reference[1]
+        scores, maps = _onnx_scores_and_maps(out, val.x)
+        parity = _compare(reference, scores, val.y, info, threshold)
+        peak = max(float(np.max(np.abs(ref_maps))), 1e-12)
+        parity["map_max_rel_diff"] = float(np.max(np.abs(ref_maps - maps))) / peak
     parity.update(tolerance=tolerance, images=int(len(val.y)), on="validation")
     manifest["parity"] = parity
     classes_, defects_ = info["classes"], info["defect_classes"]
@@ -155,6 +239,13 @@ def export(
             f"parity check failed: max |Keras - ONNX Runtime| = {parity['max_abs_diff']:.2e} "
             f"(tolerance {tolerance:g}), {parity['flips']} decision flip(s) on "
             f"{len(val.y)} validation images; the model was not written"
+        )
+    if parity.get("map_max_rel_diff", 0.0) > tolerance:
+        out.unlink(missing_ok=True)
+        raise TrainingError(
+            f"parity check failed on the class map: max |Keras - ONNX Runtime| / max |Keras| "
+            f"= {parity['map_max_rel_diff']:.2e} (tolerance {tolerance:g}) on {len(val.y)} "
+            "validation images; the model was not written"
         )
     variants = {}
     if fp16:
@@ -184,6 +275,25 @@ def _normalisation(cfg: TrainConfig) -> str:
 def _onnx_scores(path: Path, x: np.ndarray) -> np.ndarray:
     """Scores through the runtime's own loading path (manifest, checks, batching)."""
     return Classifier(ModelSection(path=path, warmup_runs=0)).run_all(x)
+
+
+def _onnx_scores_and_maps(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and class maps through the runtime's own loading path."""
+    clf = Classifier(ModelSection(path=path, warmup_runs=0))
+    runs = [
+        clf.run_with_maps(np.ascontiguousarray(x[i : i + clf.max_batch]))
+        for i in range(0, len(x), clf.max_batch)
+    ]
+    return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
+
+
+def _rename_output(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if n == old else n for n in node.output]
+        node.input[:] = [new if n == old else n for n in node.input]
+    for o in graph.output:
+        if o.name == old:
+            o.name = new
 
 
 def _compare(reference, scores, y, info, threshold) -> dict:

@@ -15,7 +15,9 @@ The manifest is a JSON object stored in the ONNX metadata under ``inspector.mani
   column, the probability that the part is defective), ``meaning`` (free text)
 - ``thresholds``: per defect class ``{"value": t, "policy": ..., "metrics": {...}}``;
   a part fails when a defect score is >= its threshold
-- optional: ``dataset``, ``training``, ``parity``, ``image_stats``, ``versions``
+- optional: ``dataset``, ``training``, ``parity``, ``image_stats``, ``versions``;
+  ``outputs.class_map`` (``name``, ``kind`` "cam", ``shape`` [null, h, w]): a second output
+  with the class-activation map of the defect score (``inspector export --heatmap``)
 
 Writing needs the ``onnx`` package (``pip install defect-inspector[onnx]``); reading
 uses only ONNX Runtime.
@@ -150,6 +152,11 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
             value = t.get("value") if isinstance(t, dict) else None
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"{where}: thresholds.{name}.value must be a number in [0, 1]")
+    if "outputs" in data:
+        outs = data["outputs"] if isinstance(data["outputs"], dict) else {"class_map": 0}
+        cmap = outs.get("class_map", {"name": ""})
+        if not (isinstance(cmap, dict) and isinstance(cmap.get("name"), str)):
+            problems.append(f"{where}: outputs.class_map.name must name the map output")
     if (
         isinstance(data.get("output"), dict)
         and data["output"].get("kind") == "sigmoid"

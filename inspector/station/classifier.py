@@ -168,12 +168,21 @@ class Classifier:
             )
 
     def _map_output(self, path: Path) -> str | None:
-        """The heat-map output of an anomaly model (manifest ``kind: anomaly``), else None."""
-        if self.manifest.data.get("kind") != "anomaly":
-            return None
-        name = (self.manifest.data.get("anomaly") or {}).get("map_output")
+        """The heat-map output: an anomaly model's (manifest ``kind: anomaly``), a classifier's
+        class-activation map (manifest ``outputs.class_map``), else None. ``map_kind``
+        says which ("anomaly", "cam" or None)."""
+        self.map_kind = None
+        if self.manifest.data.get("kind") == "anomaly":
+            name = (self.manifest.data.get("anomaly") or {}).get("map_output")
+            what = "anomaly map"
+        else:
+            name = ((self.manifest.data.get("outputs") or {}).get("class_map") or {}).get("name")
+            what = "class map"
+            if name is None:
+                return None
         if name not in {o.name for o in self.session.get_outputs()}:
-            raise ModelError(f"model.path: anomaly map output {name!r} not found in {path.name}")
+            raise ModelError(f"model.path: {what} output {name!r} not found in {path.name}")
+        self.map_kind = "anomaly" if what == "anomaly map" else "cam"
         return name
 
     def buffer(self, n: int) -> np.ndarray:
@@ -198,8 +207,8 @@ class Classifier:
         return self._probs(out, batch)
 
     def run_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``run`` plus, for an anomaly model, its heat maps (N, h, w) from the same run (the
-        map is computed on the way to the score anyway); None for a classifier."""
+        """``run`` plus the model's heat maps (N, h, w) from the same run: an anomaly model's
+        map or a classifier's class-activation map (``map_kind``); None without one."""
         if self.map_output is None:
             return self.run(batch), None
         try:

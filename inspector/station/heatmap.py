@@ -1,4 +1,5 @@
-"""Heat maps of anomaly models: the map on the feature grid -> an overlay people can read.
+"""Heat maps of anomaly models and classifiers: the map on the feature grid -> an overlay
+people can read (a classifier's class map first goes through ``cam_level``).
 
 An anomaly model (manifest ``kind: anomaly``) outputs, beside its scores, a map of
 normalised patch scores on its feature grid (0.5 is the threshold). ``overlay`` scales it
@@ -34,3 +35,13 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndar
     level = np.clip((heat - 0.25) / 0.25, 0.0, 1.0)  # the threshold tops the scale
     colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(colours, alpha, base, 1.0 - alpha, 0.0)
+
+
+def cam_level(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """A classifier's class-activation map (manifest ``outputs.class_map``: the defect-minus-
+    good logit at each location) on the scale of ``overlay``: ``sigmoid(cam - logit(t))``,
+    so 0.5 is where a location alone would score the threshold ``t`` (exact for a good/defect
+    softmax, whose defect score is ``sigmoid(mean(cam))``)."""
+    t = min(max(float(threshold), 1e-6), 1.0 - 1e-6)
+    z = np.asarray(cam, np.float64) - np.log(t / (1.0 - t))
+    return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)

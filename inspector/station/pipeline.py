@@ -34,6 +34,7 @@ from ..logs import Throttled
 from .classifier import Classifier, ModelRunError, check_model_fits
 from .config import StationConfig
 from .decision import Decider
+from .heatmap import cam_level
 from .inflight import InFlight
 from .matching import FrameMatcher
 from .metrics import Metrics
@@ -574,7 +575,10 @@ class Station:
         if delay_file is not None:
             _injected_delay(delay_file)
         try:
-            probs, maps = model.classifier.run_with_maps(buf)  # maps: anomaly models only
+            if self.recorder is None:  # heat maps only go to the recorder
+                probs, maps = model.classifier.run(buf), None
+            else:  # maps: anomaly models, and classifiers exported with a class map
+                probs, maps = model.classifier.run_with_maps(buf)
         except ModelRunError as exc:
             log.error("model failed on a batch of %d: %s", len(parts), exc)
             for part in parts:
@@ -589,7 +593,7 @@ class Station:
         for i, (part, row) in enumerate(zip(parts, probs, strict=True)):
             d = model.decider.decide(row)
             decisions.append(d)
-            heat = maps[i] if maps is not None else None
+            heat = _heat(model, maps[i], d) if maps is not None else None
             self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat, model=model)
         self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
         shadow = self.models.shadow  # after the verdicts went out: never delays one
@@ -625,3 +629,14 @@ def _injected_delay(path) -> None:
     except (OSError, ValueError):
         return
     time.sleep(ms / 1000.0)
+
+
+def _heat(model: LiveModel, amap: np.ndarray, d) -> np.ndarray | None:
+    """The heat map the recorder keeps for this decision: an anomaly model's map as is; a
+    class-activation map for failed and uncertain parts only, on the overlay's scale."""
+    if model.classifier.map_kind != "cam":
+        return amap
+    if d.result != "fail":
+        return None
+    thresholds = model.decider.thresholds
+    return cam_level(amap, thresholds.get(d.label, min(thresholds.values())))

@@ -4,8 +4,9 @@ Each kept image is the whole raw frame, with a JSON sidecar holding the verdict 
 the model id and, under ``preprocess``, the station's frame setup (geometry: ROI or
 corners and the camera calibration's numbers; bit depth): training reads it and prepares
 the frame exactly as the station did (``png``, the default, keeps the frame exact; ``jpg``
-does not). A part judged by an anomaly model also keeps its heat map beside the image:
-``STEM.heat.npy`` (the raw map on the model's feature grid, 0.5 = threshold) and
+does not). A part judged by an anomaly model, or failed by a classifier exported with a
+class map (``heatmap.cam_level``), also keeps its heat map beside the image:
+``STEM.heat.npy`` (the map on the model's feature grid, 0.5 = threshold) and
 ``STEM.heat.png`` (the map over the frame; over the model's input region alone when the
 station crops the frame). Writing happens on a thread of its own, off the hot path; when the disk can't keep up the
 recording (never the verdict) is dropped and counted. A disk quota is enforced by

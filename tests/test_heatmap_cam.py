@@ -1,0 +1,151 @@
+"""The classifier's class map (``export --heatmap``): a second ONNX output computed in the
+graph, parity-checked, peaking on the defect, and kept by the station's recorder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="make test installs the train extra")
+
+from inspector.cli import main  # noqa: E402
+from inspector.station.classifier import Classifier  # noqa: E402
+from inspector.station.config import ModelSection  # noqa: E402
+from training import TrainingError  # noqa: E402
+from training.config import ModelConfig  # noqa: E402
+from training.export import cam_model  # noqa: E402
+from training.models import build  # noqa: E402
+
+SIZE = 64
+
+
+def _part(rng, defect: bool):
+    """A plain grey part; a defect is a bright square inside one quadrant (0..3)."""
+    ramp = np.linspace(-1, 1, SIZE)[None, :] * rng.uniform(-15, 15)  # uneven lighting
+    grey = rng.uniform(70, 140) + ramp + rng.normal(0, 6, (SIZE, SIZE))
+    img = np.clip(grey, 0, 255).astype(np.uint8)
+    quadrant = int(rng.integers(4))
+    if defect:
+        half, side = SIZE // 2, 10
+        y = (quadrant // 2) * half + int(rng.integers(3, half - side - 3))
+        x = (quadrant % 2) * half + int(rng.integers(3, half - side - 3))
+        img[y : y + side, x : x + side] = 235
+    return img, quadrant
+
+
+def _write(folder: Path, n: int, seed: int, labelled: bool = True) -> dict[str, tuple]:
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for i in range(n):
+        defect = i % 2 == 0
+        img, quadrant = _part(rng, defect)
+        label = "defect" if defect else "good"
+        name = f"{i:04d}_{label}.png"
+        path = folder / label / name if labelled else folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img)
+        truth[name] = (defect, quadrant)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cam")
+    _write(root / "data", 200, seed=3)
+    run = root / "run"
+    argv = ["train", "--data", str(root / "data"), "--out", str(run), "--epochs", "12"]
+    argv += ["--model", "cnn", "--image-size", str(SIZE), "--set", "model.width=0.5"]
+    argv += [
+        "--set",
+        "model.pooling=avg",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.patience=20",
+    ]
+    assert main(argv) == 0
+    model = root / "model.onnx"
+    assert main(["export", str(run), "--out", str(model), "--heatmap"]) == 0
+    return run, model
+
+
+def test_export_adds_the_class_map_output_with_parity(exported):
+    _, model = exported
+    m = json.loads(model.with_suffix(".json").read_text())
+    cmap = m["outputs"]["class_map"]
+    assert cmap["name"] == "class_map" and cmap["kind"] == "cam" and cmap["shape"] == [None, 2, 2]
+    p = m["parity"]
+    assert p["flips"] == 0 and p["max_abs_diff"] <= 1e-4 and p["map_max_rel_diff"] <= 1e-4
+    clf = Classifier(ModelSection(path=model, warmup_runs=0))
+    assert clf.map_kind == "cam" and clf.map_output == "class_map"
+    x = np.stack([_part(np.random.default_rng(i), True)[0] for i in range(4)])[..., None]
+    probs, maps = clf.run_with_maps(x)
+    assert maps.shape == (4, 2, 2)
+    # exact for a GAP + Dense head: the map's mean is the defect-minus-good logit
+    d, g = m["classes"].index("defect"), m["classes"].index("good")
+    np.testing.assert_allclose(
+        maps.mean(axis=(1, 2)), np.log(probs[:, d] / probs[:, g]), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_the_map_peaks_on_the_drawn_defect(exported):
+    _, model = exported
+    clf = Classifier(ModelSection(path=model, warmup_runs=0))
+    rng = np.random.default_rng(99)
+    parts = [_part(rng, True) for _ in range(24)]
+    _, maps = clf.run_with_maps(np.stack([p[0] for p in parts])[..., None])
+    hits = [int(np.argmax(a)) == q for a, (_, q) in zip(maps, parts, strict=True)]
+    assert sum(hits) >= 0.8 * len(hits), hits
+
+
+def test_station_records_the_heat_map_of_failed_parts(
+    exported, make_config, station_factory, line, tmp_path
+):
+    _, model = exported
+    truth = _write(tmp_path / "parts", 8, seed=7, labelled=False)
+    cfg = make_config(
+        model=model,
+        parts=tmp_path / "parts",
+        trigger="free-run",
+        loop=False,
+        rate=50,
+        deadline_ms=15000,
+        extra=f'recorder: {{path: "{tmp_path / "rec"}", pass_sample_rate: 1.0}}',
+    )
+    station = station_factory(cfg)
+    station.start()
+    verdicts = line.wait_for(len(truth), timeout=30)
+    assert len(verdicts) == len(truth)
+    station.stop()  # the recorder finishes its queue
+    failed = {v["frame"] for v in verdicts if v["result"] == "fail"}
+    assert failed and failed == {n for n, (d, _) in truth.items() if d}
+    for sidecar in sorted((tmp_path / "rec").rglob("*.json")):
+        record = json.loads(sidecar.read_text())
+        if record["result"] == "fail":  # failed (and uncertain) parts keep their map
+            heat = record["heatmap"]
+            level = np.load(sidecar.with_name(heat["npy"]))
+            assert level.shape == (2, 2) and level.max() >= 0.5
+            assert sidecar.with_name(heat["png"]).stat().st_size > 0
+        else:  # a kept pass has none: its map is not worth the disk
+            assert "heatmap" not in record
+
+
+def test_heatmap_is_refused_for_a_head_without_an_exact_map(exported, tmp_path, capsys):
+    run, _ = exported
+    other = tmp_path / "run"
+    shutil.copytree(run, other)
+    config = other / "config.yaml"
+    config.write_text(config.read_text().replace("pooling: avg", "pooling: avgmax"))
+    cfg = ModelConfig(type="cnn", image_size=SIZE, width=0.5, pooling="avgmax", color="gray")
+    build(cfg, 2).save(str(other / "best.keras"))
+    assert main(["export", str(other), "--out", str(tmp_path / "m.onnx"), "--heatmap"]) == 2
+    assert "global average pooling" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(TrainingError, match="MaxPooling2D"):
+        cam_model(build(dataclasses.replace(cfg, pooling="max"), 2), ["d", "g"], ["d"])
