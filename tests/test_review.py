@@ -508,10 +508,14 @@ def test_browser_journey(served, tmp_path_factory):
     import urllib.request
 
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def text_of(d, selector):
+        return d.find_element(By.CSS_SELECTOR, selector).text
 
     tmp, app, base = served
     # the README's screenshots are remade with INSPECTOR_SCREENSHOTS=docs; a plain test run
@@ -586,14 +590,14 @@ def test_browser_journey(served, tmp_path_factory):
         epochs.clear()
         epochs.send_keys("2")
         driver.find_element(By.ID, "start").click()
-        WebDriverWait(driver, 120).until(
-            lambda d: d.find_element(By.CSS_SELECTOR, ".run .status").text in ("done", "failed")
+        # the progress block is swapped in by polling: an element found a moment ago may be gone
+        patient = WebDriverWait(driver, 240, ignored_exceptions=(StaleElementReferenceException,))
+        patient.until(lambda d: text_of(d, ".run .status") in ("done", "failed"))
+        status = patient.until(lambda d: text_of(d, ".run .status"))
+        assert status == "done", patient.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, ".run pre.log").get_attribute("textContent")
         )
-        status = driver.find_element(By.CSS_SELECTOR, ".run .status").text
-        assert status == "done", driver.find_element(By.CSS_SELECTOR, ".run pre.log").get_attribute(
-            "textContent"
-        )
-        assert driver.find_element(By.CSS_SELECTOR, ".run .epoch").text == "2"
+        assert patient.until(lambda d: text_of(d, ".run .epoch")) == "2"
         # compare two reports
         driver.get(base + "/compare")
         Select(driver.find_element(By.ID, "report-a")).select_by_visible_text("reports/a")
