@@ -537,7 +537,7 @@ def test_browser_journey(served, tmp_path_factory):
     ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    wait = WebDriverWait(driver, 20)
+    wait = WebDriverWait(driver, 60)  # generous: CI shares two cores
 
     def key(k: str) -> None:
         before = driver.current_url
