@@ -537,3 +537,22 @@ def test_gpu_check_reports_every_combination_and_says_when_no_gpu_ran(tmp_path):
     else:  # this machine: no GPU; nothing may claim to have run on one
         assert r.returncode == 3
         assert all(x["status"] != "ok" for x in report["results"] if x["provider"] != "cpu")
+
+
+def test_acl_lets_the_spc_service_read_what_it_subscribes_and_publish_its_alarms(monkeypatch):
+    """The SPC service's user in the shipped ACL covers its example config's subscriptions
+    and its retained alarm topic (else the locked-down broker drops them silently)."""
+    from inspector.spc.config import load_spc_config
+
+    cfg = load_spc_config(DEPLOY / "examples" / "spc.yaml")
+    rules = acl_rules(DEPLOY / "mosquitto" / "acl")
+    wanted = [*cfg.subscribe.verdicts, *cfg.subscribe.gate_events, *cfg.subscribe.context]
+    assert wanted, "the example subscribes to something"
+    not_readable = [t for t in wanted if not acl_allows(rules, "spc", t, "read")]
+    assert not not_readable, f"the ACL does not let spc read {not_readable}"
+    assert acl_allows(rules, "spc", cfg.alarm_topic, "write")
+    assert not acl_allows(rules, "spc", "inspector/line1/verdict", "write")  # read-only there
+    assert (
+        "for user in inspector gate plc viewer admin spc;"
+        in (DEPLOY / "mosquitto" / "dev-broker.sh").read_text()
+    )
