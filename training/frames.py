@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from inspector.contract.geometry import FrameSetup
-from inspector.contract.preprocess import PreprocessSpec
+from inspector.contract.preprocess import setup_of_record
+from inspector.contract.preprocess import spec_with as spec_with  # moved to the contract
 from inspector.contract.schema import load_yaml, setting
 from inspector.errors import InspectorError
 
@@ -66,13 +67,13 @@ def recorded(paths: list[Path]) -> tuple[dict[FrameSetup, Path], list[Path]]:
         except (OSError, ValueError):
             unknown.append(path)
             continue
-        if not isinstance(data, dict) or "preprocess" not in data:
-            unknown.append(path)
-            continue
         try:
-            setup = FrameSetup.from_dict(data["preprocess"])
+            setup = setup_of_record(data)
         except ValueError as exc:
             raise TrainingError(f"{side}: preprocess: {exc}") from None
+        if setup is None:
+            unknown.append(path)
+            continue
         seen.setdefault(setup, path)
     return seen, unknown
 
@@ -118,14 +119,6 @@ def resolve(
             )
         return setup
     return FrameSetup()
-
-
-def spec_with(spec: PreprocessSpec, setup: FrameSetup) -> PreprocessSpec:
-    """``spec`` (size, colour, interpolation) with this frame setup."""
-    geometry = None if setup.geometry.empty else setup.geometry
-    return dataclasses.replace(
-        spec, roi=None, remap=None, geometry=geometry, bit_depth=setup.bit_depth
-    )
 
 
 def of_run(info: dict) -> FrameSetup | None:

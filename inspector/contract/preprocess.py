@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -94,6 +95,30 @@ class PreprocessSpec:
     def shape(self) -> tuple[int, int, int]:
         """The model input shape for one image: (height, width, channels)."""
         return (self.size[1], self.size[0], CHANNELS[self.color])
+
+
+def setup_of_record(record: dict) -> FrameSetup | None:
+    """The frame setup (geometry, bit depth) a recorder sidecar names under ``preprocess``;
+    None when it names none (a sidecar from before setups were recorded). ValueError when
+    the block is malformed."""
+    if not isinstance(record, dict) or "preprocess" not in record:
+        return None
+    return FrameSetup.from_dict(record["preprocess"])
+
+
+def spec_with(spec: PreprocessSpec, setup: FrameSetup) -> PreprocessSpec:
+    """``spec`` (size, colour, interpolation) with this frame setup."""
+    geometry = None if setup.geometry.empty else setup.geometry
+    return dataclasses.replace(
+        spec, roi=None, remap=None, geometry=geometry, bit_depth=setup.bit_depth
+    )
+
+
+def spec_from_record(record: dict, spec: PreprocessSpec) -> PreprocessSpec:
+    """The spec that prepares a recorded frame exactly as its station did: the model's size,
+    colour and interpolation from ``spec``, the geometry and bit depth from the sidecar
+    ``record``; one that names no setup gets the whole frame. ValueError on a bad block."""
+    return spec_with(spec, setup_of_record(record) or FrameSetup())
 
 
 def preprocess(

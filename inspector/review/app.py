@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from . import index
 from .config import ReviewConfig
 from .dataset import Labeller
+from .inputs import ModelSpecs
 from .jobs import Jobs
 from .store import Store
 
@@ -33,6 +34,7 @@ class Workbench:
         self.store = store or Store(cfg.database)
         self.recordings = {r.station: Path(r.path).resolve() for r in cfg.recordings}
         self.labeller = Labeller(cfg.dataset, self.store, self.recordings)
+        self.models = ModelSpecs(cfg.models.registry)
         self.jobs = Jobs(cfg.training, cfg.dataset.path, self.store)
         self._stop = threading.Event()
         self._scanner: threading.Thread | None = None
@@ -76,6 +78,8 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/part/{pid:int}/label", part.label, methods=["POST"]),
         Route("/undo", part.undo, methods=["POST"]),
         Route("/thumb/{pid:int}", media.thumb, methods=["GET"]),
+        Route("/input/{pid:int}", media.model_input, methods=["GET"]),
+        Route("/heat/{pid:int}", media.heat, methods=["GET"]),
         Route("/media/rec/{station}/{path:path}", media.recording, methods=["GET"]),
         Route("/media/dataset/{path:path}", media.dataset_file, methods=["GET"]),
         Route("/dataset", dataset.dataset_page, methods=["GET"]),

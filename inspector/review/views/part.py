@@ -1,13 +1,14 @@
-"""The part page (image at real pixels, verdict JSON, label history) and relabelling."""
+"""The part page (image at real pixels with zoom/pan, the model input, the heat map when
+the recorder kept one, verdict JSON, label history) and relabelling."""
 
 from __future__ import annotations
-
-import json
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..dataset import UNSURE
+from ..files import resolve
+from ..inputs import heat_rel, plan, read_sidecar
 from .common import bench, error, filter_query, page, part_filter, render, safe_next
 
 
@@ -21,16 +22,17 @@ async def part_page(request: Request, user) -> Response:
     params = request.query_params
     prev_id, next_id = b.store.neighbours(part_filter(params), pid)
     query = filter_query(params)
-    sidecar = b.recordings[part["station"]] / part["sidecar"]
-    try:
-        verdict = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        verdict = {"error": f"sidecar unreadable: {exc}"}
+    verdict, problem = read_sidecar(b.recordings, part)
+    how = plan(verdict, b.models)
+    has_heat = resolve(b.recordings, part["station"], heat_rel(part["image"])) is not None
     return render(
         request,
         "part.html",
         part=part,
-        verdict=verdict,
+        verdict=verdict if verdict is not None else {"error": problem},
+        input_note=how.problem or how.note,
+        heat=has_heat,
+        heat_on_input=has_heat and not how.whole_frame,
         query=query,
         prev_url=f"/part/{prev_id}?{query}" if prev_id else None,
         next_url=f"/part/{next_id}?{query}" if next_id else None,
