@@ -85,6 +85,10 @@ class Verdict:
     latency_ms: dict[str, float] = field(default_factory=dict)
     detail: str = ""
     frame: str = ""  # where the image came from (file name, device), for traceability
+    # a station with an anomaly model beside its classifier (None elsewhere): the models the
+    # result follows ("classifier", "anomaly"; empty for fail-safe verdicts), and its id
+    decided_by: tuple[str, ...] | None = None
+    anomaly_model_id: str | None = None
 
     @property
     def passed(self) -> bool:

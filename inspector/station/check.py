@@ -10,7 +10,7 @@ from ..contract.geometry import FrameSetup
 from ..contract.manifest import Manifest
 from ..contract.preprocess import FrameError, PreprocessSpec, preprocess
 from ..errors import InspectorError, SourceError
-from .classifier import Classifier, check_model_fits
+from .classifier import Classifier, check_anomaly_fits, check_model_fits, load_anomaly_model
 from .config import StationConfig, load_config
 from .sources import FolderSource, SourceEnded, SourceLost, VideoSource, make_source
 
@@ -33,6 +33,8 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
     )
     problems += check_model_fits(cfg, clf)
     problems += setup_problems(cfg, clf.manifest, notes)
+    if cfg.anomaly_model is not None:
+        problems += _check_anomaly_model(cfg, clf, notes)
     problems += _check_source(cfg, spec, notes)
     return problems, notes
 
@@ -44,6 +46,19 @@ def station_model(cfg: StationConfig) -> tuple[Classifier, PreprocessSpec]:
     if cfg.source.bit_depth is not None:
         spec = dataclasses.replace(spec, bit_depth=cfg.source.bit_depth)
     return clf, spec
+
+
+def _check_anomaly_model(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list[str]:
+    """``anomaly_model``: loads, is an anomaly model, takes the classifier's input."""
+    try:
+        anomaly = load_anomaly_model(cfg, clf.workers)
+    except InspectorError as exc:
+        return exc.problems
+    notes.append(
+        f"anomaly model {anomaly.model_id}: input {list(anomaly.spec.shape)} "
+        f"{anomaly.spec.color}, classes {anomaly.classes}, providers {anomaly.providers}"
+    )
+    return check_anomaly_fits(cfg, anomaly, clf) or setup_problems(cfg, anomaly.manifest, notes)
 
 
 def setup_problems(cfg: StationConfig, manifest: Manifest, notes: list[str]) -> list[str]:

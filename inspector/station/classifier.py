@@ -20,6 +20,7 @@ from ..contract.manifest import METADATA_KEY, Manifest, file_digest, parse
 from ..contract.preprocess import PreprocessSpec
 from ..errors import ModelError
 from .config import ModelSection, StationConfig
+from .decision import ANOMALY_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -341,4 +342,54 @@ def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
                 f"decision.thresholds.{name}: not a defect class of the model "
                 f"(defect classes: {', '.join(defects)})"
             )
+    return problems
+
+
+def load_anomaly_model(cfg: StationConfig, workers: int) -> Classifier:
+    """The station's ``anomaly_model``, run by the classifier's ``workers``; errors name
+    ``anomaly_model.*`` rather than ``model.*``."""
+    section = cfg.anomaly_model.model_section(cfg.model, workers)
+    try:
+        return Classifier(section, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
+    except ModelError as exc:
+        raise ModelError(
+            *(("anomaly_" + p if p.startswith("model.") else p) for p in exc.problems)
+        ) from None
+
+
+def check_anomaly_fits(
+    cfg: StationConfig, anomaly: Classifier, classifier: Classifier
+) -> list[str]:
+    """Problems between the anomaly model and the station's classifier: it must be an anomaly
+    model and take the very input the station prepares for the classifier (one preprocessed
+    batch feeds both)."""
+    where = f"anomaly_model.path: {Path(cfg.anomaly_model.path).name}"
+    if anomaly.manifest.data.get("kind") != "anomaly":
+        return [
+            f"{where} is not an anomaly model (its manifest has no 'kind: anomaly'); "
+            "put a classifier under 'model'"
+        ]
+    problems = []
+    have, want = anomaly.spec, classifier.spec
+    for what, a, b in (
+        ("input [height, width, channels]", list(have.shape), list(want.shape)),
+        ("colour order", have.color, want.color),
+        ("interpolation", have.interpolation, want.interpolation),
+    ):
+        if a != b:
+            problems.append(
+                f"{where}: {what} {a!r} does not match the classifier's {b!r} "
+                f"({classifier.model_id}); both models must take the same preprocessed input"
+            )
+    fixed = anomaly._fixed_batch
+    if fixed is not None and fixed != classifier._fixed_batch:
+        problems.append(
+            f"{where}: fixed batch size {fixed}; the station runs batches of 1 to "
+            f"{classifier.max_batch} (export it with a dynamic batch)"
+        )
+    if ANOMALY_MODEL in classifier.classes:
+        problems.append(
+            f"model.path: the classifier has a class {ANOMALY_MODEL!r}, which would clash with "
+            "the anomaly model's score in the verdict"
+        )
     return problems

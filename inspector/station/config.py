@@ -248,6 +248,55 @@ class ModelSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnomalyModelSection:
+    path: Path = setting(
+        help="an anomaly model (manifest kind: anomaly) run on the same input as 'model'"
+    )
+    providers: list[ProviderSection] = setting(
+        factory=lambda: [ProviderSection(type="cpu")],
+        help="execution providers, in order of preference",
+    )
+    require_gpu: bool = setting(False, "refuse to start when no GPU provider is active")
+    threshold: float | None = setting(
+        None, "overrides the manifest's threshold on the anomaly score (normally 0.5)"
+    )
+    intra_op_threads: int = setting(
+        0, "ONNX Runtime intra-op threads per run (0: as the classifier's workers get them)"
+    )
+    io_binding: Literal["auto", "on", "off"] = setting(
+        "auto", "as model.io_binding, for this model"
+    )
+    spin: bool = setting(True, "as model.spin, for this model")
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = setting(
+        "all", "ONNX Runtime graph optimisation level"
+    )
+
+    def model_section(self, model: ModelSection, workers: int) -> ModelSection:
+        """The settings ``Classifier`` takes: this model's own, and the batch size, warm-up
+        and worker count of the station's classifier (its workers run both models)."""
+        return ModelSection(
+            path=self.path,
+            providers=self.providers,
+            require_gpu=self.require_gpu,
+            max_batch=model.max_batch,
+            warmup_runs=model.warmup_runs,
+            workers=workers,
+            intra_op_threads=self.intra_op_threads,
+            io_binding=self.io_binding,
+            spin=self.spin,
+            graph_optimization=self.graph_optimization,
+        )
+
+    def problems(self):
+        if self.intra_op_threads < 0:
+            yield "intra_op_threads", "must be 0 (auto) or more"
+        if not self.providers:
+            yield "providers", "name at least one execution provider"
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            yield "threshold", "must be between 0 and 1"
+
+
+@dataclass(frozen=True, kw_only=True)
 class DecisionSection:
     thresholds: dict[str, float] = setting(
         factory=dict, help="per defect class: overrides the manifest's threshold"
@@ -330,6 +379,11 @@ class StationConfig:
     part: PartSection = setting(factory=PartSection, help="")
     preprocess: PreprocessSection = setting(factory=PreprocessSection, help="")
     model: ModelSection = setting(help="")
+    anomaly_model: AnomalyModelSection | None = setting(
+        None,
+        "a second model, of good parts only, on the same input: a part fails when either "
+        "model fails it (the hot swap changes 'model' only)",
+    )
     decision: DecisionSection = setting(factory=DecisionSection, help="")
     mqtt: MqttSection = setting(factory=MqttSection, help="")
     recorder: RecorderSection = setting(factory=RecorderSection, help="")

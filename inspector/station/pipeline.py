@@ -31,9 +31,15 @@ from ..contract.triggers import PartIds, TriggerError, parse_trigger
 from ..errors import ConfigError
 from ..httpd import HttpEndpoint
 from ..logs import Throttled
-from .classifier import Classifier, ModelRunError, check_model_fits
+from .classifier import (
+    Classifier,
+    ModelRunError,
+    check_anomaly_fits,
+    check_model_fits,
+    load_anomaly_model,
+)
 from .config import StationConfig
-from .decision import Decider
+from .decision import ANOMALY_MODEL, Decider, combine
 from .heatmap import cam_level
 from .inflight import InFlight
 from .matching import FrameMatcher
@@ -66,6 +72,8 @@ class Station:
         self.decider = Decider(
             self.classifier.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin
         )
+        # anomaly_model: run by the same workers on the same batch, not swapped with 'model'
+        self.anomaly = self._anomaly_model(cfg) if cfg.anomaly_model is not None else None
         # the one spec frames go through: the model's input, the station's geometry, and the
         # camera's bit depth; the recorder's sidecars and the quality watch use the same
         self.spec = self.classifier.spec
@@ -147,9 +155,24 @@ class Station:
             ),
         ]
 
+    def _anomaly_model(self, cfg: StationConfig) -> LiveModel:
+        """The ``anomaly_model``, checked against the classifier (ConfigError otherwise)."""
+        clf = load_anomaly_model(cfg, self.classifier.workers)
+        problems = check_anomaly_fits(cfg, clf, self.classifier)
+        if problems:
+            raise ConfigError(*problems)
+        t = cfg.anomaly_model.threshold
+        decider = Decider(clf.manifest, None if t is None else {clf.manifest.defect_classes[0]: t})
+        self._anomaly_threshold = {ANOMALY_MODEL: next(iter(decider.thresholds.values()))}
+        path = Path(os.path.realpath(cfg.anomaly_model.path))
+        log.info("anomaly model %s runs beside the classifier", clf.model_id)
+        return LiveModel(clf, decider, path, time.time())
+
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.classifier.warmup(self.cfg.model.warmup_runs)
+        if self.anomaly is not None:
+            self.anomaly.classifier.warmup(self.cfg.model.warmup_runs)
         now = time.monotonic()  # a long warm-up (TensorRT builds an engine) is not a stall
         self._beats.update(dict.fromkeys(self._beats, now))
         if self.recorder:
@@ -162,9 +185,10 @@ class Station:
             t.start()
         self.models.start()
         log.info(
-            "station %s started: model %s, trigger %s, source %s",
+            "station %s started: model %s%s, trigger %s, source %s",
             self.station_id,
             self.classifier.model_id,
+            f" + anomaly model {self.anomaly.model_id}" if self.anomaly is not None else "",
             self.mode,
             self.source.source.describe(),
         )
@@ -298,9 +322,11 @@ class Station:
         detail: str = "",
         heatmap: np.ndarray | None = None,
         model: LiveModel | None = None,
+        decided_by: tuple[str, ...] = (),
     ) -> Verdict | None:
         """Give ``part`` its verdict unless it already has one. Returns the verdict or None.
-        ``model``: the one that decided (fail-safe verdicts name the live one)."""
+        ``model``: the one that decided (fail-safe verdicts name the live one); with an
+        anomaly model, ``decided_by`` names the models the result follows."""
         if not self.inflight.take(part):
             return None
         model = model or self.models.live
@@ -310,6 +336,10 @@ class Station:
         if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
             latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
         latency.update(part.stage_times(now_mono))
+        thresholds, dual = model.decider.thresholds, {}
+        if self.anomaly is not None:
+            thresholds = {**thresholds, **self._anomaly_threshold}
+            dual = {"decided_by": decided_by, "anomaly_model_id": self.anomaly.model_id}
         verdict = Verdict(
             part_id=part.part_id,
             seq=part.seq,
@@ -317,7 +347,7 @@ class Station:
             reason=reason,
             label=label,
             scores=scores or {},
-            thresholds=model.decider.thresholds,
+            thresholds=thresholds,
             model_id=model.model_id,
             t_trigger=part.t_trigger,
             t_capture=frame.t_capture if frame else None,
@@ -327,6 +357,7 @@ class Station:
             latency_ms=latency,
             detail=detail,
             frame=frame.origin if frame else "",
+            **dual,
         )
         self.metrics.decided(verdict)
         self.metrics.e2e.observe(latency["e2e"] / 1000.0)
@@ -574,15 +605,17 @@ class Station:
         delay_file = self.cfg.testing.model_delay_file
         if delay_file is not None:
             _injected_delay(delay_file)
+        anomaly = self.anomaly
         try:
-            if self.recorder is None:  # heat maps only go to the recorder
-                probs, maps = model.classifier.run(buf), None
-            else:  # maps: anomaly models, and classifiers exported with a class map
-                probs, maps = model.classifier.run_with_maps(buf)
+            which = "model"
+            probs, maps = self._run(model.classifier, buf)
+            if anomaly is not None:  # the same batch, after the classifier
+                which = "anomaly model"
+                a_probs, a_maps = self._run(anomaly.classifier, buf)
         except ModelRunError as exc:
-            log.error("model failed on a batch of %d: %s", len(parts), exc)
+            log.error("%s failed on a batch of %d: %s", which, len(parts), exc)
             for part in parts:
-                self._fail(part, Reason.ERROR, f"model error: {exc}")
+                self._fail(part, Reason.ERROR, f"{which} error: {exc}")
             return
         t1 = time.monotonic()
         self.metrics.stages["inference"].observe(t1 - t0)
@@ -594,11 +627,34 @@ class Station:
             d = model.decider.decide(row)
             decisions.append(d)
             heat = _heat(model, maps[i], d) if maps is not None else None
-            self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat, model=model)
+            if anomaly is None:
+                self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat, model=model)
+                continue
+            a = anomaly.decider.decide(a_probs[i])
+            if a.result == "fail" and a_maps is not None:  # the recorder keeps the anomaly map
+                heat = a_maps[i]
+            f, by = combine(d, a)
+            self._finish(
+                part,
+                f.result,
+                f.reason,
+                f.label,
+                f.scores,
+                heatmap=heat,
+                model=model,
+                decided_by=by,
+            )
         self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
         shadow = self.models.shadow  # after the verdicts went out: never delays one
         if shadow is not None:
             shadow.offer(parts, buf, decisions, model.model_id, t1 - t0)
+
+    def _run(self, clf: Classifier, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores, and heat maps when a recorder keeps them (anomaly models, and classifiers
+        exported with a class map)."""
+        if self.recorder is None:
+            return clf.run(buf), None
+        return clf.run_with_maps(buf)
 
     # -- deadline watchdog -------------------------------------------------------------------------
     def _watchdog_loop(self) -> None:

@@ -45,8 +45,9 @@ EXTRA_QUEUE = 256  # other messages (shadow decisions, command replies) waiting;
 
 
 def verdict_payload(v: Verdict, station: str) -> dict:
-    """The verdict message (see docs/contract.md)."""
-    return {
+    """The verdict message (see docs/contract.md); ``decided_by`` and ``anomaly_model_id``
+    only from a station with an anomaly model."""
+    payload = {
         "schema": CONTRACT_VERSION,
         "station": station,
         "part_id": v.part_id,
@@ -65,6 +66,11 @@ def verdict_payload(v: Verdict, station: str) -> dict:
         "detail": v.detail,
         "frame": v.frame,
     }
+    if v.decided_by is not None:
+        payload["decided_by"] = list(v.decided_by)
+    if v.anomaly_model_id is not None:
+        payload["anomaly_model_id"] = v.anomaly_model_id
+    return payload
 
 
 @dataclass
