@@ -43,6 +43,7 @@ from inspector.contract.schema import load_yaml, setting
 
 from . import TrainingError, datasets
 from .config import TrainConfig, as_dict
+from .train import write_json
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
     (out / "anomaly.yaml").write_text(yaml.safe_dump(as_dict(acfg), sort_keys=False))
     prepared = datasets.Prepared(data.classes, [], data.spec, data.splits, data.report)
-    _write_json(out / "split.json", datasets.split_file(prepared, Path(cfg.data)))
+    write_json(out / "split.json", datasets.split_file(prepared, Path(cfg.data)))
     spec = data.spec
     run = {
         "name": cfg.name or out.name,
@@ -449,7 +450,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "versions": versions(),
         },
     }
-    _write_json(out / "run.json", run)
+    write_json(out / "run.json", run)
     return run
 
 
@@ -468,15 +469,3 @@ def load_model(run: Path):
     bank = np.load(run / "bank.npy")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
     return scorer(embed, bank, info["threshold"]["raw"]), embed, cfg, acfg, info
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
-
-
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON: {type(v).__name__}")

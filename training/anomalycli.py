@@ -105,7 +105,7 @@ def _train(args):
     from inspector.contract.schema import describe_schema
 
     from .anomaly import AnomalyConfig, fit
-    from .cli import _typed
+    from .cli import _typed, apply_flags, set_items
     from .config import override, validate
 
     if args.schema:
@@ -126,14 +126,8 @@ def _train(args):
         "name": args.name,
         "geometry": args.geometry,
     }
-    for key, value in flags.items():
-        if value is not None:
-            cfg = override(cfg, key, value)
-    for item in args.set or []:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TrainingError(f"--set {item!r}: expected KEY=VALUE")
-        key = key.strip()
+    cfg = apply_flags(cfg, flags)
+    for key, text in set_items(args.set):
         if key.startswith("anomaly."):
             acfg = override(acfg, key[len("anomaly.") :], _typed(acfg, key[8:], text))
         else:

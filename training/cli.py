@@ -83,14 +83,9 @@ def cmd_train(args) -> int:
         "name": args.name,
         "geometry": args.geometry,
     }
-    for key, value in flags.items():
-        if value is not None:
-            cfg = override(cfg, key, value)
-    for item in args.set or []:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TrainingError(f"--set {item!r}: expected KEY=VALUE")
-        cfg = override(cfg, key.strip(), _typed(cfg, key.strip(), text))
+    cfg = apply_flags(cfg, flags)
+    for key, text in set_items(args.set):
+        cfg = override(cfg, key, _typed(cfg, key, text))
     validate(cfg)
     out = args.out or Path("runs") / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))
     run = train(cfg, out, resume=args.resume)
@@ -119,6 +114,27 @@ def cmd_train(args) -> int:
         return 0
     print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
     return 0
+
+
+def apply_flags(cfg, flags: dict):
+    """The command line's flags over the config, those given only."""
+    from .config import override
+
+    for key, value in flags.items():
+        if value is not None:
+            cfg = override(cfg, key, value)
+    return cfg
+
+
+def set_items(items) -> list[tuple[str, str]]:
+    """``--set KEY=VALUE`` items as (key, text) pairs; a malformed one is a clear error."""
+    out = []
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise TrainingError(f"--set {item!r}: expected KEY=VALUE")
+        out.append((key.strip(), text))
+    return out
 
 
 def _typed(cfg, key: str, text: str):

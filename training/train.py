@@ -120,8 +120,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "cannot be chosen; add images or change split.val"
         )
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
-    _write_json(out / "split.json", datasets.split_file(data, Path(cfg.data)))
-    _write_json(out / "data_report.json", data.report)
+    write_json(out / "split.json", datasets.split_file(data, Path(cfg.data)))
+    write_json(out / "data_report.json", data.report)
 
     gpus = tf.config.list_physical_devices("GPU")
     mixed = cfg.train.mixed_precision == "on" or (cfg.train.mixed_precision == "auto" and gpus)
@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "versions": versions(),
         },
     }
-    _write_json(out / "run.json", run)
+    write_json(out / "run.json", run)
     return run
 
 
@@ -397,7 +397,8 @@ def _val_losses(out: Path) -> list[float]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def _write_json(path: Path, data) -> None:
+def write_json(path: Path, data) -> None:
+    """JSON for people: indented, numpy scalars and paths as plain values."""
     path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
 
 
