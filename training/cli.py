@@ -332,7 +332,7 @@ def model_types() -> list[str]:
 def add_bench_accuracy_args(b: argparse.ArgumentParser) -> None:
     g = b.add_argument_group("bench accuracy (ELPV)")
     g.add_argument("--work", type=Path, default=Path("bench-accuracy"))
-    g.add_argument("--epochs", type=int, help="default: 12 (pretrained), 90 (cnn)")
+    g.add_argument("--epochs", type=int, help="default: 24 (pretrained), 90 (cnn)")
     g.add_argument("--image-size", type=int, help="default: 224 (pretrained), 160 (cnn)")
     g.add_argument("--max-minutes", type=float, help="default: 50 (pretrained), 28 (cnn)")
     g.add_argument(

@@ -90,7 +90,7 @@ def bench_accuracy(
     rate. ``cnn``: the earlier from-scratch
     recipe (per-image standardisation, 90 epochs at 160 px)."""
     pretrained = model.startswith("efficientnet-lite")
-    epochs = epochs or (12 if pretrained else 90)
+    epochs = epochs or (24 if pretrained else 90)
     image_size = image_size or (224 if pretrained else 160)
     max_minutes = max_minutes if max_minutes is not None else (50.0 if pretrained else 28.0)
     from inspector.station.classifier import Classifier
