@@ -466,20 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--model", type=Path, required=True)
     sm.add_argument("--parts", type=int, default=100)
     sm.add_argument("--rate", type=float, default=240.0, help="parts per minute")
-    sm.add_argument(
-        "--fault",
-        default="none",
-        choices=[
-            "none",
-            "broker-restart",
-            "source-loss",
-            "slow-model",
-            "kill-inspector",
-            "bad-payloads",
-            "model-error",
-            "model-swap",
-        ],
-    )
+    from .lab.faults import FAULTS
+
+    sm.add_argument("--fault", default="none", choices=FAULTS)
     sm.add_argument(
         "--part-id-wrap",
         type=int,

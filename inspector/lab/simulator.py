@@ -36,21 +36,12 @@ from ..gate.config import GateConfig, GateHttpSection, GateSection
 from ..gate.service import GateService
 from ..station.sources import IMAGE_SUFFIXES
 from .broker import Mosquitto, free_port
+from .faults import FAULTS
 from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported for the CLI)
 from .swapfault import ModelAdmin, model_variants
 
 log = logging.getLogger(__name__)
 CAMERA_DELAY_S = 0.02  # trigger -> exposure, at most a quarter of the part spacing
-FAULTS = (
-    "none",
-    "broker-restart",
-    "source-loss",
-    "slow-model",
-    "kill-inspector",
-    "bad-payloads",
-    "model-error",
-    "model-swap",
-)
 POISON = 7  # every pixel of the model-error fault's image: the model returns NaN for it
 HOSTILE = [
     b"\xff\xfe\x00\x01",
