@@ -185,6 +185,7 @@ class Ingest:
         secure(self.client, mqtt_cfg)
         self.client.reconnect_delay_set(0.1, max(mqtt_cfg.reconnect_max_s, 0.1))
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self._writer = threading.Thread(target=self._write_loop, name="spc-writer", daemon=True)
@@ -215,6 +216,14 @@ class Ingest:
             return
         self.counts.connects += 1
         client.subscribe([(t, 1) for t, _ in self.topics])
+
+    def _on_subscribe(self, _c, _u, _mid, reason_codes, _props=None) -> None:
+        # connected means subscribed: what is published before the broker has the subscription
+        # of a new session is not routed to it
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            log.error("the broker refused the SPC service's subscriptions: %s", ", ".join(refused))
+            return
         self.connected.set()
         log.info("subscribed to %s", ", ".join(t for t, _ in self.topics))
 
