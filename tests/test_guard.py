@@ -52,3 +52,20 @@ def test_export_refuses_a_run_that_learned_nothing(tmp_path, capsys):
     manifest = json.loads(model.with_suffix(".json").read_text())
     assert manifest["quality_gate"]["forced"] is True
     assert manifest["quality_gate"]["problems"]
+
+
+def test_parity_counts_a_part_at_the_threshold_as_a_tie_not_a_flip():
+    """Keras and ONNX Runtime differ by ~1e-7; a score that close to the threshold may land on
+    either side in any runtime. A difference beyond the tolerance is still a flip."""
+    from training.export import _compare
+
+    info = {"classes": ["defect", "good"], "defect_classes": ["defect"]}
+    y = np.array([0, 1, 1])
+    ref = np.array([[0.5000001, 0.4999999], [0.2, 0.8], [0.1, 0.9]])
+    near = np.array([[0.4999999, 0.5000001], [0.2, 0.8], [0.1, 0.9]])
+    p = _compare(ref, near, y, info, threshold=0.5, tie=1e-4)
+    assert p["flips"] == 0 and p["ties_at_threshold"] == 1
+    far = np.array([[0.5000001, 0.4999999], [0.6, 0.4], [0.1, 0.9]])  # part 2 crosses for real
+    p = _compare(ref, far, y, info, threshold=0.5, tie=1e-4)
+    assert p["flips"] == 1 and p["ties_at_threshold"] == 0
+    assert _compare(ref, near, y, info, threshold=0.5)["flips"] == 1  # no tie band: strict

@@ -212,11 +212,11 @@ def export(
     threshold = info["threshold"]["value"]
     if net is model:
         reference = reference.astype(np.float64)
-        parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold)
+        parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold, tolerance)
     else:
         reference, ref_maps = reference[0].astype(np.float64), reference[1]
         scores, maps = _onnx_scores_and_maps(out, val.x)
-        parity = _compare(reference, scores, val.y, info, threshold)
+        parity = _compare(reference, scores, val.y, info, threshold, tolerance)
         peak = max(float(np.max(np.abs(ref_maps))), 1e-12)
         parity["map_max_rel_diff"] = float(np.max(np.abs(ref_maps - maps))) / peak
     parity.update(tolerance=tolerance, images=int(len(val.y)), on="validation")
@@ -296,14 +296,21 @@ def _rename_output(graph, old: str, new: str) -> None:
             o.name = new
 
 
-def _compare(reference, scores, y, info, threshold) -> dict:
+def _compare(reference, scores, y, info, threshold, tie: float = 0.0) -> dict:
+    """Scores and decisions of ``scores`` against the Keras ``reference``. A decision that
+    differs only for a part whose reference score lies within ``tie`` of the threshold is
+    counted as a tie, not a flip: numerically the two runtimes cannot tell it apart."""
     classes, defects = info["classes"], info["defect_classes"]
     truth = is_defect(y, classes, defects)
-    a = defect_score(reference, classes, defects) >= threshold
+    ref = defect_score(reference, classes, defects)
+    a = ref >= threshold
     b = defect_score(scores, classes, defects) >= threshold
+    differ = a != b
+    at_threshold = np.abs(ref - threshold) <= tie
     return {
         "max_abs_diff": float(np.max(np.abs(reference - scores))),
-        "flips": int(np.sum(a != b)),
+        "flips": int(np.sum(differ & ~at_threshold)),
+        "ties_at_threshold": int(np.sum(differ & at_threshold)),
         "accuracy_reference": binary_at(
             truth, defect_score(reference, classes, defects), threshold
         )["accuracy"],
