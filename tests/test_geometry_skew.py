@@ -10,7 +10,6 @@ its model's.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,6 @@ from inspector.cli import main
 from inspector.contract.geometry import FrameSetup, Geometry
 from inspector.contract.manifest import parse
 from inspector.contract.preprocess import PreprocessSpec, preprocess
-from inspector.contract.records import Reason, Verdict
 from inspector.lab.modelkit import build_contrast_model
 from inspector.station.config import RecorderSection, load_config
 from inspector.station.metrics import Metrics
@@ -30,6 +28,7 @@ from inspector.station.recorder import Recorder
 from training import TrainingError, datasets, frames
 
 from . import boards
+from .test_recorder import verdict  # one way to make a recorded verdict
 
 CORNERS = [[150, 110], [470, 120], [460, 360], [160, 350]]
 
@@ -39,25 +38,6 @@ class Sink:
 
     def __getattr__(self, name):
         return lambda *a, **k: None
-
-
-def verdict(part_id: str, seq: int = 1) -> Verdict:
-    now = time.time()
-    return Verdict(
-        part_id=part_id,
-        seq=seq,
-        result="fail",
-        reason=Reason.DEFECT,
-        label="defect",
-        scores={"good": 0.2, "defect": 0.8},
-        thresholds={"defect": 0.5},
-        model_id="m@1",
-        t_trigger=now,
-        t_capture=now,
-        t_verdict=now,
-        deadline=now + 1,
-        deadline_mono=0.0,
-    )
 
 
 def camera_file(path: Path) -> Path:
