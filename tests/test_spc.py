@@ -17,7 +17,7 @@ from inspector.spc.alarms import AlarmBoard, context_changes
 from inspector.spc.config import ChartsSection, load_spc_config
 from inspector.spc.ingest import backfill
 from inspector.spc.monitor import Monitor
-from inspector.spc.store import Store, VerdictRow
+from inspector.spc.store import DeadLetter, Store, VerdictRow
 
 from .pg import postgres_url  # noqa: F401 (fixture)
 
@@ -153,7 +153,7 @@ def test_context_changes_lists_only_changes():
 
 # -- the store ---------------------------------------------------------------------------------
 def check_store(store: Store):
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     batch = rows("a", [0.05] * 2, n=50)
     assert len(store.add_verdicts(batch)) == 100
     assert store.add_verdicts(batch[:10] + batch[-5:]) == [], "a redelivery counts once"
@@ -164,7 +164,7 @@ def check_store(store: Store):
     assert store.stations() == ["a"]
     store.add_context([("lot", 1.0, "x"), ("lot", 2.0, "y")])
     assert store.context(1.5, 3.0) == [("lot", 1.0, "x"), ("lot", 2.0, "y")]
-    assert store.add_rejected([("a/verdict", 1.0, b"\xff{", "not UTF-8 JSON")]) == 1
+    assert store.add_dead_letters([DeadLetter("a/verdict", 1.0, "verdict", "bad", b"\xff{")]) == 1
     assert store.prune(older_than_s=10, now=1100.0) == 103  # all but the 5000 s part
     assert store.count() == 1 and store.count("context") == 0
 
@@ -173,7 +173,7 @@ def test_sqlite_store_dedups_migrates_and_keeps_retention(tmp_path):
     store = Store(tmp_path / "x" / "spc.sqlite")
     check_store(store)
     store.close()
-    assert Store(tmp_path / "x" / "spc.sqlite").migrate() == 2, "reopening migrates nothing"
+    assert Store(tmp_path / "x" / "spc.sqlite").migrate() == 3, "reopening migrates nothing"
 
 
 def test_postgresql_store_same_schema(postgres_url):  # noqa: F811
@@ -326,7 +326,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
         assert svc.store.count() == 600
         assert {k[0] for k in svc.store.keys("st1")} == set(range(600))
         assert svc.ingest.counts.duplicates >= 100
-        assert svc.store.count("rejected_messages") == 2, "malformed messages are kept"
+        assert svc.store.count("dead_letters") == 2, "malformed messages are kept"
         assert svc.ingest.counts.malformed == 2
         assert svc.store.count("context") >= 1  # a redelivered repeat is not a change
         st = svc.monitor.stations["st1"]

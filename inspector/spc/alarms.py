@@ -2,8 +2,9 @@
 ``PREFIX/spc/alarm``.
 
 The retained message is the whole set of active alarms (``{"schema": 1, "active": [...],
-"ts": ...}``), so a client that connects at any time sees what is wrong now, and an empty
-``active`` list says the process is back in control. Each alarm names its rule and chart,
+"ts": ..., "store": "ok"}``), so a client that connects at any time sees what is wrong now, and an
+empty ``active`` list says the process is back in control. ``store`` says why the service
+cannot write its store while that lasts (it keeps the messages and retries). Each alarm names its rule and chart,
 since when, the subgroups involved and the context changes just before it began (what changed
 when the rate moved).
 """
@@ -47,19 +48,25 @@ class AlarmBoard:
         self.active: dict[tuple[str, str, str], Alarm] = {}
         self.opened = 0
         self.cleared = 0
+        self.store_error: str | None = None  # the store takes no writes now (why)
 
     def on_transition(self, t: Transition) -> None:
         a = t.alarm
         key = (a.station, a.chart, a.rule)
         if t.cleared is None:
             t_from = a.since - self.window
-            a.context = context_changes(
-                self.store.context(t_from, a.subgroups[-1]["t_end"]), t_from
-            )
+            try:
+                a.context = context_changes(
+                    self.store.context(t_from, a.subgroups[-1]["t_end"]), t_from
+                )
+            except Exception as exc:  # noqa: BLE001 (the alarm matters more than its context)
+                log.warning("alarm without its context: cannot read the store (%s)", exc)
             with self._lock:
                 self.active[key] = a
                 self.opened += 1
-            self.store.open_alarm(a.station, a.chart, a.rule, a.since, json.dumps(a.to_json()))
+            self._keep(
+                self.store.open_alarm, a.station, a.chart, a.rule, a.since, json.dumps(a.to_json())
+            )
             log.warning(
                 "SPC alarm: station %s, chart %s, rule %s since %s (%d context changes before)",
                 a.station,
@@ -72,14 +79,25 @@ class AlarmBoard:
             with self._lock:
                 self.active.pop(key, None)
                 self.cleared += 1
-            self.store.clear_alarm(a.station, a.chart, a.rule, a.since, t.cleared)
+            self._keep(self.store.clear_alarm, a.station, a.chart, a.rule, a.since, t.cleared)
             log.info("SPC alarm cleared: station %s, chart %s, rule %s", *key)
         self.publish()
+
+    def _keep(self, write, *args) -> None:
+        """The alarm history in the store; a store that cannot be written now loses the entry,
+        never the alarm (it is published)."""
+        try:
+            write(*args)
+        except Exception as exc:  # noqa: BLE001
+            log.error("alarm not kept in the store (%s): %s", exc, args[:3])
 
     def payload(self) -> bytes:
         with self._lock:
             active = [a.to_json() for a in self.active.values()]
-        return json.dumps({"schema": 1, "active": active, "ts": time.time()}).encode()
+        store = "ok" if self.store_error is None else f"cannot write: {self.store_error}"
+        return json.dumps(
+            {"schema": 1, "active": active, "ts": time.time(), "store": store}
+        ).encode()
 
     def publish(self) -> None:
         self.publish_fn(self.payload())

@@ -28,12 +28,20 @@ class SubscribeSection:
     session_expiry_s: int = setting(
         3600, "the broker keeps our subscription and queues messages this long while we are away"
     )
+    max_unacked: int = setting(
+        2000,
+        "QoS 1 messages the broker may hand us before we acknowledge them (MQTT 5 Receive "
+        "Maximum): what the service holds in memory while the store cannot be written; the "
+        "broker queues the rest (its max_queued_messages)",
+    )
 
     def problems(self):
         if not self.verdicts:
             yield "verdicts", "name at least one verdict topic"
         if self.session_expiry_s < 0:
             yield "session_expiry_s", "must be 0 or more"
+        if not 1 <= self.max_unacked <= 65535:
+            yield "max_unacked", "must be between 1 and 65535"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,12 +52,22 @@ class StoreSection:
     )
     retention_days: float = setting(400.0, "verdicts, events and context older than this go")
     batch: int = setting(500, "messages written per transaction at most")
+    retry_max_s: float = setting(
+        5.0, "a failed write is retried after 0.1 s, then twice as long each time, up to this"
+    )
+    busy_timeout_s: float = setting(
+        5.0, "SQLite: how long a write waits for another process's lock before it fails"
+    )
 
     def problems(self):
         if self.retention_days <= 0:
             yield "retention_days", "must be positive"
         if not 1 <= self.batch <= 100_000:
             yield "batch", "must be between 1 and 100000"
+        if not 0.1 <= self.retry_max_s <= 600:
+            yield "retry_max_s", "must be between 0.1 and 600"
+        if self.busy_timeout_s < 0:
+            yield "busy_timeout_s", "must be 0 or more"
 
 
 @dataclass(frozen=True, kw_only=True)

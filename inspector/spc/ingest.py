@@ -2,9 +2,16 @@
 
 MQTT: a persistent session (the broker queues our QoS 1 messages while we are away) and
 manual acknowledgement: a message is acknowledged only once it is committed to the store, so
-a crash or a broker restart re-delivers it rather than losing it; the store's key makes the
-re-delivery (and a station's resend) count once. A payload that cannot be read is kept in the
-store verbatim with the reason, logged and counted, and acknowledged: nothing is lost.
+a crash, a broker restart or a database that cannot be written re-delivers or keeps it rather
+than losing it; the store's keys make the re-delivery (and a station's resend) count once.
+
+Each message is checked against the store's ranges before it joins a batch (types, integers
+within signed 64 bits, finite numbers, string lengths); one that fails is a dead letter: kept in
+the store with why, counted, logged (throttled) and acknowledged, never in the way of the
+others. A batch is written in one transaction; when the database refuses it, the writer keeps
+it and retries with a bounded exponential backoff while ``/health`` says the store cannot be
+written. When the database does take writes but refuses the batch, the batch is halved until
+the message it refuses is found and kept as a dead letter.
 """
 
 from __future__ import annotations
@@ -24,11 +31,22 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..contract.mqtt import MqttSection, secure
-from ..logs import Throttled
-from .store import GateRow, Store, VerdictRow
+from .store import ContextRow, DeadLetter, GateRow, Store, VerdictRow
 
 log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024
+INT64 = (-(2**63), 2**63 - 1)  # the store's BIGINT
+MAX_CHARS = {  # the longest string the store keeps of each field
+    "station": 128,
+    "gate": 128,
+    "part_id": 256,  # as the station's and the gate's MAX_PART_ID_CHARS
+    "reason": 64,
+    "outcome": 64,
+    "result": 8,
+    "class": 128,
+    "model_id": 256,
+}
+MAX_CONTEXT_CHARS = 4096
 
 
 class BadMessage(ValueError):
@@ -41,10 +59,17 @@ def _obj(payload: bytes) -> dict:
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadMessage(f"not UTF-8 JSON ({exc})") from None
+        raise BadMessage(f"not UTF-8 JSON ({_short(exc)})") from None
+    except RecursionError:
+        raise BadMessage("JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise BadMessage("not a JSON object")
     return obj
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _field(obj: dict, key: str, kind, optional: bool = False):
@@ -55,7 +80,14 @@ def _field(obj: dict, key: str, kind, optional: bool = False):
     if ok and isinstance(v, float) and not math.isfinite(v):
         ok = False
     if not ok:
-        raise BadMessage(f"{key}: expected {getattr(kind, '__name__', kind)}, got {v!r}")
+        raise BadMessage(f"{key}: expected {getattr(kind, '__name__', kind)}, got {_short(v)}")
+    if isinstance(v, int) and not INT64[0] <= v <= INT64[1]:
+        raise BadMessage(f"{key}: {_short(v)} is outside the signed 64-bit range")
+    if isinstance(v, str):
+        if len(v) > MAX_CHARS.get(key, MAX_CONTEXT_CHARS):
+            raise BadMessage(f"{key}: {len(v)} characters (at most {MAX_CHARS.get(key)})")
+        if "\x00" in v:
+            raise BadMessage(f"{key}: contains a NUL character")
     return v
 
 
@@ -92,7 +124,7 @@ def parse_verdict(obj: dict, station: str | None = None, origin: str = "mqtt") -
         reason=_field(obj, "reason", str),
         label=label,
         defects=defect_count(obj),
-        model_id=str(obj.get("model_id") or ""),
+        model_id=_field(obj, "model_id", str, optional=True) or "",
         origin=origin,
     )
 
@@ -136,20 +168,91 @@ def backfill(
     return new, bad
 
 
+def read_message(
+    kind: str, topic: str, payload: bytes, received: float, mid: int = 0, retained: bool = False
+) -> VerdictRow | GateRow | ContextRow | DeadLetter:
+    """The row a message becomes in the store, checked against the store's ranges; a message
+    that fails the checks becomes a dead letter that says why."""
+    try:
+        if kind == "context":
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise BadMessage(f"payload of {len(payload)} bytes (more than {MAX_PAYLOAD_BYTES})")
+            value = payload.decode("utf-8", "replace")
+            if len(value) > MAX_CONTEXT_CHARS:
+                raise BadMessage(f"{len(value)} characters (at most {MAX_CONTEXT_CHARS})")
+            if "\x00" in value:
+                raise BadMessage("contains a NUL character")
+            return ContextRow(topic, received, value, mid, retained)
+        obj = _obj(payload)
+        return parse_verdict(obj) if kind == "verdict" else parse_gate_event(obj)
+    except BadMessage as exc:
+        return DeadLetter(topic, received, kind, str(exc), payload)
+
+
+@dataclass(slots=True)
+class Message:
+    """A message on its way to the store: acknowledged to the broker once ``stored``, and only
+    on the connection (``session``) it came in on (the broker re-delivers what a lost
+    connection left unacknowledged, and a packet id may name another message on the next)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    session: int
+    row: VerdictRow | GateRow | ContextRow | DeadLetter
+    stored: bool = False
+
+
+class StoreUnavailable(Exception):
+    """The database takes no writes now (down, locked, read-only): retry later."""
+
+
 @dataclass
 class IngestCounts:
     verdicts: int = 0
     duplicates: int = 0
     gate_events: int = 0
     context: int = 0
-    malformed: int = 0
+    malformed: int = 0  # dead letters: failed the checks
+    refused: int = 0  # dead letters: passed the checks, but the store refused them
+    write_failures: int = 0  # transactions that failed (each retried)
+    dropped_qos0: int = 0  # QoS 0 messages beyond max_unacked while the store was behind
     connects: int = 0
     by_topic_kind: dict = field(default_factory=dict)
 
 
+class _Throttle:
+    """The first warning of each kind at once, then one line per ``period`` with how many
+    more there were (a flood of bad messages must not flood the journal)."""
+
+    def __init__(self, period: float = 5.0) -> None:
+        self.period = period
+        self._state: dict[str, list] = {}  # kind -> [window start, suppressed]
+
+    def warning(self, kind: str, msg: str, *args) -> None:
+        now = time.monotonic()
+        st = self._state.get(kind)
+        if st is not None and now - st[0] < self.period:
+            st[1] += 1
+            return
+        self.flush(kind)
+        self._state[kind] = [now, 0]
+        log.warning(msg, *args)
+
+    def flush(self, only: str | None = None) -> None:
+        now = time.monotonic()
+        for kind, st in list(self._state.items()):
+            if (only is None or kind == only) and now - st[0] >= self.period:
+                del self._state[kind]
+                if st[1]:
+                    log.warning("... and %d more %s in the last %.0f s", st[1], kind, now - st[0])
+
+
 class Ingest:
     """Subscribes, writes to the store in batches, acknowledges after commit, then hands the new
-    verdicts to ``on_verdicts`` (the monitor)."""
+    verdicts to ``on_verdicts`` (the monitor). ``on_store(ok)`` hears when the store stops and
+    starts taking writes again."""
 
     def __init__(
         self,
@@ -162,19 +265,29 @@ class Ingest:
         session_expiry_s: int = 3600,
         batch: int = 500,
         client_id: str | None = None,
+        max_unacked: int = 2000,
+        retry_max_s: float = 5.0,
+        on_store: Callable[[bool], None] | None = None,
     ) -> None:
         self.store, self.cfg = store, mqtt_cfg
         self.on_verdicts = on_verdicts
+        self.on_store = on_store or (lambda ok: None)
         self.topics = [(t, "verdict") for t in verdict_topics]
         self.topics += [(t, "gate") for t in gate_topics]
         self.topics += [(t, "context") for t in context_topics]
         self.batch = batch
         self.session_expiry_s = session_expiry_s
+        self.max_unacked = max_unacked
+        self.retry_min_s, self.retry_max_s = min(0.1, retry_max_s), retry_max_s
         self.counts = IngestCounts()
         self.connected = threading.Event()
+        self.store_error: str | None = None  # why the store takes no writes now
+        self.failing_since: float | None = None
+        self._session = 0
+        self._pending = 0
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._warn = Throttled(log)
+        self._warn = _Throttle()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or mqtt_cfg.client_id or "inspector-spc",
@@ -197,6 +310,8 @@ class Ingest:
         if self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
+            # what we hold unacknowledged (in memory) at most; the broker queues the rest
+            props.ReceiveMaximum = self.max_unacked
             kw = {"clean_start": False, "properties": props}
         try:
             self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, **kw)
@@ -214,6 +329,7 @@ class Ingest:
         if rc.is_failure:
             log.error("broker refused the SPC service: %s", rc)
             return
+        self._session += 1
         self.counts.connects += 1
         client.subscribe([(t, 1) for t, _ in self.topics])
 
@@ -233,61 +349,192 @@ class Ingest:
             log.warning("lost the broker (%s); reconnecting", rc)
 
     def _on_message(self, _c, _u, msg) -> None:
+        if msg.qos == 0 and self._q.qsize() >= self.max_unacked:
+            # QoS 1 is bounded by the broker (Receive Maximum); QoS 0 is not, and may be lost
+            self.counts.dropped_qos0 += 1
+            return
         kind = next((k for t, k in self.topics if mqtt.topic_matches_sub(t, msg.topic)), "context")
-        self._q.put((kind, msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time()))
+        self._q.put(
+            (
+                kind,
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                time.time(),
+                self._session,
+                bool(msg.retain),
+            )
+        )
 
     # -- writing ---------------------------------------------------------------------------
-    def _write_loop(self) -> None:
-        while not (self._stop.is_set() and self._q.empty()):
-            try:
-                first = self._q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            items = [first]
-            while len(items) < self.batch:
-                try:
-                    items.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self.write(items)
-            except Exception:  # the store failed: do not ack; the broker re-delivers
-                log.exception("could not store %d messages (not acknowledged)", len(items))
-                time.sleep(0.5)
-                continue
-            for _kind, _topic, _payload, mid, qos, _t in items:
-                if qos > 0:
-                    self.client.ack(mid, qos)
+    @property
+    def writable(self) -> bool:
+        """False while the store refuses writes (the writer keeps retrying)."""
+        return self.store_error is None
 
-    def write(self, items: list[tuple]) -> list[VerdictRow]:
-        verdicts, gates, context, bad = [], [], [], []
-        for kind, topic, payload, _mid, _qos, received in items:
-            if kind == "context":
-                context.append((topic, received, payload.decode("utf-8", "replace")))
+    def unstored(self) -> int:
+        """Messages received and not yet stored (nor acknowledged)."""
+        return self._q.qsize() + self._pending
+
+    def _take(self, n: int, wait: bool) -> list[Message]:
+        out: list[Message] = []
+        while len(out) < n:
+            try:
+                item = self._q.get(timeout=0.1) if wait and not out else self._q.get_nowait()
+            except queue.Empty:
+                break
+            kind, topic, payload, mid, qos, received, session, retained = item
+            row = read_message(kind, topic, payload, received, mid if qos else 0, retained)
+            out.append(Message(topic, payload, mid, qos, session, row))
+        return out
+
+    def _write_loop(self) -> None:
+        pending: list[Message] = []
+        delay = 0.0
+        while True:
+            if len(pending) < self.batch:
+                pending += self._take(self.batch - len(pending), wait=not pending)
+            self._pending = len(pending)
+            self._warn.flush()
+            if not pending:
+                if self._stop.is_set():
+                    return
                 continue
             try:
-                obj = _obj(payload)
-                if kind == "verdict":
-                    verdicts.append(parse_verdict(obj))
-                else:
-                    gates.append(parse_gate_event(obj))
-            except BadMessage as exc:
-                bad.append((topic, received, payload, str(exc)))
-                self._warn.warning("malformed", topic, "unreadable message on %s: %s", topic, exc)
-        self.store.add_rejected(bad)
-        self.store.add_gate_events(gates)
-        self.store.add_context(context)
-        new = self.store.add_verdicts(verdicts)
+                self._store(pending)
+            except StoreUnavailable as exc:
+                pending = [m for m in pending if not m.stored]
+                self._cannot_write(exc.__cause__ or exc, len(pending))
+                delay = min(max(delay * 2, self.retry_min_s), self.retry_max_s)
+                if self._stop.wait(delay):  # stopping: the broker re-delivers what is left
+                    log.warning("stopped with %d messages not stored", self.unstored())
+                    return
+                continue
+            pending, delay = [], 0.0
+            self._pending = 0
+            if self.store_error is not None:
+                self._can_write()
+
+    def _store(self, msgs: list[Message]) -> None:
+        """Write ``msgs`` in one transaction; when the store refuses it but takes writes, halve
+        until the message it refuses is found (kept as a dead letter)."""
+        rows: dict[type, list] = {VerdictRow: [], GateRow: [], ContextRow: [], DeadLetter: []}
+        for m in msgs:
+            rows[type(m.row)].append(m.row)
+        try:
+            new = self.store.write(
+                rows[VerdictRow],
+                rows[GateRow],
+                rows[ContextRow],
+                rows[DeadLetter],
+                context_window_s=self.session_expiry_s,
+            )
+        except Exception as exc:  # noqa: BLE001 (any failure rolls the batch back)
+            self.counts.write_failures += 1
+            if not self.store.writable():
+                raise StoreUnavailable from exc
+            if len(msgs) > 1:
+                half = len(msgs) // 2
+                self._store(msgs[:half])
+                self._store(msgs[half:])
+                return
+            m = msgs[0]
+            kind = {VerdictRow: "verdict", GateRow: "gate", ContextRow: "context"}[type(m.row)]
+            refused = DeadLetter(
+                m.topic, time.time(), kind, f"the store refused it: {_short(exc, 300)}", m.payload
+            )
+            try:
+                self.store.write(dead=[refused])
+            except Exception as again:  # noqa: BLE001
+                raise StoreUnavailable from again
+            self.counts.refused += 1
+            self._warn.warning(
+                "messages the store refused",
+                "the store refused a message on %s: %s (kept as a dead letter)",
+                m.topic,
+                _short(exc, 300),
+            )
+            self._done([m], [], rows_counted=False)
+            return
+        self._done(msgs, new)
+
+    def _done(self, msgs: list[Message], new: list[VerdictRow], rows_counted: bool = True) -> None:
         c = self.counts
-        c.verdicts += len(new)
-        c.duplicates += len(verdicts) - len(new)
-        c.gate_events += len(gates)
-        c.context += len(context)
-        c.malformed += len(bad)
+        session = self._session
+        for m in msgs:
+            m.stored = True
+            if rows_counted:
+                if isinstance(m.row, VerdictRow):
+                    c.verdicts += 1
+                elif isinstance(m.row, GateRow):
+                    c.gate_events += 1
+                elif isinstance(m.row, ContextRow):
+                    c.context += 1
+                else:
+                    c.malformed += 1
+                    self._warn.warning(
+                        "unreadable messages",
+                        "unreadable message on %s: %s (kept as a dead letter)",
+                        m.topic,
+                        m.row.error,
+                    )
+            if m.qos > 0 and m.session == session:
+                self.client.ack(m.mid, m.qos)
+        if rows_counted:
+            dups = sum(isinstance(m.row, VerdictRow) for m in msgs) - len(new)
+            c.verdicts -= dups
+            c.duplicates += dups
         if new:
             new.sort(key=lambda r: r.t_verdict)
-            self.on_verdicts(new)
-        return new
+            try:
+                self.on_verdicts(new)
+            except Exception:  # stored and acknowledged: the charts' trouble is not the store's
+                log.exception("the monitor failed on %d new verdicts", len(new))
+
+    def _cannot_write(self, exc: BaseException, held: int) -> None:
+        if self.store_error is None:
+            self.failing_since = time.time()
+            self.store_error = _short(exc, 300)
+            log.error(
+                "cannot write to the SPC store (%s); holding %d messages unacknowledged and "
+                "retrying",
+                self.store_error,
+                held,
+            )
+            self.on_store(False)
+        else:
+            self.store_error = _short(exc, 300)
+            self._warn.warning(
+                "failed retries",
+                "still cannot write to the SPC store (%s), %d messages held",
+                self.store_error,
+                self.unstored(),
+            )
+
+    def _can_write(self) -> None:
+        log.warning(
+            "the SPC store takes writes again after %.0f s (%d failed transactions so far)",
+            time.time() - (self.failing_since or time.time()),
+            self.counts.write_failures,
+        )
+        self.store_error = self.failing_since = None
+        self.on_store(True)
+
+    def write(self, items: list[tuple]) -> list[VerdictRow]:
+        """Store messages given as (kind, topic, payload, mid, qos, received) at once, as the
+        writer does (benchmarks, tests); returns the new verdicts. Raises StoreUnavailable."""
+        got: list[VerdictRow] = []
+        keep, self.on_verdicts = self.on_verdicts, lambda rows: (got.extend(rows), keep(rows))
+        try:
+            msgs = [
+                Message(t, p, mid, 0, -1, read_message(k, t, p, rec, mid if qos else 0))
+                for k, t, p, mid, qos, rec in items
+            ]
+            self._store(msgs)
+        finally:
+            self.on_verdicts = keep
+        return got
 
     def idle(self) -> bool:
-        return self._q.empty()
+        return self._q.empty() and self._pending == 0

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
 from ..httpd import HttpEndpoint
 from .alarms import AlarmBoard
@@ -29,7 +29,18 @@ class SpcMetrics:
         self.ewma = Gauge("spc_ewma", "EWMA of the standardised rate", labels, registry=r)
         self.cusum = Gauge("spc_cusum", "upper CUSUM of the standardised rate", labels, registry=r)
         self.alarms = Gauge("spc_alarms_active", "alarms active now", registry=r)
-        self.messages = Counter("spc_messages", "messages stored, by kind", ["kind"], registry=r)
+        self.writable = Gauge("spc_store_writable", "1 while the store takes writes", registry=r)
+        self.unstored = Gauge(
+            "spc_unstored_messages",
+            "messages received, not yet stored nor acknowledged",
+            registry=r,
+        )
+        self.dead = Gauge(
+            "spc_dead_letters", "messages kept as dead letters since start", ["why"], registry=r
+        )
+        self.failures = Gauge(
+            "spc_store_write_failures", "failed write transactions since start", registry=r
+        )
 
     def update(self, monitor: Monitor, ingest: Ingest | None) -> None:
         for st in list(monitor.stations.values()):
@@ -41,12 +52,19 @@ class SpcMetrics:
                     self.ewma.labels(st.station, chart).set(v["ewma"])
                     self.cusum.labels(st.station, chart).set(v["cusum"])
         self.alarms.set(len(monitor.active()))
+        if ingest is not None:
+            c = ingest.counts
+            self.writable.set(1 if ingest.writable else 0)
+            self.unstored.set(ingest.unstored())
+            self.dead.labels("unreadable").set(c.malformed)
+            self.dead.labels("refused").set(c.refused)
+            self.failures.set(c.write_failures)
 
 
 class SpcService:
     def __init__(self, cfg: SpcConfig) -> None:
         self.cfg = cfg
-        self.store = Store(cfg.store.url)
+        self.store = Store(cfg.store.url, busy_timeout_s=cfg.store.busy_timeout_s)
         self.metrics = SpcMetrics()
         self._publishing = False
         self.board = AlarmBoard(self.store, self._publish_alarms, cfg.alarms.context_window_s)
@@ -61,6 +79,9 @@ class SpcService:
             self.monitor.add,
             session_expiry_s=s.session_expiry_s,
             batch=cfg.store.batch,
+            max_unacked=s.max_unacked,
+            retry_max_s=cfg.store.retry_max_s,
+            on_store=self._on_store,
         )
         self.http = (
             HttpEndpoint(self.metrics.registry, self.health, cfg.http.host, cfg.http.port)
@@ -72,6 +93,11 @@ class SpcService:
 
     def _on_transition(self, t: Transition) -> None:
         self.board.on_transition(t)
+
+    def _on_store(self, ok: bool) -> None:
+        """The retained message says whether the store takes writes (``store``)."""
+        self.board.store_error = None if ok else self.ingest.store_error
+        self.board.publish()
 
     def _publish_alarms(self, payload: bytes) -> None:
         if self._publishing:
@@ -127,12 +153,23 @@ class SpcService:
                     log.info("retention: deleted %d rows", n)
 
     def health(self) -> tuple[bool, dict]:
-        c = self.ingest.counts
-        ok = self.ingest.connected.is_set()
-        return ok, {
-            "broker": "connected" if ok else "disconnected",
+        """Healthy while subscribed and the store takes writes."""
+        ing = self.ingest
+        c = ing.counts
+        connected = ing.connected.is_set()
+        error = ing.store_error
+        store = "ok"
+        if error is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(ing.failing_since or time.time()))
+            store = f"cannot write since {since} ({error}); retrying"
+        return connected and error is None, {
+            "broker": "connected" if connected else "disconnected",
+            "store": store,
+            "unstored": ing.unstored(),
             "verdicts": c.verdicts,
             "duplicates": c.duplicates,
             "malformed": c.malformed,
+            "refused": c.refused,
+            "write_failures": c.write_failures,
             "alarms": len(self.monitor.active()),
         }

@@ -5,6 +5,10 @@ PostgreSQL (or TimescaleDB) by URL, ``postgresql://user@host/db``, with the same
 The schema is versioned: ``MIGRATIONS`` lists each version's statements and ``Store`` applies
 the ones a database lacks, in order, in one transaction each.
 
+The ingest writes each batch of messages in one transaction (``write``): verdicts, gate events,
+context and dead letters together, all or nothing. A PostgreSQL connection that broke (the
+server restarted) is opened again on the next statement.
+
 A verdict is one row per part: the key is station + seq + part id + trigger time (the
 contract's part identity: a PLC id that came round after a power cycle, with a station that
 restarted its seq, is a new part), so a QoS 1 redelivery, a resend after a broker restart or
@@ -13,6 +17,7 @@ a sidecar read twice changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -64,7 +69,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX alarms_time ON alarms (since)",
         ],
     ),
+    (
+        3,
+        [
+            # dead letters: messages that could not be read, or that the store refused; kept
+            # with their size and (up to DEAD_LETTER_BYTES of) their payload
+            """CREATE TABLE dead_letters (
+                topic TEXT NOT NULL, ts {float} NOT NULL, kind TEXT NOT NULL,
+                error TEXT NOT NULL, size BIGINT NOT NULL, payload {bytes} NOT NULL)""",
+            "INSERT INTO dead_letters (topic, ts, kind, error, size, payload) "
+            "SELECT topic, ts, 'unknown', error, LENGTH(payload), payload FROM rejected_messages",
+            "DROP TABLE rejected_messages",
+            "CREATE INDEX dead_letters_time ON dead_letters (ts)",
+            # the MQTT packet id of a context message: a redelivery (same topic, value and id
+            # within the broker's session) is stored once
+            "ALTER TABLE context ADD COLUMN mid INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX context_topic_value ON context (topic, value, mid)",
+        ],
+    ),
 ]
+DEAD_LETTER_BYTES = 64 * 1024  # of a dead letter's payload kept (its size is kept in full)
+TABLES = ("verdicts", "gate_events", "context", "dead_letters", "alarms")
 DIALECT_TYPES = {
     "sqlite": {"float": "REAL", "bytes": "BLOB"},
     "postgresql": {"float": "DOUBLE PRECISION", "bytes": "BYTEA"},
@@ -96,11 +121,35 @@ class GateRow:
     t_decided: float
 
 
+@dataclass(frozen=True, slots=True)
+class ContextRow:
+    """A context message: ``mid`` is its MQTT packet id (0 for QoS 0); ``retained``: the
+    broker's current value, handed over on (re)subscribing."""
+
+    topic: str
+    ts: float
+    value: str
+    mid: int = 0
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    ts: float
+    kind: str  # verdict | gate | context
+    error: str
+    payload: bytes
+
+
 class Store:
     """A connection to the SPC database; thread-safe (one lock around the connection)."""
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, busy_timeout_s: float = 5.0) -> None:
+        """``busy_timeout_s``: how long a SQLite statement waits for another process's lock
+        before it fails (and the ingest retries it)."""
         text = str(target)
+        self._url = text
         self._lock = threading.RLock()
         if text.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
@@ -121,7 +170,9 @@ class Store:
             if str(path) != ":memory:":
                 path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db = sqlite3.connect(str(path), check_same_thread=False)
+                self._db = sqlite3.connect(
+                    str(path), timeout=busy_timeout_s, check_same_thread=False
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
@@ -129,14 +180,35 @@ class Store:
             self._errors = (sqlite3.Error,)
         self.migrate()
 
+    def _connected(self):
+        """The connection, opened again when a PostgreSQL server dropped it (a restart)."""
+        if self.dialect == "postgresql" and (self._db.closed or self._db.broken):
+            import psycopg
+
+            with contextlib.suppress(psycopg.Error):
+                self._db.close()
+            self._db = psycopg.connect(self._url, autocommit=False, connect_timeout=5)
+            log.info("reconnected to the SPC database %s", _redact(self._url))
+        return self._db
+
+    def _rollback(self) -> None:
+        """Roll back what this transaction wrote; a connection that is gone has nothing to
+        roll back (the server discards the transaction)."""
+        with contextlib.suppress(*self._errors):
+            self._db.rollback()
+
     # -- plumbing --------------------------------------------------------------------------
     def _sql(self, statement: str) -> str:
         statement = statement.format(**DIALECT_TYPES[self.dialect])
         return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
 
     def _run(self, statement: str, params: Sequence = ()):
-        cur = self._db.cursor()
-        cur.execute(self._sql(statement), params)
+        cur = self._connected().cursor()
+        try:
+            cur.execute(self._sql(statement), params)
+        except self._errors:
+            self._rollback()  # PostgreSQL refuses every statement of a failed transaction
+            raise
         return cur
 
     def close(self) -> None:
@@ -169,67 +241,99 @@ class Store:
                     self._run("INSERT INTO spc_schema (version) VALUES (?)", (version,))
                     self._db.commit()
                 except self._errors:
-                    self._db.rollback()
+                    self._rollback()
                     raise
                 log.info("SPC database migrated to schema version %d", version)
         return latest
 
     # -- writes ----------------------------------------------------------------------------
-    def add_verdicts(self, rows: Iterable[VerdictRow]) -> list[VerdictRow]:
-        """Insert in one transaction; returns the rows that were new (not duplicates)."""
-        new = []
-        st = self._sql(
-            "INSERT INTO verdicts (station, seq, part_id, t_trigger, t_verdict, result, reason, "
-            "class, defects, model_id, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT DO NOTHING"
-        )
+    def write(
+        self,
+        verdicts: Iterable[VerdictRow] = (),
+        gates: Iterable[GateRow] = (),
+        context: Iterable[ContextRow] = (),
+        dead: Iterable[DeadLetter] = (),
+        context_window_s: float = 3600.0,
+    ) -> list[VerdictRow]:
+        """Store one batch in one transaction (all of it, or, on any error, none of it);
+        returns the verdicts that were new (not duplicates).
+
+        A context message is a redelivery, and not stored again, when the same topic, value
+        and packet id were stored within ``context_window_s`` (the broker's session); a
+        retained one when it is the topic's last stored value."""
+        new: list[VerdictRow] = []
         with self._lock:
-            cur = self._db.cursor()
+            cur = self._connected().cursor()
             try:
-                for r in rows:
-                    cur.execute(
-                        st,
-                        (
-                            r.station,
-                            r.seq,
-                            r.part_id,
-                            r.t_trigger,
-                            r.t_verdict,
-                            r.result,
-                            r.reason,
-                            r.label,
-                            r.defects,
-                            r.model_id,
-                            r.origin,
-                        ),
-                    )
+                for r in verdicts:
+                    cur.execute(self._sql(_INSERT_VERDICT), _verdict_params(r))
                     if cur.rowcount == 1:
                         new.append(r)
+                for g in gates:
+                    cur.execute(self._sql(_INSERT_GATE), _gate_params(g))
+                for c in context:
+                    if c.retained:
+                        cur.execute(
+                            self._sql(_INSERT_CONTEXT_UNLESS_LAST),
+                            (c.topic, c.ts, c.value, c.mid, c.topic, c.value, c.topic),
+                        )
+                    elif c.mid:
+                        cur.execute(
+                            self._sql(_INSERT_CONTEXT_UNLESS_SEEN),
+                            (
+                                c.topic,
+                                c.ts,
+                                c.value,
+                                c.mid,
+                                c.topic,
+                                c.value,
+                                c.mid,
+                                c.ts - context_window_s,
+                            ),
+                        )
+                    else:
+                        cur.execute(self._sql(_INSERT_CONTEXT), (c.topic, c.ts, c.value, c.mid))
+                for d in dead:
+                    cur.execute(self._sql(_INSERT_DEAD), _dead_params(d))
                 self._db.commit()
-            except self._errors:
-                self._db.rollback()
+            except BaseException:
+                self._rollback()
                 raise
         return new
 
+    def writable(self) -> bool:
+        """Whether the database takes a write now (a probe that is rolled back)."""
+        with self._lock:
+            try:
+                cur = self._connected().cursor()
+                cur.execute(
+                    self._sql(_INSERT_DEAD), _dead_params(DeadLetter("probe", 0.0, "", "", b""))
+                )
+                self._db.rollback()
+                return True
+            except self._errors:
+                self._rollback()
+                return False
+
+    def add_verdicts(self, rows: Iterable[VerdictRow]) -> list[VerdictRow]:
+        """Insert in one transaction; returns the rows that were new (not duplicates)."""
+        return self.write(verdicts=rows)
+
     def add_gate_events(self, rows: Iterable[GateRow]) -> int:
-        return self._insert_many(
-            "INSERT INTO gate_events (gate, part_id, t_trigger, outcome, reason, t_decided) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-            [(r.gate, r.part_id, r.t_trigger, r.outcome, r.reason, r.t_decided) for r in rows],
-        )
+        rows = list(rows)
+        self.write(gates=rows)
+        return len(rows)
 
     def add_context(self, rows: Iterable[tuple[str, float, str]]) -> int:
-        return self._insert_many(
-            "INSERT INTO context (topic, ts, value) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-            list(rows),
-        )
+        rows = [ContextRow(*r) for r in rows]
+        self.write(context=rows)
+        return len(rows)
 
-    def add_rejected(self, rows: Iterable[tuple[str, float, bytes, str]]) -> int:
-        """Messages that could not be read are kept verbatim, with why."""
-        return self._insert_many(
-            "INSERT INTO rejected_messages (topic, ts, payload, error) VALUES (?,?,?,?)",
-            list(rows),
-        )
+    def add_dead_letters(self, rows: Iterable[DeadLetter]) -> int:
+        """Messages that could not be read (or that the store refused) are kept, with why."""
+        rows = list(rows)
+        self.write(dead=rows)
+        return len(rows)
 
     def open_alarm(self, station: str, chart: str, rule: str, since: float, detail: str) -> None:
         self._insert_many(
@@ -249,15 +353,15 @@ class Store:
         if not params:
             return 0
         with self._lock:
-            cur = self._db.cursor()
+            cur = self._connected().cursor()
             try:
                 n = 0
                 for p in params:
                     cur.execute(self._sql(statement), p)
                     n += max(cur.rowcount, 0)
                 self._db.commit()
-            except self._errors:
-                self._db.rollback()
+            except BaseException:
+                self._rollback()
                 raise
         return n
 
@@ -270,7 +374,7 @@ class Store:
                 ("verdicts", "t_verdict"),
                 ("gate_events", "t_decided"),
                 ("context", "ts"),
-                ("rejected_messages", "ts"),
+                ("dead_letters", "ts"),
                 ("alarms", "since"),
             ):
                 n += max(self._run(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount, 0)
@@ -323,7 +427,7 @@ class Store:
         return {(int(a), b, float(c)) for a, b, c in rows}
 
     def count(self, table: str = "verdicts") -> int:
-        if table not in ("verdicts", "gate_events", "context", "rejected_messages", "alarms"):
+        if table not in TABLES:
             raise ValueError(table)
         with self._lock:
             (n,) = self._run(f"SELECT COUNT(*) FROM {table}").fetchone()
@@ -362,6 +466,57 @@ class Store:
             ).fetchall()
             self._db.commit()
         return rows
+
+
+_INSERT_VERDICT = (
+    "INSERT INTO verdicts (station, seq, part_id, t_trigger, t_verdict, result, reason, "
+    "class, defects, model_id, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+_INSERT_GATE = (
+    "INSERT INTO gate_events (gate, part_id, t_trigger, outcome, reason, t_decided) "
+    "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+_INSERT_CONTEXT = (
+    "INSERT INTO context (topic, ts, value, mid) VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
+)
+_CONTEXT_ROW = "SELECT CAST(? AS TEXT), CAST(? AS {float}), CAST(? AS TEXT), CAST(? AS INTEGER) "
+_INSERT_CONTEXT_UNLESS_SEEN = (
+    "INSERT INTO context (topic, ts, value, mid) " + _CONTEXT_ROW + "WHERE NOT EXISTS "
+    "(SELECT 1 FROM context WHERE topic = ? AND value = ? AND mid = ? AND ts >= ?) "
+    "ON CONFLICT DO NOTHING"
+)
+_INSERT_CONTEXT_UNLESS_LAST = (
+    "INSERT INTO context (topic, ts, value, mid) " + _CONTEXT_ROW + "WHERE NOT EXISTS "
+    "(SELECT 1 FROM context WHERE topic = ? AND value = ? AND ts = "
+    "(SELECT MAX(ts) FROM context WHERE topic = ?)) ON CONFLICT DO NOTHING"
+)
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload) VALUES (?,?,?,?,?,?)"
+)
+
+
+def _verdict_params(r: VerdictRow) -> tuple:
+    return (
+        r.station,
+        r.seq,
+        r.part_id,
+        r.t_trigger,
+        r.t_verdict,
+        r.result,
+        r.reason,
+        r.label,
+        r.defects,
+        r.model_id,
+        r.origin,
+    )
+
+
+def _gate_params(g: GateRow) -> tuple:
+    return (g.gate, g.part_id, g.t_trigger, g.outcome, g.reason, g.t_decided)
+
+
+def _dead_params(d: DeadLetter) -> tuple:
+    return (d.topic, d.ts, d.kind, d.error, len(d.payload), d.payload[:DEAD_LETTER_BYTES])
 
 
 def _redact(url: str) -> str:
