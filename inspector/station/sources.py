@@ -477,3 +477,7 @@ class SourceRunner:
         self.source.close()
         self._open = False
         self.state = "stopped"
+
+
+# GenICam cameras register themselves beside the sources above (Aravis is imported on use)
+from . import genicam  # noqa: E402, F401
