@@ -1,9 +1,11 @@
 """Golden samples: known-good and known-bad parts through the station's real path.
 
     inspector verify STATION.yaml GOLDEN_DIR      # GOLDEN_DIR/pass/*, GOLDEN_DIR/fail/*
+    inspector verify STATION.yaml GOLDEN_DIR --model candidate.onnx   # before promoting
 
-Each image goes through the same preprocessing (ROI, calibration remap), model and
-thresholds as on the line. Any disagreement fails the check (exit 1). The outcome is
+Each image goes through the same preprocessing (ROI, calibration remap), model unit
+(classifier and anomaly model, combined as on the line) and thresholds as on the line;
+the station's ``acceptance`` rule is asked first. Any disagreement fails the check (exit 1). The outcome is
 published, retained, on ``PREFIX/status/verify`` so the line can see when the station
 was last proven. Run it at shift start and after every model change.
 """
@@ -13,81 +15,40 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
-from inspector.contract.mqtt import secure
-from inspector.contract.preprocess import FrameError, preprocess
+from inspector.contract.mqtt import new_client
+from inspector.contract.topics import Topics
 from inspector.errors import InspectorError
-from inspector.station.check import setup_problems, station_model
-from inspector.station.classifier import check_model_fits
+from inspector.station.acceptance import (
+    GoldenResult,
+    acceptance,
+    golden_images,
+    golden_results,
+    station_spec,
+)
 from inspector.station.config import StationConfig, load_config
-from inspector.station.decision import Decider
-from inspector.station.sources import IMAGE_SUFFIXES
+from inspector.station.unit import load_unit
 
 log = logging.getLogger(__name__)
+__all__ = ["GoldenResult", "golden_images", "publish_outcome", "run_verify", "verify"]
 
 
-@dataclass
-class GoldenResult:
-    image: str
-    expected: str
-    got: str
-    reason: str
-    scores: dict[str, float]
-
-    @property
-    def agrees(self) -> bool:
-        return self.expected == self.got
-
-
-def golden_images(folder: Path) -> list[tuple[Path, str]]:
-    folder = Path(folder)
-    items = []
-    for expected in ("pass", "fail"):
-        sub = folder / expected
-        if sub.is_dir():
-            items += [
-                (p, expected) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-            ]
-    if not items:
-        raise InspectorError(
-            f"{folder}: no golden images (expected pass/ and fail/ folders of images)"
-        )
-    return items
-
-
-def verify(cfg: StationConfig, folder: Path) -> tuple[list[GoldenResult], str]:
-    clf, spec = station_model(cfg)
-    problems = check_model_fits(cfg, clf) + setup_problems(cfg, clf.manifest, [])
+def verify(
+    cfg: StationConfig, folder: Path, model: Path | None = None
+) -> tuple[list[GoldenResult], str]:
+    """Each golden part through the station's unit (``model`` in place of ``model.path``
+    when given) and the line's own decision rule. A unit the station's ``acceptance`` refuses
+    before the golden parts is an InspectorError naming why."""
+    unit = load_unit(cfg, model)
+    problems = acceptance(cfg, unit)
     if problems:
         raise InspectorError(*problems)
-    decider = Decider(clf.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin)
-    results = []
-    for path, expected in golden_images(folder):
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        try:
-            if image is None:
-                raise FrameError("unreadable image")
-            x = preprocess(image, spec)
-        except FrameError as exc:
-            results.append(
-                GoldenResult(f"{expected}/{path.name}", expected, "fail", f"unreadable: {exc}", {})
-            )
-            continue
-        d = decider.decide(clf.run(x[None])[0])
-        results.append(
-            GoldenResult(f"{expected}/{path.name}", expected, d.result, d.reason.value, d.scores)
-        )
-    return results, clf.model_id
+    return golden_results(unit, station_spec(cfg, unit), folder), unit.model_id
 
 
 def publish_outcome(cfg: StationConfig, results: list[GoldenResult], model_id: str) -> bool:
     """Retained on PREFIX/status/verify; False (and a warning) when the broker can't be reached."""
-    import paho.mqtt.client as mqtt
-
     bad = [r.image for r in results if not r.agrees]
     payload = json.dumps(
         {
@@ -100,16 +61,11 @@ def publish_outcome(cfg: StationConfig, results: list[GoldenResult], model_id: s
             "ts": time.time(),
         }
     )
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"{cfg.client_id}-verify",
-        protocol=mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311,
-    )
-    secure(client, cfg.mqtt)
+    client = new_client(cfg.mqtt, f"{cfg.client_id}-verify")
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, 5)
         client.loop_start()
-        info = client.publish(f"{cfg.prefix}/status/verify", payload, qos=1, retain=True)
+        info = client.publish(Topics.of(cfg.prefix).verify, payload, qos=1, retain=True)
         info.wait_for_publish(5)
         ok = info.is_published()
     except (OSError, ValueError, RuntimeError) as exc:
@@ -121,15 +77,19 @@ def publish_outcome(cfg: StationConfig, results: list[GoldenResult], model_id: s
     return ok
 
 
-def run_verify(config: Path, folder: Path, publish: bool = True, out=print) -> int:
+def run_verify(
+    config: Path, folder: Path, publish: bool = True, out=print, model: Path | None = None
+) -> int:
+    """``inspector verify``; ``model``: verify this file as the station's model (nothing is
+    written; the outcome is published only for the station's own model)."""
     cfg = load_config(config)
-    results, model_id = verify(cfg, folder)
+    results, model_id = verify(cfg, folder, model)
     for r in results:
         mark = "ok  " if r.agrees else "DISAGREE"
         score = ", ".join(f"{k}={v:.3f}" for k, v in r.scores.items())
         out(f"{mark} {r.image}: expected {r.expected}, got {r.got} ({r.reason}) {score}")
     bad = sum(not r.agrees for r in results)
     out(f"{len(results) - bad} of {len(results)} golden parts agree; model {model_id}")
-    if publish and not publish_outcome(cfg, results, model_id):
+    if publish and model is None and not publish_outcome(cfg, results, model_id):
         out("warning: the outcome was not published (broker unreachable)")
     return 1 if bad else 0

@@ -189,14 +189,23 @@ def _cmd_run(args) -> int:
     return 0
 
 
+SUCCESS = ("ok", "swapped", "rolled_back", "unchanged", "shadowing")  # model request outcomes
+
+
 def _cmd_model(args) -> int:
     from .station.modelcmd import format_outcome, request
 
     outcome = request(
-        args.config, args.action, args.path, args.user, args.password_file, args.timeout
+        args.config,
+        args.action,
+        args.path,
+        args.user,
+        args.password_file,
+        args.timeout,
+        anomaly_path=args.anomaly,
     )
     print(format_outcome(outcome))
-    return 0 if outcome.get("outcome") in ("ok", "swapped", "rolled_back", "unchanged") else 1
+    return 0 if outcome.get("outcome") in SUCCESS else 1
 
 
 def _wait_for_signal() -> threading.Event:
@@ -298,7 +307,7 @@ def _cmd_calibrate(args) -> int:
 def _cmd_verify(args) -> int:
     from calibration.golden import run_verify
 
-    return run_verify(args.config, args.golden, publish=not args.no_publish)
+    return run_verify(args.config, args.golden, publish=not args.no_publish, model=args.model)
 
 
 def _cmd_bench(args) -> int:
@@ -351,17 +360,9 @@ def _cmd_review(args) -> int:
 
     cfg = load_review_config(args.config)
     if args.add_user:
-        import getpass
-        import os
+        from .review.users import add_user_command
 
-        from .review import auth
-        from .review.store import Store
-
-        password = os.environ.get("INSPECTOR_REVIEW_PASSWORD") or getpass.getpass(
-            f"password for {args.add_user}: "
-        )
-        auth.add_user(Store(cfg.database), args.add_user, password, args.role)
-        print(f"user {args.add_user} ({args.role}) saved in {cfg.database}")
+        print(add_user_command(cfg.database, args.add_user, args.role, args.password_file))
         return 0
     from .review.app import serve
 
@@ -443,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mo.add_argument("config", type=Path, help="the station's config (broker, prefix)")
     mo.add_argument("path", nargs="?", default=None, help="swap/shadow: the model file")
+    mo.add_argument(
+        "--anomaly",
+        default=None,
+        metavar="PATH",
+        help="swap/shadow: the unit's anomaly model too ('' for none; default: keep the live one)",
+    )
     mo.add_argument("--user", default="admin", help="broker user allowed on PREFIX/cmd/model")
     mo.add_argument(
         "--password-file",
@@ -514,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config", type=Path)
     v.add_argument("golden", type=Path, help="folder with pass/ and fail/")
     v.add_argument("--no-publish", action="store_true", help="don't publish the outcome over MQTT")
+    v.add_argument(
+        "--model",
+        type=Path,
+        help="verify this model file as the station's model (the config is not changed; "
+        "nothing is published)",
+    )
     v.set_defaults(func=_cmd_verify)
 
     b = sub.add_parser(
@@ -548,8 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument(
         "--add-user",
         metavar="NAME",
-        help="add or update a user (password from INSPECTOR_REVIEW_PASSWORD or a prompt) and exit",
+        help="add or update a user and exit (password: --password-file, INSPECTOR_REVIEW_PASSWORD, "
+        "standard input, or asked twice at a terminal)",
     )
+    rv.add_argument("--password-file", type=Path, help="--add-user: the password's file")
     rv.add_argument("--role", choices=["viewer", "reviewer", "admin"], default="reviewer")
     rv.set_defaults(func=_cmd_review)
 

@@ -77,7 +77,7 @@ def test_good_parts_pass_and_drawn_defects_fail_with_reason_anomaly(
     station = station_factory(
         dual_config(make_config, models, trigger="free-run", loop=False, rate=100)
     )
-    anomaly_id = station.anomaly.model_id
+    anomaly_id = station.unit.anomaly_model_id
     station.start()
     files = sorted(p.name for p in parts_dir.rglob("*.png"))
     verdicts = line.wait_for(len(files), timeout=20)
@@ -123,7 +123,7 @@ def test_the_classifier_swaps_while_the_anomaly_model_stays_and_its_defect_wins_
     assert len(verdicts) == 10
     for v in verdicts:
         validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
-        assert v["model_id"] == new_id and v["anomaly_model_id"] == station.anomaly.model_id
+        assert v["model_id"] == new_id and v["anomaly_model_id"] == station.unit.anomaly_model_id
         if "defect" in v["frame"]:  # both models fail it: the classifier's defect names it
             assert (v["reason"], v["decided_by"]) == ("defect", ["classifier", "anomaly"]), v
         else:
@@ -177,7 +177,7 @@ def test_an_anomaly_model_error_fails_its_batch_with_error_and_the_station_goes_
     models, make_config, station_factory, line
 ):
     station = station_factory(dual_config(make_config, models, trigger="mqtt"))
-    session = station.anomaly.classifier.session
+    session = station.unit.anomaly.session
     real_run, broken = session.run, {"on": False}
 
     def flaky_run(*args, **kwargs):

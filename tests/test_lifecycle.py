@@ -195,7 +195,7 @@ def test_refused_candidates_keep_the_old_model_and_say_why(
         assert wait(lambda: len(line.verdicts) >= 3)
         cases = {
             "load": {"action": "swap", "path": str(corrupt)},
-            "fit": {"action": "swap", "path": str(models["big"])},
+            "acceptance": {"action": "swap", "path": str(models["big"])},
         }
         for stage, body in cases.items():
             reply = admin.ask(body)
@@ -205,7 +205,7 @@ def test_refused_candidates_keep_the_old_model_and_say_why(
         # golden gate: a known-defective part filed under pass/ makes any candidate disagree
         station.models.settings = dataclasses.replace(station.models.settings, golden=golden)
         reply = admin.ask({"action": "promote", "path": str(models["b"])})
-        assert reply and reply["outcome"] == "refused" and reply["stage"] == "golden", reply
+        assert reply and reply["outcome"] == "refused" and reply["stage"] == "acceptance", reply
         assert "a-defect.png" in reply["reason"]
         # the retained status says why, and verdicts still come from the old model
         assert wait(lambda: (line.statuses[-1].get("model") or {}).get("last_change"))

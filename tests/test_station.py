@@ -27,7 +27,7 @@ def test_mqtt_triggers_give_one_verdict_per_part_with_its_id(make_config, statio
         validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
         assert v["result"] in ("pass", "fail") and not v["_retain"]
         assert v["reason"] in ("ok", "defect")
-        assert v["model_id"] == station.classifier.model_id
+        assert v["model_id"] == station.unit.classifier.model_id
         assert v["t_trigger"] <= v["t_capture"] <= v["t_verdict"] <= v["deadline"]
         assert v["_received"] <= v["deadline"]
         assert v["latency_ms"]["e2e"] > 0
@@ -116,7 +116,7 @@ def test_model_error_fails_the_parts_and_the_station_keeps_going(
     make_config, station_factory, line
 ):
     station = station_factory(make_config(trigger="mqtt"))
-    real_run = station.classifier.session.run
+    real_run = station.unit.classifier.session.run
     broken = {"on": True}
 
     def flaky_run(*args, **kwargs):
@@ -124,7 +124,7 @@ def test_model_error_fails_the_parts_and_the_station_keeps_going(
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return real_run(*args, **kwargs)
 
-    station.classifier.session.run = flaky_run
+    station.unit.classifier.session.run = flaky_run
     broken["on"] = False
     station.start()  # warm-up used the real path
     broken["on"] = True
@@ -142,8 +142,10 @@ def test_model_error_fails_the_parts_and_the_station_keeps_going(
 def test_nan_scores_count_as_model_error(make_config, station_factory, line):
     station = station_factory(make_config(trigger="mqtt"))
     station.start()
-    real_run = station.classifier.session.run
-    station.classifier.session.run = lambda *a, **k: [np.full_like(real_run(*a, **k)[0], np.nan)]
+    real_run = station.unit.classifier.session.run
+    station.unit.classifier.session.run = lambda *a, **k: [
+        np.full_like(real_run(*a, **k)[0], np.nan)
+    ]
     assert line.wait_status("online")
     line.trigger("nan-part")
     line.wait_for(1)
@@ -153,13 +155,13 @@ def test_nan_scores_count_as_model_error(make_config, station_factory, line):
 def test_slow_model_fails_part_with_timeout_before_its_deadline(make_config, station_factory, line):
     station = station_factory(make_config(trigger="mqtt", deadline_ms=300))
     station.start()
-    real_run = station.classifier.session.run
+    real_run = station.unit.classifier.session.run
 
     def slow(*a, **k):
         time.sleep(0.8)
         return real_run(*a, **k)
 
-    station.classifier.session.run = slow
+    station.unit.classifier.session.run = slow
     assert line.wait_status("online")
     line.trigger("slow-1")
     verdicts = line.wait_for(1, timeout=5)
@@ -210,13 +212,13 @@ def test_stop_gives_parts_in_flight_their_verdicts_and_goes_offline(
 
 def test_parts_that_queue_up_are_classified_in_batches(make_config, station_factory, line):
     station = station_factory(make_config(trigger="free-run", rate=0, loop=True))
-    real_run = station.classifier.session.run
+    real_run = station.unit.classifier.session.run
 
     def slowish(*a, **k):
         time.sleep(0.02)
         return real_run(*a, **k)
 
-    station.classifier.session.run = slowish
+    station.unit.classifier.session.run = slowish
     station.start()
     time.sleep(1.0)
     station.stop()
@@ -270,7 +272,7 @@ def test_several_classifier_workers_never_mix_up_parts(
     cfg = make_config(trigger="free-run", rate=0, loop=False, extra="pipeline: {when_full: wait}\n")
     cfg = replace(cfg, model=replace(cfg.model, workers=3, max_batch=4))
     station = station_factory(cfg)
-    assert station.classifier.workers == 3
+    assert station.unit.classifier.workers == 3
     station.start()
     files = sorted(p.name for p in parts_dir.rglob("*.png"))
     verdicts = line.wait_for(len(files))
@@ -352,7 +354,7 @@ def test_an_unexpected_error_in_a_batch_fails_its_parts_and_the_worker_goes_on(
     make_config, station_factory, line, caplog
 ):
     station = station_factory(_one_worker(make_config(trigger="mqtt")))
-    decide = station.decider.decide
+    decide = station.unit.decider.decide
     broken = {"on": True}
 
     def flaky_decide(row):
@@ -360,7 +362,7 @@ def test_an_unexpected_error_in_a_batch_fails_its_parts_and_the_worker_goes_on(
             raise KeyError("scratch")
         return decide(row)
 
-    station.decider.decide = flaky_decide
+    station.unit.decider.decide = flaky_decide
     station.start()
     assert line.wait_status("online")
     line.trigger("p1")
@@ -382,8 +384,8 @@ def test_io_binding_run_error_fails_the_parts_and_the_station_keeps_going(
     cfg = make_config(trigger="mqtt")
     station = station_factory(replace(cfg, model=replace(cfg.model, io_binding="on", workers=1)))
     station.start()
-    assert station.classifier.io_binding  # warm-up kept it
-    session = station.classifier.session
+    assert station.unit.classifier.io_binding  # warm-up kept it
+    session = station.unit.classifier.session
     bound_run = session.run_with_iobinding
     broken = {"on": True}
 

@@ -71,9 +71,10 @@ class Manifest:
         p = self.data["preprocess"]
         return FrameSetup.from_dict(p) if "geometry" in p else None
 
-    def preprocess_spec(self, roi=None, remap=None) -> PreprocessSpec:
+    def preprocess_spec(self, roi=None, remap=None, own_geometry: bool = True) -> PreprocessSpec:
         """The spec for this model. The station's geometry (``remap``: a ``Geometry``, or
-        bare remap tables; ``roi``) wins; without one, the model's own geometry applies."""
+        bare remap tables; ``roi``) wins; without one, the model's own geometry applies
+        (offline tools), unless ``own_geometry`` is false (a station: its own or none)."""
         p = self.data["preprocess"]
         setup = self.frame_setup
         geometry = None
@@ -81,7 +82,7 @@ class Manifest:
             geometry, remap = remap, None
         elif remap is None and roi:
             geometry = Geometry(roi=tuple(roi))
-        elif remap is None and setup is not None:
+        elif remap is None and setup is not None and own_geometry:
             geometry = setup.geometry
         return PreprocessSpec(
             size=(int(p["size"][0]), int(p["size"][1])),

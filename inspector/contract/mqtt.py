@@ -101,3 +101,64 @@ def secure(client: mqtt.Client, cfg: MqttSection) -> mqtt.Client:
         )
         client.tls_insecure_set(t.insecure)
     return client
+
+
+def new_client(cfg: MqttSection, client_id: str, protocol: str | None = None) -> mqtt.Client:
+    """A paho client with the config's protocol, credentials and TLS (not yet connected)."""
+    v5 = (protocol or cfg.protocol) == "5"
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
+    return secure(client, cfg)
+
+
+class RequestError(Exception):
+    """An MQTT request that got no answer: the broker is unreachable or nobody answered."""
+
+
+def request(cfg: MqttSection, topic: str, reply_topic: str, body: dict, timeout: float) -> dict:
+    """One MQTT 5 request/response round (response topic + correlation data): publish
+    ``body`` on ``topic`` and wait for the JSON answer on ``reply_topic``."""
+    import json
+    import threading
+    import uuid
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    corr = uuid.uuid4().bytes
+    got: dict = {}
+    subscribed, answered = threading.Event(), threading.Event()
+    client = new_client(cfg, f"inspector-request-{uuid.uuid4().hex[:8]}", "5")
+
+    def on_message(_c, _u, msg) -> None:
+        if getattr(msg.properties, "CorrelationData", None) == corr:
+            try:
+                got.update(json.loads(msg.payload))
+            except ValueError:
+                got.update({"outcome": "error", "reason": "unreadable answer"})
+            answered.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *a, **k: subscribed.set()
+    try:
+        client.connect(cfg.host, cfg.port, 10)
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"cannot reach broker {cfg.host}:{cfg.port}: {exc}") from None
+    client.loop_start()
+    try:
+        client.subscribe(reply_topic, qos=1)
+        if not subscribed.wait(10):
+            raise RequestError(f"no answer from broker {cfg.host}:{cfg.port} (subscribe)")
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply_topic
+        props.CorrelationData = corr
+        client.publish(topic, json.dumps(body), qos=1, properties=props)
+        if not answered.wait(timeout):
+            raise RequestError(f"no answer on {reply_topic} within {timeout:.0f} s")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got

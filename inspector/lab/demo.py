@@ -136,8 +136,8 @@ def run_demo(
     try:
         station.start()
         print(
-            f"demo: station online (model {station.classifier.model_id} on "
-            f"{', '.join(station.classifier.providers)}); verdicts as the gate sees them:",
+            f"demo: station online (model {station.unit.classifier.model_id} on "
+            f"{', '.join(station.unit.classifier.providers)}); verdicts as the gate sees them:",
             file=out,
         )
         while not (station.source_ended.is_set() and station.wait_idle(0)):

@@ -1,18 +1,20 @@
-"""``inspector check CONFIG``: everything that can be validated without running the line."""
+"""``inspector check CONFIG``: everything that can be validated without running the line.
+
+Whether the model unit may decide parts here is ``acceptance``'s answer, the same one
+``run``, ``verify``, a swap and the workbench get; this adds the files and the source.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
-from ..contract.geometry import FrameSetup
-from ..contract.manifest import Manifest
 from ..contract.preprocess import FrameError, PreprocessSpec, preprocess
 from ..errors import InspectorError, SourceError
-from .classifier import Classifier, check_anomaly_fits, check_model_fits, load_anomaly_model
+from .acceptance import acceptance, setup_problems, station_spec
 from .config import StationConfig, load_config
 from .sources import FolderSource, SourceEnded, SourceLost, VideoSource, make_source
+from .unit import ModelUnit, load_unit
 
 
 def check_station(path: Path | str) -> tuple[list[str], list[str]]:
@@ -24,60 +26,30 @@ def check_station(path: Path | str) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     problems = _check_files(cfg)
     try:
-        clf, spec = station_model(cfg)
+        unit = load_unit(cfg)
     except InspectorError as exc:
         return problems + exc.problems, notes
-    notes.append(
-        f"model {clf.model_id}: input {list(clf.spec.shape)} {clf.spec.color}, "
-        f"classes {clf.classes}, providers {clf.providers}"
-    )
-    problems += check_model_fits(cfg, clf)
-    problems += setup_problems(cfg, clf.manifest, notes)
-    if cfg.anomaly_model is not None:
-        problems += _check_anomaly_model(cfg, clf, notes)
-    problems += _check_source(cfg, spec, notes)
+    notes += [_describe(c) for c in (unit.classifier, unit.anomaly) if c is not None]
+    for c in (unit.classifier, unit.anomaly):  # the notes of models without geometry
+        if c is not None:
+            setup_problems(cfg, c.manifest, notes)
+    problems += acceptance(cfg, unit, golden=cfg.model.golden if not problems else None)
+    problems += _check_source(cfg, station_spec(cfg, unit), notes)
     return problems, notes
 
 
-def station_model(cfg: StationConfig) -> tuple[Classifier, PreprocessSpec]:
-    """The station's model and the spec its frames go through (geometry, bit depth)."""
-    clf = Classifier(cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
-    spec = clf.spec
-    if cfg.source.bit_depth is not None:
-        spec = dataclasses.replace(spec, bit_depth=cfg.source.bit_depth)
-    return clf, spec
+def station_model(cfg: StationConfig) -> tuple[ModelUnit, PreprocessSpec]:
+    """The station's model unit and the spec its frames go through (geometry, bit depth)."""
+    unit = load_unit(cfg)
+    return unit, station_spec(cfg, unit)
 
 
-def _check_anomaly_model(cfg: StationConfig, clf: Classifier, notes: list[str]) -> list[str]:
-    """``anomaly_model``: loads, is an anomaly model, takes the classifier's input."""
-    try:
-        anomaly = load_anomaly_model(cfg, clf.workers)
-    except InspectorError as exc:
-        return exc.problems
-    notes.append(
-        f"anomaly model {anomaly.model_id}: input {list(anomaly.spec.shape)} "
-        f"{anomaly.spec.color}, classes {anomaly.classes}, providers {anomaly.providers}"
+def _describe(clf) -> str:
+    what = "anomaly model" if clf.manifest.data.get("kind") == "anomaly" else "model"
+    return (
+        f"{what} {clf.model_id}: input {list(clf.spec.shape)} {clf.spec.color}, "
+        f"classes {clf.classes}, providers {clf.providers}"
     )
-    return check_anomaly_fits(cfg, anomaly, clf) or setup_problems(cfg, anomaly.manifest, notes)
-
-
-def setup_problems(cfg: StationConfig, manifest: Manifest, notes: list[str]) -> list[str]:
-    """The station's geometry and bit depth against the ones its model was trained with."""
-    station = FrameSetup(cfg.preprocess.geometry(), cfg.source.bit_depth)
-    model = manifest.frame_setup
-    if model is None:
-        notes.append(
-            f"model {manifest.model_id}: its manifest does not say which geometry it was "
-            "trained with (exported before geometry travelled with the data); not compared"
-        )
-        return []
-    if model == station:
-        return []
-    return [
-        f"preprocess: this station prepares frames with {station.describe()}, but model "
-        f"{manifest.model_id} was trained on frames prepared with {model.describe()}; "
-        "retrain on this station's recordings, or make preprocess and source.bit_depth match"
-    ]
 
 
 def _check_files(cfg: StationConfig) -> list[str]:

@@ -19,8 +19,8 @@ import onnxruntime as ort
 from ..contract.manifest import METADATA_KEY, Manifest, file_digest, parse
 from ..contract.preprocess import PreprocessSpec
 from ..errors import ModelError
-from .config import ModelSection, StationConfig
-from .decision import ANOMALY_MODEL
+from .config import ModelSection
+from .kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,15 @@ class ModelRunError(RuntimeError):
 class Classifier:
     """A loaded model. ``run(batch)`` returns class probabilities in manifest order."""
 
-    def __init__(self, cfg: ModelSection, roi: list[int] | None = None, remap=None) -> None:
+    def __init__(
+        self,
+        cfg: ModelSection,
+        roi: list[int] | None = None,
+        remap=None,
+        own_geometry: bool = True,
+    ) -> None:
+        """``roi``/``remap``: the station's geometry; with ``own_geometry`` false, frames go
+        through that geometry alone (None: whole frames), never the model's."""
         path = Path(cfg.path)
         if not path.is_file():
             raise ModelError(f"model.path: model file not found: {path}")
@@ -89,7 +97,9 @@ class Classifier:
                 "'inspector export' or embed a manifest"
             )
         self.manifest: Manifest = parse(text, path, file_digest(path))
-        self.spec: PreprocessSpec = self.manifest.preprocess_spec(roi=roi, remap=remap)
+        self.spec: PreprocessSpec = self.manifest.preprocess_spec(
+            roi=roi, remap=remap, own_geometry=own_geometry
+        )
         self.model_id = self.manifest.model_id
         self.classes = self.manifest.classes
         self._check_io(path)
@@ -173,7 +183,7 @@ class Classifier:
         class-activation map (manifest ``outputs.class_map``), else None. ``map_kind``
         says which ("anomaly", "cam" or None)."""
         self.map_kind = None
-        if self.manifest.data.get("kind") == "anomaly":
+        if kind_of(self.manifest).map_kind == "anomaly":
             name = (self.manifest.data.get("anomaly") or {}).get("map_output")
             what = "anomaly map"
         else:
@@ -319,77 +329,3 @@ def _parallelism(cfg: ModelSection, gpu: bool) -> tuple[int, int, int]:
     if not threads and workers > 1 and not gpu:
         threads = max(1, cores // workers)
     return cores, workers, threads
-
-
-def check_model_fits(cfg: StationConfig, classifier: Classifier) -> list[str]:
-    """Problems between the station config and the model's manifest."""
-    problems = []
-    spec = classifier.spec
-    if cfg.preprocess.size is not None and tuple(cfg.preprocess.size) != spec.size:
-        problems.append(
-            f"preprocess.size: {cfg.preprocess.size} does not match the model's input "
-            f"size {list(spec.size)} (width, height)"
-        )
-    if cfg.preprocess.color is not None and cfg.preprocess.color != spec.color:
-        problems.append(
-            f"preprocess.color: {cfg.preprocess.color!r} does not match the model's "
-            f"colour order {spec.color!r}"
-        )
-    defects = classifier.manifest.defect_classes
-    for name in cfg.decision.thresholds:
-        if name not in defects:
-            problems.append(
-                f"decision.thresholds.{name}: not a defect class of the model "
-                f"(defect classes: {', '.join(defects)})"
-            )
-    return problems
-
-
-def load_anomaly_model(cfg: StationConfig, workers: int) -> Classifier:
-    """The station's ``anomaly_model``, run by the classifier's ``workers``; errors name
-    ``anomaly_model.*`` rather than ``model.*``."""
-    section = cfg.anomaly_model.model_section(cfg.model, workers)
-    try:
-        return Classifier(section, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap())
-    except ModelError as exc:
-        raise ModelError(
-            *(("anomaly_" + p if p.startswith("model.") else p) for p in exc.problems)
-        ) from None
-
-
-def check_anomaly_fits(
-    cfg: StationConfig, anomaly: Classifier, classifier: Classifier
-) -> list[str]:
-    """Problems between the anomaly model and the station's classifier: it must be an anomaly
-    model and take the very input the station prepares for the classifier (one preprocessed
-    batch feeds both)."""
-    where = f"anomaly_model.path: {Path(cfg.anomaly_model.path).name}"
-    if anomaly.manifest.data.get("kind") != "anomaly":
-        return [
-            f"{where} is not an anomaly model (its manifest has no 'kind: anomaly'); "
-            "put a classifier under 'model'"
-        ]
-    problems = []
-    have, want = anomaly.spec, classifier.spec
-    for what, a, b in (
-        ("input [height, width, channels]", list(have.shape), list(want.shape)),
-        ("colour order", have.color, want.color),
-        ("interpolation", have.interpolation, want.interpolation),
-    ):
-        if a != b:
-            problems.append(
-                f"{where}: {what} {a!r} does not match the classifier's {b!r} "
-                f"({classifier.model_id}); both models must take the same preprocessed input"
-            )
-    fixed = anomaly._fixed_batch
-    if fixed is not None and fixed != classifier._fixed_batch:
-        problems.append(
-            f"{where}: fixed batch size {fixed}; the station runs batches of 1 to "
-            f"{classifier.max_batch} (export it with a dynamic batch)"
-        )
-    if ANOMALY_MODEL in classifier.classes:
-        problems.append(
-            f"model.path: the classifier has a class {ANOMALY_MODEL!r}, which would clash with "
-            "the anomaly model's score in the verdict"
-        )
-    return problems

@@ -18,6 +18,7 @@ import numpy as np
 from ..contract.manifest import Manifest
 from ..contract.records import Reason
 from ..errors import ConfigError
+from .kinds import kind_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,7 @@ class Decider:
             thresholds[name] = float(value)
         self.thresholds = {c: thresholds[c] for c in manifest.defect_classes}
         self.margin = uncertainty_margin
-        self.fail_reason = (
-            Reason.ANOMALY if manifest.data.get("kind") == "anomaly" else Reason.DEFECT
-        )
+        self.fail_reason = kind_of(manifest).fail_reason
         self._defect_idx = [(self.classes.index(c), c, t) for c, t in self.thresholds.items()]
         self._good_idx = [i for i, c in enumerate(self.classes) if c not in self.thresholds]
         self._defect = manifest.defect_classes[0]

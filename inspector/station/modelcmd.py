@@ -12,17 +12,13 @@ The request goes to ``PREFIX/cmd/model`` (MQTT 5 request/response) as the ``admi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import threading
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from ..contract.mqtt import secure
+from ..contract.mqtt import RequestError
+from ..contract.mqtt import request as mqtt_request
+from ..contract.topics import Topics
 from ..errors import InspectorError
 from .config import load_config
 
@@ -36,6 +32,7 @@ def request(
     username: str = "admin",
     password_file: Path | None = None,
     timeout: float = 120.0,
+    anomaly_path: str | None = None,
 ) -> dict:
     """Send one request and wait for the station's answer (a swap loads and verifies the
     candidate first: seconds, minutes for a first TensorRT build)."""
@@ -48,51 +45,25 @@ def request(
     elif ADMIN_PASSWORD_ENV in os.environ:
         auth["password_env"] = ADMIN_PASSWORD_ENV
     mq = dataclasses.replace(cfg.mqtt, **auth) if username else cfg.mqtt
-    reply_topic = f"{cfg.prefix}/cmd/model/reply/{uuid.uuid4().hex[:12]}"
-    corr = uuid.uuid4().bytes
-    got: dict = {}
-    subscribed, answered = threading.Event(), threading.Event()
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"inspector-model-{uuid.uuid4().hex[:8]}",
-        protocol=mqtt.MQTTv5,
-    )
-    secure(client, mq)
-
-    def on_message(_c, _u, msg) -> None:
-        if getattr(msg.properties, "CorrelationData", None) == corr:
-            got.update(json.loads(msg.payload))
-            answered.set()
-
-    client.on_message = on_message
-    client.on_subscribe = lambda *a, **k: subscribed.set()
+    topics = Topics.of(cfg.prefix)
+    body = {"action": action, **({"path": str(path)} if path else {})}
+    if anomaly_path is not None:
+        body["anomaly_path"] = str(anomaly_path)
     try:
-        client.connect(mq.host, mq.port, 10)
-    except (OSError, ValueError) as exc:
-        raise InspectorError(f"cannot reach broker {mq.host}:{mq.port}: {exc}") from None
-    client.loop_start()
-    try:
-        client.subscribe(reply_topic, qos=1)
-        if not subscribed.wait(10):
-            raise InspectorError(f"no answer from broker {mq.host}:{mq.port} (subscribe)")
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = reply_topic
-        props.CorrelationData = corr
-        body = {"action": action, **({"path": str(path)} if path else {})}
-        client.publish(f"{cfg.prefix}/cmd/model", json.dumps(body), qos=1, properties=props)
-        if not answered.wait(timeout):
-            raise InspectorError(
-                f"station {cfg.station.id} did not answer within {timeout:.0f} s (is it running, "
-                f"and may user {username!r} publish on {cfg.prefix}/cmd/model?)"
-            )
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return got
+        return mqtt_request(
+            mq, topics.cmd_model, topics.reply(uuid.uuid4().hex[:12]), body, timeout
+        )
+    except RequestError as exc:
+        raise InspectorError(
+            f"station {cfg.station.id}: {exc} (is it running, and may user {username!r} "
+            f"publish on {topics.cmd_model}?)"
+        ) from None
 
 
 def format_outcome(o: dict) -> str:
     line = f"{o.get('action')}: {o.get('outcome')}; model {o.get('model_id')}"
+    if o.get("anomaly_model_id"):
+        line += f" + anomaly model {o['anomaly_model_id']}"
     if o.get("previous"):
         line += f" (was {o['previous']})"
     if o.get("reason"):

@@ -1,8 +1,9 @@
 """The model life cycle on a running station: swap, roll back, reload (SIGHUP).
 
-A candidate is loaded in the background (``load_candidate``: session, the station's fit
-check and geometry, the same preprocessing as the live model, warm-up, the golden set when
-``model.golden`` names one) while the live model keeps deciding. Only a candidate that
+What changes is the whole model unit (unit.py: classifier, anomaly model, thresholds,
+training statistics). A candidate unit is loaded in the background (``load_candidate``: the
+station's ``acceptance`` rule, warm-up, the golden set under the line's combined decision when
+``model.golden`` names one) while the live unit keeps deciding. Only a candidate that
 passes every step goes live, and it does so between two batches: the pipeline reads
 ``ModelLife.live`` once per batch (``batch_model``), so each batch is decided by one model
 and the verdicts' ``model_id`` changes at one part, which the swap event names. A refused
@@ -13,6 +14,8 @@ Requests come from ``PREFIX/cmd/model`` (MQTT 5 request/response; the ACL lets o
 and from the CLI (``inspector model``). One thread works through them in order.
 
     {"action": "swap", "path": "models/v7.onnx"}     # load, check, verify, go live
+    {"action": "swap", "path": "v7.onnx", "anomaly_path": "good-v3.onnx"}  # both models
+    {"action": "swap", "anomaly_path": "good-v3.onnx"}  # the anomaly model alone
     {"action": "rollback"}                          # the previous model, at once
     {"action": "reload"}                            # model.path again (the 'current' link)
     {"action": "status"}                            # what runs, what ran, the last outcome
@@ -33,16 +36,17 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from .candidate import LiveModel, Refused, load_candidate, resolve_model_path
+from .candidate import Refused, load_candidate, resolve_model_path
 from .config import StationConfig
 from .shadow import Shadow, ShadowCounters
+from .unit import KEEP, ModelUnit
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("swap", "promote", "rollback", "reload", "status", "shadow", "shadow-stop")
 COMMAND_QUEUE = 4  # requests waiting behind the one being worked on; more are answered 'busy'
 EVENTS_KEPT = 10  # swap events in the status history
-__all__ = ["LifeSettings", "LiveModel", "ModelLife", "reload_on_sighup"]
+__all__ = ["LifeSettings", "ModelLife", "reload_on_sighup"]
 
 
 @dataclass(frozen=True)
@@ -70,25 +74,24 @@ class ModelLife:
     def __init__(
         self,
         cfg: StationConfig,
-        first: LiveModel,
+        first: ModelUnit,
         registry,
         spec,
         workers: int,
         on_change: Callable[[], None] = lambda: None,
-        send: Callable[..., None] | None = None,
+        send_shadow: Callable[[bytes], None] | None = None,
     ) -> None:
-        """``send(topic, payload, qos, properties)``: how replies and shadow decisions leave
-        (``Publisher.send``)."""
+        """``send_shadow(payload)``: how shadow decisions leave (the link's)."""
         self.cfg = cfg
         self.settings = LifeSettings.of(cfg)
         self.spec = spec  # what the station prepares; every candidate must take it
         self.workers = workers
-        self.current: tuple[int, LiveModel] = (0, first)
-        self.send = send
+        self.current: tuple[int, ModelUnit] = (0, first)
+        self.send_shadow = send_shadow
         self.shadow: Shadow | None = None
         self.shadow_problem = ""  # why the configured shadow model is not running
         self._shadow_counters = ShadowCounters(registry)
-        self.previous: collections.deque[LiveModel] = collections.deque(
+        self.previous: collections.deque[ModelUnit] = collections.deque(
             maxlen=max(self.settings.keep - 1, 0)
         )
         self.events: collections.deque[dict] = collections.deque(maxlen=EVENTS_KEPT)
@@ -107,7 +110,7 @@ class ModelLife:
         )
 
     @property
-    def live(self) -> LiveModel:
+    def live(self) -> ModelUnit:
         return self.current[1]
 
     # -- the pipeline's side ------------------------------------------------------------------
@@ -146,94 +149,113 @@ class ModelLife:
             self.shadow.stop()
 
     def request(
-        self, action: str, path: str | None = None, reply: Callable[[dict], None] | None = None
+        self,
+        action: str,
+        path: str | None = None,
+        reply: Callable[[dict], None] | None = None,
+        anomaly_path: str | None = KEEP,
     ) -> bool:
         """Queue a request (any thread); ``reply(outcome)`` when done. False when too many
-        are waiting (the reply says 'busy')."""
+        are waiting (the reply says 'busy'). ``anomaly_path``: the unit's anomaly model
+        (KEEP: the live one; "": none)."""
         if action not in ACTIONS:
             outcome = self._outcome(action, "error", f"unknown action {action!r}; one of {ACTIONS}")
             if reply:
                 reply(outcome)
             return False
         try:
-            self._requests.put_nowait((action, path, reply))
+            self._requests.put_nowait((action, path, anomaly_path, reply))
             return True
         except queue.Full:
             if reply:
                 reply(self._outcome(action, "busy", "too many model requests waiting"))
             return False
 
-    def on_command(self, msg) -> None:
-        """A message on ``PREFIX/cmd/model`` (the mqtt thread): queue it; the outcome goes to
-        its response topic with its correlation data (MQTT 5)."""
-        props = getattr(msg, "properties", None)
-        response_topic = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
-
-        def reply(outcome: dict) -> None:
-            if not response_topic:
-                return
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            out = Properties(PacketTypes.PUBLISH)
-            if correlation is not None:
-                out.CorrelationData = correlation
-            if self.send is not None:
-                self.send(response_topic, json.dumps(outcome).encode(), 1, out)
-
+    def on_command(self, payload: bytes, reply: Callable[[dict], None]) -> None:
+        """A request from the link to the line (``PREFIX/cmd/model``), on the link's thread:
+        queue it; ``reply(outcome)`` answers the requester."""
         try:
-            body = json.loads(msg.payload or b"{}")
+            body = json.loads(payload or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("not a JSON object")
             action = str(body.get("action", ""))
             path = body.get("path")
+            anomaly = body.get("anomaly_path", KEEP)
+            for key, value in (("path", path), ("anomaly_path", anomaly)):
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"{key!r} must be a string")
         except (ValueError, UnicodeDecodeError) as exc:
             log.warning("model command ignored: %s", exc)
             reply(self._outcome("?", "error", f"malformed command: {exc}"))
             return
         log.info("model command: %s %s", action, path or "")
-        self.request(action, None if path is None else str(path), reply)
+        self.request(action, path, reply, "" if anomaly is None else anomaly)
 
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                action, path, reply = self._requests.get(timeout=0.2)
+                action, path, anomaly, reply = self._requests.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                outcome = self.handle(action, path)
+                outcome = self.handle(action, path, anomaly)
             except Exception as exc:  # a bug here must not leave the requester waiting
                 log.exception("model %s failed", action)
                 outcome = self._outcome(action, "error", f"{type(exc).__name__}: {exc}")
             if reply:
                 reply(outcome)
 
-    def handle(self, action: str, path: str | None = None) -> dict:
+    def handle(self, action: str, path: str | None = None, anomaly_path: str | None = KEEP) -> dict:
         """Carry out one request now (the models thread; tests call it directly)."""
         if action == "status":
             return self._outcome(action, "ok", "")
         if action in ("shadow", "shadow-stop"):
-            outcome = self._set_shadow(action, path)
+            outcome = self._set_shadow(action, path, anomaly_path)
         elif action == "rollback":
             outcome = self._rollback()
+        elif action in ("swap", "promote") and not path and anomaly_path == KEEP:
+            outcome = self._outcome(action, "error", "a swap needs 'path' or 'anomaly_path'")
         else:
-            target = resolve_model_path(self.cfg, None if action == "reload" else path)
-            if action in ("swap", "promote") and not path:
-                outcome = self._outcome(action, "error", "a swap needs 'path'")
+            if action == "reload":  # model.path (the 'current' link) read again
+                target, anomaly_path = (
+                    resolve_model_path(self.cfg, None),
+                    self._configured_anomaly(),
+                )
             else:
-                outcome = self._swap(action, target)
+                target = resolve_model_path(self.cfg, path) if path else self.live.path
+            outcome = self._swap(action, target, anomaly_path)
         self.changes.labels(action=action, outcome=outcome["outcome"]).inc()
         return outcome
 
-    def _swap(self, action: str, target: Path) -> dict:
+    def _configured_anomaly(self) -> str | None:
+        """``anomaly_model.path`` read again (reload), or KEEP when the station has none."""
+        a = self.cfg.anomaly_model
+        return KEEP if a is None else str(a.path)
+
+    def _same(self, target: Path, anomaly_path: str | None) -> bool:
         live = self.live
-        if target == live.path:
+        if target != live.path:
+            return False
+        if anomaly_path == KEEP:
+            return True
+        if not anomaly_path:
+            return live.anomaly_path is None
+        return resolve_model_path(self.cfg, anomaly_path) == live.anomaly_path
+
+    def _swap(self, action: str, target: Path, anomaly_path: str | None = KEEP) -> dict:
+        live = self.live
+        if self._same(target, anomaly_path):
             return self._record(self._outcome(action, "unchanged", f"{target} is running"))
         t0 = time.monotonic()
         try:
             cand = load_candidate(
-                self.cfg, target, self.spec, self.workers, golden=self.settings.golden
+                self.cfg,
+                target,
+                live,
+                self.spec,
+                self.workers,
+                anomaly_path=anomaly_path,
+                golden=self.settings.golden,
             )
         except Refused as exc:
             log.error(
@@ -253,11 +275,9 @@ class ModelLife:
             target,
             took,
         )
-        self._relink(cand.path)
+        self._relink(cand)
         out = self._outcome(action, "swapped", "", previous=live.model_id, load_s=round(took, 3))
-        return self._record(
-            out, event={"from": live.model_id, "to": cand.model_id, "generation": gen}
-        )
+        return self._record(out, event=_event(live, cand, gen))
 
     def _rollback(self) -> dict:
         with self._lock:
@@ -269,57 +289,45 @@ class ModelLife:
         if back is None:
             return self._record(self._outcome("rollback", "refused", "no previous model kept"))
         log.warning("model rolled back: %s -> %s", live.model_id, back.model_id)
-        self._relink(back.path)
+        self._relink(back)
         out = self._outcome("rollback", "rolled_back", "", previous=live.model_id)
-        return self._record(
-            out, event={"from": live.model_id, "to": back.model_id, "generation": gen}
-        )
+        return self._record(out, event=_event(live, back, gen))
 
-    def _set_shadow(self, action: str, path: str | None) -> dict:
-        """Run ``path`` in the shadow (replacing any), or stop the shadow ('shadow-stop')."""
+    def _set_shadow(self, action: str, path: str | None, anomaly_path: str | None = KEEP) -> dict:
+        """Run the unit ``path`` (+ ``anomaly_path``; KEEP: the live one) in the shadow
+        (replacing any), or stop the shadow ('shadow-stop')."""
         old, self.shadow = self.shadow, None
         if old is not None:
             old.stop()
             log.info("shadow model %s stopped", old.model_id)
         self.shadow_problem = ""
-        if action == "shadow-stop" or not path:
+        if action == "shadow-stop" or (not path and anomaly_path == KEEP):
             return self._record(self._outcome(action, "ok", ""))
-        target = resolve_model_path(self.cfg, path)
+        target = resolve_model_path(self.cfg, path) if path else self.live.path
         try:
-            cand = load_candidate(self.cfg, target, self.spec, 1, intra_op_threads=1)
+            cand = load_candidate(
+                self.cfg, target, self.live, self.spec, 1, anomaly_path, intra_op_threads=1
+            )
         except Refused as exc:
             self.shadow_problem = f"shadow model {target} refused: {exc}"
             log.error("%s", self.shadow_problem)
             out = self._outcome(action, "refused", str(exc), candidate=str(target), stage=exc.stage)
             return self._record(out)
-        topic = f"{self.cfg.prefix}/shadow"
-        send = self.send or (lambda *a, **k: None)
+        send = self.send_shadow or (lambda payload: None)
         shadow = Shadow(
-            cand,
-            self._shadow_counters,
-            self.cfg.station.id,
-            lambda payload: send(topic, payload, 0, None),
-            self.settings.shadow_max_share,
+            cand, self._shadow_counters, self.cfg.station.id, send, self.settings.shadow_max_share
         )
         shadow.start()
         self.shadow = shadow
         log.warning("shadow model %s runs beside %s", cand.model_id, self.live.model_id)
         return self._record(self._outcome(action, "shadowing", "", shadow_model_id=cand.model_id))
 
-    def _relink(self, target: Path) -> None:
-        """Point ``model.path`` at the model now live when it is a link, so that a restart
-        runs it too (a plain file is left alone)."""
-        link = Path(self.cfg.model.path)
-        if not link.is_symlink() or Path(os.path.realpath(link)) == target:
-            return
-        tmp = link.with_name(f".{link.name}.tmp")
-        try:
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            tmp.symlink_to(target)
-            tmp.replace(link)
-        except OSError as exc:
-            log.warning("could not point %s at %s: %s", link, target, exc)
+    def _relink(self, unit: ModelUnit) -> None:
+        """Point ``model.path`` (and ``anomaly_model.path``) at the files now live when they
+        are links, so that a restart runs them too (a plain file is left alone)."""
+        _relink(Path(self.cfg.model.path), unit.path)
+        if self.cfg.anomaly_model is not None and unit.anomaly_path is not None:
+            _relink(Path(self.cfg.anomaly_model.path), unit.anomaly_path)
 
     def _outcome(self, action: str, outcome: str, reason: str, **more) -> dict:
         return {
@@ -329,6 +337,7 @@ class ModelLife:
             "outcome": outcome,
             "reason": reason,
             "model_id": self.live.model_id,
+            "anomaly_model_id": self.live.anomaly_model_id,
             **more,
             "ts": time.time(),
         }
@@ -342,17 +351,38 @@ class ModelLife:
         return outcome
 
     def status(self) -> dict:
-        """The model part of the retained status."""
+        """The model part of the retained status: the live unit, what ran, the last outcome."""
         with self._lock:
             return {
-                "id": self.live.model_id,
-                "path": str(self.live.path),
+                **self.live.status(),
                 "previous": [m.model_id for m in self.previous],
                 "last_change": None if self.last is None else dict(self.last),
                 "history": [dict(e) for e in self.events],
                 "shadow": None if self.shadow is None else self.shadow.model_id,
                 "shadow_problem": self.shadow_problem,
             }
+
+
+def _event(old: ModelUnit, new: ModelUnit, generation: int) -> dict:
+    event = {"from": old.model_id, "to": new.model_id, "generation": generation}
+    if old.anomaly_model_id != new.anomaly_model_id:
+        event["anomaly_from"] = old.anomaly_model_id
+        event["anomaly_to"] = new.anomaly_model_id
+    return event
+
+
+def _relink(link: Path, target: Path) -> None:
+    """Point the link ``link`` at ``target`` (atomically); a plain file is left alone."""
+    if not link.is_symlink() or Path(os.path.realpath(link)) == target:
+        return
+    tmp = link.with_name(f".{link.name}.tmp")
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(target)
+        tmp.replace(link)
+    except OSError as exc:
+        log.warning("could not point %s at %s: %s", link, target, exc)
 
 
 def reload_on_sighup(life: ModelLife) -> None:

@@ -14,41 +14,35 @@ because something went wrong" wins (``InFlight.take``); the others are ignored.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..contract.preprocess import FrameError, GeometryMismatch, preprocess
 from ..contract.records import Frame, Part, Reason, Verdict
+from ..contract.topics import Topics
 from ..contract.triggers import PartIds, TriggerError, parse_trigger
 from ..errors import ConfigError
 from ..httpd import HttpEndpoint
 from ..logs import Throttled
-from .classifier import (
-    Classifier,
-    ModelRunError,
-    check_anomaly_fits,
-    check_model_fits,
-    load_anomaly_model,
-)
+from .acceptance import acceptance, station_spec
+from .classifier import ModelRunError
 from .config import StationConfig
-from .decision import ANOMALY_MODEL, Decider, combine
-from .heatmap import cam_level
+from .health import Health
 from .inflight import InFlight
+from .link import Handlers, LineLink, LineView
 from .matching import FrameMatcher
 from .metrics import Metrics
-from .models import LiveModel, ModelLife
-from .publisher import Publisher
+from .models import ModelLife
+from .publisher import MqttLink
 from .quality import QualityWatch, load_baseline
 from .recorder import Recorder
 from .sources import SourceRunner, make_source
+from .unit import ModelUnit, Outcome, load_unit
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +51,40 @@ class Station:
     """One inspection station. ``start()``, then ``stop()`` (or ``run_until(event)``)."""
 
     def __init__(
-        self, cfg: StationConfig, classifier: Classifier | None = None, publisher=None
+        self,
+        cfg: StationConfig,
+        unit: ModelUnit | None = None,
+        publisher: LineLink | None = None,
+        views: tuple[LineView, ...] = (),
     ) -> None:
-        """``publisher``: where verdicts go instead of MQTT (anything with Publisher's
-        interface); the bench passes an in-process sink to time the pipeline alone."""
+        """``unit``: the model unit (default: the config's, loaded here); ``publisher``: the
+        link to the line instead of MQTT (the bench passes an in-process sink to time the
+        pipeline alone); ``views``: plant protocols beside the link. A unit that may not
+        decide parts on this station (``acceptance``) is a ConfigError: ``run`` exits 2."""
         self.cfg = cfg
         self.metrics = Metrics()
-        self.classifier = classifier or Classifier(
-            cfg.model, roi=cfg.preprocess.roi, remap=cfg.preprocess.remap()
-        )
-        problems = check_model_fits(cfg, self.classifier)
+        unit = unit or load_unit(cfg)
+        problems = acceptance(cfg, unit, golden=cfg.model.golden)
         if problems:
             raise ConfigError(*problems)
-        self.decider = Decider(
-            self.classifier.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin
-        )
-        # anomaly_model: run by the same workers on the same batch, not swapped with 'model'
-        self.anomaly = self._anomaly_model(cfg) if cfg.anomaly_model is not None else None
-        # the one spec frames go through: the model's input, the station's geometry, and the
+        # the one spec frames go through: the unit's input, the station's geometry, and the
         # camera's bit depth; the recorder's sidecars and the quality watch use the same
-        self.spec = self.classifier.spec
-        if cfg.source.bit_depth is not None:
-            self.spec = dataclasses.replace(self.spec, bit_depth=cfg.source.bit_depth)
-        first = LiveModel(
-            self.classifier, self.decider, Path(os.path.realpath(cfg.model.path)), time.time()
-        )
-        # the live model from now on (swap, rollback, shadow); self.classifier: the first one
+        self.spec = station_spec(cfg, unit)
+        # the live unit from now on (swap, rollback, shadow)
         self.models = ModelLife(
             cfg,
-            first,
+            unit,
             self.metrics.registry,
             self.spec,
-            self.classifier.workers,
-            on_change=lambda: self.publisher.status_changed(),
+            unit.workers,
+            on_change=self._model_changed,
         )
         self.quality = None
         if cfg.quality.baseline is not None:
             self.quality = QualityWatch(
                 cfg.quality,
                 load_baseline(cfg.quality.baseline),
-                training=self.classifier.manifest.data.get("image_stats"),
+                training=unit.training_stats,
                 spec=self.spec,
             )
         self.mode = cfg.trigger.type
@@ -105,18 +93,24 @@ class Station:
         self.recorder = (
             Recorder(cfg.recorder, self.metrics, spec=self.spec) if cfg.recorder.enabled else None
         )
-        topics = {name: cfg.topic(name) for name in ("verdict", "status", "trigger", "cmd/model")}
-        self.publisher = publisher or Publisher(
+        self._health = Health(self)
+        handlers = Handlers(
+            status=self._health.status_payload,
+            trigger=self._on_trigger if self.mode == "mqtt" else None,
+            command=self.models.on_command,
+        )
+        self.link: LineLink = publisher or MqttLink(
             cfg.mqtt,
             self.station_id,
-            topics,
+            Topics.of(cfg.prefix, cfg.trigger.topic),
             self.metrics,
-            status=self.status_payload,
+            handlers,
             client_id=cfg.client_id,
-            on_trigger=self._on_trigger if self.mode == "mqtt" else None,
-            on_command=self.models.on_command,
         )
-        self.models.send = getattr(self.publisher, "send", None)
+        self.publisher = self.link  # the name tools and tests know
+        self.views = tuple(views)
+        self._handlers = handlers
+        self.models.send_shadow = getattr(self.link, "send_shadow", None)
         self.http = None
         if cfg.metrics.enabled:
             self.http = HttpEndpoint(
@@ -143,7 +137,7 @@ class Station:
         self._geometry_problem = ""  # why frames no longer fit the station's geometry, if so
         self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
-        workers = self.classifier.workers
+        workers = unit.workers
         self._infer_running = workers
         self._beats.update({f"infer-{i + 1}": time.monotonic() for i in range(workers)})
         self._threads = [
@@ -155,24 +149,9 @@ class Station:
             ),
         ]
 
-    def _anomaly_model(self, cfg: StationConfig) -> LiveModel:
-        """The ``anomaly_model``, checked against the classifier (ConfigError otherwise)."""
-        clf = load_anomaly_model(cfg, self.classifier.workers)
-        problems = check_anomaly_fits(cfg, clf, self.classifier)
-        if problems:
-            raise ConfigError(*problems)
-        t = cfg.anomaly_model.threshold
-        decider = Decider(clf.manifest, None if t is None else {clf.manifest.defect_classes[0]: t})
-        self._anomaly_threshold = {ANOMALY_MODEL: next(iter(decider.thresholds.values()))}
-        path = Path(os.path.realpath(cfg.anomaly_model.path))
-        log.info("anomaly model %s runs beside the classifier", clf.model_id)
-        return LiveModel(clf, decider, path, time.time())
-
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self.classifier.warmup(self.cfg.model.warmup_runs)
-        if self.anomaly is not None:
-            self.anomaly.classifier.warmup(self.cfg.model.warmup_runs)
+        self.models.live.warmup(self.cfg.model.warmup_runs)
         now = time.monotonic()  # a long warm-up (TensorRT builds an engine) is not a stall
         self._beats.update(dict.fromkeys(self._beats, now))
         if self.recorder:
@@ -180,15 +159,16 @@ class Station:
         if self.http:
             self.http.start()
         self.ready = True
-        self.publisher.start()
+        self.link.start()
+        for view in self.views:
+            view.start(self._handlers)
         for t in self._threads:
             t.start()
         self.models.start()
         log.info(
-            "station %s started: model %s%s, trigger %s, source %s",
+            "station %s started: %s, trigger %s, source %s",
             self.station_id,
-            self.classifier.model_id,
-            f" + anomaly model {self.anomaly.model_id}" if self.anomaly is not None else "",
+            self.models.live.describe(),
             self.mode,
             self.source.source.describe(),
         )
@@ -213,8 +193,10 @@ class Station:
             t.join(timeout)
         self.ready = False
         self.models.stop()
-        self.publisher.status_changed()
-        self.publisher.stop()
+        self.status_changed()
+        self.link.stop()
+        for view in self.views:
+            view.stop()
         if self.recorder:
             self.recorder.stop()
         if self.http:
@@ -222,78 +204,43 @@ class Station:
         self.source.close()
         log.info("station %s stopped", self.station_id)
 
-    # -- status and health ---------------------------------------------------------------------------
+    # -- status and health (health.py) ---------------------------------------------------------
+    @property
+    def unit(self) -> ModelUnit:
+        """The live model unit."""
+        return self.models.live
+
     def state(self) -> str:
-        if self._stopping.is_set():
-            return "offline"
-        if not self.ready or self.source.state == "starting":
-            return "starting"
-        if (
-            self.source.state != "ok"
-            or self._geometry_problem
-            or (self.quality is not None and self.quality.problems)
-        ):
-            return "degraded"
-        return "online"
+        return self._health.state()
 
     def status_payload(self) -> dict:
-        return {
-            "schema": 1,
-            "station": self.station_id,
-            "state": self.state(),
-            "model_id": self.models.live.model_id,
-            "providers": self.models.live.classifier.providers,
-            "model": self.models.status(),
-            "camera": self.source.state,
-            "detail": "; ".join(
-                filter(
-                    None, [self.source.detail, self._geometry_problem, *self._quality_problems()]
-                )
-            ),
-            "quality": None
-            if self.quality is None
-            else {
-                "problems": list(self.quality.problems),
-                "measures": {k: round(v, 4) for k, v in self.quality.current.items()},
-            },
-            "ts": time.time(),
-        }
-
-    def _quality_problems(self) -> list[str]:
-        return list(self.quality.problems) if self.quality is not None else []
+        return self._health.status_payload()
 
     def health(self) -> tuple[bool, dict]:
-        """``/health``: healthy while the station can inspect a part now: started, camera
-        connected, broker connected, no classifier worker or capture loop stuck, frames that
-        fit the geometry, and (unless a hardware-triggered camera may be idle between parts)
-        a frame within ``metrics.max_frame_age_s``. ``reason`` says what is wrong."""
-        limit = self.cfg.metrics.max_frame_age_s
-        age = time.monotonic() - self.last_frame_mono if self.last_frame_mono else None
-        broker_ok = self.publisher.connected.is_set()
-        problems = [] if self.ready else [f"station {self.state()}"]
-        if self.source.state != "ok":
-            problems.append(f"camera {self.source.state}: {self.source.detail}".rstrip(": "))
-        elif self.mode != "camera" and (age is None or age > limit):
-            problems.append("no frame yet" if age is None else f"no frame for {age:.1f} s")
-        if not broker_ok:
-            problems.append("not connected to the MQTT broker")
-        problems += self._stalls(limit, limit)
-        if self._geometry_problem:
-            problems.append(self._geometry_problem)
-        return not problems, {
-            "state": self.state(),
-            "camera": self.source.state,
-            "last_frame_age_s": None if age is None else round(age, 3),
-            "broker_connected": broker_ok,
-            "reason": "; ".join(problems),
-        }
+        return self._health.check()
+
+    def alive(self, max_age_s: float) -> bool:
+        return self._health.alive(max_age_s)
+
+    def status_changed(self) -> None:
+        """The status changed: the link republishes it, the views hear of it."""
+        self.link.status_changed()
+        if self.views:
+            payload = self._health.status_payload()
+            for view in self.views:
+                view.status(payload)
+
+    def _model_changed(self) -> None:
+        if self.quality is not None:  # the quality watch compares with the live unit's data
+            self.quality.training = self.models.live.training_stats
+        self.status_changed()
 
     def _on_source_state(self, state: str, detail: str) -> None:
         self.metrics.source_up.set(1 if state == "ok" else 0)
         if state != "ok":
             for part in self.matcher.drain():
                 self._fail(part, Reason.SOURCE_LOST, detail)
-        self.publisher.status_changed()
+        self.status_changed()
 
     # -- parts ---------------------------------------------------------------------------------
     def _register(self, part_id: str, t_trigger: float | None, deadline: float | None) -> Part:
@@ -321,25 +268,24 @@ class Station:
         scores: dict[str, float] | None = None,
         detail: str = "",
         heatmap: np.ndarray | None = None,
-        model: LiveModel | None = None,
+        unit: ModelUnit | None = None,
         decided_by: tuple[str, ...] = (),
     ) -> Verdict | None:
         """Give ``part`` its verdict unless it already has one. Returns the verdict or None.
-        ``model``: the one that decided (fail-safe verdicts name the live one); with an
+        ``unit``: the one that decided (fail-safe verdicts name the live one); with an
         anomaly model, ``decided_by`` names the models the result follows."""
         if not self.inflight.take(part):
             return None
-        model = model or self.models.live
+        unit = unit or self.models.live
         now, now_mono = time.time(), time.monotonic()
         frame = part.frame
         latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
         if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
             latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
         latency.update(part.stage_times(now_mono))
-        thresholds, dual = model.decider.thresholds, {}
-        if self.anomaly is not None:
-            thresholds = {**thresholds, **self._anomaly_threshold}
-            dual = {"decided_by": decided_by, "anomaly_model_id": self.anomaly.model_id}
+        dual = {}
+        if unit.anomaly is not None:
+            dual = {"decided_by": decided_by, "anomaly_model_id": unit.anomaly_model_id}
         verdict = Verdict(
             part_id=part.part_id,
             seq=part.seq,
@@ -347,8 +293,8 @@ class Station:
             reason=reason,
             label=label,
             scores=scores or {},
-            thresholds=thresholds,
-            model_id=model.model_id,
+            thresholds=unit.thresholds,
+            model_id=unit.model_id,
             t_trigger=part.t_trigger,
             t_capture=frame.t_capture if frame else None,
             t_verdict=now,
@@ -363,7 +309,9 @@ class Station:
         self.metrics.e2e.observe(latency["e2e"] / 1000.0)
         if reason == Reason.TIMEOUT or now_mono > part.deadline_mono:
             self.metrics.deadline_misses.inc()
-        self.publisher.publish(verdict)
+        self.link.publish(verdict)
+        for view in self.views:
+            view.verdict(verdict)
         if self.recorder and frame is not None:
             self.recorder.offer(verdict, frame.image, heatmap)
         for hook in self.verdict_hooks:
@@ -426,32 +374,6 @@ class Station:
             self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
 
     # -- capture thread ---------------------------------------------------------------------------
-    def alive(self, max_age_s: float) -> bool:
-        """True while every classifier worker (and, unless the camera is hardware-triggered and
-        may be silent, the capture loop) went round within ``max_age_s``: the systemd watchdog.
-        One worker stuck in a run is enough to call the station hung. The capture loop gets at
-        least 5.5 s: a lost source is retried after up to 5 s."""
-        capture_max = max(max_age_s, 5.5)
-        if self._stalls(max_age_s, capture_max):
-            return False
-        return self.mode == "camera" or time.monotonic() - self._beats["capture"] <= capture_max
-
-    def _stalls(self, max_age_s: float, capture_max_age_s: float) -> list[str]:
-        """What is stuck: a classifier worker that has not come round within ``max_age_s``
-        (stuck in a run), the capture loop busy with one frame for ``capture_max_age_s``
-        (preprocessing, queueing). Waiting for the source is not counted here: a triggered
-        camera may be silent, and a source's own timeouts and state cover a lost one."""
-        now = time.monotonic()
-        stalls = [
-            f"classifier worker {name} stuck for {now - t:.1f} s"
-            for name, t in self._beats.items()
-            if name != "capture" and now - t > max_age_s
-        ]
-        busy = now - self._beats["capture"]
-        if not self._capture_waiting and busy > capture_max_age_s:
-            stalls.append(f"capture loop stuck on a frame for {busy:.1f} s")
-        return stalls
-
     def _capture_loop(self) -> None:
         while not self._capture_stop.is_set():
             self._capture_waiting = True
@@ -513,7 +435,7 @@ class Station:
         else:
             log.warning("frames fit the station's geometry again")
         self._geometry_problem = problem
-        self.publisher.status_changed()
+        self.status_changed()
 
     def _watch_quality(self, frame: Frame) -> None:
         changed = self.quality.offer(frame.image)
@@ -523,7 +445,7 @@ class Station:
             self.metrics.quality.labels(measure=key).set(value)
         if changed:
             self.metrics.quality_degraded.set(1 if self.quality.problems else 0)
-            self.publisher.status_changed()
+            self.status_changed()
 
     def _part_for(self, frame: Frame) -> Part | None:
         if self.mode != "mqtt":  # free-run and hardware-triggered camera: each frame is a part
@@ -547,19 +469,18 @@ class Station:
         beat = threading.current_thread().name
         while True:
             self._beats[beat] = time.monotonic()
-            with self._batch_lock:  # batches leave the queue in order, each with the model
+            with self._batch_lock:  # batches leave the queue in order, each with the unit
                 taken = self._take_batch()  # live at that moment: a swap falls between two
             if taken is None:
                 if self._stopping.is_set() and self._queue.empty():
                     break
                 continue
-            (generation, model), batch = taken
+            unit, batch = taken
             live = self.inflight.live(batch)
             if not live:
                 continue
-            self.models.announce(generation, live[0])
             try:
-                self._classify(live, model)
+                self._classify(live, unit)
             except Exception as exc:  # whatever went wrong, this worker goes on with the next
                 log.exception("%s: a batch of %d parts failed", beat, len(live))
                 for part in live:
@@ -569,22 +490,26 @@ class Station:
             if not self._infer_running:
                 self._infer_done.set()
 
-    def _take_batch(self) -> tuple[tuple[int, LiveModel], list[Part]] | None:
+    def _take_batch(self) -> tuple[ModelUnit, list[Part]] | None:
+        """The next batch and the unit that decides it (under the batch lock). The first
+        batch of a new unit names the part at which the change took effect: here, in queue
+        order, so a second worker cannot name a later part."""
         try:
             first = self._queue.get(timeout=0.05)
         except queue.Empty:
             return None
-        current = self.models.current
+        generation, unit = self.models.current
         batch = [first]
-        while len(batch) < current[1].classifier.max_batch:
+        while len(batch) < unit.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        return current, batch
+        self.models.announce(generation, first)
+        return unit, batch
 
-    def _classify(self, parts: list[Part], model: LiveModel) -> None:
-        buf = model.classifier.buffer(len(parts))
+    def _classify(self, parts: list[Part], unit: ModelUnit) -> None:
+        buf = unit.buffer(len(parts))
         n = 0
         for part in parts:  # keeps, in place, the parts whose input is still there
             x = part.input  # None once the watchdog failed the part after its batch formed
@@ -605,56 +530,35 @@ class Station:
         delay_file = self.cfg.testing.model_delay_file
         if delay_file is not None:
             _injected_delay(delay_file)
-        anomaly = self.anomaly
-        try:
-            which = "model"
-            probs, maps = self._run(model.classifier, buf)
-            if anomaly is not None:  # the same batch, after the classifier
-                which = "anomaly model"
-                a_probs, a_maps = self._run(anomaly.classifier, buf)
+        try:  # heat maps only when a recorder keeps them
+            raw = unit.run(buf, maps=self.recorder is not None)
         except ModelRunError as exc:
-            log.error("%s failed on a batch of %d: %s", which, len(parts), exc)
+            log.error("%s on a batch of %d", exc, len(parts))
             for part in parts:
-                self._fail(part, Reason.ERROR, f"{which} error: {exc}")
+                self._fail(part, Reason.ERROR, str(exc))
             return
         t1 = time.monotonic()
         self.metrics.stages["inference"].observe(t1 - t0)
         for part in parts:
             part.t_inferred_mono = t1
         self.metrics.batch.observe(len(parts))
-        decisions = []
-        for i, (part, row) in enumerate(zip(parts, probs, strict=True)):
-            d = model.decider.decide(row)
-            decisions.append(d)
-            heat = _heat(model, maps[i], d) if maps is not None else None
-            if anomaly is None:
-                self._finish(part, d.result, d.reason, d.label, d.scores, heatmap=heat, model=model)
-                continue
-            a = anomaly.decider.decide(a_probs[i])
-            if a.result == "fail" and a_maps is not None:  # the recorder keeps the anomaly map
-                heat = a_maps[i]
-            f, by = combine(d, a)
+        outcomes: list[Outcome] = unit.decide(raw)
+        for part, o in zip(parts, outcomes, strict=True):
+            d = o.decision
             self._finish(
                 part,
-                f.result,
-                f.reason,
-                f.label,
-                f.scores,
-                heatmap=heat,
-                model=model,
-                decided_by=by,
+                d.result,
+                d.reason,
+                d.label,
+                d.scores,
+                heatmap=o.heat,
+                unit=unit,
+                decided_by=o.decided_by,
             )
         self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
         shadow = self.models.shadow  # after the verdicts went out: never delays one
         if shadow is not None:
-            shadow.offer(parts, buf, decisions, model.model_id, t1 - t0)
-
-    def _run(self, clf: Classifier, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores, and heat maps when a recorder keeps them (anomaly models, and classifiers
-        exported with a class map)."""
-        if self.recorder is None:
-            return clf.run(buf), None
-        return clf.run_with_maps(buf)
+            shadow.offer(parts, buf, [o.decision for o in outcomes], unit.model_id, t1 - t0)
 
     # -- deadline watchdog -------------------------------------------------------------------------
     def _watchdog_loop(self) -> None:
@@ -685,14 +589,3 @@ def _injected_delay(path) -> None:
     except (OSError, ValueError):
         return
     time.sleep(ms / 1000.0)
-
-
-def _heat(model: LiveModel, amap: np.ndarray, d) -> np.ndarray | None:
-    """The heat map the recorder keeps for this decision: an anomaly model's map as is; a
-    class-activation map for failed and uncertain parts only, on the overlay's scale."""
-    if model.classifier.map_kind != "cam":
-        return amap
-    if d.result != "fail":
-        return None
-    thresholds = model.decider.thresholds
-    return cam_level(amap, thresholds.get(d.label, min(thresholds.values())))

@@ -35,6 +35,8 @@ from paho.mqtt.properties import Properties
 
 from ..contract.mqtt import MqttSection, secure
 from ..contract.records import Verdict
+from ..contract.topics import Topics
+from .link import Handlers
 from .metrics import Metrics
 from .mqttio import ClientIO, close_socket, corked
 
@@ -79,30 +81,30 @@ class _Item:
     payload: bytes
 
 
-class Publisher:
-    """Owns the broker connection. Thread-safe ``publish``; runs its own thread."""
+class MqttLink:
+    """The MQTT link to the line (a ``link.LineLink``). Owns the broker connection.
+    Thread-safe ``publish``; runs its own thread."""
 
     def __init__(
         self,
         cfg: MqttSection,
         station: str,
-        topics: dict[str, str],
+        topics: Topics,
         metrics: Metrics,
-        status: Callable[[], dict],
-        on_trigger: Callable[[bytes], None] | None = None,
+        handlers: Handlers,
         client_id: str | None = None,
-        on_command: Callable[[object], None] | None = None,
     ) -> None:
-        """``on_command(msg)``: paho messages on ``topics["cmd/model"]`` (the model life cycle's
-        requests; it answers through ``send``), on the mqtt thread like triggers."""
+        """``handlers``: the station's status payload, and what to do with triggers (on
+        ``topics.trigger``) and model requests (on ``topics.cmd_model``; answered on the
+        request's MQTT 5 response topic), both called on the mqtt thread."""
         self.cfg = cfg
         self.client_id = client_id or f"inspector-{station}"
         self.station = station
         self.topics = topics
         self.metrics = metrics
-        self.status = status
-        self.on_trigger = on_trigger
-        self.on_command = on_command
+        self.status = handlers.status
+        self.on_trigger = handlers.trigger
+        self.on_command = handlers.command
         self._extra: collections.deque[tuple] = collections.deque(maxlen=EXTRA_QUEUE)
         self.protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         self._outbox: collections.deque[_Item] = collections.deque()
@@ -144,7 +146,7 @@ class Publisher:
             self.metrics.drop("outbox_overflow")
             log.error("outbox full: verdict for part %r dropped", dropped.verdict.part_id)
 
-    def send(
+    def _enqueue(
         self, topic: str, payload: bytes, qos: int = 0, properties: Properties | None = None
     ) -> None:
         """Any other message (shadow decisions, command replies), never retained: sent by the
@@ -182,9 +184,7 @@ class Publisher:
         if client is not None and self.connected.is_set():  # the client is ours now
             offline = dict(self.status(), state="offline")
             try:
-                info = client.publish(
-                    self.topics["status"], json.dumps(offline), qos=1, retain=True
-                )
+                info = client.publish(self.topics.status, json.dumps(offline), qos=1, retain=True)
                 self._io.pump(client, info.is_published, 1.0, self._lost)
             except (RuntimeError, ValueError) as exc:
                 log.warning("could not publish offline status: %s", exc)
@@ -220,7 +220,7 @@ class Publisher:
             kwargs["clean_session"] = True
         client = mqtt.Client(**kwargs)
         offline = json.dumps(dict(self.status(), state="offline", detail="connection lost"))
-        client.will_set(self.topics["status"], offline, qos=1, retain=True)
+        client.will_set(self.topics.status, offline, qos=1, retain=True)
         secure(client, self.cfg)
         # the in-flight window is ours (INFLIGHT): paho's own (it rescans every message on
         # each PUBACK to find queued ones) would cost more than the rest of a publish
@@ -265,9 +265,9 @@ class Publisher:
             )
             return False
         self._client = client
-        subscriptions = [self.topics["trigger"]] if self.on_trigger is not None else []
+        subscriptions = [self.topics.trigger] if self.on_trigger is not None else []
         if self.on_command is not None:
-            subscriptions.append(self.topics["cmd/model"])
+            subscriptions.append(self.topics.cmd_model)
         if subscriptions:
             client.subscribe([(t, 1) for t in subscriptions])
             # "online" must mean triggers are being received: wait for the SUBACK
@@ -338,9 +338,9 @@ class Publisher:
             self.metrics.published(item.verdict)
 
     def _on_message(self, msg) -> None:
-        if self.on_command is not None and msg.topic == self.topics["cmd/model"]:
+        if self.on_command is not None and msg.topic == self.topics.cmd_model:
             try:
-                self.on_command(msg)
+                self.on_command(msg.payload, self._replier(msg))
             except Exception:  # nor a bad command
                 log.exception("command handler failed")
             return
@@ -351,12 +351,32 @@ class Publisher:
         except Exception:  # a bad trigger must never take down the MQTT thread
             log.exception("trigger handler failed")
 
+    def _replier(self, msg) -> Callable[[dict], None]:
+        """How the answer to a request reaches its requester: its response topic, with its
+        correlation data (MQTT 5); nowhere without a response topic."""
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+
+        def reply(outcome: dict) -> None:
+            if not response_topic:
+                return
+            out = Properties(PacketTypes.PUBLISH)
+            if correlation is not None:
+                out.CorrelationData = correlation
+            self._enqueue(response_topic, json.dumps(outcome).encode(), 1, out)
+
+        return reply
+
+    def send_shadow(self, payload: bytes) -> None:
+        self._enqueue(self.topics.shadow, payload, 0, None)
+
     # -- sending (our thread) ------------------------------------------------------------------
     def _publish_status(self, client: mqtt.Client) -> None:
         with self._lock:
             self._status_dirty = False
         self._last_status = time.monotonic()
-        client.publish(self.topics["status"], json.dumps(self.status()), qos=1, retain=True)
+        client.publish(self.topics.status, json.dumps(self.status()), qos=1, retain=True)
 
     def _expiry_props(self, seconds: int) -> Properties:
         props = self._expiry.get(seconds)
@@ -433,10 +453,13 @@ class Publisher:
             if self.protocol == mqtt.MQTTv5:
                 props = self._expiry_props(max(1, math.ceil(remaining)))
             info = client.publish(
-                self.topics["verdict"], item.payload, qos=1, retain=False, properties=props
+                self.topics.verdict, item.payload, qos=1, retain=False, properties=props
             )
             with self._lock:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self._outbox.appendleft(item)
                     break
                 self._inflight[(self._generation, info.mid)] = item
+
+
+Publisher = MqttLink  # the name the bench and tools know

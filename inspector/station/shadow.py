@@ -1,5 +1,6 @@
 """Shadow: a candidate model decides the line's real parts beside the live one, for the record.
 
+The shadow is a whole model unit (classifier and anomaly model, combined as on the line).
 The classifier worker hands each batch's inputs and live decisions to ``Shadow.offer``
 after the live verdicts went out, so the candidate never delays one. The candidate runs on
 a thread of its own, and only as much as ``model.shadow_max_share`` of the live inference
@@ -28,7 +29,7 @@ from prometheus_client import Counter
 from .decision import Decision
 
 if TYPE_CHECKING:
-    from .candidate import LiveModel
+    from .unit import ModelUnit
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Shadow:
 
     def __init__(
         self,
-        model: LiveModel,
+        model: ModelUnit,
         counters: ShadowCounters,
         station: str,
         send: Callable[[bytes], None],
@@ -126,15 +127,15 @@ class Shadow:
                 continue
             t0 = time.monotonic()
             try:
-                probs = self.model.classifier.run(x)
+                outcomes = self.model.decide_batch(x)
             except Exception as exc:  # the candidate's failure is its own, never the line's
                 log.warning("shadow model %s failed on a batch: %s", self.model_id, exc)
                 self._skipped.inc(len(ids))
                 continue
             finally:
                 self._spent_s += time.monotonic() - t0
-            for (part_id, seq), d_live, row in zip(ids, live, probs, strict=True):
-                self._compare(part_id, seq, d_live, self.model.decider.decide(row), live_id)
+            for (part_id, seq), d_live, o in zip(ids, live, outcomes, strict=True):
+                self._compare(part_id, seq, d_live, o.decision, live_id)
 
     def _compare(self, part_id: str, seq: int, live: Decision, cand: Decision, live_id: str):
         how = agreement(live.result, cand.result)
