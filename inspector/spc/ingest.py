@@ -419,17 +419,8 @@ class Ingest:
     def _store(self, msgs: list[Message]) -> None:
         """Write ``msgs`` in one transaction; when the store refuses it but takes writes, halve
         until the message it refuses is found (kept as a dead letter)."""
-        rows: dict[type, list] = {VerdictRow: [], GateRow: [], ContextRow: [], DeadLetter: []}
-        for m in msgs:
-            rows[type(m.row)].append(m.row)
         try:
-            new = self.store.write(
-                rows[VerdictRow],
-                rows[GateRow],
-                rows[ContextRow],
-                rows[DeadLetter],
-                context_window_s=self.session_expiry_s,
-            )
+            new = self._write([m.row for m in msgs])
         except Exception as exc:  # noqa: BLE001 (any failure rolls the batch back)
             self.counts.write_failures += 1
             if not self.store.writable():
@@ -440,7 +431,14 @@ class Ingest:
                 self._store(msgs[half:])
                 return
             m = msgs[0]
-            kind = {VerdictRow: "verdict", GateRow: "gate", ContextRow: "context"}[type(m.row)]
+            try:  # once more: the store may have come back just before the probe
+                self._done(msgs, self._write([m.row]))
+                return
+            except Exception as again:  # noqa: BLE001
+                exc = again
+            kind = getattr(m.row, "kind", None) or {VerdictRow: "verdict", GateRow: "gate"}.get(
+                type(m.row), "context"
+            )
             refused = DeadLetter(
                 m.topic, time.time(), kind, f"the store refused it: {_short(exc, 300)}", m.payload
             )
@@ -458,6 +456,18 @@ class Ingest:
             self._done([m], [], rows_counted=False)
             return
         self._done(msgs, new)
+
+    def _write(self, rows: list) -> list[VerdictRow]:
+        by_type: dict[type, list] = {VerdictRow: [], GateRow: [], ContextRow: [], DeadLetter: []}
+        for r in rows:
+            by_type[type(r)].append(r)
+        return self.store.write(
+            by_type[VerdictRow],
+            by_type[GateRow],
+            by_type[ContextRow],
+            by_type[DeadLetter],
+            context_window_s=self.session_expiry_s,
+        )
 
     def _done(self, msgs: list[Message], new: list[VerdictRow], rows_counted: bool = True) -> None:
         c = self.counts
