@@ -148,3 +148,77 @@ def test_the_checker_sees_a_wrong_arrow(tmp_path, monkeypatch):
     found = [t for _, t, _ in _imports(fake)]
     assert found == ["inspector.lab.bench", "inspector.gate.core", "keras"]
     assert _room(found[0]) == "lab" and "lab" not in ALLOWED["station"]
+
+
+# -- no cycles, one owner of the MQTT library in the station, modules of one job --------------
+def _graph(top_level_only: bool = False) -> dict[str, set[str]]:
+    """module -> the inspector modules it imports (package imports resolved to their module)."""
+    names = {_module_name(p) for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for path in MODULES:
+        mod = _module_name(path)
+        out = set()
+        for _line, target, imported in _imports(path, top_level_only):
+            for cand in [f"{target}.{n}" for n in imported] + [target]:
+                if cand in names and cand != mod:
+                    out.add(cand)
+                    break
+        graph[mod] = out
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle among the modules (packages' own __init__ imports excluded)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if n in m.split(".")[:-1]:  # a module importing its own package's __init__
+                continue
+            if state.get(n) == 1:
+                return stack[stack.index(n) :] + [n]
+            if state.get(n) is None and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if state.get(m) is None and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycles_at_module_level():
+    """Imports run at start-up form no cycle (function-level imports may break a tie)."""
+    assert _cycle(_graph(top_level_only=True)) is None
+
+
+def test_the_station_has_one_owner_of_the_mqtt_library():
+    """The link to the line keeps paho to itself: publisher.py (the MQTT link) and its I/O."""
+    owners = {"inspector.station.publisher", "inspector.station.mqttio"}
+    for path in (PKG / "station").rglob("*.py"):
+        mod = _module_name(path)
+        users = [t for _, t, _ in _imports(path) if t.split(".")[0] == "paho"]
+        assert not users or mod in owners, f"{mod} imports {users}: go through station.link"
+
+
+LONG = 400
+
+
+def test_a_long_module_says_why_in_its_docstring():
+    """A module past ~400 lines holds two jobs, or says in its docstring why it holds one."""
+    for path in [*MODULES, *(ROOT / "calibration").rglob("*.py")]:
+        lines = path.read_text(encoding="utf-8").count("\n")
+        if lines <= LONG:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        assert "Why one module" in doc, f"{path.relative_to(ROOT)}: {lines} lines, no reason"
+
+
+def test_the_cycle_finder_sees_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

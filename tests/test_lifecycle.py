@@ -338,7 +338,7 @@ def test_simulated_line_survives_two_swaps_a_refused_model_and_a_rollback(tmp_pa
         )
     )
     assert card["unaccounted"] == 0 and card["passed_without_timely_pass"] == 0
-    assert card["escapes"] == 0 and set(card["failsafe_rejects"]) <= {"timeout"}  # busy machine
+    assert card["escapes"] == 0
     swap = card["model_swap"]
     outcomes = [(r["action"], r["model"], r["outcome"]) for r in swap["requests"]]
     assert outcomes == [
@@ -350,6 +350,9 @@ def test_simulated_line_survives_two_swaps_a_refused_model_and_a_rollback(tmp_pa
     names = [run["model_id"].split("@")[0] for run in swap["model_runs"]]
     assert names == ["demo-cnn", "demo-cnn-v2", "demo-cnn-v3", "demo-cnn-v2"], names
     assert len(swap["changes"]) == 3 and all(c["parts_within_window"] for c in swap["changes"])
+    # around each change (1 s either side) every part was inspected and decided in time
+    misses = [c["deadline_misses_or_failsafe"] for c in swap["changes"]]
+    assert misses == [0, 0, 0], swap["changes"]
 
 
 def test_check_names_a_missing_golden_set_or_shadow_model(make_config, tmp_path, models):

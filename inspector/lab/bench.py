@@ -12,6 +12,9 @@
   ``inspector export`` writes) lies beside the model; this module never imports TensorFlow.
 
 Writes JSON and prints a table. Numbers on shared machines are noisy: read the ratios.
+
+Why one module: the bench's runs share one set-up (station, sink, broker) and one report;
+split, each part would repeat it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ folder. The inspector runs as its own process (``inspector run``), the gate
 on the wire. Faults can be injected mid-run; at the end a scorecard says what
 happened to every part. ``part_id_wrap`` makes the PLC's part counter come round, so the
 same ids name new parts mid-run.
+
+Why one module: the conveyor, the PLC, the faults and the scorecard run on one clock and one
+event record; the faults are named in faults.py, the swap plan in swapfault.py.
 """
 
 from __future__ import annotations

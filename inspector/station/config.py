@@ -4,6 +4,9 @@ Every setting has a default and a description (``inspector check --schema`` list
 Unknown keys and wrong types are errors naming the key path and line. Relative paths
 resolve against the config file's folder. The broker password can come from the file,
 an environment variable (``password_env``) or a file (``password_file``).
+
+Why one module: the station's YAML schema is one tree of small dataclasses (one per config
+section); split, the key paths in errors would be harder to follow.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@
 Every part registered (by a trigger, or by a frame in free-run/camera mode) gets
 exactly one verdict: the first of "decided", "failed by the watchdog", "failed
 because something went wrong" wins (``InFlight.take``); the others are ignored.
+
+Why one module: it is the order of the stages and the one-verdict-per-part rule, which must be
+read in one place; the parts it calls live beside it (unit, acceptance, health, link, matching,
+inflight, recorder).
 """
 
 from __future__ import annotations

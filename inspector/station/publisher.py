@@ -15,6 +15,9 @@ deliver it much later either; the gate enforces the exact deadline itself.
 One thread ("mqtt") owns the paho client and drives its network I/O (``mqttio``), instead
 of paho's own loop thread: a publish is written at once, and every paho callback (PUBACKs,
 triggers, the connection dropping) runs on this thread.
+
+Why one module: the MQTT link owns one paho client and its outbox on one thread; its I/O pump
+is in mqttio.py.
 """
 
 from __future__ import annotations

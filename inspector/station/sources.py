@@ -12,6 +12,9 @@ A source only opens and reads; ``SourceRunner`` (in the capture thread) reopens 
 source with exponential backoff and reports its state. PyPI's OpenCV wheels have FFmpeg
 but not GStreamer: a GStreamer pipeline needs an OpenCV built with it (see
 ``deploy/README.md``); ``url`` sources say so clearly when it is missing.
+
+Why one module: the frame sources share one contract (open/read/close, SourceLost/SourceEnded)
+and one runner that reconnects them; the GenICam camera lives in genicam.py.
 """
 
 from __future__ import annotations
