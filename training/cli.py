@@ -1,7 +1,10 @@
-"""The training verbs of the ``inspector`` command line.
+"""The training verbs of the ``inspector`` command line: ``dataset``, ``train``, ``export``,
+``evaluate`` and the training benches' arguments.
 
-``inspector.cli`` registers them with ``add_parsers`` and imports this module only when
-the command line is built; TensorFlow is imported only when a verb that needs it runs.
+``inspector.cli`` registers them with ``add_parsers`` and ``extend`` and imports this module
+only when the command line is built; TensorFlow is imported only when a verb that needs it
+runs. Which model kind a config, run folder or model is comes from ``training.registry``;
+that kind's ``cli_*`` function does the verb and prints.
 """
 
 from __future__ import annotations
@@ -9,11 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 
-from . import TrainingError
+import yaml
+
+from inspector.contract import schema
+from inspector.errors import ConfigError
+
+from . import TrainingError, registry
+from .bench.accuracy import add_args as add_bench_accuracy_args
+from .bench.accuracy import cmd_bench_accuracy
+from .bench.anomaly import add_args as add_bench_anomaly_args
+
+__all__ = ["add_bench_accuracy_args", "add_parsers", "cmd_bench_accuracy", "extend"]
 
 GEOMETRY_HELP = (
     "apply this station's preprocess geometry and source.bit_depth to every image "
@@ -28,7 +39,7 @@ def _verbose() -> None:
 def cmd_dataset(args) -> int:
     _verbose()
     if args.action == "import-elpv":
-        from .elpv import import_elpv
+        from .common.elpv import import_elpv
 
         r = import_elpv(args.dest, limit=args.limit)
         print(
@@ -39,7 +50,7 @@ def cmd_dataset(args) -> int:
         return 0
     from inspector.contract.preprocess import PreprocessSpec
 
-    from .datasets import prepare
+    from .common.datasets import prepare
 
     spec = PreprocessSpec(size=(args.image_size, args.image_size), color=args.color)
     data = prepare(args.data, spec, args.defect_classes or [], args.val, args.test, args.seed)
@@ -61,189 +72,61 @@ def cmd_dataset(args) -> int:
 
 
 def cmd_train(args) -> int:
-    _verbose()
-    if args.schema:
-        from inspector.contract.schema import describe_schema
-
-        from .config import TrainConfig
-
-        print("\n".join(describe_schema(TrainConfig)))
-        return 0
-    from .config import load_train_config, override, validate
-    from .train import train
-
     config = args.config or args.config_file
-    cfg = load_train_config(config)
-    flags = {
-        "data": args.data,
-        "model.type": args.model,
-        "model.image_size": args.image_size,
-        "train.epochs": args.epochs,
-        "train.seed": args.seed,
-        "name": args.name,
-        "geometry": args.geometry,
-    }
-    cfg = apply_flags(cfg, flags)
-    for key, text in set_items(args.set):
-        cfg = override(cfg, key, _typed(cfg, key, text))
-    validate(cfg)
-    out = args.out or Path("runs") / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))
-    run = train(cfg, out, resume=args.resume)
-    t = run["threshold"]
-    m = t["metrics"]
-    print(
-        f"trained {run['training']['model']} ({run['training']['parameters']:,} parameters) "
-        f"in {run['training']['fit_seconds']:.0f} s, {run['training']['epochs_run']} epochs "
-        f"(best {run['training']['best_epoch']})"
-    )
-    print(
-        f"threshold {t['value']:.4f} ({t['policy']}) on validation: accuracy "
-        f"{m['accuracy']:.3f}, defect recall {m['defect_recall']:.3f}, "
-        f"false reject rate {m['false_reject_rate']:.3f}"
-    )
-    gate = run.get("quality_gate") or {"passed": True}
-    if not gate["passed"]:
-        print(f"run folder: {out}")
-        print(
-            "WARNING: this model learned too little to reach a line: "
-            + "; ".join(gate["problems"])
-            + ".\n  export will refuse it (--force overrides and records that in the manifest); "
-            "more or cleaner data, more epochs or a pretrained --model usually help",
-            file=sys.stderr,
-        )
-        return 0
-    print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
-    return 0
-
-
-def apply_flags(cfg, flags: dict):
-    """The command line's flags over the config, those given only."""
-    from .config import override
-
-    for key, value in flags.items():
-        if value is not None:
-            cfg = override(cfg, key, value)
-    return cfg
-
-
-def set_items(items) -> list[tuple[str, str]]:
-    """``--set KEY=VALUE`` items as (key, text) pairs; a malformed one is a clear error."""
-    out = []
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TrainingError(f"--set {item!r}: expected KEY=VALUE")
-        out.append((key.strip(), text))
-    return out
-
-
-def _typed(cfg, key: str, text: str):
-    import yaml
-
-    value = yaml.safe_load(text)
-    obj = cfg
-    for part in key.split(".")[:-1]:
-        obj = getattr(obj, part, None)
-    current = getattr(obj, key.split(".")[-1], None)
-    if isinstance(current, Path) or (current is None and key == "data"):
-        return Path(text)
-    if isinstance(current, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(current, float) and isinstance(value, str):  # YAML 1.1 reads 1e-9 as text
-        try:
-            return float(text)
-        except ValueError:
-            raise TrainingError(f"--set {key}: {text!r} is not a number") from None
-    return value
+    parts = TrainingYaml(config)
+    kind = registry.get(args.method or parts.method or registry.DEFAULT)
+    for other in parts.sections:
+        if other != kind.name:
+            raise TrainingError(f"{config}: an '{other}:' section needs method: {other}")
+    _verbose()
+    return kind.cli_train(args, parts)
 
 
 def cmd_export(args) -> int:
     _verbose()
-    from .export import export, next_steps
-
-    out = args.out or Path(args.run) / "model.onnx"
-    m = export(
-        args.run,
-        out,
-        tolerance=args.tolerance,
-        fp16=args.fp16,
-        int8=args.int8,
-        force=args.force,
-        heatmap=args.heatmap,
-    )
-    if not m["quality_gate"]["passed"]:
-        print(
-            "WARNING: exported with --force although "
-            + "; ".join(m["quality_gate"]["problems"])
-            + " (recorded in the manifest)",
-            file=sys.stderr,
-        )
-    p = m["parity"]
-    print(
-        f"wrote {out} and {out.with_suffix('.json')} (ONNX opset {m['onnx']['opset']}); "
-        f"parity Keras vs ONNX Runtime on {p['images']} validation images: "
-        f"max |diff| {p['max_abs_diff']:.2e}, {p['flips']} decision flips"
-        + (f"; class map max rel diff {p['map_max_rel_diff']:.2e}" if "outputs" in m else "")
-    )
-    for tag, v in m.get("variants", {}).items():
-        print(
-            f"variant {tag}: {v['file']} ({v['bytes'] / 1e6:.2f} MB), max |diff| "
-            f"{v['max_abs_diff']:.2e}, {v['flips']} flips, accuracy change "
-            f"{v['accuracy_change']:+.4f}"
-        )
-    print("next:")
-    for line in next_steps(out):
-        print(f"  {line}")
-    return 0
+    return registry.of_run(args.run).cli_export(args)
 
 
 def cmd_evaluate(args) -> int:
     _verbose()
-    from .evaluate import evaluate
-
-    m = evaluate(
-        args.model,
-        args.data,
-        args.out,
-        args.split,
-        args.run,
-        args.threshold,
-        geometry=args.geometry,
-    )
-
-    def f(v):
-        return "n/a" if v is None else f"{v:.4f}"
-
-    print(
-        f"{m['images']} images: accuracy {f(m['accuracy'])}, balanced accuracy "
-        f"{f(m['balanced_accuracy'])}, F1 {f(m['f1'])}, AUROC {f(m['auroc'])}, "
-        f"escape rate {f(m['escape_rate'])}, false reject rate {f(m['false_reject_rate'])}"
-    )
-    print(f"wrote {args.out}/metrics.json and {args.out}/report.html")
-    return 0
+    return registry.of_model(args.model).cli_evaluate(args)
 
 
-def cmd_bench_accuracy(args) -> int:
-    _verbose()
-    from .elpv import bench_accuracy
+class TrainingYaml:
+    """A training YAML split into ``method``, the sections of the model kinds that have
+    settings (``anomaly:`` ...) and the rest, each checked against its schema with the
+    file's own line numbers in the errors."""
 
-    r = bench_accuracy(
-        args.out,
-        args.work,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        max_minutes=args.max_minutes,
-        model=args.model_type,
-        reuse=args.reuse,
-    )
-    print(
-        f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
-        f"{r['accuracy']:.4f}, AUROC {r['auroc']:.4f}, F1 {r['f1']:.4f}; model "
-        f"{r['model_bytes'] / 1e6:.2f} MB, {r['cpu_fps_batch1']:.0f} frames/s at batch 1 "
-        f"(CPU); trained in {r['train_seconds'] / 60:.1f} min"
-    )
-    print(f"wrote {args.out}")
-    return 0
+    def __init__(self, path: Path | None):
+        self.path, self.method, self.rest = path, None, None
+        self.sections: dict[str, yaml.Node] = {}
+        if path is None:
+            return
+        node = schema._compose(Path(path))
+        if not isinstance(node, yaml.MappingNode):
+            raise TrainingError(f"{path}: a training config is a mapping")
+        rest = []
+        for key, value in node.value:
+            if key.value == "method":
+                self.method = value.value
+            elif key.value in registry.KINDS and registry.KINDS[key.value].settings:
+                self.sections[key.value] = value
+            else:
+                rest.append((key, value))
+        if self.method is not None and self.method not in registry.KINDS:
+            raise TrainingError(
+                f"{path}:{node.start_mark.line + 1}: method: {self.method!r} is not one of "
+                f"{', '.join(registry.KINDS)}"
+            )
+        self.rest = yaml.MappingNode(node.tag, rest, node.start_mark, node.end_mark)
+
+    def load(self, cls, node):
+        path = Path(self.path)
+        walker = schema._Walker(str(path), path.resolve().parent)
+        obj = walker.convert(cls, node, "")
+        if walker.errors:
+            raise ConfigError(*walker.errors)
+        return obj
 
 
 def add_parsers(sub) -> None:
@@ -277,6 +160,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. train.patience=5")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--schema", action="store_true", help="list every setting and exit")
+    t.add_argument(
+        "--method",
+        choices=list(registry.KINDS),
+        help="; ".join(k.help for k in registry.KINDS.values()),
+    )
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="run folder -> ONNX with its manifest, parity-checked")
@@ -324,24 +212,11 @@ def model_types() -> list[str]:
     """The architectures ``model.type`` accepts (one list: the config's)."""
     import typing
 
-    from .config import ModelConfig
+    from .common.config import ModelConfig
 
     return list(typing.get_args(typing.get_type_hints(ModelConfig)["type"]))
 
 
-def add_bench_accuracy_args(b: argparse.ArgumentParser) -> None:
-    g = b.add_argument_group("bench accuracy (ELPV)")
-    g.add_argument("--work", type=Path, default=Path("bench-accuracy"))
-    g.add_argument("--epochs", type=int, help="default: 24 (pretrained), 90 (cnn)")
-    g.add_argument("--image-size", type=int, help="default: 224 (pretrained), 160 (cnn)")
-    g.add_argument("--max-minutes", type=float, help="default: 50 (pretrained), 28 (cnn)")
-    g.add_argument(
-        "--model-type",
-        default="efficientnet-lite0",
-        help="architecture for bench accuracy (cnn: the earlier from-scratch recipe)",
-    )
-    g.add_argument(
-        "--reuse",
-        action="store_true",
-        help="bench accuracy: export, test and time the run already in --work (no training)",
-    )
+def extend(sub, bench) -> None:
+    """The benches' own arguments on ``inspector bench`` (the verbs are in ``add_parsers``)."""
+    add_bench_anomaly_args(bench)

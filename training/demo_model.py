@@ -17,9 +17,8 @@ from pathlib import Path
 
 from inspector.lab.modelkit import write_parts
 
-from .config import TrainConfig, override, validate
-from .export import export
-from .train import train
+from . import registry
+from .common.config import TrainConfig, override, validate
 
 RECIPE = {
     "name": "demo-cnn",
@@ -45,8 +44,9 @@ def remake(out: Path, work: Path) -> dict:
     for key, value in RECIPE.items():
         cfg = override(cfg, key, value)
     validate(cfg)
-    run = train(cfg, work / "run", verbose=2)
-    manifest = export(work / "run", out)
+    kind = registry.get("classify")
+    run = kind.train(cfg, work / "run", verbose=2)
+    manifest = kind.export(work / "run", out)
     return {"run": run, "manifest": manifest}
 
 

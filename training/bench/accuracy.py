@@ -1,17 +1,13 @@
-"""The ELPV solar-cell dataset (PyPI ``elpv-dataset``) and the accuracy benchmark on it.
+"""``inspector bench accuracy``: the classifier on ELPV, by the protocol of Deitsch et al. 2019.
 
-``import_elpv(dest)`` copies the 2,624 electroluminescence cell images (300x300 gray)
-into ``dest/good/`` (defect probability < 0.5) and ``dest/defect/`` (>= 0.5), and writes
-``dest/manifest.csv`` with each image's probability and cell type (mono/poly).
-
-``bench_accuracy`` is the protocol of Deitsch et al. 2019: binarised at 0.5, a seeded
-stratified 75/25 split (1,968 train / 656 test); validation (early stopping, threshold)
-is carved from the training part only, and the test part is used once, for the figures.
+Binarised at 0.5, a seeded stratified 75/25 split (1,968 train / 656 test); validation
+(early stopping, threshold) is carved from the training part only, and the test part is
+used once, for the figures. Trains, exports (with the FP16 and INT8 variants), evaluates
+and times the model at batch 1 on the CPU; writes the JSON.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import platform
@@ -21,56 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import TrainingError
-
-log = logging.getLogger(__name__)
-SEED = 2019
-
-
-def package_dir() -> Path:
-    try:
-        import elpv_dataset
-    except ImportError:
-        raise TrainingError(
-            "the ELPV images come from the elpv-dataset package: "
-            "pip install 'defect-inspector[train]'"
-        ) from None
-    return Path(elpv_dataset.__file__).parent / "data"
-
-
-def import_elpv(dest: Path, limit: int = 0, seed: int = SEED) -> dict:
-    """Write the dataset into ``dest``; ``limit`` keeps a stratified subset (for tests)."""
-    src = package_dir()
-    rows = []
-    for line in (src / "labels.csv").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            rows.append((parts[0], float(parts[1]), parts[2]))
-    if not rows:
-        raise TrainingError(f"{src}/labels.csv: no labels found")
-    if limit:
-        rng = np.random.default_rng(seed)
-        defect = [r for r in rows if r[1] >= 0.5]
-        good = [r for r in rows if r[1] < 0.5]
-        k_def = max(1, round(limit * len(defect) / len(rows)))
-        pick_d = rng.choice(len(defect), size=min(k_def, len(defect)), replace=False)
-        pick_g = rng.choice(len(good), size=min(limit - len(pick_d), len(good)), replace=False)
-        rows = sorted([defect[i] for i in pick_d] + [good[i] for i in pick_g])
-    dest = Path(dest)
-    counts = {"good": 0, "defect": 0}
-    dest.mkdir(parents=True, exist_ok=True)
-    with open(dest / "manifest.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "probability", "cell_type"])
-        for rel, prob, kind in rows:
-            label = "defect" if prob >= 0.5 else "good"
-            target = dest / label / Path(rel).name
-            target.parent.mkdir(exist_ok=True)
-            shutil.copyfile(src / rel, target)
-            writer.writerow([f"{label}/{target.name}", label, f"{prob:.4f}", kind])
-            counts[label] += 1
-    log.info("ELPV: %s", counts)
-    return {"dest": str(dest), "images": len(rows), "counts": counts}
+from .. import registry
+from ..common.elpv import SEED, import_elpv
 
 
 def bench_accuracy(
@@ -96,10 +44,10 @@ def bench_accuracy(
     from inspector.station.classifier import Classifier
     from inspector.station.config import ModelSection
 
-    from .config import TrainConfig, override
-    from .evaluate import evaluate
-    from .export import export
-    from .train import train
+    from ..common.config import TrainConfig, override
+
+    kind = registry.get("classify")
+    train, export, evaluate = kind.train, kind.export, kind.evaluate
 
     work = Path(work)
     data = work / "elpv"
@@ -218,16 +166,69 @@ def bench_accuracy(
 
 
 def _batch1_speed(clf, runs: int = 500) -> dict:
-    """ONNX Runtime alone at batch 1, measured as `inspector bench` measures it."""
-    from inspector.lab.bench import bare
-
+    """ONNX Runtime alone at batch 1, measured as `inspector bench` measures its bare model:
+    ``runs`` calls one after another, throughput and latency percentiles."""
     x = np.full((1, *clf.spec.shape), 128, np.uint8)
     for _ in range(20):
         clf.run(x)
-    return bare(clf.session, clf.manifest.input_name, x, 1, runs)
+    name, lat = clf.manifest.input_name, []
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        t = time.perf_counter()
+        clf.session.run(None, {name: x})
+        lat.append((time.perf_counter() - t) * 1000.0)
+    total = time.perf_counter() - t0
+    return {
+        "batch": 1,
+        "frames": runs,
+        "throughput_fps": round(runs / total, 1),
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 3),
+            "p99": round(float(np.percentile(lat, 99)), 3),
+        },
+    }
 
 
 def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cmd_bench_accuracy(args) -> int:
+    logging.getLogger("training").setLevel(logging.INFO)
+    r = bench_accuracy(
+        args.out,
+        args.work,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        max_minutes=args.max_minutes,
+        model=args.model_type,
+        reuse=args.reuse,
+    )
+    print(
+        f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
+        f"{r['accuracy']:.4f}, AUROC {r['auroc']:.4f}, F1 {r['f1']:.4f}; model "
+        f"{r['model_bytes'] / 1e6:.2f} MB, {r['cpu_fps_batch1']:.0f} frames/s at batch 1 "
+        f"(CPU); trained in {r['train_seconds'] / 60:.1f} min"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_args(b) -> None:
+    g = b.add_argument_group("bench accuracy (ELPV)")
+    g.add_argument("--work", type=Path, default=Path("bench-accuracy"))
+    g.add_argument("--epochs", type=int, help="default: 24 (pretrained), 90 (cnn)")
+    g.add_argument("--image-size", type=int, help="default: 224 (pretrained), 160 (cnn)")
+    g.add_argument("--max-minutes", type=float, help="default: 50 (pretrained), 28 (cnn)")
+    g.add_argument(
+        "--model-type",
+        default="efficientnet-lite0",
+        help="architecture for bench accuracy (cnn: the earlier from-scratch recipe)",
+    )
+    g.add_argument(
+        "--reuse",
+        action="store_true",
+        help="bench accuracy: export, test and time the run already in --work (no training)",
+    )

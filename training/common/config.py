@@ -18,7 +18,7 @@ from typing import Literal
 
 from inspector.contract.schema import load_yaml, setting
 
-from . import TrainingError
+from .. import TrainingError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,3 +223,43 @@ def as_dict(cfg) -> dict:
         return v
 
     return plain(cfg)
+
+
+def apply_flags(cfg, flags: dict):
+    """The command line's flags over the config, those given only."""
+    for key, value in flags.items():
+        if value is not None:
+            cfg = override(cfg, key, value)
+    return cfg
+
+
+def set_items(items) -> list[tuple[str, str]]:
+    """``--set KEY=VALUE`` items as (key, text) pairs; a malformed one is a clear error."""
+    out = []
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise TrainingError(f"--set {item!r}: expected KEY=VALUE")
+        out.append((key.strip(), text))
+    return out
+
+
+def typed(cfg, key: str, text: str):
+    """The value of ``--set KEY=TEXT`` in the type the setting has in ``cfg``."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    obj = cfg
+    for part in key.split(".")[:-1]:
+        obj = getattr(obj, part, None)
+    current = getattr(obj, key.split(".")[-1], None)
+    if isinstance(current, Path) or (current is None and key == "data"):
+        return Path(text)
+    if isinstance(current, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(current, float) and isinstance(value, str):  # YAML 1.1 reads 1e-9 as text
+        try:
+            return float(text)
+        except ValueError:
+            raise TrainingError(f"--set {key}: {text!r} is not a number") from None
+    return value

@@ -16,9 +16,7 @@ The run folder ``runs/<name>/`` holds:
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,64 +24,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from inspector.contract.geometry import FrameSetup
-from inspector.contract.preprocess import PreprocessSpec
-
-from . import TrainingError, datasets, frames, guard, recipe, thresholds
-from .config import TrainConfig, as_dict
-from .metrics import defect_score, is_defect
+from .. import TrainingError
+from ..common import datasets, guard, thresholds
+from ..common.config import TrainConfig, as_dict
+from ..common.metrics import defect_score, is_defect
+from ..common.runs import setup_of, spec_of, versions, write_json
+from . import recipe
+from .inputs import targets, train_dataset
 
 log = logging.getLogger(__name__)
 
 
-def spec_of(cfg: TrainConfig, setup: FrameSetup | None = None) -> PreprocessSpec:
-    """The model's preprocessing; ``setup``: the station's geometry and bit depth."""
-    size = cfg.model.image_size
-    spec = PreprocessSpec(
-        size=(size, size), color=cfg.model.color, interpolation=cfg.model.interpolation
-    )
-    return frames.spec_with(spec, setup) if setup is not None else spec
-
-
-def setup_of(cfg: TrainConfig) -> FrameSetup:
-    """The frame setup for ``cfg.data``: from its recordings' sidecars or ``cfg.geometry``."""
-    given = frames.station_setup(cfg.geometry) if cfg.geometry is not None else None
-    paths = [s.path for s in datasets.scan(cfg.data).samples]
-    return frames.resolve(paths, given=given)
-
-
-def versions() -> dict:
-    import onnxruntime
-
-    from .tf import keras, tf
-
-    out = {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    try:
-        import tf2onnx
-
-        out["tf2onnx"] = tf2onnx.__version__
-    except ImportError:
-        pass
-    return out
-
-
 def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None = None) -> dict:
     """Train, choose the threshold on validation and write the run folder; returns run.json."""
-    from .tf import keras, tf
+    from ..common.tf import keras, tf
 
     if cfg.data is None:
         raise TrainingError("no dataset: give --data DIR (or 'data:' in the config)")
-    if cfg.method == "anomaly":  # good parts only, default settings (training.anomaly)
-        from .anomaly import AnomalyConfig
-        from .anomaly import fit as fit_anomaly
-
-        return fit_anomaly(cfg, AnomalyConfig(), out)
     out = Path(out)
     if (out / "run.json").exists() and not resume:
         raise TrainingError(f"{out}: holds a finished run; choose another --out")
@@ -146,8 +103,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             )
 
     log.info("%s: %d parameters", model.name, model.count_params())
-    targets = _targets(tr, cfg, data.classes, data.defect_classes)
-    train_ds = _train_dataset(tr.x, tr.y, targets, cfg, n_classes, tf, keras)
+    onehot = targets(tr, cfg, data.classes, data.defect_classes)
+    train_ds = train_dataset(tr.x, tr.y, onehot, cfg, n_classes, tf, keras)
     val_ds = tf.data.Dataset.from_tensor_slices(
         (va.x, np.eye(n_classes, dtype=np.float32)[va.y])
     ).batch(cfg.train.batch_size)
@@ -279,93 +236,13 @@ def _time_limit(seconds: float, keras):
 
 
 def _strategy(name: str):
-    from .tf import tf
+    from ..common.tf import tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def _targets(split, cfg: TrainConfig, classes: list[str], defects: list[str]) -> np.ndarray:
-    """One-hot targets, or the soft ones of ``soft_labels`` (binary models only)."""
-    onehot = np.eye(len(classes), dtype=np.float32)[split.y]
-    if not cfg.soft_labels:
-        return onehot
-    if len(classes) != 2:
-        raise TrainingError("soft_labels needs exactly two classes (good and one defect class)")
-    try:
-        p = np.array([float(m[cfg.soft_labels]) for m in split.meta], np.float32)
-    except (KeyError, ValueError):
-        raise TrainingError(
-            f"soft_labels: every training image needs a number in the CSV column "
-            f"{cfg.soft_labels!r} (give the dataset as its CSV manifest)"
-        ) from None
-    if p.min() < 0 or p.max() > 1:
-        raise TrainingError(f"soft_labels: column {cfg.soft_labels!r} must hold values in [0, 1]")
-    d = classes.index(defects[0])
-    soft = np.empty_like(onehot)
-    soft[:, d], soft[:, 1 - d] = p, 1 - p
-    return soft
-
-
-def _train_dataset(x, y, targets, cfg: TrainConfig, n_classes: int, tf, keras):
-    seed = cfg.train.seed
-    if cfg.train.balance == "sampling":
-        per_class = [
-            tf.data.Dataset.from_tensor_slices((x[y == i], targets[y == i]))
-            .repeat()
-            .shuffle(len(x), seed=seed + i)
-            for i in range(n_classes)
-            if np.any(y == i)
-        ]
-        ds = tf.data.Dataset.sample_from_datasets(per_class, seed=seed)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((x, targets)).shuffle(
-            len(x), seed=seed, reshuffle_each_iteration=True
-        )
-    ds = ds.batch(cfg.train.batch_size)
-    a = cfg.augment
-    if a.enabled:
-        augment = _augmenter(a, seed, keras, tf)
-        ds = ds.map(lambda xb, yb: (augment(xb), yb), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _augmenter(a, seed: int, keras, tf):
-    """Training-only augmentation on uint8 batches; returns uint8 like the camera would."""
-    geometric = []
-    if a.flip:
-        geometric.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
-    if a.rotation_deg:
-        geometric.append(
-            keras.layers.RandomRotation(a.rotation_deg / 360.0, fill_mode="reflect", seed=seed)
-        )
-    if a.shift:
-        geometric.append(
-            keras.layers.RandomTranslation(a.shift, a.shift, fill_mode="reflect", seed=seed)
-        )
-    gen = tf.random.Generator.from_seed(seed)
-
-    def augment(xb):
-        x = tf.cast(xb, tf.float32)
-        n = tf.shape(x)[0]
-        if a.rot90:
-            k = gen.uniform([], 0, 4, dtype=tf.int32)
-            x = tf.image.rot90(x, k)
-        for layer in geometric:
-            x = layer(x, training=True)
-        if a.brightness:
-            x = x + gen.uniform([n, 1, 1, 1], -a.brightness, a.brightness) * 255.0
-        if a.contrast:
-            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            x = (x - mean) * gen.uniform([n, 1, 1, 1], 1 - a.contrast, 1 + a.contrast) + mean
-        if a.noise:
-            x = x + gen.normal(tf.shape(x), stddev=a.noise)
-        return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
-
-    return augment
 
 
 def _intact(path: Path) -> bool:
@@ -395,16 +272,3 @@ def _val_losses(out: Path) -> list[float]:
     except (OSError, ValueError, KeyError):
         return []
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def write_json(path: Path, data) -> None:
-    """JSON for people: indented, numpy scalars and paths as plain values."""
-    path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
-
-
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON: {type(v).__name__}")

@@ -1,4 +1,4 @@
-"""``python -m training.benchcam``: what the class map (``export --heatmap``) costs at run time.
+"""``python -m training.bench.cam``: what the class map (``export --heatmap``) costs at run time.
 
 Builds the default classifier (EfficientNet-Lite0, grey, ``--size`` px, random weights: the
 latency does not depend on them), exports it to ONNX with and without the ``class_map``
@@ -20,7 +20,7 @@ import numpy as np
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.benchcam")
+    ap = argparse.ArgumentParser(prog="python -m training.bench.cam")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
@@ -28,10 +28,11 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from .config import ModelConfig
-    from .export import MAP_OUTPUT, OPSET, _rename_output, cam_model
-    from .models import build
-    from .tf import tf
+    from ..classify.cam import MAP_OUTPUT, cam_model
+    from ..classify.models import build
+    from ..common.config import ModelConfig
+    from ..common.onnxexport import OPSET, rename_output
+    from ..common.tf import tf
 
     cfg = ModelConfig(type="efficientnet-lite0", image_size=args.size, color="gray", weights="none")
     model = build(cfg, 2)
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             )
             graph = onnx.load(str(path))
             if tag == "map":
-                _rename_output(graph.graph, graph.graph.output[1].name, MAP_OUTPUT)
+                rename_output(graph.graph, graph.graph.output[1].name, MAP_OUTPUT)
                 onnx.save(graph, str(path))
             sessions[tag] = ort.InferenceSession(str(path), opts, ["CPUExecutionProvider"])
     x = np.random.default_rng(0).integers(0, 256, (1, args.size, args.size, 1), np.uint8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import TrainingError
+from .. import TrainingError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

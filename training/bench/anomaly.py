@@ -1,5 +1,6 @@
 """``inspector bench anomaly --out docs/bench-anomaly.json``: the figures of good-parts-only
-models, each from one run of ``inspector train --method anomaly`` and ``export``.
+models, each from one fit and export of the anomaly kind (``training.registry``), as
+``inspector train --method anomaly`` and ``export`` make them.
 
 - generated: plain textured parts (a grey level, a gradient, a fine woven texture, noise),
   defects drawn at known places (a dark or bright scratch, a spot, a smudge); fitted on
@@ -28,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import TrainingError
+from .. import registry
 
 log = logging.getLogger(__name__)
 SIZE = 224
@@ -94,34 +95,28 @@ def write_generated(root: Path, seed: int = 7, size: int = SIZE) -> dict:
     return boxes
 
 
-def _fit_and_export(data: Path, run: Path, sets: list[str]) -> tuple[dict, dict, float]:
-    from inspector.cli import main
-
+def _fit_and_export(data: Path, run: Path, values: dict) -> tuple[dict, dict, float]:
+    """Fit and export the anomaly kind with dotted settings over its defaults."""
+    kind = registry.get("anomaly")
+    cfg, settings = registry.configure(kind.name, data, values)
     shutil.rmtree(run, ignore_errors=True)
-    argv = ["train", "--method", "anomaly", "--data", str(data), "--out", str(run)]
-    for s in sets:
-        argv += ["--set", s]
     t0 = time.monotonic()
-    if main(argv) != 0:
-        raise TrainingError(f"bench anomaly: training on {data} failed")
+    info = kind.train(cfg, run, settings)
     fit_seconds = time.monotonic() - t0
-    if main(["export", str(run)]) != 0:
-        raise TrainingError(f"bench anomaly: export of {run} failed")
-    manifest = json.loads((run / "model.json").read_text())
-    info = json.loads((run / "run.json").read_text())
+    manifest = kind.export(run, run / "model.onnx")
     return manifest, info, fit_seconds
 
 
 def bench_generated(work: Path) -> dict:
-    from .anomalyeval import AnomalyRunner
-    from .datasets import load_split, scan
-    from .metrics import auroc
+    from ..anomaly.evaluate import AnomalyRunner
+    from ..common.datasets import load_split, scan
+    from ..common.metrics import auroc
 
     data = work / "generated"
     shutil.rmtree(data, ignore_errors=True)
     boxes = write_generated(data)
     manifest, info, fit_seconds = _fit_and_export(
-        data, work / "generated-run", ["anomaly.coreset=0.1", f"model.image_size={SIZE}"]
+        data, work / "generated-run", {"anomaly.coreset": 0.1, "model.image_size": SIZE}
     )
     runner = AnomalyRunner(work / "generated-run" / "model.onnx")
     test = [s for s in scan(data).samples if s.split == "test"]
@@ -165,9 +160,9 @@ def backbone_onnx(path: Path, variant: str, size: int) -> Path:
     """The backbone alone: uint8 grey in, pooled 1280 features out (what a classifier runs)."""
     import onnx
 
-    from .export import OPSET
-    from .models import efficientnet_lite
-    from .tf import keras, tf
+    from ..common.backbone import efficientnet_lite
+    from ..common.onnxexport import OPSET
+    from ..common.tf import keras, tf
 
     inputs = keras.Input((size, size, 1), dtype="uint8", name="image")
     x = keras.ops.cast(inputs, "float32")
@@ -224,22 +219,22 @@ def bench_latency(work: Path, anomaly_model: Path, variant: str, size: int) -> d
 
 # -- ELPV ------------------------------------------------------------------------------------
 def bench_elpv(work: Path, limit: int = 0) -> dict:
-    from .anomalyeval import evaluate_anomaly
-    from .elpv import SEED, import_elpv
+    from ..common.elpv import SEED, import_elpv
 
     data = work / ("elpv" if not limit else f"elpv-{limit}")
     if not (data / "manifest.csv").exists():
         import_elpv(data, limit=limit)
     run = work / ("elpv-run" if not limit else f"elpv-{limit}-run")
-    sets = [
-        f"model.image_size={SIZE}",
-        "split.test=0.25",
-        f"split.val={0.75 * 0.15}",
-        f"split.seed={SEED}",
-        "threshold.policy=max_f1",
-    ]
-    manifest, info, fit_seconds = _fit_and_export(data / "manifest.csv", run, sets)
-    m = evaluate_anomaly(run / "model.onnx", data, work / "elpv-report", split="test", run=run)
+    values = {
+        "model.image_size": SIZE,
+        "split.test": 0.25,
+        "split.val": 0.75 * 0.15,
+        "split.seed": SEED,
+        "threshold.policy": "max_f1",
+    }
+    manifest, info, fit_seconds = _fit_and_export(data / "manifest.csv", run, values)
+    kind = registry.get("anomaly")
+    m = kind.evaluate(run / "model.onnx", data, work / "elpv-report", split="test", run=run)
     return {
         "protocol": "ELPV binarised at 0.5; seeded stratified 75/25 split (Deitsch); fitted on "
         "the good cells of the training part only; threshold (max_f1) on the validation part "
@@ -261,7 +256,7 @@ def bench_elpv(work: Path, limit: int = 0) -> dict:
 
 def bench_anomaly(out: Path, work: Path, elpv: bool = True, elpv_limit: int = 0) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    result: dict = {"method": "PatchCore-style: training.anomaly (see its docstring)"}
+    result: dict = {"method": "PatchCore-style: training.anomaly (see training/anomaly/fit.py)"}
     result["generated"] = bench_generated(work)
     result["latency_cpu_batch1"] = bench_latency(
         work, work / "generated-run" / "model.onnx", "efficientnet-lite0", SIZE
@@ -272,7 +267,7 @@ def bench_anomaly(out: Path, work: Path, elpv: bool = True, elpv_limit: int = 0)
         result["elpv"]["latency_cpu_batch1"] = bench_latency(
             work, run / "model.onnx", "efficientnet-lite0", SIZE
         )
-    from .train import versions
+    from ..common.runs import versions
 
     result["machine"] = {
         "cpus": len(os.sched_getaffinity(0)),
@@ -304,3 +299,14 @@ def cmd_bench_anomaly(args) -> int:
         )
     print(f"wrote {out}")
     return 0
+
+
+def add_args(bench) -> None:
+    g = bench.add_argument_group("bench anomaly")
+    g.add_argument(
+        "--elpv-limit",
+        type=int,
+        default=0,
+        help="bench anomaly: a stratified ELPV subset of N cells (0: the whole Deitsch split)",
+    )
+    g.add_argument("--skip-elpv", action="store_true", help="bench anomaly: generated set only")

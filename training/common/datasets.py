@@ -30,7 +30,7 @@ import numpy as np
 from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
 from inspector.station.quality import baseline
 
-from . import TrainingError
+from .. import TrainingError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import TrainingError
+from .. import TrainingError
 from .metrics import binary_at
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import TrainingError, datasets, frames
-from .metrics import defect_score, is_defect, report
+from .. import TrainingError
+from ..common import datasets, frames
+from ..common.metrics import defect_score, is_defect, report
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ class _Scorer:
             self.setup = m.frame_setup
             self.name = m.model_id
         elif (model / "run.json").is_file():
-            from .export import load_run
+            from ..common.runs import load_run, spec_of
             from .models import load_best
-            from .train import spec_of
 
             cfg, info = load_run(model)
             self.classes, self.defects = info["classes"], info["defect_classes"]
@@ -144,7 +144,7 @@ def evaluate(
                     *[f"{p:.6f}" for p in probs[i]],
                 ]
             )
-    from .report import write_report
+    from ..common.report import write_report
 
     write_report(out, metrics, truth, score, t, images, scorer.classes, gallery)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -27,7 +27,7 @@ from inspector.contract.preprocess import spec_with as spec_with  # moved to the
 from inspector.contract.schema import load_yaml, setting
 from inspector.errors import InspectorError
 
-from . import TrainingError
+from .. import TrainingError
 
 
 def station_setup(path: Path) -> FrameSetup:

@@ -24,8 +24,10 @@ import numpy as np
 
 from inspector.station.heatmap import overlay, upsample
 
-from . import TrainingError, datasets
-from .metrics import auroc, binary_at
+from .. import TrainingError
+from ..common import datasets
+from ..common.metrics import auroc, binary_at
+from .fit import is_anomaly_run
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ def is_anomaly_model(path: Path) -> bool:
     """An exported anomaly ONNX file, or an anomaly run folder."""
     path = Path(path)
     if path.is_dir():
-        from .anomaly import is_anomaly_run
-
         return is_anomaly_run(path)
     sidecar = path.with_suffix(".json")
     if path.suffix == ".onnx" and sidecar.is_file():

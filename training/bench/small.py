@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import registry
+
 CLASSES = ("good", "line", "dot")
 
 
@@ -43,10 +45,10 @@ def write_three_classes(root: Path, per_class: int = 60, size: int = 96, seed: i
 
 
 def bench_small(out: Path, work: Path, models=("efficientnet-lite0", "cnn")) -> dict:
-    from .config import TrainConfig, override, validate
-    from .evaluate import evaluate
-    from .export import export
-    from .train import train, versions
+    from ..common.config import TrainConfig, override, validate
+    from ..common.runs import versions
+
+    kind = registry.get("classify")
 
     work = Path(work)
     data = work / "three"
@@ -61,7 +63,7 @@ def bench_small(out: Path, work: Path, models=("efficientnet-lite0", "cnn")) -> 
         run_dir = work / f"run-{model}"
         shutil.rmtree(run_dir, ignore_errors=True)
         t0 = time.monotonic()
-        run = train(cfg, run_dir, verbose=2)
+        run = kind.train(cfg, run_dir, verbose=2)
         train_seconds = time.monotonic() - t0
         entry = {
             "train_seconds": round(train_seconds, 1),
@@ -71,19 +73,19 @@ def bench_small(out: Path, work: Path, models=("efficientnet-lite0", "cnn")) -> 
         }
         model_path = work / f"{model}.onnx"
         try:
-            manifest = export(run_dir, model_path)
+            manifest = kind.export(run_dir, model_path)
         except Exception as exc:  # the guard refusing a run that learned nothing is a result
             entry["export"] = f"refused: {exc}"
         else:
             entry["export"] = "written"
             entry["parity"] = manifest["parity"]
-            m = evaluate(model_path, data, work / f"report-{model}", split="test", run=run_dir)
+            m = kind.evaluate(model_path, data, work / f"report-{model}", split="test", run=run_dir)
             entry["test"] = {k: m[k] for k in ("images", "accuracy", "balanced_accuracy", "auroc")}
         entry["total_seconds"] = round(time.monotonic() - t0, 1)
         results[model] = entry
     report = {
         "what": "three classes (grey plate; dark line; bright dot), 60 images each at 96 px, "
-        "seeded generator (training/benchsmall.py); train --epochs 8 --image-size 96; "
+        "seeded generator (training/bench/small.py); train --epochs 8 --image-size 96; "
         "split 70/15/15 stratified (the defaults), test used once",
         "results": results,
         "machine": {"cpus": _cpus(), "platform": platform.platform()},

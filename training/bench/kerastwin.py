@@ -22,8 +22,8 @@ def keras_baseline(model: Path, inputs: np.ndarray, frames: int) -> dict | None:
     twin = twin_of(model)
     if not twin.is_file():
         return None
-    from . import models  # noqa: F401  (registers the custom layers the twin may use)
-    from .tf import keras
+    from ..classify import models  # noqa: F401  (registers the custom layers the twin may use)
+    from ..common.tf import keras
 
     net = keras.models.load_model(twin, compile=False)
     n = len(inputs)
@@ -67,7 +67,7 @@ def in_subprocess(model: Path, inputs: np.ndarray, frames: int) -> dict | None:
         x, out = Path(tmp) / "inputs.npy", Path(tmp) / "keras.json"
         np.save(x, inputs)
         code = (
-            "import json, numpy, pathlib; from training.benchkeras import keras_baseline; "
+            "import json, numpy, pathlib; from training.bench.kerastwin import keras_baseline; "
             f"r = keras_baseline(pathlib.Path({str(model)!r}), numpy.load({str(x)!r}), {frames}); "
             f"pathlib.Path({str(out)!r}).write_text(json.dumps(r))"
         )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import TrainingError
+from .. import TrainingError
 
 log = logging.getLogger(__name__)
 

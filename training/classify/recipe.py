@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 
-from .config import TrainConfig
-from .pretrained import VARIANTS, blocks
+from ..common.config import TrainConfig
+from ..common.pretrained import VARIANTS, blocks
 
 SMALL_DATASET = 5000  # images; below this, batch-norm statistics stay ImageNet's
 TOP_STAGE = 4  # first stage of "top": the stride-16 112-channel stage onward
@@ -41,7 +41,7 @@ def freeze_backbone(model) -> None:
 
 def unfreeze(model, cfg: TrainConfig, n_train: int) -> dict:
     """Set which backbone layers learn in the fine-tune phase; returns what was done."""
-    from .tf import keras
+    from ..common.tf import keras
 
     backbone = model.get_layer("backbone")
     how = cfg.train.fine_tune

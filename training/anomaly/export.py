@@ -1,6 +1,6 @@
 """``inspector export RUN`` for an anomaly run: one ONNX file, memory bank and manifest inside.
 
-The Keras graph of ``training.anomaly`` (backbone taps, neighbourhood average, nearest-bank
+The Keras graph of ``training.anomaly.graph`` (backbone taps, neighbourhood average, nearest-bank
 distance by a matrix product and a min, normalised score) is converted as the classifier
 is (``keras.Model.export(format="onnx")``); the bank travels as an initializer. The
 manifest says ``kind: anomaly`` and carries the backbone, layers, bank size, coreset
@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import TrainingError, datasets
-from .anomaly import METHOD, load_model, raw_scores
+from inspector.contract.manifest import embed
+
+from .. import TrainingError
+from ..common import datasets, frames
+from ..common.onnxexport import manifest_for, to_onnx
+from ..common.runs import spec_of
+from .bank import raw_scores
+from .config import METHOD
+from .graph import features, load_model
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,6 @@ def validation_images(run: Path, info: dict, spec) -> datasets.Split:
 
 
 def _spec(cfg, info):
-    from . import frames
-    from .train import spec_of
-
     return spec_of(cfg, frames.of_run(info))
 
 
@@ -50,24 +53,13 @@ def export(run: Path, out: Path, tolerance: float = 1e-4) -> dict:
     """Write ``out`` (+ sidecar JSON) and return the manifest; refuses on a parity failure."""
     import onnx
 
-    from inspector.contract.manifest import embed
-
-    from .export import OPSET, manifest_for
-    from .tf import tf
-
     run, out = Path(run), Path(out)
     model, embedder, cfg, acfg, info = load_model(run)
     if info.get("method") != METHOD:
         raise TrainingError(f"{run}: not an anomaly run")
     size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
     out.parent.mkdir(parents=True, exist_ok=True)
-    signature = [tf.TensorSpec((None, size, size, channels), tf.uint8, name="image")]
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "model.onnx"
-        model.export(
-            str(raw), format="onnx", input_signature=signature, opset_version=OPSET, verbose=False
-        )
-        graph = onnx.load(str(raw))
+    graph = to_onnx(model, size, channels)
     outputs = {o.name: len(o.type.tensor_type.shape.dim) for o in graph.graph.output}
     scores_name = next((n for n, rank in outputs.items() if rank == 2), None)
     map_name = next((n for n, rank in outputs.items() if rank == 3), None)
@@ -158,8 +150,6 @@ def verify(
 
 
 def _features(embedder, x):
-    from .anomaly import features
-
     return features(embedder, x, 8)
 
 

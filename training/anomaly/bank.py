@@ -1,0 +1,111 @@
+"""The memory bank of an anomaly model: which training patches it keeps, and the threshold.
+
+A greedy k-center coreset picks the bank from the training patches (``greedy_coreset``,
+``bank_plan`` refuses a bank over the cap), and ``choose_threshold`` sets the raw distance
+that maps to the score 0.5. ``raw_scores`` is the numpy reference of the
+graph's nearest-bank distance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import TrainingError
+from ..common.config import TrainConfig
+from ..common.metrics import binary_at
+from ..common.thresholds import choose
+from .config import AnomalyConfig
+
+
+def bank_plan(n_patches: int, dim: int, acfg: AnomalyConfig) -> tuple[int, int]:
+    """(patches kept, bytes) for ``n_patches`` candidates; refuses a bank over the cap."""
+    k = max(1, min(acfg.max_bank, math.ceil(acfg.coreset * n_patches), n_patches))
+    nbytes = k * dim * 4
+    cap = acfg.max_bank_mb * 1024 * 1024
+    if nbytes > cap:
+        raise TrainingError(
+            f"anomaly: the memory bank would hold {k:,} patches x {dim} features = "
+            f"{nbytes / 2**20:.1f} MB, over the cap anomaly.max_bank_mb = {acfg.max_bank_mb:g} "
+            f"MB; lower anomaly.coreset or anomaly.max_bank, or raise the cap"
+        )
+    return k, nbytes
+
+
+def greedy_coreset(x: np.ndarray, k: int, projection: int, seed: int) -> np.ndarray:
+    """Indices of ``k`` rows of ``x`` chosen by greedy k-center (each new one the farthest
+    from those chosen so far), distances measured in a random Gaussian projection."""
+    rng = np.random.default_rng(seed)
+    if k >= len(x):
+        return np.arange(len(x))
+    z = x
+    if projection and projection < x.shape[1]:
+        r = rng.normal(0, 1 / math.sqrt(projection), (x.shape[1], projection)).astype(np.float32)
+        z = x @ r
+    zz = np.einsum("ij,ij->i", z, z)
+    chosen = np.empty(k, np.int64)
+    chosen[0] = int(rng.integers(len(x)))
+    best = np.full(len(x), np.inf, np.float32)
+    for i in range(k):
+        c = z[chosen[i]]
+        d = zz - 2.0 * (z @ c) + float(c @ c)
+        np.minimum(best, d, out=best)
+        if i + 1 < k:
+            chosen[i + 1] = int(np.argmax(best))
+    return chosen
+
+
+def raw_scores(feats: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """The numpy reference of the graph: per image, the largest nearest-bank distance."""
+    n = len(feats)
+    flat = feats.reshape(n, -1, feats.shape[-1])
+    mm = np.sum(bank.astype(np.float64) ** 2, axis=1)
+    out = np.empty(n)
+    for i in range(n):
+        f = flat[i].astype(np.float64)
+        d2 = np.full(len(f), np.inf)
+        for j in range(0, len(bank), chunk):
+            b = bank[j : j + chunk].astype(np.float64)
+            np.minimum(d2, (mm[j : j + chunk] - 2.0 * f @ b.T).min(axis=1), out=d2)
+        d2 += np.sum(f * f, axis=1)
+        out[i] = math.sqrt(max(float(d2.max()), 0.0))
+    return out
+
+
+def choose_threshold(
+    good: np.ndarray, defect: np.ndarray, cfg: TrainConfig, acfg: AnomalyConfig
+) -> dict:
+    """The raw-distance threshold ``t`` and how it was chosen (``raw``; ``value`` is 0.5)."""
+    good, defect = np.sort(np.asarray(good, np.float64)), np.asarray(defect, np.float64)
+    if not len(good):
+        raise TrainingError(
+            "the validation split has no good images: an anomaly threshold needs held-out "
+            "good parts (raise split.val or add good images)"
+        )
+    if len(defect):  # labelled defects: the classifier's policies, on a monotone [0, 1) map
+        ref = float(np.median(good)) or 1.0
+        u = np.r_[good, defect] / (np.r_[good, defect] + ref)
+        truth = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
+        chosen = choose(truth, u, cfg.threshold.policy, cfg.threshold.value)
+        v = min(chosen["value"], 1 - 1e-9)
+        t = ref * v / (1 - v)
+        policy, target = chosen["policy"], chosen["target"]
+    else:
+        # the highest good score that must still pass, and a margin above it: halfway to
+        # the next good score (rejected anyway), or 0.1 % when there is none, so that no
+        # validation image sits on the threshold (a rounding difference would flip it)
+        allowed = int(math.floor(acfg.false_reject_rate * len(good) + 1e-9))
+        edge = good[len(good) - 1 - allowed]
+        t = float((edge + good[len(good) - allowed]) / 2) if allowed else float(edge) * 1.001
+        policy, target = "max_false_reject_rate", acfg.false_reject_rate
+    t = max(t, 1e-6)
+    truth = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
+    scores = np.r_[good, defect]
+    return {
+        "value": 0.5,
+        "raw": t,
+        "policy": policy,
+        "target": target,
+        "metrics": {"on": "validation", **binary_at(truth, scores / (scores + t), 0.5)},
+    }

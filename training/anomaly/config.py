@@ -1,0 +1,54 @@
+"""The anomaly method's settings (``anomaly:`` in a training config, ``--set anomaly.X=...``).
+
+``inspector train --method anomaly --schema`` lists them; ``training.anomaly.fit`` reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspector.contract.schema import load_yaml, setting
+
+METHOD = "anomaly"
+CLASSES = ["good", "anomaly"]  # the model's two output columns
+DEFAULT_LAYERS = ["block4_add", "block10_add"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyConfig:
+    layers: list[str] = setting(
+        factory=lambda: list(DEFAULT_LAYERS),
+        help="backbone layers whose outputs are the patch features (the first sets the grid)",
+    )
+    neighbourhood: int = setting(3, "average each feature over this many cells square (odd)")
+    coreset: float = setting(0.01, "fraction of the training patches kept in the memory bank")
+    max_bank: int = setting(16384, "at most this many patches in the bank")
+    max_bank_mb: float = setting(64.0, "refuse a bank larger than this (float32 bytes)")
+    max_patches: int = setting(
+        250_000, "coreset candidates: a random subset of the training patches when more"
+    )
+    projection: int = setting(64, "dimensions of the random projection the coreset runs in")
+    false_reject_rate: float = setting(
+        0.01, "good parts only: the threshold rejects at most this share of held-out good ones"
+    )
+    seed: int = setting(0, "seed of the projection and the subsets")
+    batch_size: int = setting(16, "images per feature-extraction batch")
+
+    def problems(self):
+        if not self.layers:
+            yield "layers", "name at least one backbone layer"
+        if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
+            yield "neighbourhood", "an odd number >= 1"
+        if not 0 < self.coreset <= 1:
+            yield "coreset", "a fraction in (0, 1]"
+        if self.max_bank < 1:
+            yield "max_bank", "at least 1"
+        if self.max_bank_mb <= 0:
+            yield "max_bank_mb", "must be positive"
+        if not 0 <= self.false_reject_rate < 1:
+            yield "false_reject_rate", "a rate in [0, 1)"
+
+
+def load_anomaly_config(path: Path | None) -> AnomalyConfig:
+    return load_yaml(AnomalyConfig, path) if path else AnomalyConfig()

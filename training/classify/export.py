@@ -1,0 +1,158 @@
+"""``inspector export RUN``: a run folder -> ``model.onnx`` that carries its manifest.
+
+Steps: rebuild the network in float32 and load the best checkpoint; convert with
+``keras.Model.export(format="onnx")`` (tf2onnx, ``common.onnxexport``); embed the
+manifest (``inspector.contract.manifest``) and write it beside the model as JSON; then check
+parity: the validation images go through Keras and through the runtime's own loading
+path (``inspector.station.classifier.Classifier``); the largest score difference and the
+decision flips are recorded, and the export fails when there is a flip or the difference
+exceeds the tolerance. Optional FP16 and INT8 variants are written beside it, each with
+its score and accuracy change on the validation images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from inspector.contract.manifest import embed
+
+from .. import TrainingError
+from ..common import datasets, frames, guard
+from ..common.config import TrainConfig
+from ..common.metrics import defect_score, is_defect
+from ..common.onnxexport import manifest_for, rename_output, to_onnx
+from ..common.runs import load_run, spec_of
+from . import variants as _variants
+from .cam import MAP_OUTPUT, cam_model
+from .models import load_best
+from .parity import compare as _compare
+from .parity import onnx_scores as _onnx_scores
+from .parity import onnx_scores_and_maps as _onnx_scores_and_maps
+
+log = logging.getLogger(__name__)
+
+
+def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
+    """The images of one split of the run, through the runtime's preprocessing."""
+    samples = datasets.samples_of_run(run, split)
+    data, bad = datasets.load_split(samples, spec_of(cfg, frames.of_run(info)), info["classes"])
+    if bad:
+        log.warning("%d image(s) of the %s split are no longer readable", len(bad), split)
+    return data
+
+
+def export(
+    run: Path,
+    out: Path,
+    tolerance: float = 1e-4,
+    fp16: bool = False,
+    int8: bool = False,
+    force: bool = False,
+    heatmap: bool | None = None,
+) -> dict:
+    """Write ``out`` (+ sidecar JSON, + variants); returns the manifest.
+
+    ``heatmap``: add the class-activation map output ``class_map`` (``cam_model``); None (the
+    default) adds it where the head allows an exact one, True refuses a head that does not
+    (TrainingError), False leaves it out.
+
+    Refuses (TrainingError, exit 2) a run that learned too little (``training.guard``)
+    unless ``force``; a forced export records that in the manifest's ``quality_gate``."""
+    import onnx
+
+    run, out = Path(run), Path(out)
+    cfg, info = load_run(run)
+    classes = info["classes"]
+    model = load_best(run, cfg.model, len(classes))
+    net = model
+    if heatmap is not False:
+        try:
+            net = cam_model(model, classes, info["defect_classes"])
+        except TrainingError as exc:
+            if heatmap:
+                raise
+            log.info("no class map: %s", exc)
+    size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = to_onnx(net, size, channels)
+    input_name = graph.graph.input[0].name
+    outputs = {len(o.type.tensor_type.shape.dim): o.name for o in graph.graph.output}
+    output_name = outputs[2]
+    if net is not model:
+        rename_output(graph.graph, outputs[3], MAP_OUTPUT)
+    onnx.save(graph, str(out))
+    manifest = manifest_for(cfg, info, input_name, output_name)
+    if net is not model:
+        grid = [int(d) for d in net.outputs[1].shape[1:]]
+        manifest["outputs"] = {
+            "class_map": {
+                "name": MAP_OUTPUT,
+                "kind": "cam",
+                "shape": [None, *grid],
+                "meaning": "class-activation map of the last feature map: logit of the most "
+                "probable defect class minus that of the most probable good class at each "
+                "location (its mean is that logit difference)",
+            }
+        }
+    manifest["parity"] = {"status": "pending"}
+    embed(out, manifest, write_sidecar=False)
+
+    val = split_images(run, cfg, info, "val")
+    if not len(val.y):
+        raise TrainingError(f"{run}: the validation split is empty; parity cannot be checked")
+    reference = net.predict(val.x, batch_size=64, verbose=0)
+    threshold = info["threshold"]["value"]
+    if net is model:
+        reference = reference.astype(np.float64)
+        parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold, tolerance)
+    else:
+        reference, ref_maps = reference[0].astype(np.float64), reference[1]
+        scores, maps = _onnx_scores_and_maps(out, val.x)
+        parity = _compare(reference, scores, val.y, info, threshold, tolerance)
+        peak = max(float(np.max(np.abs(ref_maps))), 1e-12)
+        parity["map_max_rel_diff"] = float(np.max(np.abs(ref_maps - maps))) / peak
+    parity.update(tolerance=tolerance, images=int(len(val.y)), on="validation")
+    manifest["parity"] = parity
+    classes_, defects_ = info["classes"], info["defect_classes"]
+    gate = guard.check(
+        is_defect(val.y, classes_, defects_), defect_score(reference, classes_, defects_), threshold
+    )
+    manifest["quality_gate"] = {**gate, "forced": bool(force and not gate["passed"])}
+    if not gate["passed"] and not force:
+        out.unlink(missing_ok=True)
+        raise TrainingError(
+            f"{run}: this run learned too little to reach a line: {'; '.join(gate['problems'])}; "
+            "the model was not written (export --force writes it and records that in the "
+            "manifest)"
+        )
+    if parity["flips"] or parity["max_abs_diff"] > tolerance:
+        out.unlink(missing_ok=True)
+        raise TrainingError(
+            f"parity check failed: max |Keras - ONNX Runtime| = {parity['max_abs_diff']:.2e} "
+            f"(tolerance {tolerance:g}), {parity['flips']} decision flip(s) on "
+            f"{len(val.y)} validation images; the model was not written"
+        )
+    if parity.get("map_max_rel_diff", 0.0) > tolerance:
+        out.unlink(missing_ok=True)
+        raise TrainingError(
+            f"parity check failed on the class map: max |Keras - ONNX Runtime| / max |Keras| "
+            f"= {parity['map_max_rel_diff']:.2e} (tolerance {tolerance:g}) on {len(val.y)} "
+            "validation images; the model was not written"
+        )
+    variants = {}
+    if fp16:
+        variants["fp16"] = _variants.fp16(out, manifest, reference, val, info, threshold)
+    if int8:
+        train = split_images(run, cfg, info, "train")
+        variants["int8"] = _variants.int8(out, manifest, reference, val, train.x, info, threshold)
+    if variants:
+        manifest["variants"] = variants
+    # the Keras twin (float32, no optimizer state): the baseline of `inspector bench`
+    model.save(str(out.with_suffix(".keras")))
+    manifest["keras_twin"] = out.with_suffix(".keras").name
+    embed(out, manifest)
+    log.info("exported %s (parity max |d| %.1e, %d flips)", out, parity["max_abs_diff"], 0)
+    return manifest
