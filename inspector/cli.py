@@ -53,7 +53,7 @@ def _config_kinds() -> dict[str, type]:
 
     kinds = {"station": StationConfig, "gate": GateConfig, "review": ReviewConfig, "spc": SpcConfig}
     try:  # QA's configs; a line PC installed without training/ has none
-        from training.config import TrainConfig
+        from training.common.config import TrainConfig
     except ImportError:
         return kinds
     return {**kinds, "training": TrainConfig}
@@ -110,7 +110,7 @@ def _check_gate(path: Path) -> tuple[list[str], list[str]]:
 
 
 def _check_training(path: Path) -> tuple[list[str], list[str]]:
-    from training.config import load_train_config, validate
+    from training.common.config import load_train_config, validate
 
     try:
         validate(load_train_config(path))
@@ -312,14 +312,14 @@ def _cmd_verify(args) -> int:
 
 def _cmd_bench(args) -> int:
     if args.what == "small":
-        from training.benchsmall import cmd_bench_small
+        from training.bench.small import cmd_bench_small
 
         args.out = args.out or Path("bench-small.json")
         if args.work == Path("bench-accuracy"):
             args.work = Path("bench-small")
         return cmd_bench_small(args)
     if args.what == "anomaly":
-        from training.benchanomaly import cmd_bench_anomaly
+        from training.bench.anomaly import cmd_bench_anomaly
 
         return cmd_bench_anomaly(args)
     if args.what == "accuracy":
@@ -338,7 +338,7 @@ def _cmd_bench(args) -> int:
     # in a process of its own, so TensorFlow never shares the station's process in the bench.
     keras_baseline = None
     if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("training"):
-        from training.benchkeras import in_subprocess as keras_baseline
+        from training.bench.kerastwin import in_subprocess as keras_baseline
     result = run_bench(
         args.model,
         args.frames,
@@ -612,7 +612,7 @@ def _training_parsers(sub, bench) -> None:
         return
     add_parsers(sub)
     add_bench_accuracy_args(bench)
-    from training.anomalycli import extend  # train --method anomaly, its export and evaluate
+    from training.cli import extend  # the benches' own arguments (bench anomaly)
 
     extend(sub, bench)
 
