@@ -3,6 +3,7 @@ users, evaluation reports in ``inspector evaluate``'s format, a seeded dataset."
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -144,3 +145,29 @@ def workbench(tmp: Path, parts: int = 30):
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+@contextlib.contextmanager
+def serve(app):
+    """The app served by uvicorn on a free port (as `inspector review` serves it): (host, port)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -102,12 +102,15 @@ def test_inbox_filters_sorts_and_pages(bench):
         0.4 <= s <= 0.6 for s in map(float, _column(c.get("/?score_min=0.4&score_max=0.6").text, 9))
     )
     assert total(c.get("/?station=line1&model=demo%401").text) == 15
-    assert (
-        "10 part(s)" in c.get("/?station=line1&since=2026-11-29T00:00&until=2026-11-30T00:00").text
-        or True
-    )
-    early = c.get("/?station=line1&until=2026-11-30T01:00").text
-    assert 0 < total(early) < 30
+    # line1's parts are a minute apart from 2026-11-30T00:53:20Z (review_helpers.T0):
+    # 01:00 to 01:10 holds parts 7..16, the day before holds none
+    window = c.get("/?station=line1&since=2026-11-30T01:00&until=2026-11-30T01:10&sort=time_asc")
+    assert total(window.text) == 10
+    want = ["../../etc/passwd"] + [f"P-0-{i:04d}" for i in range(8, 17)]  # part 7's id is hostile
+    assert _column(window.text, 4) == want
+    assert total(c.get("/?station=line1&since=2026-11-29&until=2026-11-30").text) == 0
+    assert total(c.get("/?station=line1&until=2026-11-30T01:00").text) == 7  # parts 0..6
+    assert total(c.get("/?station=line1&since=2026-11-30T01:00").text) == 23
     assert total(c.get("/?reviewed=yes").text) == 0
     assert total(c.get("/?reviewed=no").text) == 40
     assert "server-timing" in r.headers
@@ -356,9 +359,10 @@ def test_bulk_labels_and_roles(bench):
     viewer, vtoken = client_as(app, "viewer")
     assert viewer.post("/part/2/label", data={"label": "good", "csrf": vtoken}).status_code == 403
     c, token = client_as(app, "reviewer")
-    r = c.post(
-        "/label", data={"csrf": token, "label": "scratch", "part": ["5", "6", "x"], "next": "/"}
-    )
+    bad = c.post("/label", data={"csrf": token, "label": "scratch", "part": ["5", "6", "x"]})
+    assert bad.status_code == 400 and "part: expected a whole number" in bad.text
+    assert "0 part(s)" in c.get("/?reviewed=yes").text, "a bad id labels nothing"
+    r = c.post("/label", data={"csrf": token, "label": "scratch", "part": ["5", "6"], "next": "/"})
     assert r.status_code == 200 and "2 part(s)" in c.get("/?reviewed=yes").text
     assert c.post("/rescan", data={"csrf": token}).status_code == 200
 

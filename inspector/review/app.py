@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -20,10 +22,106 @@ from .config import ReviewConfig
 from .dataset import Labeller
 from .inputs import ModelSpecs
 from .jobs import Jobs
-from .store import Store
+from .store import MAX_ID, Store
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+
+
+class RowIdConvertor(Convertor[int]):
+    """A row id in a URL: 1 to 18 digits (below 2^63, what SQLite and PostgreSQL store); a
+    longer number matches no route, so it is answered 404, never an overflow."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        value = int(value)
+        assert 0 <= value <= MAX_ID, "a row id is 0..2^63-1"
+        return str(value)
+
+
+register_url_convertor("rowid", RowIdConvertor())
+
+# Every response, pages and files alike. Scripts and styles come from /static only (no
+# inline script or style attribute in the templates); no framing, no referrer off the site.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+MAX_BODY = 1 << 20  # bytes of a request body (the largest form is a bulk label of a page)
+
+
+class Guard:
+    """ASGI middleware: the security headers on every response, and a request body larger
+    than ``MAX_BODY`` answered 413 before any view reads it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                names = {k for k, _ in SECURITY_HEADERS}
+                headers = [h for h in message.get("headers", []) if h[0].lower() not in names]
+                message = {**message, "headers": headers + SECURITY_HEADERS}
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            await _too_large(send_with_headers)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await _too_large(send_with_headers)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send) -> None:
+    body = f"request body larger than {MAX_BODY} bytes".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class Workbench:
@@ -74,26 +172,26 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/", inbox.inbox, methods=["GET"]),
         Route("/rescan", inbox.rescan, methods=["POST"]),
         Route("/label", inbox.bulk_label, methods=["POST"]),
-        Route("/part/{pid:int}", part.part_page, methods=["GET"]),
-        Route("/part/{pid:int}/label", part.label, methods=["POST"]),
+        Route("/part/{pid:rowid}", part.part_page, methods=["GET"]),
+        Route("/part/{pid:rowid}/label", part.label, methods=["POST"]),
         Route("/undo", part.undo, methods=["POST"]),
-        Route("/thumb/{pid:int}", media.thumb, methods=["GET"]),
-        Route("/input/{pid:int}", media.model_input, methods=["GET"]),
-        Route("/heat/{pid:int}", media.heat, methods=["GET"]),
+        Route("/thumb/{pid:rowid}", media.thumb, methods=["GET"]),
+        Route("/input/{pid:rowid}", media.model_input, methods=["GET"]),
+        Route("/heat/{pid:rowid}", media.heat, methods=["GET"]),
         Route("/media/rec/{station}/{path:path}", media.recording, methods=["GET"]),
         Route("/media/dataset/{path:path}", media.dataset_file, methods=["GET"]),
         Route("/dataset", dataset.dataset_page, methods=["GET"]),
         Route("/train", train.train_page, methods=["GET"]),
         Route("/train", train.start, methods=["POST"]),
-        Route("/train/{rid:int}", train.progress, methods=["GET"]),
-        Route("/train/{rid:int}/cancel", train.cancel, methods=["POST"]),
+        Route("/train/{rid:rowid}", train.progress, methods=["GET"]),
+        Route("/train/{rid:rowid}/cancel", train.cancel, methods=["POST"]),
         Route("/compare", compare.compare_page, methods=["GET"]),
         Route("/models", models.models_page, methods=["GET"]),
         Route("/models/promote", models.promote, methods=["POST"]),
         Route("/models/rollback", models.rollback, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(Guard)])
     app.state.bench = bench
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     return app

@@ -18,6 +18,18 @@ class ServerSection:
         False, "mark the session cookie Secure (set when a TLS proxy sits in front)"
     )
     session_hours: float = setting(12.0, "a login lasts this long")
+    login_free_attempts: int = setting(
+        3, "failed logins (per user name and per address) before each next try must wait"
+    )
+    login_delay_max_s: float = setting(
+        300.0, "the wait after failed logins doubles from 1 s up to this (then stays)"
+    )
+
+    def problems(self):
+        if not 1 <= self.login_free_attempts <= 100:
+            yield "login_free_attempts", "must be between 1 and 100"
+        if not 1 <= self.login_delay_max_s <= 86400:
+            yield "login_delay_max_s", "must be between 1 and 86400 seconds"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,12 @@ extended by ``review`` (who, when, the line's verdict, the recording it came fro
 label and undo is also appended to ``ROOT/labels.jsonl``, the log that travels with the
 dataset. A part is in at most one class folder: its label in force (``unsure`` puts it in
 none).
+
+Links are refused on every path: a recording that is a link (or lies behind one) is not
+copied and the label is refused before anything is stored; a class folder, a target file
+or the log that is a link is never written through (the files are opened with
+``O_NOFOLLOW`` and replaced by rename). These methods copy files: call them from a worker
+thread, not the event loop.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
 from ..errors import InspectorError
 from .config import DatasetSection
+from .files import no_links_below, read_bytes, resolve
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,9 @@ class Labeller:
     def label(self, part: dict, label: str, user: str) -> int:
         if label not in self.classes and label != UNSURE:
             raise InspectorError(f"label {label!r}: expected one of {self.classes + [UNSURE]}")
+        if label != UNSURE:
+            self._source(part)  # refused before anything is stored
+        self._writable()
         lid = self.store.add_label(
             part, user, label, disagreement(part["result"], label, self.cfg.good)
         )
@@ -85,9 +96,27 @@ class Labeller:
             "line_class": part["class"],
         }
 
+    def _source(self, part: dict) -> Path:
+        """The part's recorded image: a regular file inside its station's folder."""
+        source = resolve(self.recordings, part["station"], part["image"])
+        if source is None:
+            raise InspectorError(
+                f"{part['image']}: the recording is gone, or is a link or lies behind one; "
+                "nothing labelled"
+            )
+        return source
+
+    def _writable(self) -> None:
+        """Refuse a dataset whose class folders or log are links (they could point anywhere)."""
+        for path in (self.root / "labels.jsonl", *(self.root / c for c in self.classes)):
+            if not no_links_below(self.root, path) or path.is_symlink():
+                raise InspectorError(f"{path} is a link; the dataset is written through none")
+
     def _log(self, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "labels.jsonl", "a", encoding="utf-8") as f:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.root / "labels.jsonl", flags, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
     def file_stem(self, part: dict) -> str:
@@ -96,8 +125,8 @@ class Labeller:
     def _sync(self, part: dict, label: str | None, user: str) -> None:
         """Make the dataset hold the part's image in ``label``'s folder only."""
         stem = self.file_stem(part)
-        source = self.recordings[part["station"]] / part["image"]
         suffix = Path(part["image"]).suffix
+        self._writable()
         for cls in self.classes:
             if cls == label:
                 continue
@@ -108,13 +137,19 @@ class Labeller:
         folder = self.root / label
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{stem}{suffix}"
-        if not source.is_file():
-            raise InspectorError(f"{source}: the recording is gone; label kept, image not copied")
-        shutil.copy2(source, target)
-        sidecar = self.recordings[part["station"]] / part["sidecar"]
+        source = resolve(self.recordings, part["station"], part["image"])
+        if source is None:
+            raise InspectorError(
+                f"{part['image']}: the recording is gone or is a link; label kept, image not copied"
+            )
+        _write(target, read_bytes(source))
+        shutil.copystat(source, target, follow_symlinks=False)
+        sidecar = resolve(self.recordings, part["station"], part["sidecar"])
         try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            meta = json.loads(read_bytes(sidecar, 4 << 20)) if sidecar else {}
         except (OSError, ValueError):
+            meta = {}
+        if not isinstance(meta, dict):
             meta = {}
         meta["image"] = target.name
         meta["review"] = {
@@ -126,7 +161,7 @@ class Labeller:
             "line_result": part["result"],
             "line_class": part["class"],
         }
-        (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _write(folder / f"{stem}.json", (json.dumps(meta, indent=2) + "\n").encode())
 
     def counts(self) -> dict:
         """Images per class, and per split when the folder is already split."""
@@ -136,13 +171,29 @@ class Labeller:
         splits = [s for s in SPLITS if (self.root / s).is_dir()]
         for split in splits or ["all"]:
             base = self.root / split if splits else self.root
-            names = sorted({*self.classes, *(p.name for p in base.iterdir() if p.is_dir())})
+            names = sorted(
+                {
+                    *self.classes,
+                    *(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink()),
+                }
+            )
             out[split] = {c: _count_images(base / c) for c in names if not c.startswith(".")}
         return out
 
 
+def _write(target: Path, data: bytes) -> None:
+    """``data`` into ``target`` through a new file renamed over it: a link at ``target`` is
+    replaced, never written through."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(target)
+
+
 def _count_images(folder: Path) -> int:
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         return 0
     n = 0
     for _root, _dirs, files in os.walk(folder):

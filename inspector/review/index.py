@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store import Store
+from .files import read_bytes
+from .store import MAX_ID, Store
 
 log = logging.getLogger(__name__)
 GOOD_NAMES = ("good", "ok", "pass", "normal")
+MAX_SIDECAR = 4 << 20  # bytes; a recorder's sidecar is a few KiB
 
 
 @dataclass
@@ -36,29 +39,40 @@ def defect_score(scores: dict) -> float:
 
 def row_of(station: str, root: Path, sidecar: Path) -> dict:
     """The store's row for one sidecar; ValueError when it is not a recorder sidecar."""
+    if sidecar.is_symlink():
+        raise ValueError("a link (only files the recorder wrote are read)")
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_bytes(sidecar, MAX_SIDECAR))
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable ({exc})") from None
     if not isinstance(data, dict) or not {"part_id", "result", "t_verdict", "image"} <= set(data):
         raise ValueError("not a recorder sidecar")
-    image = sidecar.parent / str(data["image"])
-    if image.parent != sidecar.parent:  # the sidecar names a file elsewhere: never follow
+    name = str(data["image"])
+    image = sidecar.parent / name
+    if image.parent != sidecar.parent or name in ("", ".", "..") or "\x00" in name:
         raise ValueError(f"image {data['image']!r} is not beside its sidecar")
     scores = data.get("scores") or {}
     if not isinstance(scores, dict):
         raise ValueError("scores is not a mapping")
+    try:
+        seq = int(data.get("seq") or 0)
+        t = float(data["t_verdict"])
+        score = defect_score(scores)
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"a field of the wrong type ({exc})") from None
+    if not (0 <= seq <= MAX_ID and math.isfinite(t) and math.isfinite(score)):
+        raise ValueError("seq, t_verdict or a score out of range")
     return {
         "station": station,
         "sidecar": sidecar.relative_to(root).as_posix(),
         "image": image.relative_to(root).as_posix(),
         "part_id": str(data["part_id"]),
-        "seq": int(data.get("seq") or 0),
-        "t": float(data["t_verdict"]),
+        "seq": seq,
+        "t": t,
         "result": str(data["result"]),
         "reason": str(data.get("reason") or ""),
-        "class": data.get("class"),
-        "score": defect_score(scores),
+        "class": None if data.get("class") is None else str(data["class"]),
+        "score": score,
         "model_id": str(data.get("model_id") or ""),
     }
 

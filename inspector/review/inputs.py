@@ -36,7 +36,7 @@ from ..contract.preprocess import (
     spec_from_record,
 )
 from . import registry
-from .files import resolve
+from .files import read_bytes, read_image, resolve
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def read_sidecar(roots: dict[str, Path], part: dict) -> tuple[dict | None, str |
     if path is None:
         return None, "sidecar not found"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_bytes(path, 4 << 20))
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"sidecar unreadable: {exc}"
     if not isinstance(data, dict):
         return None, "sidecar is not a JSON object"
@@ -177,7 +177,7 @@ def model_input(image_path: Path, sidecar_key: str, p: Plan, cache: Path) -> Pat
     out = Path(cache) / key[:2] / f"{key}.png"
     if out.is_file():
         return out
-    image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+    image = read_image(image_path)
     if image is None:
         raise FrameError(f"cannot read {image_path.name}")
     spec = spec_for(p, image)

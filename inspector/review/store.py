@@ -22,6 +22,8 @@ from pathlib import Path
 
 from ..errors import InspectorError
 
+MAX_ID = 2**63 - 1  # the largest row id either database stores; a larger one is no row
+
 # {id}, {int}, {float}: the column types that differ between the dialects (DIALECT_TYPES);
 # {nulls_first}: score indexes in SQLite's order (a part without a score sorts lowest), which
 # PostgreSQL's sorts follow too; "user" is quoted because PostgreSQL reserves the word.
@@ -62,6 +64,13 @@ MIGRATIONS = [
     CREATE INDEX parts_reason_t ON parts (reason, t);
     CREATE INDEX parts_class_t ON parts (class, t);
     CREATE INDEX parts_station_score ON parts (station, score{nulls_first});
+    """,
+    # every login attempt (the audit of who tried what from where; the throttle reads it)
+    """
+    CREATE TABLE login_attempts (id {id}, t {float} NOT NULL, name TEXT NOT NULL,
+                                 address TEXT NOT NULL, ok {int} NOT NULL);
+    CREATE INDEX login_attempts_name_t ON login_attempts (name, t);
+    CREATE INDEX login_attempts_address_t ON login_attempts (address, t);
     """,
 ]
 DIALECT_TYPES = {
@@ -268,6 +277,29 @@ class Store:
     def drop_session(self, token: str) -> None:
         self._run("DELETE FROM sessions WHERE token = ?", (token,))
 
+    # -- login attempts ---------------------------------------------------------------------
+    def add_login_attempt(self, name: str, address: str, ok: bool, t: float | None = None) -> None:
+        self._run(
+            "INSERT INTO login_attempts (t, name, address, ok) VALUES (?, ?, ?, ?)",
+            (time.time() if t is None else t, name[:200], address[:100], int(ok)),
+        )
+
+    def login_failures(self, column: str, value: str, since: float) -> tuple[int, float | None]:
+        """(failed attempts for this name or address since ``since`` and after its last
+        successful login, the time of the latest of them)."""
+        assert column in ("name", "address"), column
+        value = value[:200] if column == "name" else value[:100]
+        row = self._one(
+            f"SELECT count(*) AS n, max(t) AS last FROM login_attempts WHERE {column} = ? "
+            "AND ok = 0 AND t >= ? AND t > coalesce((SELECT max(t) FROM login_attempts "
+            f"WHERE {column} = ? AND ok = 1), 0)",
+            (value, since, value),
+        )
+        return int(row["n"]), row["last"]
+
+    def login_attempts(self, limit: int = 50) -> list[dict]:
+        return self._all("SELECT * FROM login_attempts ORDER BY id DESC LIMIT ?", (limit,))
+
     # -- parts ----------------------------------------------------------------------------
     def known_sidecars(self, station: str) -> set[str]:
         rows = self._all("SELECT sidecar FROM parts WHERE station = ?", (station,))
@@ -291,6 +323,8 @@ class Store:
             return self.db.total_changes - before
 
     def part(self, pid: int) -> dict | None:
+        if not _valid_id(pid):
+            return None
         return self._one(
             "SELECT p.*, c.label AS label, c.label_id AS label_id, c.disagrees AS disagrees "
             "FROM parts p LEFT JOIN current c ON c.part = p.id WHERE p.id = ?",
@@ -373,6 +407,8 @@ class Store:
             return lid
 
     def label(self, lid: int) -> dict | None:
+        if not _valid_id(lid):
+            return None
         return self._one("SELECT * FROM labels WHERE id = ?", (lid,))
 
     def last_label_by(self, user: str) -> dict | None:
@@ -461,6 +497,8 @@ class Store:
         self._run(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), rid))
 
     def run(self, rid: int) -> dict | None:
+        if not _valid_id(rid):
+            return None
         return self._one("SELECT * FROM runs WHERE id = ?", (rid,))
 
     def runs(self, limit: int = 20) -> list[dict]:
@@ -479,6 +517,10 @@ class Store:
 
     def promotions(self, limit: int = 20) -> list[dict]:
         return self._all("SELECT * FROM promotions ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def _valid_id(value) -> bool:
+    return isinstance(value, int) and 0 < value <= MAX_ID
 
 
 def _connect_postgresql(url: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import functools
 import json
+import math
 import time
 from urllib.parse import quote, urlencode
 
@@ -18,7 +19,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ...errors import InspectorError
 from .. import auth
-from ..store import SORTS, PartFilter
+from ..store import MAX_ID, SORTS, PartFilter
+
+MAX_FIELD = 4096  # characters of one form or query field; longer ones are refused (400)
 
 
 def bench(request: Request):
@@ -33,7 +36,7 @@ def page(role: str = "viewer"):
             user = auth.user_of(store, request.cookies.get(auth.COOKIE))
             if request.method == "POST":
                 form = await request.form()
-                token = form.get("csrf") or request.headers.get("x-csrf-token")
+                token = _text(form.get("csrf")) or request.headers.get("x-csrf-token")
                 if user is None or not auth.same(token, user.csrf):
                     return HTMLResponse("refused: missing or wrong CSRF token", status_code=403)
             if user is None:
@@ -58,7 +61,6 @@ def render(request: Request, name: str, status: int = 200, **context) -> Respons
     context.setdefault("fmt_time", fmt_time)
     context.setdefault("to_json", lambda v: json.dumps(v, indent=2, default=str))
     response = templates.TemplateResponse(request, name, context, status_code=status)
-    response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -84,10 +86,40 @@ def _time(text: str) -> float | None:
 
 
 def _float(text: str) -> float | None:
+    """A finite number, or None (empty, not a number, NaN, infinite)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value) -> str:
+    """A form value as text; an uploaded file (a form value should never be one) is ''."""
+    return value if isinstance(value, str) else ""
+
+
+def field(form, key: str, default: str = "", most: int = MAX_FIELD) -> str:
+    """A text field of a form; InspectorError (400) when it is too long or a file."""
+    value = form.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InspectorError(f"{key}: expected text, got a file")
+    if len(value) > most:
+        raise InspectorError(f"{key}: longer than {most} characters")
+    return value
+
+
+def row_id(text, what: str = "id") -> int | None:
+    """A row id from a form or query: a whole number 1..2^63-1 (digits only, at most 18 of
+    them); None when empty; InspectorError (400) for anything else."""
+    text = _text(text).strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or not 0 < int(text) <= MAX_ID:
+        raise InspectorError(f"{what}: expected a whole number from 1 to {MAX_ID}")
+    return int(text)
 
 
 FILTER_KEYS = (
@@ -105,7 +137,7 @@ FILTER_KEYS = (
 
 
 def part_filter(params) -> PartFilter:
-    g = {k: (params.get(k) or "").strip() for k in FILTER_KEYS}
+    g = {k: _text(params.get(k) or "").strip()[:MAX_FIELD] for k in FILTER_KEYS}
     return PartFilter(
         station=g["station"],
         since=_time(g["since"]),
@@ -129,6 +161,13 @@ def filter_query(params, **extra) -> str:
 
 def safe_next(target: str | None, default: str = "/") -> str:
     """Only a path on this site (no scheme, no //host) may be a redirect target."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        not target
+        or len(target) > MAX_FIELD
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 32 for c in target)
+    ):
         return default
     return target

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ...errors import InspectorError
 from ..dataset import UNSURE
-from .common import bench, filter_query, page, part_filter, render, safe_next
+from .common import bench, field, filter_query, page, part_filter, render, row_id, safe_next
+
+MAX_BULK = 500  # parts in one bulk label (the inbox's largest page)
 
 
 @page("viewer")
@@ -18,10 +22,9 @@ async def inbox(request: Request, user) -> Response:
     params = request.query_params
     f = part_filter(params)
     size = b.cfg.page_size
-    try:
-        number = max(1, int(params.get("page", "1")))
-    except ValueError:
-        number = 1
+    text = params.get("page", "1")
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 1
+    number = max(1, number)
     total = b.store.count(f)
     pages = max(1, -(-total // size))
     number = min(number, pages)
@@ -51,15 +54,26 @@ async def inbox(request: Request, user) -> Response:
 async def bulk_label(request: Request, user) -> Response:
     b = bench(request)
     form = await request.form()
-    label = str(form.get("label", ""))
-    for pid in form.getlist("part"):
-        part = b.store.part(int(pid)) if str(pid).isdigit() else None
+    label = field(form, "label", most=200)
+    chosen = form.getlist("part")
+    if len(chosen) > MAX_BULK:
+        raise InspectorError(f"at most {MAX_BULK} parts in one bulk label")
+    parts = []
+    for value in chosen:
+        pid = row_id(value, "part")
+        part = b.store.part(pid) if pid is not None else None
         if part is not None:
+            parts.append(part)
+
+    def apply() -> None:
+        for part in parts:
             b.labeller.label(part, label, user.name)
-    return RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
+
+    await run_in_threadpool(apply)
+    return RedirectResponse(safe_next(field(form, "next")), status_code=303)
 
 
 @page("reviewer")
 async def rescan(request: Request, user) -> Response:
-    bench(request).rescan()
+    await run_in_threadpool(bench(request).rescan)
     return RedirectResponse("/", status_code=303)

@@ -3,13 +3,14 @@ the recorder kept one, verdict JSON, label history) and relabelling."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..dataset import UNSURE
 from ..files import resolve
 from ..inputs import heat_rel, plan, read_sidecar
-from .common import bench, error, filter_query, page, part_filter, render, safe_next
+from .common import bench, error, field, filter_query, page, part_filter, render, row_id, safe_next
 
 
 @page("viewer")
@@ -50,9 +51,9 @@ async def label(request: Request, user) -> Response:
     part = b.store.part(request.path_params["pid"])
     if part is None:
         return error(request, user, 404, "no such part")
-    b.labeller.label(part, str(form.get("label", "")), user.name)
+    await run_in_threadpool(b.labeller.label, part, field(form, "label", most=200), user.name)
     default = f"/part/{part['id']}"
-    return RedirectResponse(safe_next(str(form.get("next") or ""), default), status_code=303)
+    return RedirectResponse(safe_next(field(form, "next"), default), status_code=303)
 
 
 @page("reviewer")
@@ -60,9 +61,9 @@ async def undo(request: Request, user) -> Response:
     """Undo a given label (``label_id``) or, without one, this user's latest label."""
     b = bench(request)
     form = await request.form()
-    lid = str(form.get("label_id") or "")
-    target = b.store.label(int(lid)) if lid.isdigit() else b.store.last_label_by(user.name)
-    if target is None or b.labeller.undo(target["id"], user.name) is None:
+    lid = row_id(field(form, "label_id"), "label_id")
+    target = b.store.label(lid) if lid is not None else b.store.last_label_by(user.name)
+    if target is None or await run_in_threadpool(b.labeller.undo, target["id"], user.name) is None:
         return error(request, user, 409, "nothing to undo (that label is no longer in force)")
     default = f"/part/{target['part']}"
-    return RedirectResponse(safe_next(str(form.get("next") or ""), default), status_code=303)
+    return RedirectResponse(safe_next(field(form, "next"), default), status_code=303)

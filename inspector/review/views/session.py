@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -30,21 +33,35 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     form = await request.form()
-    if not auth.same(form.get("csrf"), request.cookies.get(auth.LOGIN_COOKIE)):
+    csrf = form.get("csrf")
+    if not isinstance(csrf, str) or not auth.same(csrf, request.cookies.get(auth.LOGIN_COOKIE)):
         return HTMLResponse("refused: missing or wrong CSRF token", status_code=403)
     b = bench(request)
-    result = auth.login(
-        b.store,
-        str(form.get("name", "")),
-        str(form.get("password", "")),
-        b.cfg.server.session_hours,
+    name, password = form.get("name"), form.get("password")
+    target = safe_next(form.get("next") if isinstance(form.get("next"), str) else "")
+    if not isinstance(name, str) or not isinstance(password, str):
+        name, password = "", ""
+    name, password = name[:200], password[:1024]
+    throttle = auth.Throttle(b.cfg.server.login_free_attempts, b.cfg.server.login_delay_max_s)
+    address = request.client.host if request.client else "unknown"
+    result = await run_in_threadpool(
+        throttle.attempt, b.store, name, password, address, b.cfg.server.session_hours
     )
-    target = safe_next(str(form.get("next") or ""))
-    if result is None:
+    if not isinstance(result, tuple):
         token = auth.new_token()
+        wait = math.ceil(result) if isinstance(result, float) else 0
         response = render(
-            request, "login.html", status=401, user=None, csrf=token, next=target, failed=True
+            request,
+            "login.html",
+            status=429 if wait else 401,
+            user=None,
+            csrf=token,
+            next=target,
+            failed=not wait,
+            wait=wait,
         )
+        if wait:
+            response.headers["Retry-After"] = str(wait)
         response.set_cookie(auth.LOGIN_COOKIE, token, max_age=3600, **_cookie_args(request))
         return response
     token, _user = result

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .common import bench, error, page, render
+from .common import bench, error, field, page, render
 
 
 @page("viewer")
@@ -30,11 +31,12 @@ async def train_page(request: Request, user) -> Response:
 async def start(request: Request, user) -> Response:
     b = bench(request)
     form = await request.form()
-    try:
-        epochs = int(str(form.get("epochs", "")))
-    except ValueError:
+    text = field(form, "epochs", most=12).strip()
+    if not (text.isascii() and text.isdigit()):
         return error(request, user, 400, "epochs: a whole number")
-    rid = b.jobs.start(str(form.get("name", "")).strip(), epochs, user.name)
+    rid = await run_in_threadpool(
+        b.jobs.start, field(form, "name", most=200).strip(), int(text), user.name
+    )
     return RedirectResponse(f"/train#run-{rid}", status_code=303)
 
 
@@ -54,6 +56,6 @@ async def progress(request: Request, user) -> Response:
 async def cancel(request: Request, user) -> Response:
     b = bench(request)
     rid = request.path_params["rid"]
-    if not b.jobs.cancel(rid):
+    if not await run_in_threadpool(b.jobs.cancel, rid):  # waits up to 15 s for the process
         return error(request, user, 409, "that run is not running")
     return RedirectResponse(f"/train#run-{rid}", status_code=303)
