@@ -25,7 +25,8 @@ from inspector.lab.modelkit import build_contrast_model
 from inspector.station.config import RecorderSection, load_config
 from inspector.station.metrics import Metrics
 from inspector.station.recorder import Recorder
-from training import TrainingError, datasets, frames
+from training import TrainingError
+from training.common import datasets, frames
 
 from . import boards
 from .test_recorder import verdict  # one way to make a recorded verdict
@@ -83,8 +84,8 @@ def test_a_recorded_frame_gives_the_station_and_training_the_same_model_input(tm
     that frame (image + sidecar), are the same bytes: camera undistortion and a
     perspective warp of the part's corners included."""
     from inspector.station.pipeline import Station
-    from training.config import ModelConfig, TrainConfig
-    from training.train import setup_of, spec_of
+    from training.common.config import ModelConfig, TrainConfig
+    from training.common.runs import setup_of, spec_of
 
     camera_file(tmp_path / "camera.yaml")
     model = build_contrast_model(tmp_path / "m.onnx", size=32, channels=3)
