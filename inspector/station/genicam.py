@@ -198,6 +198,15 @@ class GenicamSourceConfig(CameraSettings):
     )
 
 
+GV_CONTROL_PRIVILEGE = 0x0A00  # GigE Vision bootstrap register every camera answers
+
+
+def _let_go(objects: list) -> None:
+    """Drop the last references to a dead camera and its stream (Aravis says goodbye to it,
+    waiting out the timeouts) on a thread of its own."""
+    objects.clear()
+
+
 def configure(cam, cfg: CameraSettings) -> None:
     """Write the config's settings to an open Aravis camera, each checked first."""
     dev = cam.get_device()
@@ -387,18 +396,24 @@ class GenicamSource(FrameSource):
     def close(self) -> None:
         with self._lock:
             cam, self.camera = self.camera, None
-            if cam is not None:
-                try:
-                    cam.stop_acquisition()
-                except gerror():
-                    pass  # a camera that is gone cannot stop
-                handler = getattr(self, "_handler", None)
-                if handler is not None:
-                    cam.get_device().disconnect(handler)
-                    self._handler = None
-            if self.stream is not None:
-                self._remember_stream_counts()
-            self.stream = None
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                self._remember_stream_counts(stream, closing=True)
+            if cam is None:
+                return
+            handler, self._handler = getattr(self, "_handler", None), None
+            if handler is not None:
+                cam.get_device().disconnect(handler)
+            if self._lost:  # every command to a dead camera waits out its timeouts (2.5 s
+                # each on GigE Vision), and so does letting go of it: not on the capture thread
+                doomed = [cam, stream]
+                del cam, stream  # the thread's list holds the last references
+                threading.Thread(target=_let_go, args=(doomed,), daemon=True).start()
+                return
+            try:
+                cam.stop_acquisition()
+            except gerror():
+                pass  # it went away just now
 
     def _on_control_lost(self, device) -> None:  # Aravis' heartbeat thread
         self._lost = "camera control lost (cable, power or network)"
@@ -421,19 +436,21 @@ class GenicamSource(FrameSource):
             self.stream.push_buffer(buf)
 
     def _idle(self, now: float) -> None:
-        """No frame for a while: free-run means the camera is gone; triggered ones are
-        asked for a register (a dead link shows in a second, not at control-lost)."""
-        if (
-            self.cfg.trigger.mode == "free-run"
-            and now - self._last_frame > self.cfg.frame_timeout_s
-        ):
-            raise SourceLost(f"{self.describe()}: no frame for {now - self._last_frame:.1f} s")
-        if now - self._last_beat >= self.cfg.heartbeat_s:
+        """No frame for a while: in free-run the camera is gone after ``frame_timeout_s``; a
+        triggered camera (silent between parts) is asked for a register every
+        ``heartbeat_s``, so a dead link shows in seconds, not at control-lost."""
+        if self.cfg.trigger.mode == "free-run":
+            if now - self._last_frame > self.cfg.frame_timeout_s:
+                self._lost = f"no frame for {now - self._last_frame:.1f} s"
+                raise SourceLost(f"{self.describe()}: {self._lost}")
+            return
+        if now - max(self._last_beat, self._last_frame) >= self.cfg.heartbeat_s:
             self._last_beat = now
             self.heartbeat()
 
     def heartbeat(self) -> None:
-        """Read the camera's temperature (or another register); SourceLost when it can't."""
+        """Ask the camera for a register (its temperature where it has one); SourceLost when
+        it does not answer."""
         with self._lock:
             if self.camera is None:
                 return
@@ -441,6 +458,8 @@ class GenicamSource(FrameSource):
             try:
                 if first_feature(dev, ("DeviceTemperature",)):
                     self.temperature_c = dev.get_float_feature_value("DeviceTemperature")
+                elif self.camera.is_gv_device():
+                    dev.read_register(GV_CONTROL_PRIVILEGE)  # one transaction
                 else:
                     dev.get_integer_feature_value("PayloadSize")
             except gerror() as exc:
@@ -545,7 +564,7 @@ class GenicamSource(FrameSource):
         out["frame_id_restarts"] = self.ids.restarts
         with self._lock:
             if self.stream is not None:
-                self._remember_stream_counts()
+                self._remember_stream_counts(self.stream)
         out.update(getattr(self, "_stream_counts", {}))
         out["temperature_c"] = self.temperature_c
         out["link_speed"] = self.link_speed
@@ -553,12 +572,13 @@ class GenicamSource(FrameSource):
             out["camera"] = self.device_info.as_dict()
         return out
 
-    def _remember_stream_counts(self) -> None:
-        s = self.stream
-        counts = {s.get_info_name(i): s.get_info_uint64(i) for i in range(s.get_n_infos())}
+    def _remember_stream_counts(self, stream, closing: bool = False) -> None:
+        counts = {
+            stream.get_info_name(i): stream.get_info_uint64(i) for i in range(stream.get_n_infos())
+        }
         totals = getattr(self, "_stream_totals", collections.Counter())
         self._stream_counts = {f"stream_{k}": totals[k] + v for k, v in counts.items()}
-        if self.camera is None:  # closing: keep what this stream counted across reopens
+        if closing:  # what this stream counted, kept across reopens
             totals.update(counts)
             self._stream_totals = totals
 

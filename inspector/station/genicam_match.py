@@ -77,10 +77,11 @@ class FrameIds:
             return 0
         steps = id_steps(self.last, frame_id)
         if steps <= 0:
-            if steps > -MAX_GAP and frame_id != 0:
+            restarted = frame_id in (0, 1) and steps < -16  # counting from the start again
+            if steps > -MAX_GAP and not restarted:
                 self.stale += 1
                 return None
-            steps = 1  # counting from 0 or 1 again: the camera restarted
+            steps = 1
             self.restarts += 1
         elif steps > MAX_GAP:
             self.restarts += 1
