@@ -53,7 +53,7 @@ def _config_kinds() -> dict[str, type]:
 
     kinds = {"station": StationConfig, "gate": GateConfig, "review": ReviewConfig, "spc": SpcConfig}
     try:  # QA's configs; a line PC installed without training/ has none
-        from training.config import TrainConfig
+        from training.common.config import TrainConfig
     except ImportError:
         return kinds
     return {**kinds, "training": TrainConfig}
@@ -110,7 +110,7 @@ def _check_gate(path: Path) -> tuple[list[str], list[str]]:
 
 
 def _check_training(path: Path) -> tuple[list[str], list[str]]:
-    from training.config import load_train_config, validate
+    from training.common.config import load_train_config, validate
 
     try:
         validate(load_train_config(path))
@@ -189,14 +189,23 @@ def _cmd_run(args) -> int:
     return 0
 
 
+SUCCESS = ("ok", "swapped", "rolled_back", "unchanged", "shadowing")  # model request outcomes
+
+
 def _cmd_model(args) -> int:
     from .station.modelcmd import format_outcome, request
 
     outcome = request(
-        args.config, args.action, args.path, args.user, args.password_file, args.timeout
+        args.config,
+        args.action,
+        args.path,
+        args.user,
+        args.password_file,
+        args.timeout,
+        anomaly_path=args.anomaly,
     )
     print(format_outcome(outcome))
-    return 0 if outcome.get("outcome") in ("ok", "swapped", "rolled_back", "unchanged") else 1
+    return 0 if outcome.get("outcome") in SUCCESS else 1
 
 
 def _wait_for_signal() -> threading.Event:
@@ -298,19 +307,19 @@ def _cmd_calibrate(args) -> int:
 def _cmd_verify(args) -> int:
     from calibration.golden import run_verify
 
-    return run_verify(args.config, args.golden, publish=not args.no_publish)
+    return run_verify(args.config, args.golden, publish=not args.no_publish, model=args.model)
 
 
 def _cmd_bench(args) -> int:
     if args.what == "small":
-        from training.benchsmall import cmd_bench_small
+        from training.bench.small import cmd_bench_small
 
         args.out = args.out or Path("bench-small.json")
         if args.work == Path("bench-accuracy"):
             args.work = Path("bench-small")
         return cmd_bench_small(args)
     if args.what == "anomaly":
-        from training.benchanomaly import cmd_bench_anomaly
+        from training.bench.anomaly import cmd_bench_anomaly
 
         return cmd_bench_anomaly(args)
     if args.what == "accuracy":
@@ -329,7 +338,7 @@ def _cmd_bench(args) -> int:
     # in a process of its own, so TensorFlow never shares the station's process in the bench.
     keras_baseline = None
     if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("training"):
-        from training.benchkeras import in_subprocess as keras_baseline
+        from training.bench.kerastwin import in_subprocess as keras_baseline
     result = run_bench(
         args.model,
         args.frames,
@@ -435,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mo.add_argument("config", type=Path, help="the station's config (broker, prefix)")
     mo.add_argument("path", nargs="?", default=None, help="swap/shadow: the model file")
+    mo.add_argument(
+        "--anomaly",
+        default=None,
+        metavar="PATH",
+        help="swap/shadow: the unit's anomaly model too ('' for none; default: keep the live one)",
+    )
     mo.add_argument("--user", default="admin", help="broker user allowed on PREFIX/cmd/model")
     mo.add_argument(
         "--password-file",
@@ -506,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config", type=Path)
     v.add_argument("golden", type=Path, help="folder with pass/ and fail/")
     v.add_argument("--no-publish", action="store_true", help="don't publish the outcome over MQTT")
+    v.add_argument(
+        "--model",
+        type=Path,
+        help="verify this model file as the station's model (the config is not changed; "
+        "nothing is published)",
+    )
     v.set_defaults(func=_cmd_verify)
 
     b = sub.add_parser(
@@ -591,7 +612,7 @@ def _training_parsers(sub, bench) -> None:
         return
     add_parsers(sub)
     add_bench_accuracy_args(bench)
-    from training.anomalycli import extend  # train --method anomaly, its export and evaluate
+    from training.cli import extend  # the benches' own arguments (bench anomaly)
 
     extend(sub, bench)
 
