@@ -1,0 +1,94 @@
+"""A station on a GigE Vision camera (Aravis' fake as its own process, real Mosquitto, real ONNX
+Runtime): every frame a part, broken frames rejected with their reason, a killed camera found
+again and parts inspected again."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from inspector.station.config import load_config
+
+from . import genicam_camera
+
+
+@pytest.fixture
+def gv_camera():
+    yield from genicam_camera.cameras()
+
+
+def _station_config(tmp_path, model_path, broker, serial: str):
+    path = tmp_path / "station.yaml"
+    path.write_text(f"""\
+station: {{id: test}}
+source:
+  type: genicam
+  serial: {serial}
+  region: [0, 0, 64, 64]
+  trigger: {{mode: free-run, frame_rate: 20}}
+  transport: {{packet_resend: false}}
+  frame_timeout_s: 1.0
+trigger: {{type: camera}}
+part: {{deadline_ms: 2000}}
+model: {{path: "{model_path}", warmup_runs: 1}}
+mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_max_s: 0.3}}
+metrics: {{port: 0}}
+recorder: {{path: "{tmp_path / "rec"}"}}
+""")
+    return load_config(path)
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_packet_loss_rejects_broken_frames_with_a_reason_and_inspects_the_rest(
+    gv_camera, tmp_path, model_path, broker, line, station_factory
+):
+    gv_camera("GVSTN", loss_per_thousand=20)
+    station = station_factory(_station_config(tmp_path, model_path, broker, "GVSTN"))
+    station.start()
+    assert line.wait_status("online", 15), line.statuses
+    assert _wait(lambda: len(line.verdicts) >= 60, 20), len(line.verdicts)
+    station.stop()
+    time.sleep(0.3)
+    source = station.source.source
+    frames = station.metrics.value("inspector_frames_total")
+    verdicts = line.wait_for(int(frames), timeout=5)
+    assert len(verdicts) == frames  # every frame is a part, and every part has its verdict
+    broken = [v for v in verdicts if v["reason"] == "unreadable_frame"]
+    inspected = [v for v in verdicts if v["reason"] in ("ok", "defect")]
+    counts = source.stats()
+    assert len(broken) == counts.get("incomplete", 0) + counts.get("lost", 0) > 0
+    assert len(inspected) == counts["frames"] > 0
+    for v in broken:  # a broken frame is never given to the model
+        assert v["result"] == "fail" and not v["scores"], v
+        assert "packets were lost" in v["detail"] or "never arrived" in v["detail"], v
+    assert len(broken) + len(inspected) == len(verdicts)
+
+
+def test_a_killed_camera_shows_as_reconnecting_and_the_station_inspects_again(
+    gv_camera, tmp_path, model_path, broker, line, station_factory
+):
+    cam = gv_camera("GVRST")
+    station = station_factory(_station_config(tmp_path, model_path, broker, "GVRST"))
+    station.start()
+    assert line.wait_status("online", 15), line.statuses
+    assert _wait(lambda: len(line.verdicts) >= 10, 10)
+    cam.kill()
+    assert _wait(lambda: station.source.state == "reconnecting", 8), station.source.detail
+    assert "no frame" in station.source.detail or "camera" in station.source.detail
+    assert _wait(lambda: line.statuses and line.statuses[-1]["camera"] == "reconnecting", 5)
+    before = len(line.verdicts)
+    cam.start()
+    assert _wait(lambda: station.source.state == "ok", 20), station.source.detail
+    assert _wait(lambda: len(line.verdicts) >= before + 10, 10), len(line.verdicts)
+    after = line.verdicts[before:]
+    assert sum(v["reason"] in ("ok", "defect") for v in after) >= 8, after
+    assert station.source.reopens >= 1
