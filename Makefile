@@ -7,13 +7,13 @@ STAMP  := $(VENV)/.installed
 # Every install takes its versions from the lock (see its header; `make constraints` refreshes it).
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo test test-deps lint bench bench-accuracy bench-small demo-model soak install mosquitto clean constraints
+.PHONY: demo test test-deps lint bench bench-accuracy bench-small demo-model soak install mosquitto aravis clean constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml $(CONSTRAINTS)
+$(STAMP): $(PY) setup.cfg pyproject.toml $(CONSTRAINTS) | aravis
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
@@ -44,10 +44,24 @@ mosquitto:
 	     (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients)) ; \
 	  else echo "tests need mosquitto: sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
 
+# GenICam cameras: Aravis and its fake GigE Vision camera come from the distribution; PyGObject
+# (in the dev and genicam extras) builds against libgirepository and cairo. Installed when
+# missing and we may (root, apt), as mosquitto is.
+ARAVIS_PACKAGES := gir1.2-aravis-0.8 aravis-tools python3-gi libgirepository1.0-dev libcairo2-dev
+aravis:
+	@command -v dpkg >/dev/null 2>&1 || exit 0; missing=""; \
+	for p in $(ARAVIS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)); \
+	else echo "the dev install builds PyGObject and the tests drive Aravis:" \
+	  "sudo apt-get install -y$$missing" >&2; exit 1; fi
+
 # The tests also drive PostgreSQL (the plant store of SPC and the review app) and Chromium with
 # its driver (the review app's browser test) for real. Installed when missing and we may (root,
 # apt); elsewhere the message says what to install (tests that need them skip without them).
-APT_TEST_PACKAGES := mosquitto mosquitto-clients postgresql chromium chromium-driver
+APT_TEST_PACKAGES := mosquitto mosquitto-clients postgresql chromium chromium-driver $(ARAVIS_PACKAGES)
 test-deps:
 	@command -v dpkg >/dev/null 2>&1 || exit 0; missing=""; \
 	for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
