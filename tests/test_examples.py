@@ -18,7 +18,7 @@ EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_is_valid(path, monkeypatch):
     monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "x")
-    from inspector.cli import _config_kind
+    from inspector.cli_check import _config_kind
     from inspector.gate.config import load_gate_config
     from inspector.review.config import load_review_config
     from inspector.spc.config import load_spc_config

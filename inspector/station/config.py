@@ -20,6 +20,7 @@ from ..contract.schema import Tagged, load_yaml, setting
 from ..contract.triggers import MAX_PART_ID_CHARS, MAX_PAYLOAD_BYTES, SAME_PART_WINDOW_S
 from ..errors import ConfigError
 from ..logs import LoggingSection
+from ..plant.config import PlantSection
 from .quality import QualitySection
 
 # trigger.max_payload_bytes: the smallest useful trigger ({"part_id": ..., "ts": ...}) and
@@ -394,6 +395,9 @@ class StationConfig:
     logging: LoggingSection = setting(factory=LoggingSection, help="")
     pipeline: PipelineSection = setting(factory=PipelineSection, help="")
     quality: QualitySection = setting(factory=QualitySection, help="image-quality watch")
+    plant: PlantSection = setting(
+        factory=PlantSection, help="the plant's views: Sparkplug B and OPC UA (both optional)"
+    )
     testing: TestingSection = setting(factory=TestingSection, help="")
     config_path: Path | None = setting(None, "(set by the loader)")
 
