@@ -3,7 +3,11 @@
 - in-control average run length (ARL) to a false alarm of each run rule, of the default set,
   of EWMA and CUSUM, on a simulated 2 % reject rate in subgroups of 200 parts;
 - detection delay of a sustained shift to 3 % (EWMA, CUSUM, rules);
-- ingest rate into the embedded store and the process's memory over a long run.
+- ingest rate into the embedded store and the process's memory over a long run;
+- with ``--faults`` (``benchfaults.py``): the service end to end through a real broker while
+  the database goes away twice and the broker restarts.
+
+``python -m inspector.spc.bench [--faults] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -259,3 +263,63 @@ def run_all(verdicts: int = 1_000_000, quick: bool = False) -> dict:
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "seconds": round(time.perf_counter() - t, 1),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m inspector.spc.bench", description=__doc__)
+    p.add_argument("--faults", action="store_true", help="the end-to-end run under faults")
+    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    p.add_argument("--verdicts", type=int, default=None, help="stream length")
+    p.add_argument("--quick", action="store_true", help="fewer simulations (without --faults)")
+    p.add_argument("--rate", type=float, default=1000.0, help="--faults: verdicts per second")
+    p.add_argument("--outage-s", type=float, default=30.0, help="--faults: each outage, s")
+    p.add_argument(
+        "--store",
+        default="sqlite",
+        help="--faults: sqlite, postgresql or both (sqlite,postgresql)",
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.faults:
+        from .benchfaults import run_faults
+
+        stores = tuple(s.strip() for s in args.store.split(","))
+        if not set(stores) <= {"sqlite", "postgresql"}:
+            p.error(f"--store {args.store}: give sqlite, postgresql or sqlite,postgresql")
+        out = args.out or Path("docs/bench-spc-faults.json")
+        result = run_faults(args.verdicts or 100_000, args.rate, args.outage_s, stores)
+        summary = {
+            s: {k: v for k, v in r.items() if k not in ("clean", "faults")}
+            for s, r in result["runs"].items()
+        }
+    else:
+        out = args.out
+        result = run_all(verdicts=args.verdicts or 1_000_000, quick=args.quick)
+        summary = result["summary"]
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    if out:
+        print(f"wrote {out}")
+    if args.faults:
+        ok = all(
+            r["stored_equals_published"]
+            and not r["duplicate_rows"]
+            and not r["counted_twice_by_charts"]
+            and not r["clean_alarms_missed_under_faults"]
+            for r in result["runs"].values()
+        )
+        if not ok:
+            print("FAILED: verdicts lost or counted twice, or an alarm missed", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,13 +12,15 @@ others. A batch is written in one transaction; when the database refuses it, the
 it and retries with a bounded exponential backoff while ``/health`` says the store cannot be
 written. When the database does take writes but refuses the batch, the batch is halved until
 the message it refuses is found and kept as a dead letter.
+
+Why one module: the MQTT session and the writer share one rule, that a message is acknowledged
+on the connection it came in on and only after the writer stored it; split, that rule would
+span two files.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import queue
 import threading
 import time
@@ -31,113 +33,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..contract.mqtt import MqttSection, secure
+from .messages import BadMessage, parse_payload, parse_verdict, read_message, short
 from .store import ContextRow, DeadLetter, GateRow, Store, VerdictRow
 
 log = logging.getLogger(__name__)
-MAX_PAYLOAD_BYTES = 64 * 1024
-INT64 = (-(2**63), 2**63 - 1)  # the store's BIGINT
-MAX_CHARS = {  # the longest string the store keeps of each field
-    "station": 128,
-    "gate": 128,
-    "part_id": 256,  # as the station's and the gate's MAX_PART_ID_CHARS
-    "reason": 64,
-    "outcome": 64,
-    "result": 8,
-    "class": 128,
-    "model_id": 256,
-}
-MAX_CONTEXT_CHARS = 4096
-
-
-class BadMessage(ValueError):
-    """A payload that is not a readable verdict / gate event."""
-
-
-def _obj(payload: bytes) -> dict:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise BadMessage(f"payload of {len(payload)} bytes (more than {MAX_PAYLOAD_BYTES})")
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadMessage(f"not UTF-8 JSON ({_short(exc)})") from None
-    except RecursionError:
-        raise BadMessage("JSON nested too deep") from None
-    if not isinstance(obj, dict):
-        raise BadMessage("not a JSON object")
-    return obj
-
-
-def _short(value, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, BaseException) else str(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
-def _field(obj: dict, key: str, kind, optional: bool = False):
-    v = obj.get(key)
-    if v is None and optional:
-        return None
-    ok = isinstance(v, kind) and not isinstance(v, bool)
-    if ok and isinstance(v, float) and not math.isfinite(v):
-        ok = False
-    if not ok:
-        raise BadMessage(f"{key}: expected {getattr(kind, '__name__', kind)}, got {_short(v)}")
-    if isinstance(v, int) and not INT64[0] <= v <= INT64[1]:
-        raise BadMessage(f"{key}: {_short(v)} is outside the signed 64-bit range")
-    if isinstance(v, str):
-        if len(v) > MAX_CHARS.get(key, MAX_CONTEXT_CHARS):
-            raise BadMessage(f"{key}: {len(v)} characters (at most {MAX_CHARS.get(key)})")
-        if "\x00" in v:
-            raise BadMessage(f"{key}: contains a NUL character")
-    return v
-
-
-def defect_count(obj: dict) -> int:
-    """Defects a part has: defect classes whose score reaches their threshold (a model that
-    reports several), at least one for a ``defect`` verdict."""
-    scores, thresholds = obj.get("scores") or {}, obj.get("threshold") or {}
-    n = 0
-    if isinstance(scores, dict) and isinstance(thresholds, dict):
-        for cls, thr in thresholds.items():
-            s = scores.get(cls)
-            if isinstance(s, (int, float)) and isinstance(thr, (int, float)) and s >= thr:
-                n += 1
-    if obj.get("reason") == "defect":
-        n = max(n, 1)
-    return n
-
-
-def parse_verdict(obj: dict, station: str | None = None, origin: str = "mqtt") -> VerdictRow:
-    """A verdict (contract ``PREFIX/verdict``, or a recorder sidecar with ``station`` given)."""
-    result = _field(obj, "result", str)
-    if result not in ("pass", "fail"):
-        raise BadMessage(f"result: expected pass or fail, got {result!r}")
-    t_verdict = float(_field(obj, "t_verdict", (int, float)))
-    t_trigger = _field(obj, "t_trigger", (int, float), optional=True)
-    label = _field(obj, "class", str, optional=True)
-    return VerdictRow(
-        station=station or _field(obj, "station", str),
-        seq=_field(obj, "seq", int),
-        part_id=_field(obj, "part_id", str),
-        t_trigger=float(t_trigger if t_trigger is not None else t_verdict),
-        t_verdict=t_verdict,
-        result=result,
-        reason=_field(obj, "reason", str),
-        label=label,
-        defects=defect_count(obj),
-        model_id=_field(obj, "model_id", str, optional=True) or "",
-        origin=origin,
-    )
-
-
-def parse_gate_event(obj: dict) -> GateRow:
-    return GateRow(
-        gate=_field(obj, "gate", str),
-        part_id=_field(obj, "part_id", str),
-        t_trigger=float(_field(obj, "t_trigger", (int, float))),
-        outcome=_field(obj, "outcome", str),
-        reason=_field(obj, "reason", str),
-        t_decided=float(_field(obj, "t_decided", (int, float))),
-    )
 
 
 def sidecars(root: Path) -> Iterator[Path]:
@@ -156,7 +55,9 @@ def backfill(
     pending: list[VerdictRow] = []
     for path in sidecars(root):
         try:
-            pending.append(parse_verdict(_obj(path.read_bytes()), station, origin="sidecar"))
+            pending.append(
+                parse_verdict(parse_payload(path.read_bytes()), station, origin="sidecar")
+            )
         except (OSError, BadMessage) as exc:
             bad += 1
             log.warning("backfill: %s: %s", path, exc)
@@ -166,27 +67,6 @@ def backfill(
     new += store.add_verdicts(pending)
     new.sort(key=lambda r: r.t_verdict)
     return new, bad
-
-
-def read_message(
-    kind: str, topic: str, payload: bytes, received: float, mid: int = 0, retained: bool = False
-) -> VerdictRow | GateRow | ContextRow | DeadLetter:
-    """The row a message becomes in the store, checked against the store's ranges; a message
-    that fails the checks becomes a dead letter that says why."""
-    try:
-        if kind == "context":
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                raise BadMessage(f"payload of {len(payload)} bytes (more than {MAX_PAYLOAD_BYTES})")
-            value = payload.decode("utf-8", "replace")
-            if len(value) > MAX_CONTEXT_CHARS:
-                raise BadMessage(f"{len(value)} characters (at most {MAX_CONTEXT_CHARS})")
-            if "\x00" in value:
-                raise BadMessage("contains a NUL character")
-            return ContextRow(topic, received, value, mid, retained)
-        obj = _obj(payload)
-        return parse_verdict(obj) if kind == "verdict" else parse_gate_event(obj)
-    except BadMessage as exc:
-        return DeadLetter(topic, received, kind, str(exc), payload)
 
 
 @dataclass(slots=True)
@@ -440,7 +320,7 @@ class Ingest:
                 type(m.row), "context"
             )
             refused = DeadLetter(
-                m.topic, time.time(), kind, f"the store refused it: {_short(exc, 300)}", m.payload
+                m.topic, time.time(), kind, f"the store refused it: {short(exc, 300)}", m.payload
             )
             try:
                 self.store.write(dead=[refused])
@@ -451,7 +331,7 @@ class Ingest:
                 "messages the store refused",
                 "the store refused a message on %s: %s (kept as a dead letter)",
                 m.topic,
-                _short(exc, 300),
+                short(exc, 300),
             )
             self._done([m], [], rows_counted=False)
             return
@@ -505,7 +385,7 @@ class Ingest:
     def _cannot_write(self, exc: BaseException, held: int) -> None:
         if self.store_error is None:
             self.failing_since = time.time()
-            self.store_error = _short(exc, 300)
+            self.store_error = short(exc, 300)
             log.error(
                 "cannot write to the SPC store (%s); holding %d messages unacknowledged and "
                 "retrying",
@@ -514,7 +394,7 @@ class Ingest:
             )
             self.on_store(False)
         else:
-            self.store_error = _short(exc, 300)
+            self.store_error = short(exc, 300)
             self._warn.warning(
                 "failed retries",
                 "still cannot write to the SPC store (%s), %d messages held",

@@ -9,6 +9,9 @@ The ingest writes each batch of messages in one transaction (``write``): verdict
 context and dead letters together, all or nothing. A PostgreSQL connection that broke (the
 server restarted) is opened again on the next statement.
 
+Why one module: every SQL statement of the SPC room lives here (one data-access module, as the
+design asks), so a schema change and every query it touches are read together.
+
 A verdict is one row per part: the key is station + seq + part id + trigger time (the
 contract's part identity: a PLC id that came round after a power cycle, with a station that
 restarted its seq, is a new part), so a QoS 1 redelivery, a resend after a broker restart or
