@@ -9,9 +9,8 @@ import logging
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-
-from ..contract.mqtt import secure
+from ..contract.mqtt import new_client
+from ..contract.topics import Topics
 from .actuators import make_actuator
 from .config import GateConfig
 from .core import GateCore
@@ -25,21 +24,19 @@ class GateService:
     def __init__(self, cfg: GateConfig) -> None:
         self.cfg = cfg
         g = cfg.gate
+        t = Topics.of(g.station_prefix)
         self.topics = {
-            name: f"{g.station_prefix}/{name}" for name in ("trigger", "verdict", "status", "gate")
+            "trigger": t.trigger,
+            "verdict": t.verdict,
+            "status": t.status,
+            "gate": t.gate,
         }
         self.actuator = make_actuator(cfg.actuator)
         self.core = GateCore(g, self.actuator, self._emit)
         self.events: collections.deque[dict] = collections.deque(maxlen=100_000)
         self.connected = threading.Event()
-        proto = mqtt.MQTTv5 if cfg.mqtt.protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            protocol=proto,
-            client_id=cfg.mqtt.client_id or f"gate-{g.id}",
-        )
+        self.client = new_client(cfg.mqtt, cfg.mqtt.client_id or f"gate-{g.id}")
         self.client.reconnect_delay_set(0.05, max(0.1, cfg.mqtt.reconnect_max_s))
-        secure(self.client, cfg.mqtt)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
