@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = cli_lab.add_parsers(sub)
     _training_parsers(sub, bench)
     cli_services.add_parsers(sub)
+    from . import cameracli  # inspector camera list|features|grab
+
+    cameracli.add_parser(sub)
     return p
 
 
