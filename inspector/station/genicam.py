@@ -435,6 +435,13 @@ class GenicamSource(FrameSource):
         finally:
             self.stream.push_buffer(buf)
 
+    def take_queued(self) -> list[CameraFrame]:
+        """Frames already delivered by the camera but not yet by ``read`` (the frame after a
+        gap waits behind the error frames of the ones that never arrived)."""
+        queued = list(self._ready)
+        self._ready.clear()
+        return queued
+
     def _idle(self, now: float) -> None:
         """No frame for a while: in free-run the camera is gone after ``frame_timeout_s``; a
         triggered camera (silent between parts) is asked for a register every

@@ -186,7 +186,7 @@ def first_feature(device, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _num(value: float) -> str:
+def plain_number(value: float) -> str:
     """10000000.0 -> '10000000', 0.5 -> '0.5' (limits as a person would write them)."""
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
@@ -195,7 +195,7 @@ def _limits(node, k: str) -> str:
     if k == "enumeration":
         return "one of " + ", ".join(node.dup_available_string_values() or [])
     unit = f" {node.get_unit()}" if node.get_unit() else ""
-    text = f"{_num(node.get_min())}..{_num(node.get_max())}{unit}"
+    text = f"{plain_number(node.get_min())}..{plain_number(node.get_max())}{unit}"
     if k == "integer" and node.get_inc() > 1:
         text += f" in steps of {node.get_inc()}"
     return text
@@ -244,7 +244,7 @@ def set_feature(device, name: str, value: Any, key: str) -> None:
             lo, hi = node.get_min(), node.get_max()
             if not lo <= value <= hi:
                 raise CameraConfigError(
-                    f"{key}: {name} {_num(value)} is outside the camera's limits {_limits(node, k)}"
+                    f"{key}: {name} {plain_number(value)} is outside the camera's limits {_limits(node, k)}"
                 )
             if k == "integer":
                 inc = max(1, node.get_inc())
