@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.client
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import cv2
 import numpy as np
@@ -171,3 +173,55 @@ def serve(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class Http:
+    """One keep-alive connection; a reset or a dropped connection is counted, then redialled."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.conn = http.client.HTTPConnection(host, port, timeout=30)
+        self.cookies: dict[str, str] = {}
+        self.resets = 0
+        self.log: list[tuple[str, str, int, bytes, dict]] = []
+
+    def send(self, method: str, path: str, body: bytes | None = None, headers=None):
+        jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items() if v)
+        h = {"Cookie": jar, **(headers or {})}
+        if body is not None and "Content-Type" not in h:
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            self.conn.request(method, path, body=body, headers=h)
+            r = self.conn.getresponse()
+            data = r.read()
+        except (ConnectionError, http.client.HTTPException, OSError):
+            self.resets += 1
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            self.log.append((method, path, 0, b"", {}))
+            return 0, b"", {}
+        headers = {k.lower(): v for k, v in r.getheaders()}
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, _, value = v.split(";")[0].partition("=")
+                self.cookies[name] = value.strip('"')
+        self.log.append((method, path, r.status, data, headers))
+        if r.getheader("connection", "").lower() == "close":
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        return r.status, data, headers
+
+    def form(self, path: str, fields) -> tuple[int, bytes, dict]:
+        return self.send("POST", path, urlencode(fields, doseq=True).encode())
+
+
+def login_http(http_: Http, name: str = "admin") -> str:
+    """Log in over ``http_``; the session's CSRF token."""
+    status, body, headers = http_.send("GET", "/login")
+    token = csrf_of(body.decode())
+    status, body, headers = http_.form(
+        "/login", {"name": name, "password": PASSWORD, "csrf": token, "next": "/"}
+    )
+    assert status == 303, body
+    status, body, _ = http_.send("GET", "/")
+    return csrf_of(body.decode())

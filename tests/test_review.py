@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from inspector.cli import main
 from inspector.errors import ConfigError
-from inspector.review import index, registry
+from inspector.review import index
 from inspector.review.config import load_review_config
 from inspector.review.store import MIGRATIONS, Store
 
@@ -481,81 +481,6 @@ def test_compare_two_reports(bench):
     link = r.text.split('href="/media/dataset/')[1].split('"')[0]
     assert c.get("/media/dataset/" + link).status_code == 200
     assert c.get("/compare?a=reports/a&b=nope").status_code == 404
-
-
-def test_models_promote_only_after_verify_and_roll_back(bench, monkeypatch):
-    tmp, cfg, app = bench
-    import dataclasses
-
-    from inspector.review.config import ModelsSection, StationModelSection
-
-    for name in ("m1", "m2"):
-        folder = tmp / "registry" / name
-        folder.mkdir(parents=True)
-        (folder / "model.onnx").write_bytes(b"onnx " + name.encode())
-        (folder / "model.json").write_text(json.dumps({"classes": ["good", "scratch"]}))
-    station = StationModelSection(
-        name="line1", config=tmp / "st.yaml", golden=tmp / "golden", models=tmp / "models"
-    )
-    (tmp / "st.yaml").write_text("model:\n  path: models/current/model.onnx\n")
-    bench_ = app.state.bench
-    bench_.cfg = dataclasses.replace(
-        cfg, models=ModelsSection(registry=[tmp / "registry"], stations=[station])
-    )
-    verdicts = {"registry-m1": True, "registry-m2": False}
-    seen = []
-
-    def fake_verify(st, model):
-        seen.append(Path(model).read_bytes())
-        return verdicts[Path(model).parent.name], "golden: 4/4"
-
-    monkeypatch.setattr(registry, "verify", fake_verify)
-    reviewer, rtoken = client_as(app, "reviewer")
-    assert "registry/m1" in reviewer.get("/models").text
-    r = reviewer.post(
-        "/models/promote", data={"csrf": rtoken, "station": "line1", "model": "registry/m1"}
-    )
-    assert r.status_code == 403 and not seen
-    c, token = client_as(app, "admin")
-    r = c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m1"})
-    assert r.status_code == 200 and os.readlink(tmp / "models" / "current") == "registry-m1"
-    assert (tmp / "models" / "current" / "model.onnx").read_bytes() == b"onnx m1"
-    r = c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m2"})
-    assert r.status_code == 409 and os.readlink(tmp / "models" / "current") == "registry-m1"
-    verdicts["registry-m2"] = True
-    c.post("/models/promote", data={"csrf": token, "station": "line1", "model": "registry/m2"})
-    assert os.readlink(tmp / "models" / "current") == "registry-m2"
-    assert c.post("/models/rollback", data={"csrf": token, "station": "line1"}).status_code == 200
-    assert os.readlink(tmp / "models" / "current") == "registry-m1"
-    assert "rollback" in c.get("/models").text
-    assert (
-        c.post("/models/promote", data={"csrf": token, "station": "x", "model": "y"}).status_code
-        == 404
-    )
-
-
-def test_verify_runs_inspector_verify_on_a_copy_of_the_station_config(tmp_path, monkeypatch):
-    import subprocess
-
-    from inspector.review.config import StationModelSection
-
-    (tmp_path / "st.yaml").write_text("model:\n  path: old.onnx\nsource:\n  type: folder\n")
-    calls = []
-
-    def fake_run(cmd, **kw):
-        calls.append((cmd, Path(cmd[4]).read_text()))
-        return subprocess.CompletedProcess(cmd, 1, "2/3 golden parts agree", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    st = StationModelSection(
-        name="s", config=tmp_path / "st.yaml", golden=tmp_path / "g", models=tmp_path / "m"
-    )
-    passed, out = registry.verify(st, tmp_path / "m" / "new" / "model.onnx")
-    assert not passed and "2/3" in out
-    ((cmd, text),) = calls
-    assert cmd[2:4] == ["inspector.cli", "verify"] and cmd[-1] == "--no-publish"
-    assert "new/model.onnx" in text and "folder" in text
-    assert not list(tmp_path.glob(".review-verify-*")), "the temporary config is removed"
 
 
 def test_index_reads_only_new_sidecars_and_skips_bad_ones(tmp_path):

@@ -7,7 +7,6 @@ login throttle, the security headers in a real page, and ``--add-user``'s passwo
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import pty
 import select
@@ -24,7 +23,7 @@ from inspector.errors import InspectorError
 from inspector.review import users
 from inspector.review.store import PartFilter, Store
 
-from .review_helpers import PASSWORD, csrf_of, serve, workbench
+from .review_helpers import PASSWORD, Http, csrf_of, login_http, serve, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 
@@ -52,57 +51,6 @@ def _snapshot(folder: Path) -> dict[str, str]:
         if p.is_file() and not p.is_symlink():
             out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-class Http:
-    """One keep-alive connection; a reset or a dropped connection is counted, then redialled."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.conn = http.client.HTTPConnection(host, port, timeout=30)
-        self.cookies: dict[str, str] = {}
-        self.resets = 0
-        self.log: list[tuple[str, str, int, bytes, dict]] = []
-
-    def send(self, method: str, path: str, body: bytes | None = None, headers=None):
-        jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items() if v)
-        h = {"Cookie": jar, **(headers or {})}
-        if body is not None and "Content-Type" not in h:
-            h["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            self.conn.request(method, path, body=body, headers=h)
-            r = self.conn.getresponse()
-            data = r.read()
-        except (ConnectionError, http.client.HTTPException, OSError):
-            self.resets += 1
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            self.log.append((method, path, 0, b"", {}))
-            return 0, b"", {}
-        headers = {k.lower(): v for k, v in r.getheaders()}
-        for k, v in r.getheaders():
-            if k.lower() == "set-cookie":
-                name, _, value = v.split(";")[0].partition("=")
-                self.cookies[name] = value.strip('"')
-        self.log.append((method, path, r.status, data, headers))
-        if r.getheader("connection", "").lower() == "close":
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        return r.status, data, headers
-
-    def form(self, path: str, fields) -> tuple[int, bytes, dict]:
-        return self.send("POST", path, urlencode(fields, doseq=True).encode())
-
-
-def _login(http_: Http, name: str = "admin") -> str:
-    status, body, headers = http_.send("GET", "/login")
-    token = csrf_of(body.decode())
-    status, body, headers = http_.form(
-        "/login", {"name": name, "password": PASSWORD, "csrf": token, "next": "/"}
-    )
-    assert status == 303, body
-    status, body, _ = http_.send("GET", "/")
-    return csrf_of(body.decode())
 
 
 def _plant_links(tmp: Path, app) -> dict:
@@ -306,7 +254,7 @@ def test_hostile_requests_get_no_500_and_reach_nothing_outside_the_roots(tmp_pat
     outside_before = _snapshot(tmp_path / "outside")
     with serve(app) as (host, port):
         c = Http(host, port)
-        token = _login(c)
+        token = login_http(c)
         _probes(c, token, links)
         statuses = [s for _m, _p, s, _b, _h in c.log]
         n = len(c.log)

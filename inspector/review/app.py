@@ -22,6 +22,7 @@ from .config import ReviewConfig
 from .dataset import Labeller
 from .inputs import ModelSpecs
 from .jobs import Jobs
+from .promote import Promoter
 from .store import MAX_ID, Store
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Workbench:
         self.labeller = Labeller(cfg.dataset, self.store, self.recordings)
         self.models = ModelSpecs(cfg.models.registry)
         self.jobs = Jobs(cfg.training, cfg.dataset.path, self.store)
+        self.promoter = Promoter(cfg.models.stations, self.store)
         self._stop = threading.Event()
         self._scanner: threading.Thread | None = None
 
@@ -156,6 +158,7 @@ class Workbench:
 
     def stop(self) -> None:
         self._stop.set()
+        self.promoter.stop()
 
 
 def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True) -> Starlette:
@@ -165,6 +168,7 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
     if scan:
         added = bench.rescan()
         log.info("review: %d new part(s) indexed", added)
+    bench.promoter.start_watching()
     routes = [
         Route("/login", session.login_form, methods=["GET"]),
         Route("/login", session.login, methods=["POST"]),
@@ -189,6 +193,7 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/models", models.models_page, methods=["GET"]),
         Route("/models/promote", models.promote, methods=["POST"]),
         Route("/models/rollback", models.rollback, methods=["POST"]),
+        Route("/models/promotion/{pid:rowid}", models.promotion, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard)])

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..contract.mqtt import MqttSection
 from ..contract.schema import load_yaml, setting
 from ..logs import LoggingSection
 
@@ -68,9 +69,34 @@ class TrainingSection:
 @dataclass(frozen=True, kw_only=True)
 class StationModelSection:
     name: str = setting(help="station name")
-    config: Path = setting(help="the station's config (what `inspector verify` runs)")
+    config: Path = setting(help="the station's config (what `inspector verify` runs; only read)")
     golden: Path = setting(help="the station's golden set (pass/ and fail/)")
-    models: Path = setting(help="the station's models folder, with the `current` link")
+    models: Path = setting(
+        help="the station's models folder, with the `current` link (the workbench writes here)"
+    )
+    mqtt: MqttSection | None = setting(
+        None,
+        "the station's broker as the user allowed on PREFIX/cmd/model (username: admin, "
+        "password_file or password_env; prefix: the station's, default inspector/NAME); "
+        "without it a promotion can only verify and move the link",
+    )
+    answer_timeout_s: float = setting(
+        900.0, "how long a promotion waits for the running station's answer (load, checks, golden)"
+    )
+    verify_timeout_s: float = setting(
+        900.0, "how long `inspector verify` may take when the station is down"
+    )
+
+    @property
+    def prefix(self) -> str:
+        return (self.mqtt.prefix if self.mqtt else None) or f"inspector/{self.name}"
+
+    def problems(self):
+        for key in ("answer_timeout_s", "verify_timeout_s"):
+            if not 1 <= getattr(self, key) <= 7200:
+                yield key, "must be between 1 and 7200 seconds"
+        if self.mqtt is not None and self.mqtt.protocol != "5":
+            yield "mqtt.protocol", "model requests need MQTT 5 (request/response)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +105,11 @@ class ModelsSection:
         factory=list, help="folders searched for exported models (model.onnx + model.json)"
     )
     stations: list[StationModelSection] = setting(factory=list, help="promotion targets")
+
+    def problems(self):
+        names = [s.name for s in self.stations]
+        if len(set(names)) != len(names):
+            yield "stations", "two stations with the same name"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,28 +1,28 @@
-"""The models registry and promotion to a station (deploy/README.md, section 5).
+"""The models registry and the station's models folder (deploy/README.md, section 5).
 
-A model is a folder with ``model.onnx`` and its manifest ``model.json``. Promotion copies
-it into the station's models folder as ``<name>/``, runs ``inspector verify`` with the
-station's config pointed at that copy and its golden set, and only when that passes
-moves the ``current`` link to it (atomically: a new link renamed over the old one).
-Roll back moves ``current`` to the folder it pointed at before.
+A model is a folder with ``model.onnx`` and its manifest ``model.json``. Before a
+promotion the model is copied into the station's models folder as ``<name>/`` (the one
+folder of the station the workbench writes); ``current`` is the link in that folder that
+the station's ``model.path`` goes through (``models/current/model.onnx``), moved
+atomically (a new link renamed over the old one). How a promotion decides whether the
+model may go live is in ``promote.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import yaml
 
 from ..errors import InspectorError
 from .config import StationModelSection
+from .files import no_links_below
 
 log = logging.getLogger(__name__)
+FILES = ("model.onnx", "model.json")
 
 
 def find(roots: list[Path]) -> dict[str, dict]:
@@ -33,9 +33,13 @@ def find(roots: list[Path]) -> dict[str, dict]:
         if not root.is_dir():
             continue
         for onnx in sorted(root.rglob("model.onnx")):
+            if onnx.is_symlink() or not no_links_below(root, onnx):
+                continue
             try:
                 manifest = json.loads((onnx.parent / "model.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
+                continue
+            if not isinstance(manifest, dict):
                 continue
             rel = onnx.parent.relative_to(root).as_posix()
             name = root.name if rel == "." else f"{root.name}/{rel}"
@@ -43,53 +47,52 @@ def find(roots: list[Path]) -> dict[str, dict]:
     return out
 
 
+def model_id(folder: Path) -> str | None:
+    """The id the station gives this model: the manifest's name @ the file's SHA-256 (12)."""
+    try:
+        manifest = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
+        digest = hashlib.sha256()
+        with open(Path(folder) / "model.onnx", "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, ValueError):
+        return None
+    name = manifest.get("name", "model") if isinstance(manifest, dict) else "model"
+    return f"{name}@{digest.hexdigest()[:12]}"
+
+
 def current(station: StationModelSection) -> str | None:
     link = Path(station.models) / "current"
     return os.readlink(link) if link.is_symlink() else None
 
 
-def verify(station: StationModelSection, model: Path, timeout: float = 600) -> tuple[bool, str]:
-    """``inspector verify`` of the station's config with its model.path set to ``model``."""
-    cfg_path = Path(station.config)
-    try:
-        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InspectorError(f"{cfg_path}: cannot read the station config ({exc})") from None
-    data.setdefault("model", {})["path"] = str(model)
-    tmp = cfg_path.with_name(f".review-verify-{os.getpid()}-{cfg_path.name}")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    try:
-        cmd = [
-            sys.executable,
-            "-m",
-            "inspector.cli",
-            "verify",
-            str(tmp),
-            str(station.golden),
-            "--no-publish",
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, f"inspector verify did not finish in {timeout:.0f} s"
-    finally:
-        tmp.unlink(missing_ok=True)
-    return r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+def slug(name: str) -> str:
+    return name.replace("/", "-")
 
 
-def promote(station: StationModelSection, name: str, folder: Path) -> tuple[bool, str, str | None]:
-    """(passed, verify output, previous link target); ``current`` moves only on a pass."""
+def install(station: StationModelSection, name: str, folder: Path) -> Path:
+    """Copy the registry's model into the station's models folder as ``<slug>/`` (once; a
+    folder of that name holding another model is an error). Returns that folder."""
     models = Path(station.models)
-    slug = name.replace("/", "-")
-    target = models / slug
-    if not target.exists():
-        target.mkdir(parents=True)
-        for f in ("model.onnx", "model.json"):
-            shutil.copy2(Path(folder) / f, target / f)
-    passed, output = verify(station, target / "model.onnx")
-    previous = current(station)
-    if passed:
-        link_to(models, slug)
-    return passed, output, previous
+    target = models / slug(name)
+    if not no_links_below(models, target) or target.is_symlink():
+        raise InspectorError(f"{target} is a link; the models folder is written through none")
+    if target.is_dir():
+        for f in FILES:
+            if _digest(target / f) != _digest(Path(folder) / f):
+                raise InspectorError(f"{target} holds another model under the name {name!r}")
+        return target
+    tmp = models / f".{target.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for f in FILES:
+            shutil.copyfile(Path(folder) / f, tmp / f, follow_symlinks=False)
+        tmp.rename(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InspectorError(f"cannot copy the model into {models}: {exc}") from None
+    return target
 
 
 def link_to(models: Path, target: str) -> None:
@@ -99,3 +102,10 @@ def link_to(models: Path, target: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     tmp.replace(models / "current")
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

@@ -72,6 +72,13 @@ MIGRATIONS = [
     CREATE INDEX login_attempts_name_t ON login_attempts (name, t);
     CREATE INDEX login_attempts_address_t ON login_attempts (address, t);
     """,
+    # promotions run in a worker and report their progress: status, how, when they ended
+    """
+    ALTER TABLE promotions ADD COLUMN status TEXT NOT NULL DEFAULT 'done';
+    ALTER TABLE promotions ADD COLUMN via TEXT;
+    ALTER TABLE promotions ADD COLUMN ended {float};
+    ALTER TABLE promotions ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote';
+    """,
 ]
 DIALECT_TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "float": "REAL", "nulls_first": ""},
@@ -517,6 +524,28 @@ class Store:
 
     def promotions(self, limit: int = 20) -> list[dict]:
         return self._all("SELECT * FROM promotions ORDER BY id DESC LIMIT ?", (limit,))
+
+    def start_promotion(self, station, model, folder, previous, user, kind="promote") -> int:
+        """A promotion row in state 'running' (its worker fills in the rest)."""
+        return self._insert(
+            'INSERT INTO promotions (station, model, folder, previous, "user", t, verify, '
+            "status, kind) VALUES (?, ?, ?, ?, ?, ?, '', 'running', ?)",
+            (station, model, folder, previous, user, time.time(), kind),
+        )
+
+    def set_promotion(self, pid: int, **fields) -> None:
+        allowed = {"status", "verify", "via", "ended", "previous"}
+        assert set(fields) <= allowed, fields
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE promotions SET {sets} WHERE id = ?", (*fields.values(), pid))
+
+    def promotion(self, pid: int) -> dict | None:
+        if not _valid_id(pid):
+            return None
+        return self._one("SELECT * FROM promotions WHERE id = ?", (pid,))
+
+    def running_promotions(self) -> list[dict]:
+        return self._all("SELECT * FROM promotions WHERE status = 'running' ORDER BY id")
 
 
 def _valid_id(value) -> bool:

@@ -1,76 +1,101 @@
-"""The models registry; promote (after ``inspector verify`` passes) and roll back: admin only."""
+"""The models page: the registry, each station's ``current`` link next to what the station
+actually runs (its retained status), promotions (admin only) and their progress.
+
+Promote and roll back only start the work (``promote.Promoter``: a worker thread) and
+redirect; the page polls the promotion's block until it ends.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .. import registry
-from .common import bench, error, page, render
+from .common import bench, error, field, page, render
+
+DONE = ("swapped", "unchanged", "linked")
 
 
 def _station(b, name: str):
     return next((s for s in b.cfg.models.stations if s.name == name), None)
 
 
+def _stations(b) -> list[dict]:
+    out = []
+    for s in b.cfg.models.stations:
+        current = registry.current(s)
+        folder = Path(s.models) / current if current else None
+        out.append(
+            {
+                "cfg": s,
+                "current": current,
+                "current_id": registry.model_id(folder) if folder else None,
+                "runs": b.promoter.watches[s.name].snapshot(),
+            }
+        )
+    return out
+
+
 @page("viewer")
 async def models_page(request: Request, user) -> Response:
     b = bench(request)
-    found = registry.find(b.cfg.models.registry)
-    stations = [{"cfg": s, "current": registry.current(s)} for s in b.cfg.models.stations]
+    found = await run_in_threadpool(registry.find, b.cfg.models.registry)
+    stations = await run_in_threadpool(_stations, b)
     return render(
         request,
         "models.html",
         models=found,
         stations=stations,
         promotions=b.store.promotions(),
-        message=request.query_params.get("msg"),
+        message=request.query_params.get("msg", "")[:200],
     )
+
+
+@page("viewer")
+async def promotion(request: Request, user) -> Response:
+    """One promotion's block (the htmx poll target; a whole page without htmx)."""
+    b = bench(request)
+    p = b.store.promotion(request.path_params["pid"])
+    if p is None:
+        return error(request, user, 404, "no such promotion")
+    name = "_promotion.html" if request.headers.get("hx-request") else "promotion.html"
+    return render(request, name, p=p)
 
 
 @page("admin")
 async def promote(request: Request, user) -> Response:
     b = bench(request)
     form = await request.form()
-    station = _station(b, str(form.get("station", "")))
-    found = registry.find(b.cfg.models.registry)
-    name = str(form.get("model", ""))
+    station = _station(b, field(form, "station", most=200))
+    name = field(form, "model", most=1000)
+    found = await run_in_threadpool(registry.find, b.cfg.models.registry)
     if station is None or name not in found:
         return error(request, user, 404, "no such station or model")
-    passed, output, previous = registry.promote(station, name, found[name]["folder"])
-    b.store.add_promotion(
-        station.name,
-        name,
-        str(found[name]["folder"]),
-        previous,
-        user.name,
-        ("passed\n" if passed else "FAILED\n") + output,
-    )
-    if not passed:
-        return error(request, user, 409, f"inspector verify failed; current not changed:\n{output}")
-    return RedirectResponse("/models?msg=promoted", status_code=303)
+    pid = b.promoter.start(station, name, found[name]["folder"], user.name)
+    return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
 
 
 @page("admin")
 async def rollback(request: Request, user) -> Response:
+    """Promote the model that ``current`` named before the last promotion (same path)."""
     b = bench(request)
     form = await request.form()
-    station = _station(b, str(form.get("station", "")))
+    station = _station(b, field(form, "station", most=200))
     if station is None:
         return error(request, user, 404, "no such station")
     last = next(
         (
             p
             for p in b.store.promotions(200)
-            if p["station"] == station.name and p["verify"].startswith("passed") and p["previous"]
+            if p["station"] == station.name and p["status"] in DONE and p["previous"]
         ),
         None,
     )
-    if last is None:
+    folder = Path(station.models) / last["previous"] if last else None
+    if folder is None or not (folder / "model.onnx").is_file():
         return error(request, user, 409, "no earlier model to roll back to")
-    before = registry.current(station)
-    registry.link_to(station.models, last["previous"])
-    b.store.add_promotion(
-        station.name, last["previous"], last["previous"], before, user.name, "rollback"
-    )
-    return RedirectResponse("/models?msg=rolled+back", status_code=303)
+    pid = b.promoter.start(station, last["previous"], folder, user.name, kind="rollback")
+    return RedirectResponse(f"/models#promotion-{pid}", status_code=303)

@@ -1,0 +1,304 @@
+"""Promotion from the workbench, end to end and without fakes: a real Mosquitto, a real
+station (``inspector run CONFIG`` as a process of its own) whose config folder is read-only
+(as under the shipped unit's ``ProtectSystem=strict``), real ONNX models, the real
+``inspector verify`` when the station is down, and the workbench served by uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+
+from inspector.lab.modelkit import build_contrast_model, synthetic_part
+from inspector.review import registry
+from inspector.review.app import create_app
+from inspector.review.config import load_review_config
+
+from .conftest import station_yaml
+from .review_helpers import Http, login_http, serve, workbench
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+PREFIX = "inspector/test"
+
+
+def _tree(folder: Path) -> dict[str, tuple]:
+    """Every entry below ``folder`` (and the folder) with its size, mode and times."""
+    out = {}
+    for p in [folder, *sorted(folder.rglob("*"))]:
+        st = os.lstat(p)
+        out[str(p.relative_to(folder))] = (st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+    return out
+
+
+def _model(folder: Path, name: str, **kw) -> Path:
+    folder.mkdir(parents=True)
+    build_contrast_model(folder / "model.onnx", size=32, name=name, **kw)
+    assert (folder / "model.json").is_file()
+    return folder
+
+
+def _golden(folder: Path, n: int = 24) -> Path:
+    rng = np.random.default_rng(11)
+    for label, defect in (("pass", False), ("fail", True)):
+        (folder / label).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(folder / label / f"{i:03d}.png"), synthetic_part(rng, defect, 48))
+    return folder
+
+
+class Status:
+    """The station's retained status, as any subscriber on the broker sees it."""
+
+    def __init__(self, broker) -> None:
+        self.last: dict | None = None
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = self._on
+        self.c.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/status", qos=1)
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+
+    def _on(self, _c, _u, msg) -> None:
+        if msg.payload:
+            self.last = json.loads(msg.payload)
+
+    def model_id(self) -> str:
+        s = self.last or {}
+        return (s.get("model") or {}).get("id") or s.get("model_id") or ""
+
+    def wait(self, pred, timeout: float = 60.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.last is not None and pred(self.last):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture
+def plant(tmp_path, broker, parts_dir):
+    """A station config in a read-only folder, its models folder with `current` -> model-a,
+    a golden set, a registry with three more models, and a workbench that promotes there."""
+    models = tmp_path / "var" / "models"
+    a = _model(models / "model-a", "model-a")
+    (models / "current").symlink_to("model-a")
+    golden = _golden(tmp_path / "var" / "golden")
+    reg = tmp_path / "registry"
+    found = {
+        "b": _model(reg / "b", "model-b", threshold=0.45),
+        "c": _model(reg / "c", "model-c", threshold=0.48),
+        # calls half the contrast a defect: some good golden parts fail, the check refuses it
+        "strict": _model(reg / "strict", "strict", contrast_at_half=4, threshold=0.3),
+    }
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    station_cfg = etc / "station.yaml"
+    station_cfg.write_text(
+        station_yaml(
+            models / "current" / "model.onnx",
+            parts_dir,
+            broker,
+            trigger="free-run",
+            rate=20.0,
+            extra=f'recorder: {{path: "{tmp_path / "var" / "rec"}"}}\n',
+        ).replace("warmup_runs: 1}", f'warmup_runs: 1, golden: "{golden}"}}')
+    )
+    first = workbench(tmp_path)[1]  # recordings, dataset, users; its config is extended below
+    first.state.bench.stop()
+    review_yaml = tmp_path / "review.yaml"
+    review_yaml.write_text(
+        review_yaml.read_text()
+        + f"""  stations:
+    - name: test
+      config: {station_cfg}
+      golden: {golden}
+      models: {models}
+      answer_timeout_s: 120
+      verify_timeout_s: 120
+      mqtt: {{host: {broker.host}, port: {broker.port}, prefix: {PREFIX}, username: admin}}
+"""
+    )
+    os.chmod(etc, 0o555)  # the unit's ProtectSystem=strict: the station's config is read-only
+    before = _tree(etc)
+    cfg = load_review_config(review_yaml)
+    app = create_app(cfg)
+    yield {
+        "app": app,
+        "cfg": station_cfg,
+        "models": models,
+        "a": a,
+        "reg": found,
+        "etc": etc,
+        "etc_before": before,
+    }
+    app.state.bench.stop()
+    os.chmod(etc, 0o755)
+
+
+class Station:
+    """``inspector run CONFIG`` as a process of its own."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector.cli", "run", str(config)],
+            stdout=open(log, "wb"),  # noqa: SIM115 - the process keeps it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _promote(c: Http, token: str, model: str, path="/models/promote") -> tuple[int, float]:
+    t = time.monotonic()
+    status, body, headers = c.form(path, {"csrf": token, "station": "test", "model": model})
+    took = time.monotonic() - t
+    assert status == 303, body[-2000:]
+    return int(headers["location"].rsplit("-", 1)[1]), took
+
+
+def _follow(app, c: Http, pid: int, timeout: float = 180.0) -> tuple[dict, list[float], int]:
+    """Poll the promotion's block as the page does, and the inbox meanwhile; (the finished
+    promotion, the inbox's answer times, how many inbox answers came while it ran)."""
+    store = app.state.bench.store
+    times, during = [], 0
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        running = store.promotion(pid)["status"] == "running"
+        t = time.monotonic()
+        status, body, _ = c.send("GET", "/")
+        times.append(time.monotonic() - t)
+        assert status == 200 and b"part(s)" in body
+        during += running
+        status, block, _ = c.send("GET", f"/models/promotion/{pid}", headers={"HX-Request": "1"})
+        assert status == 200
+        if b'data-status="running"' not in block:
+            return store.promotion(pid), times, during
+        time.sleep(0.1)
+    raise AssertionError(f"promotion {pid} did not end: {store.promotion(pid)}")
+
+
+def test_promote_through_the_running_station_and_through_the_link_when_it_is_down(
+    plant, broker, tmp_path
+):
+    app, models, reg = plant["app"], plant["models"], plant["reg"]
+    id_a, id_b, id_c = (registry.model_id(p) for p in (plant["a"], reg["b"], reg["c"]))
+    status = Status(broker)
+    station = Station(plant["cfg"], tmp_path / "station.log")
+    try:
+        assert status.wait(lambda s: s["state"] == "online" and status.model_id() == id_a), (
+            status.last,
+            station.log.read_text()[-3000:],
+        )
+        with serve(app) as (host, port):
+            c = Http(host, port)
+            token = login_http(c, "admin")
+            page = c.send("GET", "/models")[1].decode()
+            assert f'<code class="running-model">{id_a}</code>' in page
+            assert "model-a" in page and "registry/b" in page
+
+            # 1. the station runs: the request goes to it; it checks and swaps
+            pid, took = _promote(c, token, "registry/b")
+            assert took < 2.0, f"the promote request took {took:.1f} s: it must only start work"
+            done, inbox_s, during = _follow(app, c, pid)
+            assert done["status"] == "swapped" and done["via"] == "station", done["verify"]
+            assert during >= 1, "the inbox was asked while the promotion ran"
+            assert max(inbox_s) < 2.0, f"the inbox waited {max(inbox_s):.1f} s during a promotion"
+            assert status.wait(lambda s: status.model_id() == id_b, 30), status.last
+            assert os.readlink(models / "current") == "registry-b"
+            page = c.send("GET", "/models")[1].decode()
+            assert f'<code class="running-model">{id_b}</code>' in page
+            assert "differs from" not in page
+
+            # 2. a model that fails the station's golden set is refused; nothing changes
+            pid, _ = _promote(c, token, "registry/strict")
+            done, _, _ = _follow(app, c, pid)
+            assert done["status"] == "refused" and done["via"] == "station", done["verify"]
+            assert "golden" in done["verify"]
+            assert os.readlink(models / "current") == "registry-b"
+            assert not (models / "registry-strict").exists(), "the refused copy is removed"
+            time.sleep(1.5)  # a status or two later: still model-b
+            assert status.model_id() == id_b
+
+            # 3. the station stops: verify with the real `inspector verify`, then the link
+            station.stop()
+            assert status.wait(lambda s: s["state"] == "offline", 30), status.last
+            pid, took = _promote(c, token, "registry/c")
+            assert took < 2.0
+            done, inbox_s, during = _follow(app, c, pid)
+            assert done["status"] == "linked" and done["via"] == "link", done["verify"]
+            assert "inspector verify" in done["verify"] and "golden parts agree" in done["verify"]
+            assert during >= 1 and max(inbox_s) < 2.0
+            assert os.readlink(models / "current") == "registry-c"
+            assert "runs it at its next start" in c.send("GET", "/models")[1].decode()
+            pid, _ = _promote(c, token, "registry/strict")
+            done, _, _ = _follow(app, c, pid)
+            assert done["status"] == "refused" and done["via"] == "link", done["verify"]
+            assert os.readlink(models / "current") == "registry-c"
+
+            # 4. the station started later runs what the link names
+            station = Station(plant["cfg"], tmp_path / "station2.log")
+            assert status.wait(
+                lambda s: s["state"] == "online" and status.model_id() == id_c, 60
+            ), (status.last, station.log.read_text()[-3000:])
+            page = c.send("GET", "/models")[1].decode()
+            assert f'<code class="running-model">{id_c}</code>' in page
+
+            # 5. roll back: the model before (model-b), through the running station again
+            status_code, _, headers = c.form("/models/rollback", {"csrf": token, "station": "test"})
+            assert status_code == 303
+            pid = int(headers["location"].rsplit("-", 1)[1])
+            done, _, _ = _follow(app, c, pid)
+            assert done["status"] == "swapped" and done["kind"] == "rollback", done["verify"]
+            assert status.wait(lambda s: status.model_id() == id_b, 30)
+            assert os.readlink(models / "current") == "registry-b"
+            assert c.resets == 0
+    finally:
+        station.stop()
+        status.close()
+    # the station's config folder: not one file added, changed or removed
+    assert _tree(plant["etc"]) == plant["etc_before"]
+    # the workbench wrote only into the models folder it manages (and its database)
+    assert sorted(p.name for p in models.iterdir()) == [
+        "current",
+        "model-a",
+        "registry-b",
+        "registry-c",
+    ]
+
+
+def test_the_models_page_says_when_the_station_is_unknown(plant):
+    app = plant["app"]
+    from starlette.testclient import TestClient
+
+    from .review_helpers import PASSWORD, csrf_of
+
+    c = TestClient(app)
+    token = csrf_of(c.get("/login").text)
+    c.post("/login", data={"name": "viewer", "password": PASSWORD, "csrf": token})
+    page = c.get("/models").text
+    assert "promotion needs the admin role" in page
+    assert "unknown (no status heard)" in page  # no station has published a status
+    r = c.get("/models/promotion/99999999999999999999")
+    assert r.status_code == 404
