@@ -98,7 +98,8 @@ def grab(args) -> dict:
     import cv2
     import numpy as np
 
-    from .station.genicam import CameraTrigger, GenicamSource, GenicamSourceConfig
+    from .station.genicam import GenicamSource
+    from .station.genicam_config import CameraTrigger, GenicamSourceConfig
 
     info = _find(args.camera, args.fake)
     trigger = CameraTrigger(mode=args.trigger, frame_rate=args.rate)

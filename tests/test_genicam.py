@@ -60,7 +60,8 @@ def _aravis():
 
 
 def _fake(**kw):
-    from inspector.station.genicam import GenicamSource, GenicamSourceConfig
+    from inspector.station.genicam import GenicamSource
+    from inspector.station.genicam_config import GenicamSourceConfig
 
     _aravis()
     return GenicamSource(GenicamSourceConfig(serial="1", model="Fake", fake=True, **kw))
@@ -76,7 +77,7 @@ def _grab(src, n, timeout=5.0):
 
 
 def test_fake_camera_takes_the_configured_features_and_frames_go_through_preprocess():
-    from inspector.station.genicam import CameraTrigger
+    from inspector.station.genicam_config import CameraTrigger
 
     src = _fake(
         pixel_format="Mono16",
@@ -158,7 +159,7 @@ def test_config_errors_name_the_key_the_feature_and_the_cameras_limit(settings, 
 
 
 def test_a_hardware_line_the_camera_does_not_have_is_named_with_the_ones_it_has():
-    from inspector.station.genicam import CameraTrigger
+    from inspector.station.genicam_config import CameraTrigger
     from inspector.station.genicam_features import CameraConfigError
 
     src = _fake(trigger=CameraTrigger(mode="line", line="Line1"))
@@ -178,7 +179,8 @@ def test_a_hardware_line_the_camera_does_not_have_is_named_with_the_ones_it_has(
 
 
 def test_no_camera_or_an_ambiguous_choice_lists_what_was_found():
-    from inspector.station.genicam import GenicamSource, GenicamSourceConfig
+    from inspector.station.genicam import GenicamSource
+    from inspector.station.genicam_config import GenicamSourceConfig
 
     _aravis()
     with pytest.raises(
@@ -190,7 +192,7 @@ def test_no_camera_or_an_ambiguous_choice_lists_what_was_found():
 
 
 def test_station_config_checks_pixel_format_and_derives_bit_depth(tmp_path):
-    from inspector.station.genicam import GenicamSourceConfig
+    from inspector.station.genicam_config import GenicamSourceConfig
 
     assert GenicamSourceConfig(pixel_format="Mono12").bit_depth == 12
     assert GenicamSourceConfig(pixel_format="Mono8").bit_depth == 8

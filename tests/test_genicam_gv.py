@@ -19,7 +19,8 @@ def gv_camera():
 
 
 def _source(serial: str, **kw):
-    from inspector.station.genicam import GenicamSource, GenicamSourceConfig
+    from inspector.station.genicam import GenicamSource
+    from inspector.station.genicam_config import GenicamSourceConfig
 
     return GenicamSource(GenicamSourceConfig(serial=serial, **kw))
 
@@ -34,7 +35,7 @@ def _read_for(src, seconds: float, n: int | None = None) -> list:
 
 
 def test_software_triggers_are_answered_one_frame_each_and_nothing_without(gv_camera):
-    from inspector.station.genicam import CameraTrigger
+    from inspector.station.genicam_config import CameraTrigger
 
     gv_camera("GVTRIG")
     src = _source("GVTRIG", region=[0, 0, 64, 64], trigger=CameraTrigger(mode="software"))
@@ -56,7 +57,7 @@ def test_software_triggers_are_answered_one_frame_each_and_nothing_without(gv_ca
 
 
 def test_frame_ids_cross_the_16_bit_wrap_without_a_lost_frame(gv_camera):
-    from inspector.station.genicam import CameraTrigger
+    from inspector.station.genicam_config import CameraTrigger
 
     gv_camera("GVWRAP")
     src = _source("GVWRAP", region=[0, 0, 32, 32], trigger=CameraTrigger(frame_rate=100))
@@ -75,7 +76,7 @@ def test_frame_ids_cross_the_16_bit_wrap_without_a_lost_frame(gv_camera):
 
 
 def test_packet_loss_gives_incomplete_frames_with_a_reason_never_an_image(gv_camera):
-    from inspector.station.genicam import CameraTransport, CameraTrigger
+    from inspector.station.genicam_config import CameraTransport, CameraTrigger
 
     gv_camera("GVLOSS", loss_per_thousand=20)
     src = _source(
@@ -102,7 +103,7 @@ def test_packet_loss_gives_incomplete_frames_with_a_reason_never_an_image(gv_cam
 
 
 def test_a_killed_camera_is_found_again_after_it_restarts(gv_camera):
-    from inspector.station.genicam import CameraTrigger
+    from inspector.station.genicam_config import CameraTrigger
 
     cam = gv_camera("GVKILL")
     src = _source(

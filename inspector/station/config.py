@@ -30,9 +30,9 @@ MAX_TRIGGER_BYTES = 65536
 
 
 def _sources() -> dict[str, type]:
-    from .sources import SOURCE_TYPES
+    from .sources import source_types  # with the camera plugins (genicam)
 
-    return SOURCE_TYPES
+    return source_types()
 
 
 @dataclass(frozen=True, kw_only=True)

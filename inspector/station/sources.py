@@ -20,6 +20,7 @@ and one runner that reconnects them; the GenICam camera lives in genicam.py.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import time
@@ -482,5 +483,12 @@ class SourceRunner:
         self.state = "stopped"
 
 
-# GenICam cameras register themselves beside the sources above (Aravis is imported on use)
-from . import genicam  # noqa: E402, F401
+# Source types in modules of their own (one camera SDK each): importing one registers it
+PLUGINS = ("genicam",)
+
+
+def source_types() -> dict[str, type]:
+    """Every source type's config class by name, the plugins' included."""
+    for name in PLUGINS:
+        importlib.import_module(f"{__package__}.{name}")
+    return SOURCE_TYPES
