@@ -529,8 +529,32 @@ def test_bench_measures_pages(tmp_path):
     from inspector.review.bench import run
 
     result = run(3000, repeats=1, work=tmp_path)
-    assert set(result["pages"]) >= {"first page, newest", "part page (with previous/next)"}
+    pages = result["pages"]
+    assert set(pages) >= {
+        "first page, newest",
+        "time range + class",
+        "part page (with previous/next)",
+    }
+    # every filter row timed a page that found parts: the time range lies inside the data
+    assert all(p["parts_matched"] > 0 for k, p in pages.items() if k.startswith(("first", "time")))
+    assert (
+        0
+        < pages["time range + class"]["parts_matched"]
+        < pages["first page, newest"]["parts_matched"]
+    )
+    assert pages["part page (with previous/next)"]["status"] == 200
     assert result["worst_ms"] < 2000
+
+
+def test_bench_stops_on_a_filter_that_matches_nothing(tmp_path, monkeypatch):
+    from inspector.review import bench
+
+    real = bench.queries
+    monkeypatch.setattr(
+        bench, "queries", lambda n: {**real(n), "before the data": "until=2020-01-01"}
+    )
+    with pytest.raises(bench.BenchError, match="no parts matched"):
+        bench.run(500, repeats=1, work=tmp_path)
 
 
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -2,8 +2,11 @@
 
 Fills a fresh store with N synthetic parts (rows only, as the indexer writes them; 2 %
 labelled), then asks the app in-process for inbox pages under typical filters and sorts
-(first page, a deep page, filtered, reviewed/unreviewed, score range) and for part pages,
-and reports the server time per page (ASGI call to the last body byte, no network).
+(first page, a deep page, filtered, reviewed/unreviewed, score range, a time range inside
+the generated data) and for part pages, and reports the server time per page (ASGI call to
+the last body byte, no network) with the number of parts each filter matched. Every answer
+must be 200 and every filter must match parts, or the bench stops: a timing of an error
+page or of an empty result measures nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -22,20 +26,30 @@ from pathlib import Path
 from .config import DatasetSection, RecordingsSection, ReviewConfig
 from .store import Store
 
-QUERIES = {
-    "first page, newest": "",
-    "page 1000, newest": "page=1000",
-    "station + reason": "station=line2&reason=uncertain",
-    "unreviewed, by score": "reviewed=no&sort=score",
-    "reviewed": "reviewed=yes",
-    "score 0.4-0.6, model": "score_min=0.4&score_max=0.6&model=m%401",
-    "time range + class": "since=2026-11-29T00:00&until=2026-11-30T00:00&cls=crack",
-}
+T0 = 1_796_000_000.0  # the first generated part (2026-11-30T00:53:20Z); one every STEP_S
+STEP_S = 3.0
+
+
+def queries(n: int) -> dict[str, str]:
+    """The inbox filters measured; the time range is the second quarter of the generated data."""
+    span = n * STEP_S
+    since, until = (
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(T0 + f * span)) for f in (0.25, 0.5)
+    )
+    return {
+        "first page, newest": "",
+        f"page {max(1, n // 100)}, newest": f"page={max(1, n // 100)}",
+        "station + reason": "station=line2&reason=uncertain",
+        "unreviewed, by score": "reviewed=no&sort=score",
+        "reviewed": "reviewed=yes",
+        "score 0.4-0.6, model": "score_min=0.4&score_max=0.6&model=m%401",
+        "time range + class": f"since={since}&until={until}&cls=crack",
+    }
 
 
 def fill(store: Store, n: int, seed: int = 0) -> None:
     rng = random.Random(seed)
-    t0 = 1_796_000_000.0
+    t0 = T0
     rows = []
     for i in range(n):
         result = "pass" if rng.random() < 0.3 else "fail"
@@ -47,7 +61,7 @@ def fill(store: Store, n: int, seed: int = 0) -> None:
                 "image": f"d/{i:07d}.png",
                 "part_id": f"P{i}",
                 "seq": i,
-                "t": t0 + i * 3.0,
+                "t": t0 + i * STEP_S,
                 "result": result,
                 "reason": reason,
                 "class": rng.choice(["good", "crack", "scratch"]),
@@ -65,7 +79,7 @@ def fill(store: Store, n: int, seed: int = 0) -> None:
         store.add_label(part, "bench", rng.choice(["good", "crack"]), None)
 
 
-async def _call(app, path: str, query: str, cookie: str) -> tuple[int, float]:
+async def _call(app, path: str, query: str, cookie: str) -> tuple[int, float, bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -82,6 +96,7 @@ async def _call(app, path: str, query: str, cookie: str) -> tuple[int, float]:
     }
     status = 0
     sent = False
+    body = bytearray()
 
     async def receive():
         nonlocal sent
@@ -94,10 +109,16 @@ async def _call(app, path: str, query: str, cookie: str) -> tuple[int, float]:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
 
     t = time.perf_counter()
     await app(scope, receive, send)
-    return status, (time.perf_counter() - t) * 1000
+    return status, (time.perf_counter() - t) * 1000, bytes(body)
+
+
+class BenchError(Exception):
+    """A measured page was not the page it should be (an error, or an empty result)."""
 
 
 def run(parts: int, repeats: int = 5, work: Path | None = None) -> dict:
@@ -124,18 +145,27 @@ def run(parts: int, repeats: int = 5, work: Path | None = None) -> dict:
 
     async def measure() -> dict:
         out = {}
-        for name, query in QUERIES.items():
-            times = []
+        for name, query in queries(parts).items():
+            times, matched = [], None
             for _ in range(repeats):
-                status, ms = await _call(app, "/", query, cookie)
-                assert status == 200, (name, status)
+                status, ms, body = await _call(app, "/", query, cookie)
+                if status != 200:
+                    raise BenchError(f"{name}: HTTP {status}")
+                found = re.search(rb"<small>(\d+) part\(s\)", body)
+                matched = int(found.group(1)) if found else 0
+                if not matched or b'<tr class="part ' not in body:
+                    raise BenchError(
+                        f"{name} ({query}): no parts matched; the row measures nothing"
+                    )
                 times.append(ms)
-            out[name] = _stats(times)
+            out[name] = {**_stats(times), "parts_matched": matched, "query": query}
         times = []
         for pid in random.Random(1).sample(range(1, parts + 1), repeats * 4):
-            status, ms = await _call(app, f"/part/{pid}", "sort=score", cookie)
+            status, ms, body = await _call(app, f"/part/{pid}", "sort=score", cookie)
+            if status != 200 or f"<code>P{pid - 1}</code>".encode() not in body:
+                raise BenchError(f"part page {pid}: HTTP {status}, not the part's page")
             times.append(ms)
-        out["part page (with previous/next)"] = _stats(times)
+        out["part page (with previous/next)"] = {**_stats(times), "status": 200}
         return out
 
     pages = asyncio.run(measure())
