@@ -143,3 +143,57 @@ def test_evaluate_reports_image_auroc_the_operating_point_and_a_heat_map_gallery
     assert (out / "gallery" / "index.html").is_file()
     shown = min(8, m["good"]) + min(8, m["defective"])  # worst good, best-hidden defective
     assert len(list((out / "gallery").glob("*.png"))) == shown
+
+
+def test_the_fit_streams_images_and_keeps_a_bounded_patch_sample(tmp_path, monkeypatch, caplog):
+    """20,000 good images must fit as 2,000 do: features are computed one batch at a time,
+    never for the whole training set at once, and at most ``max_patches`` patches are kept;
+    the fit reports its peak memory in the log and in run.json."""
+    import logging
+
+    import training.anomaly.fit as fit_module
+
+    write_parts(tmp_path / "data", 40, defect_rate=0.0, seed=3, size=SIZE)
+    seen = []
+    real = fit_module.features
+    monkeypatch.setattr(
+        fit_module, "features", lambda e, x, b: seen.append(len(x)) or real(e, x, b)
+    )
+    acfg = AnomalyConfig(coreset=0.1, max_patches=1000, batch_size=8)
+    with caplog.at_level(logging.INFO, logger="training"):
+        run = fit(_config(tmp_path / "data"), acfg, tmp_path / "r")
+    assert seen and max(seen) <= acfg.batch_size  # never the whole set at once
+    a = run["anomaly"]
+    good = run["training"]["good_images"]
+    assert a["training_patches"] == good * 12 * 12 > 1000  # every patch streamed through
+    assert a["coreset_candidates"] == 1000  # only a bounded sample kept
+    assert a["bank_size"] == -(-a["training_patches"] // 10)  # coreset 0.1 of all of them
+    memory = run["training"]["memory"]
+    assert memory["peak_rss_bytes"] >= memory["rss_at_start_bytes"] > 0
+    assert memory["patch_sample_bytes"] <= 1000 * a["feature_dims"] * 4 + 1000 * 8
+    assert "peak RSS" in caplog.text
+    saved = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert saved["training"]["memory"]["peak_rss_bytes"] == memory["peak_rss_bytes"]
+
+
+def test_the_patch_sample_is_uniform_in_stream_order_and_its_memory_does_not_grow():
+    from training.anomaly.bank import PatchReservoir
+
+    small = PatchReservoir(100, 2, seed=0, expected=60)
+    x = np.arange(120, dtype=np.float32).reshape(60, 2)
+    small.add(x[:25])
+    small.add(x[25:])
+    assert np.array_equal(small.sample(), x)  # fewer than the capacity: all, in order
+    kept = np.zeros(2000)
+    sizes = set()
+    for seed in range(200):
+        r = PatchReservoir(100, 1, seed=seed, expected=2000)
+        for i in range(0, 2000, 37):
+            r.add(np.arange(i, min(i + 37, 2000), dtype=np.float32)[:, None])
+            sizes.add(r.nbytes)
+        v = r.sample()[:, 0].astype(int)
+        assert len(set(v)) == 100 and np.all(np.diff(v) > 0)  # distinct, in stream order
+        kept[v] += 1
+    assert len(sizes) == 1  # the buffer never grows past the capacity
+    # each patch is kept with probability 100 / 2000: 10 times in 200 runs, early or late
+    assert abs(kept[:1000].mean() - 10) < 1 and abs(kept[1000:].mean() - 10) < 1

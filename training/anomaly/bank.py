@@ -1,8 +1,9 @@
 """The memory bank of an anomaly model: which training patches it keeps, and the threshold.
 
-A greedy k-center coreset picks the bank from the training patches (``greedy_coreset``,
-``bank_plan`` refuses a bank over the cap), and ``choose_threshold`` sets the raw distance
-that maps to the score 0.5. ``raw_scores`` is the numpy reference of the
+Patches arrive batch by batch (``PatchReservoir``: a uniform sample of at most
+``anomaly.max_patches`` of them, whatever the number of images), a greedy k-center coreset
+picks the bank from that sample (``greedy_coreset``), and ``choose_threshold`` sets the
+raw distance that maps to the score 0.5. ``raw_scores`` is the numpy reference of the
 graph's nearest-bank distance.
 """
 
@@ -17,6 +18,68 @@ from ..common.config import TrainConfig
 from ..common.metrics import binary_at
 from ..common.thresholds import choose
 from .config import AnomalyConfig
+
+
+class PatchReservoir:
+    """A uniform random sample, without replacement, of at most ``capacity`` patch features
+    from a stream of batches (reservoir sampling, Vitter's algorithm R), kept in stream
+    order. Memory: ``capacity x dim`` float32 however many patches stream through; while
+    fewer than ``capacity`` have come, it holds every one of them, in order.
+
+    Example::
+
+        r = PatchReservoir(250_000, 152, seed=0, expected=n_images * 28 * 28)
+        for batch in batches:
+            r.add(features(batch))  # (N, h, w, 152)
+        candidates = r.sample()
+    """
+
+    def __init__(self, capacity: int, dim: int, seed: int, expected: int | None = None):
+        self.capacity, self.dim, self.seen = int(capacity), int(dim), 0
+        self._rng = np.random.default_rng(seed)
+        rows = self.capacity if expected is None else max(1, min(self.capacity, int(expected)))
+        self._buf = np.empty((rows, self.dim), np.float32)
+        self._order = np.empty(rows, np.int64)  # stream position of each kept patch
+
+    def add(self, patches: np.ndarray) -> None:
+        patches = np.asarray(patches, np.float32).reshape(-1, self.dim)
+        t = np.arange(self.seen, self.seen + len(patches))
+        self.seen += len(patches)
+        fill = t < self.capacity
+        if fill.any():
+            end = int(t[fill][-1]) + 1
+            if end > len(self._buf):  # more than expected: grow up to the capacity
+                rows = min(self.capacity, max(end, 2 * len(self._buf)))
+                self._buf = np.concatenate(
+                    [self._buf, np.empty((rows - len(self._buf), self.dim), np.float32)]
+                )
+                self._order = np.concatenate(
+                    [self._order, np.empty(rows - len(self._order), np.int64)]
+                )
+            self._buf[t[fill]] = patches[fill]
+            self._order[t[fill]] = t[fill]
+        rest = ~fill
+        if rest.any():  # patch t replaces a random slot with probability capacity / (t + 1)
+            slot = (self._rng.random(int(rest.sum())) * (t[rest] + 1)).astype(np.int64)
+            hit = slot < self.capacity
+            slot, src = slot[hit], np.flatnonzero(rest)[hit]
+            _, last = np.unique(slot[::-1], return_index=True)  # a slot hit twice: the later wins
+            keep = len(slot) - 1 - last
+            self._buf[slot[keep]] = patches[src[keep]]
+            self._order[slot[keep]] = t[src[keep]]
+
+    def __len__(self) -> int:
+        return min(self.seen, self.capacity)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._buf.nbytes + self._order.nbytes)
+
+    def sample(self) -> np.ndarray:
+        """The kept patches (at most ``capacity``, float32), in the order they came."""
+        n = len(self)
+        order = np.argsort(self._order[:n], kind="stable")
+        return self._buf[:n][order]
 
 
 def bank_plan(n_patches: int, dim: int, acfg: AnomalyConfig) -> tuple[int, int]:

@@ -71,6 +71,7 @@ def train(args, parts) -> int:
         f"({a['bank_bytes'] / 2**20:.1f} MB, {a['feature_dims']} features, grid "
         f"{a['grid'][0]}x{a['grid'][1]})"
     )
+    print(f"peak memory (RSS) {tr['memory']['peak_rss_bytes'] / 2**20:,.0f} MB")
     recall = m["defect_recall"]
     print(
         f"threshold: distance {t['raw']:.4g} ({t['policy']} {t['target']}) -> score 0.5; on "

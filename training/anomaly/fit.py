@@ -8,7 +8,12 @@
    aware patch features), the coarser one repeated onto the stride-8 grid, concatenated;
 2. a memory bank of those patch features from the ``good`` training images only, reduced
    by greedy k-center coreset sampling (run in a random projection, as PatchCore does);
-   a bank over ``max_bank_mb`` is refused, never silently shrunk;
+   a bank over ``max_bank_mb`` is refused, never silently shrunk. The images stream
+   through in batches of ``batch_size``: a uniform sample of at most ``max_patches``
+   patches is kept (``bank.PatchReservoir``), never every image's features, so the fit's
+   memory does not grow with the number of images (20,000 good images fit as 2,000 do);
+   the fit logs its peak resident memory and records it in ``run.json``
+   (``training.memory``);
 3. a graph that scores a part: the distance of every patch to its nearest bank patch
    (matrix products and a min, no custom operators), the image score ``s`` = the largest
    of them, normalised to ``n = s / (s + t)`` so that the threshold ``t`` maps to 0.5.
@@ -41,8 +46,9 @@ import yaml
 from .. import TrainingError
 from ..common import datasets
 from ..common.config import TrainConfig, as_dict
+from ..common.memory import peak_rss_bytes, rss_bytes
 from ..common.runs import setup_of, spec_of, versions, write_json
-from .bank import bank_plan, choose_threshold, greedy_coreset, raw_scores
+from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset, raw_scores
 from .config import CLASSES, METHOD, AnomalyConfig
 from .graph import embedder, features
 
@@ -50,18 +56,30 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Listed:
+    """A split's readable images by name and label (``split.json``), without their pixels."""
+
+    files: list[str] = field(default_factory=list)
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def extend(self, split: datasets.Split) -> None:
+        self.files += split.files
+        self.y = np.r_[self.y, split.y]
+
+
+@dataclass
 class Data:
     classes: list[str]
     good: str
-    splits: dict
+    samples: dict  # split name -> [Sample]
     setup: object
     spec: object
     report: dict = field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig) -> Data:
-    """The dataset's splits through the station's preprocessing; ``good`` may be the only
-    class (the point of this method)."""
+    """The dataset's splits (files, not yet pixels) and the station's preprocessing;
+    ``good`` may be the only class (the point of this method)."""
     if cfg.data is None:
         raise TrainingError("no dataset: give --data DIR (or 'data:' in the config)")
     ds = datasets.scan(cfg.data)
@@ -76,21 +94,15 @@ def load_data(cfg: TrainConfig) -> Data:
     setup = setup_of(cfg)
     spec = spec_of(cfg, setup)
     parts = datasets.split_samples(ds.samples, cfg.split.val, cfg.split.test, cfg.split.seed)
-    splits, bad = {}, []
-    for name in datasets.SPLITS:
-        splits[name], b = datasets.load_split(parts[name], spec, ds.classes)
-        bad += b
-    for path, why in bad:
-        log.warning("skipped unreadable image %s: %s", path, why)
     report = {
         "source": str(cfg.data),
         "classes": ds.classes,
         "good_class": good[0],
-        "unreadable": [{"file": f, "why": w} for f, w in bad],
+        "unreadable": [],
         "split_seed": cfg.split.seed,
         "split_given": any(s.split for s in ds.samples),
     }
-    return Data(ds.classes, good[0], splits, setup, spec, report)
+    return Data(ds.classes, good[0], parts, setup, spec, report)
 
 
 def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
@@ -106,33 +118,52 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             f"({', '.join(VARIANTS)}), not {cfg.model.type}"
         )
     started = time.monotonic()
+    rss_start = rss_bytes()
     data = load_data(cfg)
-    tr, va = data.splits["train"], data.splits["val"]
     gi = data.classes.index(data.good)
-    x_good = tr.x[tr.y == gi]
-    if len(x_good) < 2:
-        raise TrainingError(f"the training split has {len(x_good)} good image(s); need more")
+    good_train = [s for s in data.samples["train"] if s.label == data.good]
+    if len(good_train) < 2:
+        raise TrainingError(f"the training split has {len(good_train)} good image(s); need more")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
     _, h, w, dim = embed.output.shape
-    k, _ = bank_plan(len(x_good) * h * w, dim, acfg)  # refuse before the work, not after
+    bank_plan(len(good_train) * h * w, dim, acfg)  # refuse before the work, not after
+    listed = {name: Listed() for name in datasets.SPLITS}
+    unreadable: list[tuple[str, str]] = []
+
+    def stream(name: str):
+        for split, bad in datasets.batches(
+            data.samples[name], data.spec, data.classes, acfg.batch_size
+        ):
+            listed[name].extend(split)
+            unreadable.extend(bad)
+            yield split
+
     t0 = time.monotonic()
-    patches = features(embed, x_good, acfg.batch_size).reshape(-1, dim)
-    rng = np.random.default_rng(acfg.seed)
-    candidates = patches
-    if len(patches) > acfg.max_patches:
-        candidates = patches[rng.choice(len(patches), acfg.max_patches, replace=False)]
-        k = min(k, len(candidates))
+    reservoir = PatchReservoir(acfg.max_patches, dim, acfg.seed, expected=len(good_train) * h * w)
+    stats = datasets.ImageStats()
+    for split in stream("train"):
+        x = split.x[split.y == gi]
+        if len(x):
+            reservoir.add(features(embed, x, acfg.batch_size))
+            stats.add(x)
+    n_good = len(stats.rows)
+    if n_good < 2:
+        raise TrainingError(f"the training split has {n_good} good image(s); need more")
+    k, _ = bank_plan(reservoir.seen, dim, acfg)
+    candidates = reservoir.sample()
+    k = min(k, len(candidates))
     feature_seconds = time.monotonic() - t0
     t1 = time.monotonic()
     bank = np.ascontiguousarray(
         candidates[greedy_coreset(candidates, k, acfg.projection, acfg.seed)]
     )
+    del candidates
     coreset_seconds = time.monotonic() - t1
     log.info(
         "bank: %d of %d patches (%d x %d grid, %d features), %.1f MB; features %.1f s, "
         "coreset %.1f s",
         len(bank),
-        len(patches),
+        reservoir.seen,
         h,
         w,
         dim,
@@ -140,16 +171,39 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         feature_seconds,
         coreset_seconds,
     )
-    vf = features(embed, va.x, acfg.batch_size)
-    s = raw_scores(vf, bank) if len(vf) else np.zeros(0)
-    is_good = va.y == gi
+    scores, truth = [], []
+    for split in stream("val"):
+        if len(split.y):
+            scores.append(raw_scores(features(embed, split.x, acfg.batch_size), bank))
+            truth.append(split.y == gi)
+    for _ in stream("test"):  # read once, as the classifier's split does: counts, unreadable
+        pass
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    is_good = np.concatenate(truth) if truth else np.zeros(0, bool)
     threshold = choose_threshold(s[is_good], s[~is_good], cfg, acfg)
+    for path, why in unreadable:
+        log.warning("skipped unreadable image %s: %s", path, why)
+    data.report["unreadable"] = [{"file": f, "why": why} for f, why in unreadable]
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "bank.npy", bank)
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
     (out / "anomaly.yaml").write_text(yaml.safe_dump(as_dict(acfg), sort_keys=False))
-    prepared = datasets.Prepared(data.classes, [], data.spec, data.splits, data.report)
+    prepared = datasets.Prepared(data.classes, [], data.spec, listed, data.report)
     write_json(out / "split.json", datasets.split_file(prepared, Path(cfg.data)))
+    memory = {
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rss_at_start_bytes": rss_start,
+        "patch_sample_bytes": reservoir.nbytes,
+        "measured": "the process's peak resident set size at the end of the fit "
+        "(getrusage ru_maxrss): it includes whatever the process held before the fit",
+    }
+    log.info(
+        "memory: peak RSS %.0f MB (%.0f MB at the start; patch sample %.0f MB) for %d good images",
+        memory["peak_rss_bytes"] / 2**20,
+        rss_start / 2**20,
+        reservoir.nbytes / 2**20,
+        n_good,
+    )
     spec = data.spec
     run = {
         "name": cfg.name or out.name,
@@ -174,19 +228,19 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "feature_dims": int(dim),
             "bank_size": int(len(bank)),
             "bank_bytes": int(bank.nbytes),
-            "training_patches": int(len(patches)),
-            "coreset_candidates": int(len(candidates)),
-            "coreset_fraction": round(len(bank) / len(patches), 6),
+            "training_patches": int(reservoir.seen),
+            "coreset_candidates": int(len(reservoir)),
+            "coreset_fraction": round(len(bank) / reservoir.seen, 6),
             "coreset": f"greedy k-center in a {acfg.projection}-d random projection",
             "score": "image: max over patches of the distance to the nearest bank patch",
             "normalisation": {"formula": "n = s / (s + t)", "t": threshold["raw"]},
         },
-        "image_stats": datasets.image_stats(x_good),
+        "image_stats": stats.result(),
         "dataset": {
             "source": str(cfg.data),
             "counts": {
                 n: {c: int(np.sum(sp.y == i)) for i, c in enumerate(data.classes)}
-                for n, sp in data.splits.items()
+                for n, sp in listed.items()
             },
             "unreadable": len(data.report["unreadable"]),
             "fingerprint": "",
@@ -195,11 +249,12 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "model": f"anomaly ({cfg.model.type} patch features + memory bank)",
             "method": METHOD,
             "parameters": 0,
-            "good_images": int(len(x_good)),
+            "good_images": int(n_good),
             "feature_seconds": round(feature_seconds, 1),
             "coreset_seconds": round(coreset_seconds, 1),
             "fit_seconds": round(time.monotonic() - t0, 1),
             "total_seconds": round(time.monotonic() - started, 1),
+            "memory": memory,
             "config": {**as_dict(cfg), "anomaly": as_dict(acfg)},
             "versions": versions(),
         },

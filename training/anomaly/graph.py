@@ -113,11 +113,13 @@ def scorer(embed, bank: np.ndarray, t: float):
 
 # -- features and a run's model --------------------------------------------------------------
 def features(embed, x: np.ndarray, batch: int) -> np.ndarray:
-    """Patch features (N, h, w, D), float32."""
+    """Patch features (N, h, w, D), float32. Through the compiled graph (``predict_on_batch``),
+    not an eager call: eager execution holds every layer's activations of the batch (about
+    1.2 GB for 16 images at 224 px; the graph, about 0.2 GB)."""
     if not len(x):
         return np.zeros((0, *embed.output.shape[1:]), np.float32)
     return np.concatenate(
-        [np.asarray(embed(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+        [np.asarray(embed.predict_on_batch(x[i : i + batch])) for i in range(0, len(x), batch)]
     ).astype(np.float32)
 
 

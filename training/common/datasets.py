@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
-from inspector.station.quality import baseline
+from inspector.station.quality import MEASURES, baseline, measure
 
 from .. import TrainingError
 
@@ -304,6 +304,37 @@ def image_stats(x: np.ndarray) -> dict:
     out["images"] = len(x)
     out["measured_on"] = "model input (after preprocessing)"
     return out
+
+
+class ImageStats:
+    """``image_stats`` of images that arrive in batches: the per-image measures are kept,
+    never the images, so a stream of any length fits in memory."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def add(self, x: np.ndarray) -> None:
+        self.rows += [measure(im) for im in x]
+
+    def result(self) -> dict:
+        out = {}
+        for key in MEASURES:  # as ``baseline`` computes them
+            values = np.array([r[key] for r in self.rows])
+            out[key] = {
+                "p5": float(np.percentile(values, 5)),
+                "p50": float(np.median(values)),
+                "p95": float(np.percentile(values, 95)),
+            }
+        out["images"] = len(self.rows)
+        out["measured_on"] = "model input (after preprocessing)"
+        return out
+
+
+def batches(samples: list[Sample], spec: PreprocessSpec, classes: list[str], size: int):
+    """``load_split`` on ``size`` samples at a time: yields ``(Split, unreadable)`` so that
+    at most one batch of images is in memory."""
+    for i in range(0, len(samples), max(1, size)):
+        yield load_split(samples[i : i + size], spec, classes)
 
 
 def prepare(
