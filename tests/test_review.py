@@ -622,6 +622,7 @@ def test_browser_journey(served, tmp_path_factory):
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     wait = WebDriverWait(driver, 60)  # generous: CI shares two cores
 
@@ -709,5 +710,12 @@ def test_browser_journey(served, tmp_path_factory):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 403
+        # the Content-Security-Policy let every page above run: not one violation reported
+        violations = [
+            m["message"]
+            for m in driver.get_log("browser")
+            if "Content Security Policy" in m["message"] or "Refused to" in m["message"]
+        ]
+        assert not violations, violations
     finally:
         driver.quit()
