@@ -229,6 +229,10 @@ class GenicamSource(FrameSource):
 
     def _deliver(self, buf) -> CameraFrame | None:
         ar = aravis()
+        status = buf.get_status()
+        if status in (ar.BufferStatus.CLEARED, ar.BufferStatus.ABORTED):
+            self.counts["buffers_unused"] += 1  # never filled by the camera: not a frame
+            return None
         fid = buf.get_frame_id()
         cam_ns, host_ns = buf.get_timestamp(), buf.get_system_timestamp()
         lost = self.ids.advance(fid)
@@ -253,7 +257,6 @@ class GenicamSource(FrameSource):
                     "station)",
                 )
             )
-        status = buf.get_status()
         if status != ar.BufferStatus.SUCCESS:
             self.counts["incomplete"] += 1
             frame = self._camera_frame(
