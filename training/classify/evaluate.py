@@ -22,6 +22,7 @@ import numpy as np
 from .. import TrainingError
 from ..common import datasets, frames
 from ..common.metrics import defect_score, is_defect, report
+from ..common.thresholds import band_effect, band_margin, confidence_at
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class _Scorer:
             m = self.clf.manifest
             self.classes, self.defects = m.classes, m.defect_classes
             self.threshold = min(m.thresholds.values())
+            self.band = max(band_margin(v) for v in m.data["thresholds"].values())
             self.spec = self.clf.spec  # with the manifest's geometry and bit depth
             self.setup = m.frame_setup
             self.name = m.model_id
@@ -54,6 +56,7 @@ class _Scorer:
             cfg, info = load_run(model)
             self.classes, self.defects = info["classes"], info["defect_classes"]
             self.threshold = info["threshold"]["value"]
+            self.band = band_margin(info["threshold"])
             self.setup = frames.of_run(info)
             self.spec = spec_of(cfg, self.setup)
             self.model = load_best(model, cfg.model, len(self.classes))
@@ -131,6 +134,10 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     score = defect_score(probs, scorer.classes, scorer.defects)
     truth = is_defect(images.y, scorer.classes, scorer.defects)
+    # the operating point's rates with their counts and exact 95 % bounds on these images,
+    # and what the model's uncertain band (decision.uncertainty_margin: auto) does here
+    metrics["confidence"] = confidence_at(truth, score, t, 0.95, on=split or "all")
+    metrics["uncertain_band"] = band_effect(truth, score, t, scorer.band) if scorer.band else None
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "defect_score", "result", *[f"p_{c}" for c in scorer.classes]])

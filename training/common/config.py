@@ -6,7 +6,7 @@ Every field has a default and a description (``inspector train --schema`` lists 
     model: {type: efficientnet-lite0, image_size: 160, color: gray}
     split: {val: 0.15, test: 0.15, seed: 1}
     train: {epochs: 30, batch_size: 32, learning_rate: 0.002, patience: 8}
-    threshold: {policy: max_escape_rate, value: 0.02}
+    threshold: {policy: max_escape_rate, value: 0.02, confidence: 0.95}
 """
 
 from __future__ import annotations
@@ -134,17 +134,48 @@ class TrainSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ThresholdConfig:
-    policy: Literal["max_f1", "max_escape_rate", "max_false_reject_rate"] = setting(
-        "max_f1",
-        "max_f1; max_escape_rate (defect recall >= 1 - value); "
-        "max_false_reject_rate (good parts rejected <= value)",
+class BandConfig:
+    escape_rate: float = setting(
+        0.01,
+        "the stricter escape rate the uncertain band aims to hold (its upper bound) with the "
+        "band's parts rejected for review",
     )
-    value: float = setting(0.0, "the rate for the max_* policies")
+    max_review_rate: float = setting(
+        0.05,
+        "at most this share of good validation parts inside the band (sent to review); 0: no band",
+    )
+
+    def problems(self):
+        if not 0 < self.escape_rate < 1:
+            yield "escape_rate", "a rate in (0, 1)"
+        if not 0 <= self.max_review_rate < 1:
+            yield "max_review_rate", "a rate in [0, 1)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdConfig:
+    policy: Literal["max_escape_rate", "max_f1", "max_false_reject_rate"] = setting(
+        "max_escape_rate",
+        "max_escape_rate (the most lenient threshold whose escape-rate upper bound holds "
+        "value; a validation set too small to promise it falls back to letting no "
+        "validation defect pass, and says how many more defective images it needs); "
+        "max_false_reject_rate (good parts rejected <= value); max_f1",
+    )
+    value: float = setting(0.02, "the rate for the max_* policies")
+    confidence: float = setting(
+        0.95, "confidence of the exact (Clopper-Pearson) bounds every threshold carries"
+    )
+    band: BandConfig = setting(
+        factory=BandConfig,
+        help="the uncertain band below the threshold (the station uses it with "
+        "decision.uncertainty_margin: auto)",
+    )
 
     def problems(self):
         if self.policy != "max_f1" and not 0 <= self.value < 1:
             yield "value", "a rate in [0, 1)"
+        if not 0.5 <= self.confidence < 1:
+            yield "confidence", "in [0.5, 1)"
 
 
 @dataclass(frozen=True, kw_only=True)

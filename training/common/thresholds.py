@@ -1,10 +1,25 @@
-"""Choose the operating threshold on validation scores by a named policy.
+"""Choose the operating threshold on validation scores by a named policy, and say how sure
+that choice is.
 
-- ``max_f1``: the threshold with the best F1 for the defect class;
-- ``max_escape_rate: x``: defect recall >= 1 - x (the usual QA rule), and among those the
-  threshold that rejects the fewest good parts;
-- ``max_false_reject_rate: y``: at most a fraction y of good parts rejected, and among
-  those the threshold that catches the most defects.
+- ``max_escape_rate: x`` (the default, x = 2 %): the most lenient threshold whose
+  Clopper-Pearson *upper* bound on the escape rate (defective parts passed / defective
+  parts) holds x at ``confidence``; lenient so that as few good parts as possible are
+  rejected. A validation set too small to promise x (with no escape among n defective
+  parts the bound is 1 - (1 - c)^(1/n), so 2 % at 95 % needs 149) falls back to the
+  strictest sensible threshold, the most lenient one that lets no validation defect
+  pass, and says so: ``promise.held`` false, how many more defective images it needs,
+  and a ``warning`` that the run's log, ``train`` and the manifest carry;
+- ``max_false_reject_rate: y``: at most a fraction y of good validation parts rejected,
+  and among those the threshold that catches the most defects;
+- ``max_f1``: the threshold with the best F1 for the defect class.
+
+Whatever the policy, the result carries its ``confidence``: the escape and false-reject
+rates at the threshold with their counts (k of n) and exact bounds (``bounds``), a
+compact trade-off ``curve`` (~20 points) for ``train`` and the workbench, and an
+``uncertain_band`` below the threshold (scores there fail as ``uncertain``: reject and
+review) whose width validation chose: the narrowest band whose escape upper bound holds
+the stricter ``band.escape_rate``, within ``band.max_review_rate`` of good parts sent to
+review (the whole review budget when the set cannot promise the stricter rate).
 
 A part fails when its defect score is >= the threshold. A validation set without both
 good and defective images is an error: no threshold can be chosen honestly from it.
@@ -12,14 +27,30 @@ good and defective images is an error: no threshold can be chosen honestly from 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import TrainingError
+from . import bounds
 from .metrics import binary_at
 
+CURVE_POINTS = 20
 
-def choose(truth: np.ndarray, score: np.ndarray, policy: str, value: float = 0.0) -> dict:
-    """``{"value", "policy", "target", "metrics"}`` for the manifest."""
+
+def choose(
+    truth: np.ndarray,
+    score: np.ndarray,
+    policy: str,
+    value: float = 0.0,
+    *,
+    confidence: float = 0.95,
+    band=None,
+) -> dict:
+    """``{"value", "policy", "target", "metrics", "confidence", "promise", "warning",
+    "curve", "uncertain_band"}`` for the manifest. ``band``: the uncertain band's goal
+    (``escape_rate``, ``max_review_rate`` attributes, e.g. ``ThresholdConfig.band``); None
+    or a review rate of 0: no band."""
     truth = np.asarray(truth, bool)
     score = np.asarray(score, np.float64)
     n_def, n_good = int(truth.sum()), int((~truth).sum())
@@ -34,34 +65,349 @@ def choose(truth: np.ndarray, score: np.ndarray, policy: str, value: float = 0.0
     # counts of the decision score >= t, for every candidate t at once
     s_def = np.sort(score[truth])
     s_good = np.sort(score[~truth])
-    caught = n_def - np.searchsorted(s_def, candidates, side="left")
+    escaped = np.searchsorted(s_def, candidates, side="left")  # defects below t: they pass
+    caught = n_def - escaped
     rejected_good = n_good - np.searchsorted(s_good, candidates, side="left")
-    recall = caught / n_def
     frr = rejected_good / n_good
     if policy == "max_f1":
         f1 = 2 * caught / np.maximum(caught + n_def + rejected_good, 1)
         best = np.flatnonzero(f1 == f1.max())
         i = best[len(best) // 2]  # the middle of a plateau is the most robust choice
-        t = _midpoint(candidates, i, score)
     elif policy == "max_escape_rate":
-        ok = np.flatnonzero(recall >= 1 - value - 1e-12)
-        i = ok.max()  # the highest threshold that still catches enough: fewest false rejects
-        t = _midpoint(candidates, i, score)
+        k_max = bounds.largest_k(n_def, value, confidence)
+        # escapes grow with t: the highest t that allows k_max escapes, or, when no count
+        # promises the rate, the highest t that lets none pass (the strictest sensible)
+        i = np.flatnonzero(escaped <= (0 if k_max is None else k_max)).max()
     elif policy == "max_false_reject_rate":
         ok = np.flatnonzero(frr <= value + 1e-12)
         if not len(ok):
             raise TrainingError(f"no threshold keeps false rejects at or below {value}")
         i = ok.min()  # the lowest such threshold: most defects caught
-        t = _midpoint(candidates, i, score)
     else:
         raise TrainingError(f"unknown threshold policy {policy!r}")
-    t = float(min(max(t, 0.0), 1.0))
+    t = float(min(max(_midpoint(candidates, i, score), 0.0), 1.0))
+    return describe(
+        truth,
+        score,
+        t,
+        policy=policy,
+        target=None if policy == "max_f1" else value,
+        confidence=confidence,
+        band=band,
+    )
+
+
+def describe(
+    truth: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    *,
+    policy: str | None = None,
+    target: float | None = None,
+    confidence: float = 0.95,
+    band=None,
+    on: str = "validation",
+) -> dict:
+    """The threshold as the manifest carries it, for a threshold already chosen: its
+    metrics, confidence, promise, curve and uncertain band on these scores."""
+    truth = np.asarray(truth, bool)
+    score = np.asarray(score, np.float64)
+    t = float(threshold)
+    conf = confidence_at(truth, score, t, confidence, on)
+    promise = _promise(policy, target, conf, confidence)
     return {
         "value": t,
         "policy": policy,
-        "target": None if policy == "max_f1" else value,
-        "metrics": {"on": "validation", **binary_at(truth, score, t)},
+        "target": target,
+        "metrics": {"on": on, **binary_at(truth, score, t)},
+        "confidence": conf,
+        "promise": promise,
+        "warning": promise["warning"] if promise else None,
+        "curve": curve(truth, score, confidence, t),
+        "uncertain_band": uncertain_band(truth, score, t, band, confidence),
     }
+
+
+def confidence_at(
+    truth: np.ndarray, score: np.ndarray, t: float, confidence: float = 0.95, on: str = "validation"
+) -> dict:
+    """Escape and false-reject rates at ``t`` with their counts and exact bounds."""
+    truth = np.asarray(truth, bool)
+    fail = np.asarray(score, np.float64) >= t
+    return {
+        "on": on,
+        "level": confidence,
+        "method": bounds.METHOD,
+        "escape_rate": bounds.rate_block(int(np.sum(truth & ~fail)), int(truth.sum()), confidence),
+        "false_reject_rate": bounds.rate_block(
+            int(np.sum(~truth & fail)), int((~truth).sum()), confidence
+        ),
+    }
+
+
+def _promise(policy, target, conf: dict, confidence: float) -> dict | None:
+    """Whether the bound of the policy's rate holds its target, and what it would take."""
+    if policy not in ("max_escape_rate", "max_false_reject_rate") or target is None:
+        return None
+    of = "escape_rate" if policy == "max_escape_rate" else "false_reject_rate"
+    kind = "defective" if of == "escape_rate" else "good"
+    block = conf[of]
+    held = block["upper"] is not None and block["upper"] <= target + 1e-12
+    need = bounds.trials_needed(target, confidence)
+    out = {
+        "of": of,
+        "rate": target,
+        "upper": block["upper"],
+        "held": bool(held),
+        f"{kind}_needed": need,
+        f"more_{kind}_needed": None if need is None else max(0, need - block["n"]),
+        "warning": None,
+    }
+    if held:
+        return out
+    what = "escape rate" if of == "escape_rate" else "false-reject rate"
+    pct, cpct = _pct(target), _pct(confidence)
+    if block["n"] == 0:
+        why = f"there are no {kind} validation images, so the {what} is unknown"
+    elif need is None:
+        why = f"no finite validation set can promise {_a(what)} of 0"
+    elif block["n"] < need:
+        why = (
+            f"{block['n']} {kind} validation images cannot promise {_a(what)} of {pct} at "
+            f"{cpct} confidence (even with none wrong the bound is "
+            f"{_pct(bounds.upper(0, block['n'], confidence))}); that needs {need} "
+            f"({need - block['n']} more)"
+        )
+    else:
+        why = (
+            f"the {what}'s {cpct} upper bound at this threshold is {_pct(block['upper'])}, "
+            f"above {pct} ({block['k']} of {block['n']})"
+        )
+    if of == "escape_rate":
+        why += (
+            "; the threshold falls back to the strictest sensible one, the most lenient that "
+            "lets no validation defect pass, and promises only that bound"
+        )
+    out["warning"] = why
+    return out
+
+
+def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float) -> dict:
+    """The trade-off on these scores at ~``CURVE_POINTS`` thresholds (quantiles of all
+    scores, strict to lenient), each with escapes and false rejects and their upper
+    bounds; ``chosen`` is the threshold in use."""
+    truth = np.asarray(truth, bool)
+    score = np.asarray(score, np.float64)
+    n_def, n_good = int(truth.sum()), int((~truth).sum())
+    qs = np.quantile(score, np.linspace(0.0, 1.0, CURVE_POINTS - 1)) if len(score) else []
+    ts = np.unique(np.r_[np.round(qs, 6), np.nextafter(score.max(), np.inf), chosen])
+    points = []
+    for t in ts:
+        fail = score >= t
+        k_e, k_f = int(np.sum(truth & ~fail)), int(np.sum(~truth & fail))
+        ue, uf = bounds.upper(k_e, n_def, confidence), bounds.upper(k_f, n_good, confidence)
+        points.append(
+            {
+                "threshold": round(float(t), 6),
+                "escapes": k_e,
+                "escape_upper": None if ue is None else round(ue, 6),
+                "false_rejects": k_f,
+                "false_reject_upper": None if uf is None else round(uf, 6),
+            }
+        )
+    return {
+        "on": "validation",
+        "level": confidence,
+        "defective": n_def,
+        "good": n_good,
+        "chosen": round(float(chosen), 6),
+        "points": points,
+    }
+
+
+def uncertain_band(truth, score, t: float, band, confidence: float = 0.95) -> dict | None:
+    """The band [lower, t) whose scores fail as ``uncertain``, chosen on these scores: the
+    narrowest whose escape upper bound holds ``band.escape_rate``, with at most
+    ``band.max_review_rate`` of the good parts in it; when no such band exists, the widest
+    within that review budget. None without a band goal (or a review budget of 0)."""
+    if band is None or not band.max_review_rate:
+        return None
+    truth = np.asarray(truth, bool)
+    score = np.asarray(score, np.float64)
+    n_def, n_good = int(truth.sum()), int((~truth).sum())
+    budget = math.floor(band.max_review_rate * n_good + 1e-9)
+    under = score < t
+    below, inv = np.unique(score[under], return_inverse=True)
+    n_at = np.bincount(inv, minlength=len(below))
+    d_at = np.bincount(inv, weights=truth[under], minlength=len(below)).astype(np.int64)
+    below, g_at, d_at = below[::-1], (n_at - d_at)[::-1], d_at[::-1]  # widening the band
+    # band j holds the scores below[0..j-1] (j = 0: no band)
+    good_in = np.r_[0, np.cumsum(g_at)]
+    esc = int(d_at.sum()) - np.r_[0, np.cumsum(d_at)]
+    allowed = np.flatnonzero(good_in <= budget)
+    j_max = int(allowed.max())
+    goal_k = bounds.largest_k(n_def, band.escape_rate, confidence)
+    meets = [j for j in allowed if goal_k is not None and esc[j] <= goal_k]
+    j = int(meets[0]) if meets else j_max
+    if j == 0:
+        lower = t
+    elif j < len(below):
+        lower = float((below[j - 1] + below[j]) / 2)
+    else:
+        lower = float(below[j - 1]) / 2
+    k_esc = int(esc[j])
+    escape = bounds.rate_block(k_esc, n_def, confidence)
+    review = bounds.rate_block(int(good_in[j]), n_good, confidence)
+    held = goal_k is not None and k_esc <= goal_k
+    warning = None
+    if not held:
+        need = bounds.trials_needed(band.escape_rate, confidence)
+        warning = (
+            f"the band cannot promise an escape rate of {_pct(band.escape_rate)} within "
+            f"{_pct(band.max_review_rate)} of good parts to review"
+            + (
+                f" ({n_def} defective validation images; that needs at least {need})"
+                if need is not None and n_def < need
+                else ""
+            )
+            + "; it spends the whole review budget"
+        )
+    return {
+        "lower": lower,
+        "margin": float(t - lower),
+        "goal": {
+            "escape_rate": band.escape_rate,
+            "max_review_rate": band.max_review_rate,
+            "held": bool(held),
+        },
+        "review_rate": review,
+        "escape_rate": escape,
+        "caught_in_band": int(esc[0] - k_esc),
+        "parts_in_band": int(np.sum((score >= lower) & (score < t))),
+        "warning": warning,
+    }
+
+
+def band_effect(
+    truth: np.ndarray, score: np.ndarray, t: float, margin: float, confidence: float = 0.95
+) -> dict:
+    """What a band of width ``margin`` below ``t`` does on these parts: the share of good
+    parts it sends to review, the share of all parts in it, and the escape rate without
+    and with it (counts and bounds)."""
+    truth = np.asarray(truth, bool)
+    score = np.asarray(score, np.float64)
+    lower = t - margin
+    in_band = (score >= lower) & (score < t)
+    n_def, n_good = int(truth.sum()), int((~truth).sum())
+    return {
+        "margin": float(margin),
+        "review_rate": bounds.rate_block(int(np.sum(in_band & ~truth)), n_good, confidence),
+        "review_share": float(in_band.mean()) if len(score) else None,
+        "escape_rate_without": bounds.rate_block(
+            int(np.sum(truth & (score < t))), n_def, confidence
+        ),
+        "escape_rate": bounds.rate_block(int(np.sum(truth & (score < lower))), n_def, confidence),
+    }
+
+
+def band_margin(threshold: dict | None) -> float:
+    """The uncertain band's width a manifest's (or run's) threshold carries; 0 without one."""
+    band = (threshold or {}).get("uncertain_band") or {}
+    return float(band.get("margin") or 0.0)
+
+
+def summary_lines(t: dict, rows: int = 7) -> list[str]:
+    """What ``train`` prints about a chosen threshold: the point, its bounds, the warning,
+    a few points of the trade-off curve with the chosen one marked, and the band."""
+    lines = []
+    c = t.get("confidence")
+    if not c:
+        return lines
+    lvl = _pct(c["level"])
+    e, f = c["escape_rate"], c["false_reject_rate"]
+    lines.append(
+        f"  escapes {_count(e)} ({lvl} upper bound {_pct(e['upper'])}), "
+        f"false rejects {_count(f)} ({lvl} upper bound {_pct(f['upper'])}) on {c['on']}"
+    )
+    p = t.get("promise")
+    if p and p["held"]:
+        name = "escape" if p["of"] == "escape_rate" else "false-reject"
+        lines.append(f"  promise held: {name} rate <= {_pct(p['rate'])} at {lvl} confidence")
+    if t.get("warning"):
+        lines.append(f"  WARNING: {t['warning']}")
+    cv = t.get("curve")
+    if cv and cv["points"]:
+        pts = cv["points"]
+        pick = sorted(set(np.linspace(0, len(pts) - 1, min(rows, len(pts))).round().astype(int)))
+        lines.append(
+            f"  trade-off on validation ({cv['defective']} defective, {cv['good']} good): "
+            "threshold, escapes (upper bound), false rejects (upper bound)"
+        )
+        shown = [pts[i] for i in pick]
+        chosen = min(pts, key=lambda q: abs(q["threshold"] - cv["chosen"]))
+        if chosen not in shown:
+            shown = sorted([*shown, chosen], key=lambda q: q["threshold"])
+        for q in shown:
+            mark = "  <- chosen" if q is chosen else ""
+            lines.append(
+                f"    {q['threshold']:.4f}  {q['escapes']:>5} ({_pct(q['escape_upper'])})"
+                f"  {q['false_rejects']:>5} ({_pct(q['false_reject_upper'])}){mark}"
+            )
+    b = t.get("uncertain_band")
+    if b:
+        lines.append(
+            f"  uncertain band [{b['lower']:.4f}, {t['value']:.4f}): {_count(b['review_rate'])} "
+            f"good parts to review; escapes with it {_count(b['escape_rate'])} "
+            f"({lvl} upper bound {_pct(b['escape_rate']['upper'])})"
+        )
+        if b.get("warning"):
+            lines.append(f"  note: {b['warning']}")
+    return lines
+
+
+def evaluation_lines(metrics: dict) -> list[str]:
+    """What ``evaluate`` prints under its figures: the operating point's rates with their
+    counts and bounds, and the uncertain band's effect when the model carries one."""
+    c = metrics.get("confidence")
+    if not c:
+        return []
+    lvl = _pct(c["level"])
+    e, f = c["escape_rate"], c["false_reject_rate"]
+    lines = [
+        f"  escapes {_count(e)} ({lvl} interval {_interval(e)}), false rejects {_count(f)} "
+        f"({lvl} interval {_interval(f)})"
+    ]
+    b = metrics.get("uncertain_band")
+    if b:
+        lines.append(
+            f"  with the model's uncertain band (width {b['margin']:.4f}): "
+            f"{_count(b['review_rate'])} good parts to review, "
+            f"{_pct(b['review_share'])} of all parts; escapes {_count(b['escape_rate'])} "
+            f"(without it {_count(b['escape_rate_without'])})"
+        )
+    return lines
+
+
+def _interval(block: dict) -> str:
+    iv = block["interval"]
+    return "n/a" if iv is None else f"{_pct(iv[0])} to {_pct(iv[1])}"
+
+
+def _count(block: dict) -> str:
+    rate = "n/a" if block["rate"] is None else _pct(block["rate"])
+    return f"{block['k']} of {block['n']} = {rate}"
+
+
+def _a(what: str) -> str:
+    return ("an " if what[0] in "aeiou" else "a ") + what
+
+
+def _pct(x) -> str:
+    if x is None:
+        return "n/a"
+    if x >= 0.1 and round(100 * x, 1) == round(100 * x):
+        return f"{100 * x:.0f} %"
+    return f"{100 * x:.1f} %" if x >= 0.001 or x == 0 else f"{100 * x:.2f} %"
 
 
 def _midpoint(candidates: np.ndarray, i: int, score: np.ndarray) -> float:
