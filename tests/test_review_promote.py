@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -88,10 +89,10 @@ class Status:
         self.c.disconnect()
 
 
-@pytest.fixture
-def plant(tmp_path, broker, parts_dir):
+def make_plant(tmp_path, parts_dir, station_mqtt: str, review_mqtt: str, answer_s: float = 120):
     """A station config in a read-only folder, its models folder with `current` -> model-a,
-    a golden set, a registry with three more models, and a workbench that promotes there."""
+    a golden set, a registry with three more models, and a workbench that promotes there.
+    ``station_mqtt`` / ``review_mqtt``: each one's ``mqtt:`` mapping (flow YAML)."""
     models = tmp_path / "var" / "models"
     a = _model(models / "model-a", "model-a")
     (models / "current").symlink_to("model-a")
@@ -106,16 +107,16 @@ def plant(tmp_path, broker, parts_dir):
     etc = tmp_path / "etc"
     etc.mkdir()
     station_cfg = etc / "station.yaml"
-    station_cfg.write_text(
-        station_yaml(
-            models / "current" / "model.onnx",
-            parts_dir,
-            broker,
-            trigger="free-run",
-            rate=20.0,
-            extra=f'recorder: {{path: "{tmp_path / "var" / "rec"}"}}\n',
-        ).replace("warmup_runs: 1}", f'warmup_runs: 1, golden: "{golden}"}}')
-    )
+    text = station_yaml(
+        models / "current" / "model.onnx",
+        parts_dir,
+        SimpleNamespace(host="localhost", port=1),
+        trigger="free-run",
+        rate=20.0,
+        extra=f'recorder: {{path: "{tmp_path / "var" / "rec"}"}}\n',
+    ).replace("warmup_runs: 1}", f'warmup_runs: 1, golden: "{golden}"}}')
+    lines = [f"mqtt: {station_mqtt}" if ln.startswith("mqtt:") else ln for ln in text.splitlines()]
+    station_cfg.write_text("\n".join(lines) + "\n")
     first = workbench(tmp_path)[1]  # recordings, dataset, users; its config is extended below
     first.state.bench.stop()
     review_yaml = tmp_path / "review.yaml"
@@ -126,26 +127,36 @@ def plant(tmp_path, broker, parts_dir):
       config: {station_cfg}
       golden: {golden}
       models: {models}
-      answer_timeout_s: 120
+      answer_timeout_s: {answer_s}
       verify_timeout_s: 120
-      mqtt: {{host: {broker.host}, port: {broker.port}, prefix: {PREFIX}, username: admin}}
+      mqtt: {review_mqtt}
 """
     )
     os.chmod(etc, 0o555)  # the unit's ProtectSystem=strict: the station's config is read-only
-    before = _tree(etc)
-    cfg = load_review_config(review_yaml)
-    app = create_app(cfg)
-    yield {
-        "app": app,
+    return {
+        "review_yaml": review_yaml,
         "cfg": station_cfg,
         "models": models,
         "a": a,
         "reg": found,
         "etc": etc,
-        "etc_before": before,
+        "etc_before": _tree(etc),
     }
-    app.state.bench.stop()
-    os.chmod(etc, 0o755)
+
+
+@pytest.fixture
+def plant(tmp_path, broker, parts_dir):
+    where = f"host: {broker.host}, port: {broker.port}"
+    p = make_plant(
+        tmp_path,
+        parts_dir,
+        f"{{{where}, reconnect_max_s: 0.3}}",
+        f"{{{where}, prefix: {PREFIX}, username: admin}}",
+    )
+    p["app"] = create_app(load_review_config(p["review_yaml"]))
+    yield p
+    p["app"].state.bench.stop()
+    os.chmod(p["etc"], 0o755)
 
 
 class Station:
@@ -302,3 +313,119 @@ def test_the_models_page_says_when_the_station_is_unknown(plant):
     assert "unknown (no status heard)" in page  # no station has published a status
     r = c.get("/models/promotion/99999999999999999999")
     assert r.status_code == 404
+
+
+def test_only_the_admin_user_gets_a_promotion_through_the_locked_down_broker(tmp_path, parts_dir):
+    """deploy/mosquitto's broker (TLS, passwords, the shipped ACL): a workbench configured
+    with a user other than admin sees the station's status but its request never arrives,
+    so nothing changes; as admin, the station swaps."""
+    from starlette.testclient import TestClient
+
+    from inspector.lab.broker import free_port, wait_for_port
+
+    from .review_helpers import PASSWORD, csrf_of
+    from .test_deploy import DEPLOY
+
+    out, port = tmp_path / "broker", free_port()
+    broker = subprocess.Popen(
+        [str(DEPLOY / "mosquitto" / "dev-broker.sh"), str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    station = None
+    try:
+        assert wait_for_port("127.0.0.1", port, 20)
+        users = dict(line.split(":", 1) for line in (out / "passwords.txt").read_text().split())
+        for user in ("inspector", "viewer", "admin"):
+            (tmp_path / f"{user}.pw").write_text(users[user])
+
+        def mqtt_of(user: str, prefix: str = "") -> str:
+            return (
+                f'{{host: localhost, port: {port}, username: {user}, {prefix}password_file: "'
+                f'{tmp_path / (user + ".pw")}", tls: {{ca: "{out / "ca.crt"}"}}}}'
+            )
+
+        p = make_plant(
+            tmp_path, parts_dir, mqtt_of("inspector"), mqtt_of("viewer", f"prefix: {PREFIX}, "), 4
+        )
+        id_a, id_b = registry.model_id(p["a"]), registry.model_id(p["reg"]["b"])
+        station = Station(p["cfg"], tmp_path / "station.log")
+
+        def promote_as_admin_of_the_workbench(app) -> dict:
+            watch = app.state.bench.promoter.watches["test"]
+            end = time.monotonic() + 60
+            while not watch.running() and time.monotonic() < end:
+                time.sleep(0.1)
+            assert watch.running(), (watch.snapshot(), station.log.read_text()[-3000:])
+            c = TestClient(app)
+            token = csrf_of(c.get("/login").text)
+            c.post("/login", data={"name": "admin", "password": PASSWORD, "csrf": token})
+            token = csrf_of(c.get("/models").text)
+            r = c.post(
+                "/models/promote",
+                data={"csrf": token, "station": "test", "model": "registry/b"},
+                follow_redirects=False,
+            )
+            assert r.status_code == 303
+            pid = int(r.headers["location"].rsplit("-", 1)[1])
+            app.state.bench.promoter.join(pid, 120)
+            return app.state.bench.store.promotion(pid)
+
+        app = create_app(load_review_config(p["review_yaml"]))
+        try:
+            done = promote_as_admin_of_the_workbench(app)
+            watch = app.state.bench.promoter.watches["test"]
+            assert done["status"] == "error" and "no answer" in done["verify"], done["verify"]
+            assert os.readlink(p["models"] / "current") == "model-a"
+            time.sleep(1.5)
+            assert watch.snapshot()["model_id"] == id_a, "the request never reached the station"
+        finally:
+            app.state.bench.stop()
+
+        review = p["review_yaml"]
+        review.write_text(
+            review.read_text()
+            .replace("username: viewer", "username: admin")
+            .replace("viewer.pw", "admin.pw")
+        )
+        app = create_app(load_review_config(review))
+        try:
+            done = promote_as_admin_of_the_workbench(app)
+            assert done["status"] == "swapped", done["verify"]
+            watch = app.state.bench.promoter.watches["test"]
+            end = time.monotonic() + 30
+            while watch.snapshot()["model_id"] != id_b and time.monotonic() < end:
+                time.sleep(0.1)
+            assert watch.snapshot()["model_id"] == id_b
+            assert os.readlink(p["models"] / "current") == "registry-b"
+        finally:
+            app.state.bench.stop()
+        assert _tree(p["etc"]) == p["etc_before"]
+    finally:
+        if station is not None:
+            station.stop()
+        os.chmod(tmp_path / "etc", 0o755)
+        broker.terminate()
+        broker.wait(10)
+
+
+def test_a_station_that_cannot_be_seen_is_left_alone(tmp_path, parts_dir):
+    """No broker where the workbench looks: it cannot tell whether the station runs, so it
+    neither asks nor moves the link."""
+    from inspector.lab.broker import free_port
+
+    nowhere = f"{{host: 127.0.0.1, port: {free_port()}, prefix: {PREFIX}, username: admin}}"
+    p = make_plant(tmp_path, parts_dir, nowhere, nowhere)
+    app = create_app(load_review_config(p["review_yaml"]))
+    try:
+        b = app.state.bench
+        station = b.cfg.models.stations[0]
+        pid = b.promoter.start(station, "registry/b", p["reg"]["b"], "admin")
+        b.promoter.join(pid, 60)
+        done = b.store.promotion(pid)
+        assert done["status"] == "error" and "cannot tell whether" in done["verify"]
+        assert os.readlink(p["models"] / "current") == "model-a"
+        assert not (p["models"] / "registry-b").exists(), "the unused copy is removed"
+    finally:
+        app.state.bench.stop()
+        os.chmod(p["etc"], 0o755)

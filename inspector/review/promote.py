@@ -11,10 +11,14 @@ station's models folder and then:
   answer (``swapped`` / ``unchanged`` / ``refused`` / ``busy`` / ``error`` and why) is the
   promotion's outcome. On ``swapped`` the workbench moves ``current`` too, so that a
   restart runs the same model.
-- **station down** (offline, no status, or no broker): runs ``inspector verify CONFIG
+- **station down** (its status says offline or it never published one; or the station has
+  no ``mqtt`` settings, so it cannot be asked): runs ``inspector verify CONFIG
   GOLDEN --model PATH`` as a process of its own (the station's own checks and golden set,
   nothing written) and on a pass moves ``current``: the station runs the model at its next
   start (``status`` ``linked``).
+- **cannot tell** (the broker is unreachable or refuses the workbench's user): nothing
+  changes; a link moved under a station that runs would change its model at its next
+  restart without anyone having seen it checked.
 
 Nothing here runs on the event loop: ``Promoter.start`` queues the work on a thread and
 returns the promotion's id; the page polls it. Nothing is written outside the station's
@@ -213,7 +217,8 @@ class Promoter:
         model = target / "model.onnx"
         note(f"model {registry.model_id(target)} in {target}")
         status, via = self._decide(station, target, model, note)
-        if status == "refused" and fresh:  # the copy made for this promotion goes again
+        unused = status == "refused" or (status == "error" and via is None)  # never asked
+        if unused and fresh:  # the copy made for this promotion goes again
             shutil.rmtree(target, ignore_errors=True)
             note(f"{target.name} removed from the models folder")
         return status, via
@@ -226,7 +231,16 @@ class Promoter:
                 watch.wait_first(FIRST_STATUS_S)
         if watch.running():
             return self._by_request(station, target, model, watch, note)
-        why = watch.snapshot().get("why") or f"its status says {watch.snapshot().get('state')}"
+        if station.mqtt is not None and not watch.connected:
+            # the station may run and not be seen: moving the link under it would make its
+            # next restart change models unannounced, so nothing changes
+            note(
+                f"cannot tell whether station {station.name} runs "
+                f"({watch.snapshot().get('why')}); nothing changed"
+            )
+            return "error", None
+        snap = watch.snapshot()
+        why = snap.get("why") if not snap["known"] else f"its status says {snap['state']}"
         note(f"station {station.name} is not running ({why}): verifying with inspector verify")
         return self._by_link(station, target, model, note)
 

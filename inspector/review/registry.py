@@ -47,8 +47,25 @@ def find(roots: list[Path]) -> dict[str, dict]:
     return out
 
 
+_IDS: dict[tuple, str] = {}  # (path, size, mtime) -> model id: each file hashed once
+
+
 def model_id(folder: Path) -> str | None:
     """The id the station gives this model: the manifest's name @ the file's SHA-256 (12)."""
+    try:
+        st = (Path(folder) / "model.onnx").stat()
+        key = (str(Path(folder).resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _IDS:
+        found = _model_id(Path(folder))
+        if found is None:
+            return None
+        _IDS[key] = found
+    return _IDS[key]
+
+
+def _model_id(folder: Path) -> str | None:
     try:
         manifest = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
         digest = hashlib.sha256()
