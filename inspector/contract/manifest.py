@@ -14,7 +14,12 @@ The manifest is a JSON object stored in the ONNX metadata under ``inspector.mani
 - ``output``: ``name``, ``kind`` ("softmax": one probability per class, or "sigmoid": one
   column, the probability that the part is defective), ``meaning`` (free text)
 - ``thresholds``: per defect class ``{"value": t, "policy": ..., "metrics": {...}}``;
-  a part fails when a defect score is >= its threshold
+  a part fails when a defect score is >= its threshold. Optional (DESIGN 14; older
+  manifests lack them): ``confidence`` (``escape_rate``, ``false_reject_rate``: ``k``,
+  ``n``, ``rate``, ``upper``, ``interval``: exact binomial bounds on validation),
+  ``promise``, ``warning``, ``curve`` (the trade-off, ``points``) and
+  ``uncertain_band`` (``margin``: the width below the threshold whose scores fail as
+  ``uncertain`` when the station says ``decision.uncertainty_margin: auto``)
 - optional: ``dataset``, ``training``, ``parity``, ``image_stats``, ``versions``;
   ``outputs.class_map`` (``name``, ``kind`` "cam", ``shape`` [null, h, w]): a second output
   with the class-activation map of the defect score (``inspector export --heatmap``)
@@ -153,6 +158,8 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
             value = t.get("value") if isinstance(t, dict) else None
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 problems.append(f"{where}: thresholds.{name}.value must be a number in [0, 1]")
+            if isinstance(t, dict):
+                problems += _threshold_confidence(t, f"{where}: thresholds.{name}")
     if "outputs" in data:
         outs = data["outputs"] if isinstance(data["outputs"], dict) else {"class_map": 0}
         cmap = outs.get("class_map", {"name": ""})
@@ -165,6 +172,63 @@ def validate(data: Any, where: str = "manifest") -> list[str]:
         and len(data["classes"]) != 2
     ):
         problems.append(f"{where}: a sigmoid output needs exactly two classes (good, defect)")
+    return problems
+
+
+def _rate_ok(block: Any) -> bool:
+    """A rate with its counts and bounds: ``{"k", "n", "rate", "upper", "interval"}``."""
+    if not isinstance(block, dict):
+        return False
+    k, n = block.get("k"), block.get("n")
+    if not (isinstance(k, int) and isinstance(n, int) and 0 <= k <= n):
+        return False
+    for key in ("rate", "upper"):
+        v = block.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            return False
+    iv = block.get("interval")
+    return iv is None or (
+        isinstance(iv, list)
+        and len(iv) == 2
+        and all(isinstance(v, (int, float)) for v in iv)
+        and 0.0 <= iv[0] <= iv[1] <= 1.0
+    )
+
+
+def _threshold_confidence(t: dict, where: str) -> list[str]:
+    """The optional fields a threshold carries about its confidence (DESIGN 14): each, when
+    present, must be what the station and the workbench read. Older manifests lack them."""
+    problems = []
+    conf = t.get("confidence")
+    rates = ("escape_rate", "false_reject_rate")
+    if conf is not None and not (
+        isinstance(conf, dict) and all(_rate_ok(conf.get(k)) for k in rates)
+    ):
+        problems.append(
+            f"{where}.confidence: escape_rate and false_reject_rate need k <= n and "
+            "rates and bounds in [0, 1]"
+        )
+    band = t.get("uncertain_band")
+    if band is not None:
+        margin = band.get("margin") if isinstance(band, dict) else None
+        if (
+            not isinstance(margin, (int, float))
+            or isinstance(margin, bool)
+            or not (0.0 <= margin < 1.0)
+        ):
+            problems.append(f"{where}.uncertain_band.margin must be a number in [0, 1)")
+    curve = t.get("curve")
+    if curve is not None and not (
+        isinstance(curve, dict)
+        and isinstance(curve.get("points"), list)
+        and all(
+            isinstance(p, dict) and isinstance(p.get("threshold"), (int, float))
+            for p in curve["points"]
+        )
+    ):
+        problems.append(f"{where}.curve.points must be a list of points with a threshold")
+    if t.get("warning") is not None and not isinstance(t["warning"], str):
+        problems.append(f"{where}.warning must be text")
     return problems
 
 

@@ -11,6 +11,7 @@ section); split, the key paths in errors would be harder to follow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -305,15 +306,26 @@ class DecisionSection:
     thresholds: dict[str, float] = setting(
         factory=dict, help="per defect class: overrides the manifest's threshold"
     )
-    uncertainty_margin: float = setting(
-        0.0, "scores within this margin below a threshold fail with reason 'uncertain'"
+    uncertainty_margin: Any = setting(
+        0.0,
+        "scores within this margin below a threshold fail with reason 'uncertain' (a number "
+        "in [0, 1)); auto: the band the model chose on validation (its manifest's "
+        "thresholds.<class>.uncertain_band; none there: no band)",
     )
 
     def problems(self):
         for name, t in self.thresholds.items():
             if not 0.0 <= t <= 1.0:
                 yield f"thresholds.{name}", "must be between 0 and 1"
-        if not 0.0 <= self.uncertainty_margin < 1.0:
+        m = self.uncertainty_margin
+        if isinstance(m, str):
+            if m != "auto":
+                yield "uncertainty_margin", f"a number in [0, 1) or auto, got {m!r}"
+        elif not isinstance(m, (int, float)) or isinstance(m, bool):
+            yield "uncertainty_margin", f"a number in [0, 1) or auto, got {m!r}"
+        elif not math.isfinite(m):
+            yield "uncertainty_margin", f"must be a finite number, got {m!r}"
+        elif not 0.0 <= m < 1.0:
             yield "uncertainty_margin", "must be between 0 and 1"
 
 
