@@ -27,6 +27,7 @@ from inspector.station.heatmap import overlay, upsample
 from .. import TrainingError
 from ..common import datasets
 from ..common.metrics import auroc, binary_at
+from ..common.thresholds import band_effect, band_margin, confidence_at
 from .fit import is_anomaly_run
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def evaluate_anomaly(
     images, truth, masks = load_images(Path(data), runner.spec, split, run)
     n, maps = runner(images.x)
     t = 0.5 if threshold is None else float(threshold)
+    band = band_margin(runner.manifest.data["thresholds"].get("anomaly"))
     hw = runner.spec.shape[:2]
     metrics = {
         "model": runner.name,
@@ -163,6 +165,10 @@ def evaluate_anomaly(
         "image_auroc": auroc(truth, n) if truth.any() and not truth.all() else None,
         "pixel_auroc": pixel_auroc(maps, masks, truth, hw) if masks is not None else None,
         "operating_point": binary_at(truth, n, t),
+        # its rates with counts and exact 95 % bounds on these images, and what the model's
+        # uncertain band (decision.uncertainty_margin: auto) does here
+        "confidence": confidence_at(truth, n, t, 0.95, on=split or "all"),
+        "uncertain_band": band_effect(truth, n, t, band) if band else None,
         "threshold": t,
         "score": "n = s / (s + t_raw), fail at n >= 0.5 (see the manifest's anomaly section)",
     }

@@ -25,7 +25,7 @@ import numpy as np
 from inspector.contract.manifest import embed
 
 from .. import TrainingError
-from ..common import datasets, frames
+from ..common import datasets, frames, thresholds
 from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
 from .bank import raw_scores
@@ -88,11 +88,12 @@ def export(run: Path, out: Path, tolerance: float = 1e-4) -> dict:
     manifest["parity"] = {"status": "pending"}
     embed(out, manifest, write_sidecar=False)
     try:
-        parity = verify(run, out, tolerance, model=model, embedder=embedder, info=info, cfg=cfg)
+        parity, val, got = _verify(run, out, tolerance, model, embedder, info, cfg)
     except TrainingError:
         out.unlink(missing_ok=True)
         raise
     manifest["parity"] = parity
+    manifest["thresholds"]["anomaly"].update(_confidence(cfg, info, val, got[:, 1]))
     manifest["quality_gate"] = {"passed": True, "problems": [], "forced": False}
     manifest["onnx"]["bytes"] = out.stat().st_size
     embed(out, manifest)
@@ -112,6 +113,33 @@ def verify(
 ) -> dict:
     """Keras (and the numpy reference) vs ONNX Runtime on the run's validation images.
     Raises TrainingError on a score difference over ``tolerance`` (relative) or a flip."""
+    return _verify(Path(run), Path(onnx_path), tolerance, model, embedder, info, cfg)[0]
+
+
+def _confidence(cfg, info: dict, val: datasets.Split, n: np.ndarray) -> dict:
+    """The threshold's confidence on the validation images, from the scores the line
+    computes (``n``, fail at 0.5): escape and false-reject rates with exact bounds, the
+    promise of the run's policy, the trade-off curve and the uncertain band."""
+    good = [i for i, c in enumerate(info["data_classes"]) if c.lower() in datasets.GOOD_NAMES]
+    truth = ~np.isin(val.y, good)
+    t = info["threshold"]
+    out = thresholds.describe(
+        truth,
+        n,
+        0.5,
+        policy=t.get("policy"),
+        target=t.get("target"),
+        confidence=cfg.threshold.confidence,
+        band=cfg.threshold.band,
+    )
+    if out["warning"]:
+        log.warning("threshold: %s", out["warning"])
+    keep = ("confidence", "promise", "warning", "curve", "uncertain_band")
+    return {k: out[k] for k in keep}
+
+
+def _verify(run: Path, onnx_path: Path, tolerance, model, embedder, info, cfg):
+    """(parity, validation images, ONNX Runtime's scores): see ``verify``."""
     from inspector.errors import ModelError
     from inspector.station.classifier import Classifier
     from inspector.station.config import ModelSection
@@ -146,7 +174,7 @@ def verify(
             f"{parity['max_rel_diff']:.2e} (tolerance {tolerance:g}), {flips} decision flip(s) "
             f"on {len(val.y)} validation images; the model is not fit for the line"
         )
-    return parity
+    return parity, val, got
 
 
 def _features(embedder, x):
