@@ -265,7 +265,11 @@ class Ingest:
             except queue.Empty:
                 break
             kind, topic, payload, mid, qos, received, session, retained = item
-            row = read_message(kind, topic, payload, received, mid if qos else 0, retained)
+            try:
+                row = read_message(kind, topic, payload, received, mid if qos else 0, retained)
+            except Exception as exc:  # a reader's bug must not stop the writer: kept aside
+                log.exception("could not read a message on %s", topic)
+                row = DeadLetter(topic, received, kind, f"could not be read: {short(exc)}", payload)
             out.append(Message(topic, payload, mid, qos, session, row))
         return out
 
@@ -283,7 +287,9 @@ class Ingest:
                 continue
             try:
                 self._store(pending)
-            except StoreUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 (StoreUnavailable, or a bug: retried alike)
+                if not isinstance(exc, StoreUnavailable):
+                    log.exception("the writer failed on %d messages", len(pending))
                 pending = [m for m in pending if not m.stored]
                 self._cannot_write(exc.__cause__ or exc, len(pending))
                 delay = min(max(delay * 2, self.retry_min_s), self.retry_max_s)
