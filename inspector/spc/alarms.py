@@ -2,11 +2,11 @@
 ``PREFIX/spc/alarm``.
 
 The retained message is the whole set of active alarms (``{"schema": 1, "active": [...],
-"ts": ..., "store": "ok"}``), so a client that connects at any time sees what is wrong now, and an
-empty ``active`` list says the process is back in control. ``store`` says why the service
-cannot write its store while that lasts (it keeps the messages and retries). Each alarm names its rule and chart,
-since when, the subgroups involved and the context changes just before it began (what changed
-when the rate moved).
+"ts": ..., "store": "ok"}``), so a client that connects at any time sees what is wrong now,
+and an empty ``active`` list says the process is back in control; ``store`` says why the
+service cannot write its store while that lasts (it holds the messages and retries). Each
+alarm names its rule and chart, since when, the subgroups involved and the context changes
+just before it began (what changed when the rate moved).
 """
 
 from __future__ import annotations
