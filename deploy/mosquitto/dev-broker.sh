@@ -1,6 +1,6 @@
 #!/bin/sh
 # Development broker with the production config: a throw-away CA and server certificate,
-# random passwords for the users inspector, gate, plc, viewer, admin and spc (OUT_DIR/passwords.txt,
+# random passwords for the users inspector, gate, plc, viewer, admin, spc and scada (OUT_DIR/passwords.txt,
 # "user:password" lines), the shipped mosquitto.conf and acl resolved to OUT_DIR, TLS on
 # TLS_PORT and no plain listener. Runs Mosquitto in the foreground.
 #
@@ -35,7 +35,7 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
 # Users and random passwords.
 : > passwords
 : > passwords.txt
-for user in inspector gate plc viewer admin spc; do
+for user in inspector gate plc viewer admin spc scada; do
   pw=$(openssl rand -hex 12)
   mosquitto_passwd -b passwords "$user" "$pw"
   echo "$user:$pw" >> passwords.txt

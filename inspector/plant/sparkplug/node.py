@@ -85,6 +85,7 @@ class SparkplugView:
         self._backoff = 0.1
         self._next_attempt = 0.0
         self._rebirth = False
+        self._leave = False  # the primary host went offline: end this session
         self._connect_deadline = 0.0
 
     # -- LineView ------------------------------------------------------------------------------
@@ -139,6 +140,13 @@ class SparkplugView:
             elif not self.connected.is_set() and time.monotonic() > self._connect_deadline:
                 log.warning("sparkplug: no CONNACK from %s in time", self._where())
                 self._drop_session()
+        if self._leave:
+            self._leave = False
+            c, self._client = self._client, None
+            if c is not None:
+                self._end_session(c)
+            self._drop_session()
+            self._next_attempt = 0.0  # reconnect at once, then wait for the host again
         self._drain()
         if self._rebirth and self.born.is_set():
             self._birth()
@@ -388,11 +396,8 @@ class SparkplugView:
                 "sparkplug: primary host %s offline: NDEATH, and a new session",
                 self.section.primary_host_id,
             )
-            c, self._client = self._client, None
-            if c is not None:
-                self._end_session(c)
-            self._drop_session()
-            self._next_attempt = 0.0  # reconnect at once, then wait for the host again
+            self._host_online = False
+            self._leave = True  # after this callback: paho's loop can't run inside it
 
 
 def _login(cfg: MqttSection, s: SparkplugSection) -> MqttSection:

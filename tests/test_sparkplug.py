@@ -1,0 +1,305 @@
+"""The Sparkplug B edge node as a plant's SCADA sees it: a host application written from the
+specification (tests/sparkplug_host.py) decodes every BIRTH, DATA and DEATH against real
+Mosquitto; the node in-process with a stand-in station, and as part of ``inspector run``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import pytest
+
+from inspector.contract.mqtt import MqttSection
+from inspector.contract.records import Reason, Verdict
+from inspector.plant.sparkplug.config import SparkplugSection
+from inspector.plant.sparkplug.node import SparkplugView
+from inspector.station.link import Handlers
+
+from .sparkplug_host import BOOLEAN, DATETIME, DOUBLE, INT64, STRING, UINT32, UINT64, Host
+
+GROUP = "line-1"
+
+
+def verdict(i: int, result: str = "pass", reason: Reason = Reason.OK, e2e: float = 5.0):
+    now = time.time()
+    return Verdict(
+        part_id=f"P-{i}",
+        seq=i,
+        result=result,
+        reason=reason,
+        label="good" if result == "pass" else "defect",
+        scores={"good": 0.9, "defect": 0.1} if result == "pass" else {"good": 0.2, "defect": 0.8},
+        thresholds={"defect": 0.5},
+        model_id="model-a@0123456789ab",
+        t_trigger=now - e2e / 1000,
+        t_capture=now - e2e / 1000,
+        t_verdict=now,
+        deadline=now + 1.0,
+        deadline_mono=time.monotonic() + 1.0,
+        latency_ms={"e2e": e2e},
+    )
+
+
+STATUS = {
+    "state": "online",
+    "model_id": "model-a@0123456789ab",
+    "anomaly_model_id": None,
+    "model": {"path": "/models/a.onnx", "shadow": None, "last_change": None},
+    "camera": "ok",
+    "detail": "",
+    "quality": {"problems": [], "measures": {"focus": 120.0, "mean": 101.5}},
+}
+
+
+class Station:
+    """What the node needs of a station: its status, and the one command path."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.answer = {"outcome": "swapped", "reason": "", "model_id": "model-b@fedcba987654"}
+
+    def handlers(self) -> Handlers:
+        return Handlers(status=lambda: dict(STATUS), command=self._command)
+
+    def _command(self, payload: bytes, reply) -> None:
+        self.commands.append(payload)
+        reply(dict(self.answer))
+
+
+@pytest.fixture
+def node_factory(broker):
+    made = []
+
+    def make(**settings) -> tuple[SparkplugView, Station]:
+        section = SparkplugSection(group_id=GROUP, **{"report_interval_s": 0.05, **settings})
+        mqtt_cfg = MqttSection(host=broker.host, port=broker.port, keepalive_s=2)
+        view = SparkplugView(section, "st-1", mqtt_cfg)
+        station = Station()
+        made.append(view)
+        return view, station
+
+    yield make
+    for v in made:
+        v.stop()
+
+
+@pytest.fixture
+def host(broker):
+    h = Host(broker, GROUP, host_id="scada-1")
+    yield h
+    h.close()
+
+
+def test_births_carry_every_metric_with_its_datatype(node_factory, host):
+    view, station = node_factory()
+    view.start(station.handlers())
+    nbirth = host.wait("NBIRTH")[0]
+    dbirth = host.wait("DBIRTH")[0]
+    assert (nbirth.node, dbirth.node, dbirth.device) == ("st-1", "st-1", "vision")
+    assert nbirth.metrics["bdSeq"] == (INT64, 0)
+    assert nbirth.metrics["Node Info/Station"] == (STRING, "st-1")
+    d = dbirth.metrics
+    assert d["Health/State"] == (STRING, "online")
+    assert d["Camera/State"] == (STRING, "ok")
+    assert d["Model/Id"] == (STRING, "model-a@0123456789ab")
+    assert d["Model/Name"] == (STRING, "model-a")
+    assert d["Model/Version"] == (STRING, "0123456789ab")
+    assert d["Model/Anomaly Id"] == (STRING, None)  # is_null: no anomaly model
+    for reason in Reason:
+        assert d[f"Verdicts/By Reason/{reason.value}"] == (UINT64, 0)
+    assert d["Verdicts/Total"] == (UINT64, 0)
+    assert d["Counters/Since"][0] == DATETIME
+    assert d["Last Verdict/Part Id"] == (STRING, None)  # no part yet
+    assert d["Last Verdict/Score"] == (DOUBLE, None)
+    assert d["Latency/p99 ms"] == (DOUBLE, None)
+    assert d["Latency/Window"] == (UINT32, 0)
+    assert d["Quality/focus"] == (DOUBLE, 120.0)
+    assert d["Quality/Problem Count"] == (UINT32, 0)
+    assert d["Commands/Reset Counters"] == (BOOLEAN, False)
+    assert d["Commands/Promote Model"] == (STRING, "")
+    assert not host.problems, host.problems
+
+
+def test_data_by_exception_seq_wraps_and_ndeath_matches_the_birth(node_factory, host):
+    view, station = node_factory(report_interval_s=0.005)
+    view.start(station.handlers())
+    assert host.wait("DBIRTH")
+    i = 0
+    end = time.monotonic() + 60
+    while len(host.of("DDATA")) < 300 and time.monotonic() < end:  # > 256: seq wraps
+        i += 1
+        view.verdict(verdict(i, e2e=5.0 + i % 7))
+        time.sleep(0.008)
+    assert len(host.of("DDATA")) >= 300
+    fails = 0
+    for j in range(3):  # counts by reason reach the host
+        view.verdict(verdict(i + 1 + j, "fail", Reason.DEFECT, e2e=9.0))
+        fails += 1
+    total = i + fails
+    assert host.wait_value("Verdicts/Total", total)
+    assert host.current("Verdicts/By Reason/defect") == fails
+    assert host.current("Verdicts/Fail") == fails
+    assert host.current("Last Verdict/Part Id") == f"P-{total}"
+    assert host.current("Last Verdict/Result") == "fail"
+    assert host.current("Last Verdict/Score") == pytest.approx(0.8)
+    assert 5.0 <= host.current("Latency/p50 ms") <= 11.0
+    seqs = [m.seq for m in host.messages if m.seq is not None]
+    assert 255 in seqs and seqs.count(0) >= 2  # wrapped: 254, 255, 0, 1
+    nbirth = host.of("NBIRTH")[-1]
+    view.stop()
+    ddeath = host.wait("DDEATH")
+    ndeath = host.wait("NDEATH")
+    assert ddeath and ndeath
+    assert ndeath[0].metrics["bdSeq"] == nbirth.metrics["bdSeq"]
+    assert not host.problems, host.problems[:5]
+
+
+def test_quiet_station_sends_nothing_and_small_latency_moves_stay_in_the_deadband(
+    node_factory, host
+):
+    view, station = node_factory(deadband_latency_ms=2.0)
+    view.start(station.handlers())
+    assert host.wait("DBIRTH")
+    for i in range(20):
+        view.verdict(verdict(i, e2e=10.0))
+    assert host.wait_value("Verdicts/Total", 20)
+    n = len(host.of("DDATA"))
+    time.sleep(0.5)
+    assert len(host.of("DDATA")) == n  # nothing changed, nothing sent
+    view.verdict(verdict(21, e2e=10.5))  # p50 stays within 2 ms: counts go, latency does not
+    assert host.wait_value("Verdicts/Total", 21)
+    last = host.of("DDATA")[-1].metrics
+    assert "Latency/p50 ms" not in last and "Latency/p99 ms" not in last
+    for i in range(40):
+        view.verdict(verdict(100 + i, e2e=30.0))
+    assert host.wait_value("Latency/p50 ms", 30.0)
+    assert not host.problems, host.problems
+
+
+def test_rebirth_on_request_keeps_bdseq_and_restarts_seq(node_factory, host):
+    view, station = node_factory()
+    view.start(station.handlers())
+    first = host.wait("NBIRTH")[0]
+    assert host.wait("DBIRTH")
+    for i in range(5):
+        view.verdict(verdict(i))
+    assert host.wait_value("Verdicts/Total", 5)
+    host.ncmd("st-1", {"Node Control/Rebirth": (BOOLEAN, True)})
+    births = host.wait("NBIRTH", 2)
+    assert len(births) == 2
+    assert births[1].metrics["bdSeq"] == first.metrics["bdSeq"]  # same session
+    dbirths = host.wait("DBIRTH", 2)
+    assert dbirths[1].seq == 1
+    assert dbirths[1].metrics["Verdicts/Total"] == (UINT64, 5)  # the figures, not zeros
+    assert not host.problems, host.problems
+
+
+def test_dcmd_reset_and_promote_and_nothing_else(node_factory, host, caplog):
+    view, station = node_factory()
+    view.start(station.handlers())
+    assert host.wait("DBIRTH")
+    for i in range(4):
+        view.verdict(verdict(i, "fail", Reason.DEFECT))
+    assert host.wait_value("Verdicts/Total", 4)
+    caplog.set_level(logging.WARNING, logger="inspector.plant.sparkplug")
+
+    host.dcmd("st-1", "vision", {"Commands/Reset Counters": (BOOLEAN, True)})
+    assert host.wait_value("Verdicts/Total", 0)
+    assert host.current("Verdicts/By Reason/defect") == 0
+    assert host.current("Commands/Last Result") == "counters reset"
+
+    host.dcmd("st-1", "vision", {"Commands/Promote Model": (STRING, "models/b.onnx")})
+    assert host.wait_value(
+        "Commands/Last Result", "promote models/b.onnx: swapped (model-b@fedcba987654)"
+    )
+    assert station.commands == [b'{"action": "promote", "path": "models/b.onnx"}']
+
+    # what a plant may not do: refused, logged, the station untouched
+    host.dcmd("st-1", "vision", {"Health/State": (STRING, "online")})
+    assert host.wait_value("Commands/Last Result", "refused: Health/State is not writable")
+    host.dcmd("st-1", "vision", {"Commands/Promote Model": (BOOLEAN, True)})
+    assert host.wait_value(
+        "Commands/Last Result", "refused: Commands/Promote Model is wrong datatype"
+    )
+    host.c.publish(f"spBv1.0/{GROUP}/DCMD/st-1/vision", b"\xff\x00not protobuf", qos=0)
+    assert host.wait_value(
+        "Commands/Last Result", "refused: not a Sparkplug B payload (DecodeError)"
+    )
+    host.ncmd("st-1", {"Node Control/Reboot": (BOOLEAN, True)})
+    host.c.publish(f"spBv1.0/{GROUP}/NCMD/st-1", b"\x0a\xff", qos=0)
+    time.sleep(0.3)
+    assert len(station.commands) == 1
+    assert len(host.of("NBIRTH")) == 1  # no rebirth, no new session
+    text = caplog.text
+    assert "Health/State" in text and "Node Control/Reboot" in text and "NCMD ignored" in text
+    # still alive: a real request still works
+    host.ncmd("st-1", {"Node Control/Rebirth": (BOOLEAN, True)})
+    assert len(host.wait("NBIRTH", 2)) == 2
+    assert not host.problems, host.problems
+
+
+def test_waits_for_the_primary_host_and_leaves_when_it_goes_offline(node_factory, broker):
+    scada = Host(broker, GROUP, host_id="scada-1")
+    try:
+        view, station = node_factory(primary_host_id="scada-1")
+        view.start(station.handlers())
+        assert view.connected.wait(5)
+        time.sleep(0.5)
+        assert not scada.of("NBIRTH")  # the host has not said it is online
+        t0 = int(time.time() * 1000)
+        scada.state(True, t0)
+        first = scada.wait("NBIRTH")
+        assert first and first[0].metrics["bdSeq"][1] == 0
+        scada.state(False, t0 - 5000)  # older than what the node knows: ignored
+        time.sleep(0.4)
+        assert not scada.of("NDEATH")
+        scada.state(False, t0 + 1)
+        death = scada.wait("NDEATH")
+        assert death and death[0].metrics["bdSeq"] == (INT64, 0)
+        time.sleep(0.5)
+        assert len(scada.of("NBIRTH")) == 1  # reconnected, waiting again
+        scada.state(True, t0 + 2)
+        births = scada.wait("NBIRTH", 2)
+        assert len(births) == 2 and births[1].metrics["bdSeq"] == (INT64, 1)
+        assert not scada.problems, scada.problems
+    finally:
+        scada.c.publish("spBv1.0/STATE/scada-1", b"", qos=1, retain=True)
+        scada.close()
+
+
+def test_broker_restart_starts_a_new_session_with_the_next_bdseq(node_factory, host, broker):
+    view, station = node_factory()
+    view.start(station.handlers())
+    assert host.wait("NBIRTH")
+    host.close()
+    broker.restart(down_s=0.5)
+    again = Host(broker, GROUP)
+    try:
+        births = again.wait("NBIRTH", timeout=15)
+        assert births and births[0].metrics["bdSeq"] == (INT64, 1)
+        assert again.wait("DBIRTH")
+    finally:
+        again.close()
+
+
+def test_config_refuses_topic_characters_and_bad_intervals(tmp_path, model_path, parts_dir, broker):
+    from inspector.errors import ConfigError
+    from inspector.station.config import load_config
+
+    from .conftest import station_yaml
+
+    path = tmp_path / "station.yaml"
+    extra = 'plant: {sparkplug: {group_id: "a/b", report_interval_s: 0, device_id: "#"}}\n'
+    path.write_text(station_yaml(model_path, parts_dir, broker, extra=extra))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "plant.sparkplug.group_id" in text
+    assert "plant.sparkplug.report_interval_s" in text
+    assert "plant.sparkplug.device_id" in text
+    good = "plant: {sparkplug: {group_id: line-1, primary_host_id: scada-1}}\n"
+    path.write_text(station_yaml(model_path, parts_dir, broker, extra=good))
+    cfg = load_config(path)
+    assert cfg.plant.sparkplug.group_id == "line-1"
+    assert replace(cfg.plant.sparkplug, username="x").own_login
