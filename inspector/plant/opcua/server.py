@@ -1,0 +1,606 @@
+"""The station as an OPC 40100 ``VisionSystemType`` on an OPC UA server (asyncua): the MES's
+view beside the line link (a ``station.link.LineView``).
+
+The server runs on its own thread with its own asyncio loop. The station's threads hand it
+verdicts and status changes with ``loop.call_soon_threadsafe`` and never wait for it; a
+verdict becomes a ``ResultReady`` event and the result variables while an MES job runs
+(``states.py``). Recipes are the model files (``recipes.py``); PrepareRecipe sends
+``{"action": "promote", "path": ...}`` through the station's one command path and answers
+with the station's outcome. Logins and roles: ``access.py``; the address space: ``space.py``.
+
+    view = OpcUaView(cfg.plant.opcua, "line-3")
+    station = Station(cfg, views=(view,))   # the station calls start/verdict/status/stop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import math
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ...contract.records import Verdict
+from ...errors import ConfigError, InspectorError
+from .config import OpcUaSection
+from .recipes import RecipeFolder, is_live
+from .states import CONTINUOUS, Refused, VisionStates
+from .users import load_users
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+QUEUE_MAX = 10_000  # verdicts waiting for the server's loop; more are counted as dropped
+ERR_OK, ERR_REFUSED, ERR_BUSY, ERR_FAILED, ERR_TIMEOUT, ERR_UNKNOWN = 0, 1, 2, 3, 4, 5
+OPERATOR = (
+    "Halt",
+    "Reset",
+    "SelectModeAutomatic",
+    "ConfirmAll",
+    "StartSingleJob",
+    "StartContinuous",
+    "Stop",
+    "Abort",
+    "ReportSafetyState",
+)
+ENGINEER = ("PrepareRecipe", "UnprepareRecipe")
+
+
+def _score(v: Verdict) -> float:
+    """The highest score among the classes with a threshold (the defect classes); NaN when
+    no model ran."""
+    judged = [v.scores[k] for k in v.thresholds if k in v.scores]
+    if judged:
+        return float(max(judged))
+    return float(max(v.scores.values())) if v.scores else math.nan
+
+
+def _id(arg) -> str:
+    """The ``Id`` of a method's structure argument (a Variant or its value), or ""."""
+    value = getattr(arg, "Value", arg)
+    return str(getattr(value, "Id", "") or "")
+
+
+def result_json(v: Verdict, station: str) -> str:
+    """The part's result in the words of the MQTT verdict message (docs/contract.md)."""
+    return json.dumps(
+        {
+            "station": station,
+            "part_id": v.part_id,
+            "seq": v.seq,
+            "result": v.result,
+            "reason": v.reason.value,
+            "class": v.label,
+            "scores": {k: round(s, 6) for k, s in v.scores.items()},
+            "threshold": v.thresholds,
+            "model_id": v.model_id,
+            "t_trigger": v.t_trigger,
+            "t_verdict": v.t_verdict,
+            "detail": v.detail,
+        }
+    )
+
+
+class OpcUaView:
+    """An OPC UA server for one station. ``start(handlers)`` returns once it listens."""
+
+    def __init__(self, section: OpcUaSection, station_id: str) -> None:
+        self.cfg = section
+        self.station_id = station_id
+        self.app_uri = section.application_uri or f"urn:defect-inspector:{station_id}"
+        self.states = VisionStates(auto_start=True)
+        self.recipes = RecipeFolder(section.recipes)
+        self.handlers = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.dropped = 0  # verdicts the server could not keep up with
+        self.results: collections.OrderedDict[str, object] = collections.OrderedDict()
+        self._status: dict = {}
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._queue: asyncio.Queue | None = None
+        self._server = None
+        self._space = None
+        self._events = None
+        self._recipe_nodes: dict[str, dict] = {}
+        self._single_part: str = ""
+
+    # -- LineView ------------------------------------------------------------------------
+    def start(self, handlers) -> None:
+        self.handlers = handlers
+        if not self._status and handlers is not None:
+            self._status = handlers.status()
+        self._thread = threading.Thread(target=self._run, name="opcua", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise InspectorError(f"plant.opcua: the server did not start in {START_TIMEOUT_S} s")
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, InspectorError):
+                raise err
+            if isinstance(err, OSError):
+                raise ConfigError(
+                    f"plant.opcua.endpoint: cannot listen on {self.cfg.endpoint}: {err.strerror}"
+                ) from None
+            raise err
+        log.info("OPC UA server for %s at %s", self.station_id, self.endpoint)
+
+    def stop(self) -> None:
+        loop, stop = self.loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(10.0)
+
+    def verdict(self, verdict: Verdict) -> None:
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped
+                loop.call_soon_threadsafe(self._enqueue, verdict)
+
+    def status(self, payload: dict) -> None:
+        loop = self.loop
+        if loop is None:
+            self._status = payload
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_status, payload)
+
+    @property
+    def endpoint(self) -> str:
+        """The URL clients connect to (the configured one, with the port actually bound)."""
+        url = urlparse(self.cfg.endpoint)
+        port = url.port
+        srv = self._server
+        if srv is not None and srv.bserver is not None and srv.bserver.port:
+            port = srv.bserver.port
+        host = url.hostname if url.hostname not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"opc.tcp://{host}:{port}{url.path}"
+
+    # -- the server's thread -------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported to start() or logged
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("OPC UA server stopped on an error")
+        finally:
+            self.loop = None
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._queue = asyncio.Queue()
+        await self._setup()
+        self._ready.set()
+        worker = asyncio.create_task(self._results_worker())
+        try:
+            await self._stop.wait()
+        finally:
+            worker.cancel()
+            await self._server.stop()
+            log.info("OPC UA server for %s stopped", self.station_id)
+
+    async def _setup(self) -> None:
+        from asyncua import Server, ua
+
+        from . import access, space
+        from .pki import certificate_files
+
+        accounts = load_users(self.cfg.users_file) if self.cfg.users_file else {}
+        users = access.Users(accounts, self.cfg.allow_anonymous)
+        rules = access.RoleRules(users)
+        srv = Server(user_manager=users)
+        await srv.init()
+        srv.set_endpoint(self.cfg.endpoint)
+        srv.set_server_name(f"Defect Inspector {self.station_id}")
+        await srv.set_application_uri(self.app_uri)
+        srv.set_security_policy(
+            [
+                getattr(ua.SecurityPolicyType, p if p != "None" else "NoSecurity")
+                for p in self.cfg.security_policies
+            ],
+            permission_ruleset=rules,
+        )
+        tokens = [ua.UserNameIdentityToken]
+        if self.cfg.allow_anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        srv.set_identity_tokens(tokens)
+        if any(p != "None" for p in self.cfg.security_policies):
+            cert, key = await certificate_files(self.cfg, self.app_uri)
+            await srv.load_certificate(str(cert))
+            await srv.load_private_key(str(key))
+        if self.cfg.trusted_clients is not None:
+            from asyncua.crypto.truststore import TrustStore
+            from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+            store = TrustStore([Path(self.cfg.trusted_clients)], [])
+            await store.load()
+            srv.set_certificate_validator(
+                CertificateValidator(
+                    CertificateValidatorOptions.TRUSTED_VALIDATION
+                    | CertificateValidatorOptions.PEER_CLIENT,
+                    store,
+                )
+            )
+        self._server = srv
+        sp = self._space = await space.build(srv, self.station_id)
+        for name, node in sp.methods.items():
+            srv.link_method(node, getattr(self, f"_m_{name}"))
+            if name in OPERATOR or name in ENGINEER:
+                rules.method_roles[node.nodeid] = "engineer" if name in ENGINEER else "operator"
+        self._rules = rules
+        self._events = await srv.get_event_generator(sp.event_type, sp.system)
+        # the nodeset gives these event fields no default value, so no type to encode with
+        self._events.event.data_types.update(
+            CreationTime=ua.VariantType.DateTime,
+            ExternalConfigurationId=ua.VariantType.ExtensionObject,
+            InternalConfigurationId=ua.VariantType.ExtensionObject,
+            ExternalRecipeId=ua.VariantType.ExtensionObject,
+            InternalRecipeId=ua.VariantType.ExtensionObject,
+            IsPartial=ua.VariantType.Boolean,
+            IsSimulated=ua.VariantType.Boolean,
+            ResultContent=ua.VariantType.Variant,
+            ResultState=ua.VariantType.Int32,
+        )
+        await self._refresh_recipes()
+        await self._write_status()
+        await self._write_states()
+        await srv.start()
+
+    # -- status and state ----------------------------------------------------------------
+    def _on_status(self, payload: dict) -> None:
+        self._status = payload
+        asyncio.ensure_future(self._status_changed())
+
+    async def _status_changed(self) -> None:
+        await self._write_status()
+        await self._write_states()
+        await self._refresh_recipes()
+
+    async def _write_status(self) -> None:
+        from asyncua import ua
+
+        s = self._status or {}
+        self.states.set_station(str(s.get("state", "starting")))
+        values = {
+            "StationState": str(s.get("state", "")),
+            "ModelId": str(s.get("model_id") or ""),
+            "Camera": str(s.get("camera") or ""),
+            "Detail": str(s.get("detail") or ""),
+            "Status": json.dumps(s, default=str),
+        }
+        for name, value in values.items():
+            await self._space.station_vars[name].write_value(
+                ua.Variant(value, ua.VariantType.String)
+            )
+
+    async def _write_states(self) -> None:
+        from asyncua import ua
+
+        sp, st = self._space, self.states
+        for machine, name in ((sp.state_machine, st.top), (sp.automatic, st.automatic)):
+            cur = await machine.get_child("0:CurrentState")
+            await cur.write_value(ua.LocalizedText(name or ""))
+            sid = sp.states.get(name) if name else None
+            await (await cur.get_child("0:Id")).write_value(
+                ua.Variant(sid or ua.NodeId(), ua.VariantType.NodeId)
+            )
+        desc = ua.SystemStateDescriptionDataType(
+            State=ua.SystemStateDataType(st.system_state()),
+            StateDescription=str((self._status or {}).get("detail") or st.top),
+        )
+        await sp.system_state.write_value(desc)
+
+    # -- results ---------------------------------------------------------------------------
+    def _enqueue(self, verdict: Verdict) -> None:
+        if self._queue.qsize() >= QUEUE_MAX:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("OPC UA: %d results dropped (the server falls behind)", self.dropped)
+            return
+        self._queue.put_nowait(verdict)
+
+    async def _results_worker(self) -> None:
+        while True:
+            verdict = await self._queue.get()
+            try:
+                await self._publish(verdict)
+            except Exception:  # one bad result must not end the results
+                log.exception("OPC UA: result of part %r not published", verdict.part_id)
+
+    async def _publish(self, v: Verdict) -> None:
+        from asyncua import ua
+
+        job = self.states.reporting()
+        if job is None:
+            return
+        if job.part_id and v.part_id != job.part_id:
+            return  # a single job for a named part: other parts are not its result
+        sp = self._space
+        text = result_json(v, self.station_id)
+        score = _score(v)
+        values = {
+            "PartId": v.part_id,
+            "Verdict": v.result,
+            "Reason": v.reason.value,
+            "Label": v.label or "",
+            "Score": score,
+            "Seq": v.seq,
+            "ModelId": v.model_id,
+            "Json": text,
+        }
+        from .space import RESULT_VARS
+
+        for name, value in values.items():
+            await sp.result_vars[name].write_value(ua.Variant(value, RESULT_VARS[name]))
+        result_id = f"{self.station_id}-{v.seq}"
+        created = datetime.fromtimestamp(v.t_verdict, timezone.utc)
+        recipe = ua.RecipeIdInternalDataType(Id=v.model_id)
+        config = ua.ConfigurationIdDataType(Id=self.station_id)
+        state = 1 if v.label is not None else 4  # Completed / Failed (no model decided)
+        start = datetime.fromtimestamp(v.t_capture or v.t_trigger, timezone.utc)
+        times = ua.ProcessingTimesDataType(StartTime=start, EndTime=created)
+        result = ua.ResultDataType(
+            ResultId=ua.ResultIdDataType(Id=result_id),
+            IsPartial=False,
+            IsSimulated=False,
+            ResultState=state,
+            MeasId=ua.MeasIdDataType(Id=job.meas_id) if job.meas_id else None,
+            PartId=ua.PartIdDataType(Id=v.part_id),
+            InternalRecipeId=recipe,
+            InternalConfigurationId=config,
+            JobId=ua.JobIdDataType(Id=job.job_id),
+            CreationTime=created,
+            ProcessingTimes=times,
+            ResultContent=[ua.Variant(text, ua.VariantType.String)],
+        )
+        self.results[result_id] = result
+        while len(self.results) > self.cfg.results_kept:
+            self.results.popitem(last=False)
+        await sp.last_result.write_value(ua.Variant(result, ua.VariantType.ExtensionObject))
+        ev = self._events.event
+        ev.ResultId = result.ResultId
+        ev.IsPartial = False
+        ev.IsSimulated = False
+        ev.ResultState = state
+        ev.MeasId = result.MeasId
+        ev.PartId = result.PartId
+        ev.InternalRecipeId = recipe
+        ev.InternalConfigurationId = config
+        ev.JobId = result.JobId
+        ev.CreationTime = created
+        ev.ProcessingTimes = times
+        ev.ResultContent = result.ResultContent
+        ev.Verdict = v.result
+        ev.Reason = v.reason.value
+        ev.Label = v.label or ""
+        ev.Score = score
+        ev.Seq = v.seq
+        ev.ModelId = v.model_id
+        ev.Severity = 100 if v.result == "pass" else 500
+        await self._events.trigger(
+            time_attr=created, message=f"part {v.part_id}: {v.result} ({v.reason.value})"
+        )
+        if job.part_id or self.states.auto != CONTINUOUS:
+            self.states.single_done()
+            await self._write_states()
+
+    # -- recipes ---------------------------------------------------------------------------
+    def _live_path(self) -> str | None:
+        return ((self._status or {}).get("model") or {}).get("path")
+
+    async def _refresh_recipes(self) -> None:
+        """One RecipeType object per model file; IsPrepared marks the live one."""
+        from asyncua import ua
+
+        from .space import add_recipe
+
+        live = self._live_path()
+        found = self.recipes.scan(live)
+        names = {r.name for r in found}
+        for gone in set(self._recipe_nodes) - names:
+            parts = self._recipe_nodes.pop(gone)
+            await self._server.delete_nodes([parts["_object"]], recursive=True)
+        for r in found:
+            parts = self._recipe_nodes.get(r.name)
+            if parts is None:
+                obj, parts = await add_recipe(self._space, self._server, r.name)
+                parts["_object"] = obj
+                self._server.link_method(parts["Prepare"], self._recipe_prepare(r.name))
+                self._server.link_method(parts["Unprepare"], self._m_UnprepareRecipe)
+                self._rules.method_roles[parts["Prepare"].nodeid] = "engineer"
+                self._rules.method_roles[parts["Unprepare"].nodeid] = "engineer"
+                self._recipe_nodes[r.name] = parts
+            rid = ua.RecipeIdInternalDataType(Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256")
+            await parts["InternalId"].write_value(ua.Variant(rid, ua.VariantType.ExtensionObject))
+            await parts["IsPrepared"].write_value(is_live(r, live))
+            await parts["LastModified"].write_value(ua.Variant(r.modified, ua.VariantType.DateTime))
+
+    def _recipe_prepare(self, name: str):
+        async def prepare(parent):
+            from asyncua import ua
+
+            return await self._prepare(ua.RecipeIdExternalDataType(Id=name), None, short=True)
+
+        return prepare
+
+    async def _prepare(self, external, internal, short: bool = False):
+        """Promote the recipe's model file through the station's command path and wait for
+        the outcome; outputs (InternalIdOut, IsCompleted, Error), or (IsCompleted, Error)."""
+        from asyncua import ua
+
+        name = _id(external) or _id(internal)
+        recipe = self.recipes.find(name, self._live_path())
+        if recipe is None:
+            log.warning("OPC UA: PrepareRecipe %r: no such model file in the recipes folder", name)
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        if self.handlers is None or self.handlers.command is None:
+            return ua.StatusCode(ua.StatusCodes.BadNotSupported)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def reply(outcome: dict) -> None:
+            def put() -> None:
+                if not done.done():
+                    done.set_result(outcome)
+
+            loop.call_soon_threadsafe(put)
+
+        body = json.dumps({"action": "promote", "path": str(recipe.path)}).encode()
+        self.handlers.command(body, reply)
+        try:
+            outcome = await asyncio.wait_for(done, self.cfg.recipe_timeout_s)
+        except asyncio.TimeoutError:
+            outcome = {"outcome": "timeout", "reason": "no answer from the station in time"}
+        kind = outcome.get("outcome")
+        error = {
+            "swapped": ERR_OK,
+            "unchanged": ERR_OK,
+            "refused": ERR_REFUSED,
+            "busy": ERR_BUSY,
+            "error": ERR_FAILED,
+            "timeout": ERR_TIMEOUT,
+        }.get(kind, ERR_UNKNOWN)
+        log.info("OPC UA: PrepareRecipe %s: %s %s", name, kind, outcome.get("reason", ""))
+        rid = ua.RecipeIdInternalDataType(
+            Id=recipe.name,
+            Version=str(outcome.get("model_id") or ""),
+            Hash=recipe.sha256,
+            HashAlgorithm="SHA-256",
+            Description=ua.LocalizedText(f"{kind}: {outcome.get('reason') or ''}".rstrip(": ")),
+        )
+        completed = error == ERR_OK
+        outs = [
+            ua.Variant(completed, ua.VariantType.Boolean),
+            ua.Variant(error, ua.VariantType.Int32),
+        ]
+        if short:
+            return outs
+        return [ua.Variant(rid, ua.VariantType.ExtensionObject), *outs]
+
+    # -- methods ---------------------------------------------------------------------------
+    async def _transition(self, change) -> object:
+        from asyncua import ua
+
+        try:
+            change()
+        except Refused as exc:
+            log.info("OPC UA: %s", exc)
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+        await self._write_states()
+        return [ua.Variant(ERR_OK, ua.VariantType.Int32)]
+
+    async def _m_Halt(self, parent, *args):
+        return await self._transition(self.states.halt)
+
+    async def _m_Reset(self, parent, *args):
+        return await self._transition(self.states.reset)
+
+    async def _m_SelectModeAutomatic(self, parent, *args):
+        return await self._transition(self.states.select_mode_automatic)
+
+    async def _m_ConfirmAll(self, parent, *args):
+        return []  # nothing to confirm: errors clear when the station recovers
+
+    async def _m_Stop(self, parent, *args):
+        return await self._transition(self.states.stop)
+
+    async def _m_Abort(self, parent, *args):
+        return await self._transition(self.states.stop)
+
+    async def _m_StartContinuous(self, parent, meas=None, part=None, *args):
+        return await self._start_job(False, meas, part)
+
+    async def _m_StartSingleJob(self, parent, meas=None, part=None, *args):
+        return await self._start_job(True, meas, part)
+
+    async def _start_job(self, single: bool, meas, part):
+        from asyncua import ua
+
+        meas_id, part_id = _id(meas), _id(part)
+        trigger = self.handlers.trigger if self.handlers is not None else None
+        if single and part_id and trigger is None:
+            log.info("OPC UA: StartSingleJob for part %r: the station takes no triggers", part_id)
+            return ua.StatusCode(ua.StatusCodes.BadNotSupported)
+        try:
+            job = self.states.start(single, meas_id, part_id if trigger else "")
+        except Refused as exc:
+            log.info("OPC UA: %s", exc)
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+        await self._write_states()
+        if single and part_id and trigger is not None:
+            trigger(json.dumps({"part_id": part_id}).encode())
+        return [
+            ua.Variant(ua.JobIdDataType(Id=job.job_id), ua.VariantType.ExtensionObject),
+            ua.Variant(ERR_OK, ua.VariantType.Int32),
+        ]
+
+    async def _m_PrepareRecipe(self, parent, external=None, internal=None, *args):
+        return await self._prepare(external, internal)
+
+    async def _m_UnprepareRecipe(self, parent, *args):
+        from asyncua import ua
+
+        # a station always runs one model: prepare another instead
+        return ua.StatusCode(ua.StatusCodes.BadNotSupported)
+
+    async def _m_GetRecipeListFiltered(self, parent, *args):
+        from asyncua import ua
+
+        live = self._live_path()
+        found = self.recipes.scan(live)
+        ids = [
+            ua.RecipeIdInternalDataType(Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256")
+            for r in found
+        ]
+        return [
+            ua.Variant(True, ua.VariantType.Boolean),
+            ua.Variant(len(ids), ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(ids, ua.VariantType.ExtensionObject),
+            ua.Variant(ERR_OK, ua.VariantType.Int32),
+        ]
+
+    async def _m_GetResultById(self, parent, result_id=None, *args):
+        from asyncua import ua
+
+        key = _id(result_id)
+        result = self.results.get(key)
+        if result is None:
+            return ua.StatusCode(ua.StatusCodes.BadNotFound)
+        return [
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(result, ua.VariantType.ExtensionObject),
+            ua.Variant(ERR_OK, ua.VariantType.Int32),
+        ]
+
+    async def _m_GetResultListFiltered(self, parent, *args):
+        from asyncua import ua
+
+        part_id = _id(args[2]) if len(args) > 2 else ""
+        found = [
+            r for r in self.results.values() if not part_id or (r.PartId and r.PartId.Id == part_id)
+        ]
+        return [
+            ua.Variant(True, ua.VariantType.Boolean),
+            ua.Variant(len(found), ua.VariantType.UInt32),
+            ua.Variant(0, ua.VariantType.UInt32),
+            ua.Variant(found, ua.VariantType.ExtensionObject),
+            ua.Variant(ERR_OK, ua.VariantType.Int32),
+        ]
+
+    async def _m_ReportSafetyState(self, parent, *args):
+        from asyncua import ua
+
+        return ua.StatusCode(ua.StatusCodes.BadNotSupported)
