@@ -60,7 +60,7 @@ class Jobs:
         if not 1 <= epochs <= 10_000:
             raise InspectorError("epochs: between 1 and 10000")
         out = (Path(self.cfg.runs) / name).resolve()
-        if out.exists():
+        if out.exists() or (Path(self.cfg.runs) / name).is_symlink():
             raise InspectorError(f"run {name!r} exists already in {self.cfg.runs}")
         out.mkdir(parents=True)
         rid = self.store.add_run(name, str(out), user, epochs)

@@ -8,6 +8,11 @@ to ``i + 1`` (SQLite: ``PRAGMA user_version``; PostgreSQL: the table ``review_sc
 in order at open. The label log is append-only: a label is undone by a new ``undo`` row, never
 by changing or deleting the old one; ``current`` is the derived "latest label per part" that
 the inbox filters on.
+
+Why one module: the design keeps every SQL statement of the workbench in one data-access
+module (docs: DESIGN.md, "Web app"), so that the dialect differences and the schema live in
+one place; it grows with each table (users, sessions, parts, labels, runs, promotions,
+login attempts), not with a second job.
 """
 
 from __future__ import annotations
