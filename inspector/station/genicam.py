@@ -25,7 +25,6 @@ reconnect by itself, so reopening finds the camera again from scratch.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 import time
@@ -44,7 +43,7 @@ from .genicam_features import (
     first_feature,
     gerror,
 )
-from .genicam_match import CameraClock, CameraFrame, FrameIds
+from .genicam_match import CameraFrame, FrameAssembler
 from .sources import FrameSource, SourceLost, register
 
 log = logging.getLogger(__name__)
@@ -67,14 +66,12 @@ class GenicamSource(FrameSource):
     def __init__(self, cfg: CameraSettings) -> None:
         super().__init__(cfg)
         self.camera = self.stream = self.device_info = None
-        self.ids = FrameIds()
-        self.clock = CameraClock()
+        self.frames = FrameAssembler(self._camera_frame)
         self.counts: collections.Counter[str] = collections.Counter()
         self.temperature_c: float | None = None
         self.link_speed: str = ""
         self._lock = threading.RLock()  # the camera's control channel: fire, heartbeat, close
         self._lost = ""
-        self._ready: collections.deque[CameraFrame] = collections.deque()
         self._decode: tuple[str, tuple] | None = None
 
     # -- open / close ----------------------------------------------------------------------
@@ -124,9 +121,7 @@ class GenicamSource(FrameSource):
         for _ in range(self.cfg.transport.buffers):
             self.stream.push_buffer(ar.Buffer.new_allocate(payload))
         self.link_speed = self._link_speed(dev)
-        self.ids.reset()
-        self.clock.reset()
-        self._ready.clear()
+        self.frames.reset()
         self._last_frame = self._last_beat = time.monotonic()
         cam.start_acquisition()
 
@@ -173,8 +168,9 @@ class GenicamSource(FrameSource):
 
     # -- frames ------------------------------------------------------------------------------
     def read(self) -> CameraFrame | None:
-        if self._ready:
-            return self._ready.popleft()
+        queued = self.frames.next()
+        if queued is not None:
+            return queued
         if self._lost:
             raise SourceLost(f"{self.describe()}: {self._lost}")
         buf = self.stream.timeout_pop_buffer(self.POP_US)
@@ -191,9 +187,7 @@ class GenicamSource(FrameSource):
     def take_queued(self) -> list[CameraFrame]:
         """Frames already delivered by the camera but not yet by ``read`` (the frame after a
         gap waits behind the error frames of the ones that never arrived)."""
-        queued = list(self._ready)
-        self._ready.clear()
-        return queued
+        return self.frames.take_all()
 
     def _idle(self, now: float) -> None:
         """No frame for a while: in free-run the camera is gone after ``frame_timeout_s``; a
@@ -234,47 +228,16 @@ class GenicamSource(FrameSource):
             self.counts["buffers_unused"] += 1  # never filled by the camera: not a frame
             return None
         fid = buf.get_frame_id()
-        cam_ns, host_ns = buf.get_timestamp(), buf.get_system_timestamp()
-        lost = self.ids.advance(fid)
-        if lost is None:
-            self.counts["stale"] += 1
-            log.warning("camera frame %d came after a later one: dropped", fid)
-            return None
-        t_capture = self.clock.to_host(cam_ns, host_ns) if cam_ns else host_ns / 1e9
-        now, now_mono = time.time(), time.monotonic()
-        t_mono = now_mono - (now - t_capture)
-        for k in range(lost, 0, -1):  # frames that never arrived: a reject each, in order
-            self.counts["lost"] += 1
-            missing = ((fid - k - 1) % 65535) + 1 if fid <= 65535 else fid - k
-            self._ready.append(
-                self._camera_frame(
-                    None,
-                    t_capture - k * 1e-6,
-                    t_mono - k * 1e-6,
-                    missing,
-                    None,
-                    f"camera frame {missing} never arrived (lost between the camera and the "
-                    "station)",
-                )
-            )
-        if status != ar.BufferStatus.SUCCESS:
-            self.counts["incomplete"] += 1
-            frame = self._camera_frame(
-                None,
-                t_capture,
-                t_mono,
-                fid,
-                cam_ns,
-                f"camera frame {fid} incomplete ({status.value_nick}): packets were lost on "
-                "the network",
-            )
+        if status == ar.BufferStatus.SUCCESS:
+            image, error = self._image(buf), ""
         else:
-            self.counts["frames"] += 1
-            frame = self._camera_frame(self._image(buf), t_capture, t_mono, fid, cam_ns)
-        if lost:
-            frame = dataclasses.replace(frame, lost_before=lost)
-        self._ready.append(frame)
-        return self._ready.popleft()
+            image = None
+            error = (
+                f"camera frame {fid} incomplete ({status.value_nick}): packets were lost on "
+                "the network"
+            )
+        self.frames.add(fid, buf.get_timestamp(), buf.get_system_timestamp(), image, error)
+        return self.frames.next()
 
     def _image(self, buf) -> np.ndarray:
         fmt, (dtype, channels, _bits, conversion) = self._decode
@@ -322,9 +285,7 @@ class GenicamSource(FrameSource):
         """Counters and camera state for /metrics and status: frames, incomplete, lost
         (never arrived), stale, trigger counts, Aravis' stream counters (missing and resent
         packets...), the clock offset and its jitter, temperature and link speed."""
-        out: dict[str, Any] = dict(self.counts)
-        out.update(self.clock.summary())
-        out["frame_id_restarts"] = self.ids.restarts
+        out: dict[str, Any] = {**self.frames.stats(), **self.counts}
         with self._lock:
             if self.stream is not None:
                 self._remember_stream_counts(self.stream)

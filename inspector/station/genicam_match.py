@@ -20,9 +20,14 @@ Example::
 from __future__ import annotations
 
 import collections
+import dataclasses
+import logging
+import time
 from dataclasses import dataclass
 
 from ..contract.records import Frame
+
+log = logging.getLogger(__name__)
 
 ID_RING = 65535  # GigE Vision 1.x block ids: 1..65535, then 1 again (0 is never sent)
 MAX_GAP = 1024  # a bigger step is a camera that restarted, not 1024 lost frames
@@ -150,4 +155,61 @@ class CameraClock:
             "clock_jitter_ms": self.jitter_s * 1000.0,
             "clock_drift_ppm": self.drift_ppm,
             "clock_jumps": self.jumps,
+        }
+
+
+class FrameAssembler:
+    """What a camera delivered, as CameraFrames in order, with the evidence checked.
+
+    ``add`` takes one delivered frame (its id, camera and host timestamps, and either its
+    image or why it is broken) and queues, before it, one error frame for each frame id that
+    never arrived, timed just before it: whatever part was waiting for that exposure is
+    rejected instead of being given this frame. A frame older than one already delivered is
+    dropped (its exposure has had its error frame). ``make`` builds each CameraFrame.
+    """
+
+    def __init__(self, make) -> None:
+        self.make = make  # (image, t, t_mono, frame_id, camera_ns, error) -> CameraFrame
+        self.ids = FrameIds()
+        self.clock = CameraClock()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.ready: collections.deque[CameraFrame] = collections.deque()
+
+    def reset(self) -> None:
+        """A new acquisition (after a reopen): ids and the clock start again."""
+        self.ids.reset()
+        self.clock.reset()
+        self.ready.clear()
+
+    def add(self, frame_id: int, camera_ns: int, host_ns: int, image, error: str = "") -> None:
+        lost = self.ids.advance(frame_id)
+        if lost is None:
+            self.counts["stale"] += 1
+            log.warning("camera frame %d came after a later one: dropped", frame_id)
+            return
+        t = self.clock.to_host(camera_ns, host_ns) if camera_ns else host_ns / 1e9
+        now, now_mono = time.time(), time.monotonic()
+        t_mono = now_mono - (now - t)
+        for k in range(lost, 0, -1):
+            self.counts["lost"] += 1
+            missing = ((frame_id - k - 1) % ID_RING) + 1 if frame_id <= ID_RING else frame_id - k
+            why = f"camera frame {missing} never arrived (lost between the camera and the station)"
+            self.ready.append(self.make(None, t - k * 1e-6, t_mono - k * 1e-6, missing, None, why))
+        self.counts["incomplete" if image is None else "frames"] += 1
+        frame = self.make(image, t, t_mono, frame_id, camera_ns or None, error)
+        self.ready.append(dataclasses.replace(frame, lost_before=lost) if lost else frame)
+
+    def next(self) -> CameraFrame | None:
+        return self.ready.popleft() if self.ready else None
+
+    def take_all(self) -> list[CameraFrame]:
+        out = list(self.ready)
+        self.ready.clear()
+        return out
+
+    def stats(self) -> dict:
+        return {
+            **self.counts,
+            **self.clock.summary(),
+            "frame_id_restarts": self.ids.restarts,
         }
