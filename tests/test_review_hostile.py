@@ -462,3 +462,74 @@ def _at_terminal(cmd: list[str], answers: list[str], env: dict) -> int:
         return proc.wait(30)
     finally:
         os.close(master)
+
+
+STUBBORN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a process that takes its time to stop
+out = sys.argv[sys.argv.index("--out") + 1]
+open(out + "/history.csv", "w").write("epoch,loss\\n")
+time.sleep(120)
+"""
+
+
+def test_a_slow_cancel_and_thumbnails_leave_the_other_pages_answering(tmp_path):
+    """Cancelling a run that ignores SIGTERM waits 10 s before SIGKILL, and a first thumbnail
+    decodes a large frame: both in worker threads, so the inbox answers meanwhile."""
+    import threading
+
+    import cv2
+    import numpy as np
+
+    cfg, app = workbench(tmp_path)
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+    jobs = app.state.bench.jobs
+    real = jobs.command
+    jobs.command = lambda out, epochs: [sys.executable, str(script), *real(out, epochs)[3:]]
+    store = app.state.bench.store
+    big = store.parts(PartFilter(station="line1"), 0, 1)[0]
+    frame = np.random.default_rng(0).integers(0, 255, (6000, 6000), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "rec1" / big["image"]), frame)
+    with serve(app) as (host, port):
+        c = Http(host, port)
+        token = login_http(c, "reviewer")
+        status, _, _ = c.form("/train", {"csrf": token, "name": "slow", "epochs": "1"})
+        assert status == 303
+        time.sleep(1.0)  # the process has set its SIGTERM handler
+        slow = Http(host, port)
+        slow.cookies = dict(c.cookies)
+        answers: dict[str, tuple] = {}
+
+        def call(name, method, path, fields=None):
+            t = time.monotonic()
+            if fields is None:
+                s, _, _ = slow_clients[name].send(method, path)
+            else:
+                s, _, _ = slow_clients[name].form(path, fields)
+            answers[name] = (s, time.monotonic() - t)
+
+        thumb = Http(host, port)
+        thumb.cookies = dict(c.cookies)
+        slow_clients = {"cancel": slow, "thumb": thumb}
+        workers = [
+            threading.Thread(
+                target=call, args=("cancel", "POST", "/train/1/cancel", {"csrf": token})
+            ),
+            threading.Thread(target=call, args=("thumb", "GET", f"/thumb/{big['id']}")),
+        ]
+        for w in workers:
+            w.start()
+        times = []
+        while any(w.is_alive() for w in workers):
+            t = time.monotonic()
+            status, body, _ = c.send("GET", "/")
+            times.append(time.monotonic() - t)
+            assert status == 200 and b"part(s)" in body
+            time.sleep(0.1)
+        for w in workers:
+            w.join()
+    assert answers["cancel"][0] == 303 and answers["cancel"][1] >= 9, answers
+    assert answers["thumb"][0] == 200, answers
+    assert len(times) >= 20 and max(times) < 2.0, (len(times), max(times))
+    assert store.run(1)["status"] == "cancelled"
