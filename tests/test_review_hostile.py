@@ -252,6 +252,8 @@ def test_hostile_requests_get_no_500_and_reach_nothing_outside_the_roots(tmp_pat
     links = _plant_links(tmp_path, app)
     app.state.bench.rescan()  # the linked sidecar is skipped, never read
     outside_before = _snapshot(tmp_path / "outside")
+    writable = ("db/", "cache/", "data/", "runs/")  # the workbench's own folders
+    rest_before = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(writable)}
     with serve(app) as (host, port):
         c = Http(host, port)
         token = login_http(c)
@@ -282,6 +284,8 @@ def test_hostile_requests_get_no_500_and_reach_nothing_outside_the_roots(tmp_pat
     assert not unguarded, f"answers without the security headers: {unguarded[:5]}"
     # nothing was copied out of, or written into, a place outside the roots
     assert _snapshot(tmp_path / "outside") == outside_before
+    rest = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(writable)}
+    assert rest == rest_before, "a file outside the workbench's folders was added or changed"
     for f in (tmp_path / "data").rglob("*"):
         if f.is_file() and not f.is_symlink():
             assert SECRET not in f.read_bytes(), f

@@ -86,8 +86,8 @@ class StationWatch:
 
     def stop(self) -> None:
         if self._client is not None:
-            self._client.loop_stop()
             self._client.disconnect()
+            self._client.loop_stop()
             self._client = None
 
     def _on_connect(self, client, _userdata, _flags, reason, _props=None) -> None:
