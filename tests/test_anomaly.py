@@ -197,3 +197,30 @@ def test_the_patch_sample_is_uniform_in_stream_order_and_its_memory_does_not_gro
     assert len(sizes) == 1  # the buffer never grows past the capacity
     # each patch is kept with probability 100 / 2000: 10 times in 200 runs, early or late
     assert abs(kept[:1000].mean() - 10) < 1 and abs(kept[1000:].mean() - 10) < 1
+
+
+def test_a_config_names_its_model_kind_or_is_refused_with_the_line(tmp_path, capsys):
+    """The kind comes from --method or the config's method:, and a section of another kind
+    or an unknown method is a clear error, before any work."""
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("model: {image_size: 96}\nanomaly: {coreset: 0.1}\n")
+    assert main(["train", str(wrong), "--data", str(tmp_path)]) == 2
+    assert "an 'anomaly:' section needs method: anomaly" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model: {image_size: 96}\nmethod: regression\n")
+    assert main(["train", str(unknown), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{unknown}:2: method: 'regression' is not one of classify, anomaly" in err
+
+
+def test_runs_and_model_files_are_told_apart_by_the_registry(exported, tmp_path):
+    from training import registry
+
+    run, model, _ = exported
+    assert registry.of_run(run).name == registry.of_model(model).name == "anomaly"
+    assert registry.of_model(run).name == "anomaly"
+    plain = tmp_path / "clf.onnx"
+    plain.write_bytes(b"")
+    plain.with_suffix(".json").write_text(json.dumps({"classes": ["good", "defect"]}))
+    assert registry.of_model(plain).name == "classify"  # manifests without kind: classifiers
+    assert registry.of_run(tmp_path).name == "classify"  # no run.json: the classifier's error

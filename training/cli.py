@@ -105,18 +105,17 @@ class TrainingYaml:
         node = schema._compose(Path(path))
         if not isinstance(node, yaml.MappingNode):
             raise TrainingError(f"{path}: a training config is a mapping")
-        rest = []
+        rest, line = [], node.start_mark.line + 1
         for key, value in node.value:
             if key.value == "method":
-                self.method = value.value
+                self.method, line = value.value, key.start_mark.line + 1
             elif key.value in registry.KINDS and registry.KINDS[key.value].settings:
                 self.sections[key.value] = value
             else:
                 rest.append((key, value))
         if self.method is not None and self.method not in registry.KINDS:
             raise TrainingError(
-                f"{path}:{node.start_mark.line + 1}: method: {self.method!r} is not one of "
-                f"{', '.join(registry.KINDS)}"
+                f"{path}:{line}: method: {self.method!r} is not one of {', '.join(registry.KINDS)}"
             )
         self.rest = yaml.MappingNode(node.tag, rest, node.start_mark, node.end_mark)
 

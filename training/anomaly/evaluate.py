@@ -28,23 +28,9 @@ from .. import TrainingError
 from ..common import datasets
 from ..common.metrics import auroc, binary_at
 from ..common.thresholds import band_effect, band_margin, confidence_at
-from .fit import is_anomaly_run
+from .config import METHOD
 
 log = logging.getLogger(__name__)
-
-
-def is_anomaly_model(path: Path) -> bool:
-    """An exported anomaly ONNX file, or an anomaly run folder."""
-    path = Path(path)
-    if path.is_dir():
-        return is_anomaly_run(path)
-    sidecar = path.with_suffix(".json")
-    if path.suffix == ".onnx" and sidecar.is_file():
-        try:
-            return json.loads(sidecar.read_text()).get("kind") == "anomaly"
-        except ValueError:
-            return False
-    return False
 
 
 class AnomalyRunner:
@@ -65,7 +51,7 @@ class AnomalyRunner:
         except ModelError as exc:
             raise TrainingError(*exc.problems) from None
         m = self.clf.manifest
-        if m.data.get("kind") != "anomaly":
+        if m.data.get("kind") != METHOD:
             raise TrainingError(f"{model}: not an anomaly model (manifest kind)")
         self.manifest = m
         self.map_name = m.data["anomaly"]["map_output"]

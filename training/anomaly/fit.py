@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -261,8 +260,3 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     }
     write_json(out / "run.json", run)
     return run
-
-
-def is_anomaly_run(run: Path) -> bool:
-    p = Path(run) / "run.json"
-    return p.is_file() and json.loads(p.read_text()).get("method") == METHOD
