@@ -1,13 +1,18 @@
 """Promotion from the workbench, end to end and without fakes: a real Mosquitto, a real
 station (``inspector run CONFIG`` as a process of its own) whose config folder is read-only
 (as under the shipped unit's ``ProtectSystem=strict``), real ONNX models, the real
-``inspector verify`` when the station is down, and the workbench served by uvicorn.
+``inspector verify`` when the station is down, and the workbench served by uvicorn. As root
+the config folder's mode does not stop a write, so the tests also compare the folder before
+and after, and one test runs ``inspector review`` in a mount namespace where everything but
+the workbench's own folders is a read-only bind mount, as the shipped unit's
+``ProtectSystem=strict`` with ``ReadWritePaths`` makes it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -429,3 +434,86 @@ def test_a_station_that_cannot_be_seen_is_left_alone(tmp_path, parts_dir):
     finally:
         app.state.bench.stop()
         os.chmod(p["etc"], 0o755)
+
+
+def _unshare_works() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs root and unshare -m for a ro bind mount")
+def test_the_workbench_process_promotes_on_a_read_only_file_system(tmp_path, broker, parts_dir):
+    """``inspector review`` as its own process in a mount namespace where everything under the
+    test folder is read-only except the workbench's own folders (ProtectSystem=strict with
+    ReadWritePaths, as the shipped unit has it): a write anywhere else fails, so a promotion
+    that passes here writes nowhere else, through the station and through the link."""
+    import re
+
+    from inspector.lab.broker import free_port, wait_for_port
+
+    where = f"host: {broker.host}, port: {broker.port}"
+    p = make_plant(
+        tmp_path,
+        parts_dir,
+        f"{{{where}, reconnect_max_s: 0.3}}",
+        f"{{{where}, prefix: {PREFIX}, username: admin}}",
+    )
+    port = free_port()
+    review = p["review_yaml"]
+    review.write_text(review.read_text() + f"server: {{host: 127.0.0.1, port: {port}}}\n")
+    writable = ["var", "db", "cache", "data", "runs"]
+    for w in writable:
+        (tmp_path / w).mkdir(exist_ok=True)
+    t = str(tmp_path)
+    script = " && ".join(
+        [f"mount --bind {t} {t}", f"mount -o remount,bind,ro {t}"]
+        + [f"mount --bind {t}/{w} {t}/{w} && mount -o remount,bind,rw {t}/{w}" for w in writable]
+        + [f"(touch {t}/etc/probe 2>/dev/null && exit 3 || true)"]
+        + [f'exec "{sys.executable}" -m inspector.cli review --config {review}']
+    )
+    log = open(tmp_path / "var" / "review.log", "wb")  # noqa: SIM115 - the process keeps it
+    server = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=log, stderr=log)
+    status = Status(broker)
+    station = Station(p["cfg"], tmp_path / "var" / "station.log")
+    id_b, id_c = registry.model_id(p["reg"]["b"]), registry.model_id(p["reg"]["c"])
+
+    def follow(c: Http, pid: int) -> tuple[str, str]:
+        end = time.monotonic() + 180
+        while time.monotonic() < end:
+            code, block, _ = c.send("GET", f"/models/promotion/{pid}", headers={"HX-Request": "1"})
+            assert code == 200
+            state = re.search(rb'class="promotion"[^>]*data-status="(\w+)"', block).group(1)
+            if state != b"running":
+                return state.decode(), block.decode()
+            time.sleep(0.2)
+        raise AssertionError(f"promotion {pid} did not end")
+
+    try:
+        assert wait_for_port("127.0.0.1", port, 60), (tmp_path / "var" / "review.log").read_text()
+        assert status.wait(lambda s: s["state"] == "online", 60), station.log.read_text()[-2000:]
+        c = Http("127.0.0.1", port)
+        token = login_http(c, "admin")
+        pid, took = _promote(c, token, "registry/b")
+        assert took < 2.0
+        state, block = follow(c, pid)
+        assert state == "swapped", block
+        assert status.wait(lambda s: status.model_id() == id_b, 30)
+        assert os.readlink(p["models"] / "current") == "registry-b"
+        station.stop()
+        assert status.wait(lambda s: s["state"] == "offline", 30)
+        pid, _ = _promote(c, token, "registry/c")
+        state, block = follow(c, pid)
+        assert state == "linked", block
+        assert os.readlink(p["models"] / "current") == "registry-c"
+        station = Station(p["cfg"], tmp_path / "var" / "station2.log")
+        assert status.wait(lambda s: s["state"] == "online" and status.model_id() == id_c, 60)
+    finally:
+        station.stop()
+        status.close()
+        server.terminate()
+        server.wait(20)
+        log.close()
+        os.chmod(p["etc"], 0o755)
+    assert "Read-only file system" not in (tmp_path / "var" / "review.log").read_text()
