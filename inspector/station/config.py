@@ -31,7 +31,7 @@ MAX_TRIGGER_BYTES = 65536
 
 
 def _sources() -> dict[str, type]:
-    from .sources import source_types  # with the camera plugins (genicam)
+    from .sources import source_types  # with the camera plugins (genicam, pylon)
 
     return source_types()
 

@@ -29,6 +29,8 @@ PIXEL_FORMATS: dict[str, tuple[type, int, int, int | None]] = {
     "Mono16": (np.uint16, 1, 16, None),
     "RGB8": (np.uint8, 3, 8, cv2.COLOR_RGB2BGR),
     "BGR8": (np.uint8, 3, 8, None),
+    "RGB8Packed": (np.uint8, 3, 8, cv2.COLOR_RGB2BGR),  # the older name (Basler ace GigE)
+    "BGR8Packed": (np.uint8, 3, 8, None),
 }
 for _p, _cv in _BAYER.items():
     for _bits in (8, 10, 12, 16):
@@ -166,77 +168,100 @@ class GenicamSourceConfig(CameraSettings):
     )
 
 
+class AravisFeatures:
+    """An Aravis camera's features as ``apply_settings`` uses them (the pylon source has its
+    own with the same three methods)."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def has(self, name: str) -> bool:
+        return first_feature(self.device, (name,)) is not None
+
+    def available(self, name: str) -> bool:
+        return self.has(name) and bool(self.device.get_feature(name).is_available())
+
+    def set(self, name: str, value: Any, key: str) -> None:
+        set_feature(self.device, name, value, key)
+
+
 def configure(cam, cfg: CameraSettings) -> None:
     """Write the config's settings to an open Aravis camera, each checked first."""
     dev = cam.get_device()
+    apply_settings(AravisFeatures(dev), cfg)
+    _configure_transport(cam, dev, cfg.transport, "source.transport")
+
+
+def apply_settings(dev, cfg: CameraSettings) -> None:
+    """Pixel format, binning, region, exposure, gain, trigger, then ``features``, in the order
+    GenICam needs them; ``dev`` has ``has``, ``available`` and ``set`` (checked writes)."""
     key = "source"
     if cfg.pixel_format:
-        set_feature(dev, "PixelFormat", cfg.pixel_format, f"{key}.pixel_format")
+        dev.set("PixelFormat", cfg.pixel_format, f"{key}.pixel_format")
     if cfg.binning:
         for name, value in zip(("BinningHorizontal", "BinningVertical"), cfg.binning, strict=True):
-            set_feature(dev, name, value, f"{key}.binning")
+            dev.set(name, value, f"{key}.binning")
     if cfg.region:
         x, y, w, h = cfg.region
         for name in ("OffsetX", "OffsetY"):  # at 0 first, so Width may use the whole sensor
-            if first_feature(dev, (name,)):
-                set_feature(dev, name, 0, f"{key}.region")
+            if dev.has(name):
+                dev.set(name, 0, f"{key}.region")
         for name, value in (("Width", w), ("Height", h), ("OffsetX", x), ("OffsetY", y)):
-            set_feature(dev, name, value, f"{key}.region")
+            dev.set(name, value, f"{key}.region")
     if cfg.exposure_us is not None:
         _auto_off(dev, "ExposureAuto")
         name = _need(dev, ("ExposureTime", "ExposureTimeAbs"), f"{key}.exposure_us")
-        set_feature(dev, name, cfg.exposure_us, f"{key}.exposure_us")
+        dev.set(name, cfg.exposure_us, f"{key}.exposure_us")
     if cfg.gain is not None:
         _auto_off(dev, "GainAuto")
         name = _need(dev, ("Gain", "GainRaw", "GainAbs"), f"{key}.gain")
-        set_feature(dev, name, cfg.gain, f"{key}.gain")
+        dev.set(name, cfg.gain, f"{key}.gain")
     _configure_trigger(dev, cfg.trigger, f"{key}.trigger")
-    _configure_transport(cam, dev, cfg.transport, f"{key}.transport")
     for name, value in cfg.features.items():
-        set_feature(dev, name, value, f"{key}.features.{name}")
+        dev.set(name, value, f"{key}.features.{name}")
 
 
 def _need(dev, names: tuple[str, ...], key: str) -> str:
-    name = first_feature(dev, names)
+    name = next((n for n in names if dev.has(n)), None)
     if name is None:
         raise CameraConfigError(f"{key}: the camera has none of the features {', '.join(names)}")
     return name
 
 
 def _auto_off(dev, name: str) -> None:
-    if first_feature(dev, (name,)) and dev.get_feature(name).is_available():
-        set_feature(dev, name, "Off", f"source ({name})")
+    if dev.available(name):
+        dev.set(name, "Off", f"source ({name})")
 
 
 def _configure_trigger(dev, trig: CameraTrigger, key: str) -> None:
-    if first_feature(dev, ("TriggerSelector",)):
-        set_feature(dev, "TriggerSelector", "FrameStart", f"{key}.mode")
-    if first_feature(dev, ("AcquisitionMode",)):
-        set_feature(dev, "AcquisitionMode", "Continuous", f"{key}.mode")
+    if dev.has("TriggerSelector"):
+        dev.set("TriggerSelector", "FrameStart", f"{key}.mode")
+    if dev.has("AcquisitionMode"):
+        dev.set("AcquisitionMode", "Continuous", f"{key}.mode")
     if trig.mode == "free-run":
-        if first_feature(dev, ("TriggerMode",)):
-            set_feature(dev, "TriggerMode", "Off", f"{key}.mode")
+        if dev.has("TriggerMode"):
+            dev.set("TriggerMode", "Off", f"{key}.mode")
         if trig.frame_rate is not None:
-            if first_feature(dev, ("AcquisitionFrameRateEnable",)):
-                set_feature(dev, "AcquisitionFrameRateEnable", True, f"{key}.frame_rate")
+            if dev.has("AcquisitionFrameRateEnable"):
+                dev.set("AcquisitionFrameRateEnable", True, f"{key}.frame_rate")
             name = _need(
                 dev, ("AcquisitionFrameRate", "AcquisitionFrameRateAbs"), f"{key}.frame_rate"
             )
-            set_feature(dev, name, trig.frame_rate, f"{key}.frame_rate")
+            dev.set(name, trig.frame_rate, f"{key}.frame_rate")
         return
-    set_feature(dev, "TriggerMode", "On", f"{key}.mode")
+    dev.set("TriggerMode", "On", f"{key}.mode")
     if trig.mode == "software":
-        set_feature(dev, "TriggerSource", "Software", f"{key}.mode")
+        dev.set("TriggerSource", "Software", f"{key}.mode")
         return
-    set_feature(dev, "TriggerSource", trig.line, f"{key}.line")
-    set_feature(dev, "TriggerActivation", trig.activation, f"{key}.activation")
+    dev.set("TriggerSource", trig.line, f"{key}.line")
+    dev.set("TriggerActivation", trig.activation, f"{key}.activation")
     if trig.delay_us is not None:
         name = _need(dev, ("TriggerDelay", "TriggerDelayAbs"), f"{key}.delay_us")
-        set_feature(dev, name, trig.delay_us, f"{key}.delay_us")
+        dev.set(name, trig.delay_us, f"{key}.delay_us")
     if trig.debounce_us is not None:
-        set_feature(dev, "LineSelector", trig.line, f"{key}.debounce_us")
+        dev.set("LineSelector", trig.line, f"{key}.debounce_us")
         name = _need(dev, ("LineDebouncerTime", "LineDebouncerTimeAbs"), f"{key}.debounce_us")
-        set_feature(dev, name, trig.debounce_us, f"{key}.debounce_us")
+        dev.set(name, trig.debounce_us, f"{key}.debounce_us")
 
 
 def _configure_transport(cam, dev, tr: CameraTransport, key: str) -> None:
@@ -255,7 +280,7 @@ def _configure_transport(cam, dev, tr: CameraTransport, key: str) -> None:
     elif tr.packet_size is not None:
         set_feature(dev, "GevSCPSPacketSize", tr.packet_size, f"{key}.packet_size")
     if tr.packet_delay_ns is not None:
-        _need(dev, ("GevSCPD",), f"{key}.packet_delay_ns")
+        _need(AravisFeatures(dev), ("GevSCPD",), f"{key}.packet_delay_ns")
         try:
             cam.gv_set_packet_delay(tr.packet_delay_ns)
         except gerror() as exc:

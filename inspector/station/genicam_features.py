@@ -101,7 +101,17 @@ def find_device(
 ) -> DeviceInfo:
     """The one camera that matches every criterion given (none given: the only camera).
     SourceError that lists the cameras found when none or several match."""
-    found = list_devices(fake)
+    return choose_device(list_devices(fake), serial, model, address, device_id)
+
+
+def choose_device(
+    found: list[DeviceInfo],
+    serial: str | None = None,
+    model: str | None = None,
+    address: str | None = None,
+    device_id: str | None = None,
+) -> DeviceInfo:
+    """The one of ``found`` that matches every criterion given (see ``find_device``)."""
     wanted = {"serial": serial, "model": model, "address": address, "id": device_id}
     match = [d for d in found if all(v is None or getattr(d, k) == v for k, v in wanted.items())]
     said = ", ".join(f"{k} {v}" for k, v in wanted.items() if v is not None) or "any camera"

@@ -484,7 +484,7 @@ class SourceRunner:
 
 
 # Source types in modules of their own (one camera SDK each): importing one registers it
-PLUGINS = ("genicam",)
+PLUGINS = ("genicam", "pylon")
 
 
 def source_types() -> dict[str, type]:
