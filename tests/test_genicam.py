@@ -201,3 +201,29 @@ def test_station_config_checks_pixel_format_and_derives_bit_depth(tmp_path):
     assert "Mono12" in problems["pixel_format"]
     problems = dict(GenicamSourceConfig(pixel_format="Mono12", bit_depth=10).problems())
     assert problems["bit_depth"] == "Mono12 frames have 12 bits"
+
+
+def test_frames_that_never_arrived_become_rejects_just_before_the_next_frame():
+    from inspector.station.genicam_match import CameraFrame, FrameAssembler
+
+    def make(image, t, t_mono, fid, cam_ns, error=""):
+        return CameraFrame(image, t, t_mono, 0, f"frame {fid}", error, frame_id=fid,
+                           camera_ts_ns=cam_ns, complete=image is not None)  # fmt: skip
+
+    frames = FrameAssembler(make)
+    img = np.zeros((2, 2), np.uint8)
+    base = 1_800_000_000_000_000_000
+    for fid, k in ((65534, 0), (65535, 1), (3, 4)):  # 1 and 2 vanished across the wrap
+        frames.add(fid, base + k * 100_000_000, base + k * 100_000_000 + 500_000, img)
+    got = frames.take_all()
+    assert [f.frame_id for f in got] == [65534, 65535, 1, 2, 3]
+    assert [f.image is None for f in got] == [False, False, True, True, False]
+    assert "camera frame 1 never arrived" in got[2].error and not got[2].complete
+    assert got[4].lost_before == 2 and got[4].complete
+    # in time order, the rejects just before the frame after them: a part waiting for frame 1
+    # takes its reject, not frame 3
+    times = [f.t_capture for f in got]
+    assert times == sorted(times) and got[4].t_capture - got[2].t_capture < 1e-5
+    frames.add(2, base, base, img)  # a frame older than one delivered: dropped, counted
+    assert frames.next() is None and frames.stats()["stale"] == 1
+    assert frames.stats()["lost"] == 2 and frames.stats()["frames"] == 3

@@ -150,3 +150,18 @@ def _wait(cond, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_hardware_line_mode_arms_the_camera_and_waits_for_the_line(gv_camera):
+    from inspector.station.genicam_config import CameraTrigger
+
+    gv_camera("GVLINE")
+    src = _source("GVLINE", region=[0, 0, 32, 32], trigger=CameraTrigger(mode="line", line="Line0"))
+    src.open()
+    try:
+        dev = src.camera.get_device()
+        armed = {n: dev.get_string_feature_value(n) for n in ("TriggerMode", "TriggerSource")}
+        assert armed == {"TriggerMode": "On", "TriggerSource": "Line0"}
+        assert _read_for(src, 1.5) == []  # no edge on the line, no frame; and not lost either
+    finally:
+        src.close()
