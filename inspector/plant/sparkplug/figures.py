@@ -23,7 +23,6 @@ Device metrics (``DBIRTH``/``DDATA``), with their Sparkplug datatypes:
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from typing import Any
@@ -54,7 +53,8 @@ class Figures:
     def __init__(self, window: int, deadband_latency_ms: float, deadband_quality: float) -> None:
         self.deadband_latency_ms = deadband_latency_ms
         self.deadband_quality = deadband_quality
-        self.latencies: collections.deque[float] = collections.deque(maxlen=window)
+        self._lat = np.zeros(window)  # a ring of the last ``window`` latencies (ms)
+        self._n = 0  # latencies written since the reset
         self.status: dict = {}
         self.last_result = ""
         self.reset()
@@ -63,7 +63,7 @@ class Figures:
     def reset(self) -> None:
         self.counts = dict.fromkeys(("Total", "Pass", "Fail", "Late"), 0)
         self.by_reason = dict.fromkeys((r.value for r in Reason), 0)
-        self.latencies.clear()
+        self._n = 0
         self.since_ms = int(time.time() * 1000)
         self.last: Verdict | None = None
 
@@ -77,7 +77,8 @@ class Figures:
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         e2e = v.latency_ms.get("e2e")
         if e2e is not None:
-            self.latencies.append(e2e)
+            self._lat[self._n % len(self._lat)] = e2e
+            self._n += 1
         self.last = v
 
     # -- what goes out -----------------------------------------------------------------------
@@ -119,14 +120,15 @@ class Figures:
                 LAST + "Time": (DATETIME, v and int(v.t_verdict * 1000)),
             }
         )
-        if self.latencies:
-            p50, p99 = np.percentile(np.fromiter(self.latencies, float), (50, 99))
+        kept = min(self._n, len(self._lat))
+        if kept:
+            p50, p99 = np.percentile(self._lat[:kept], (50, 99))
             p50, p99 = round(float(p50), 3), round(float(p99), 3)
         else:
             p50 = p99 = None
         out["Latency/p50 ms"] = (DOUBLE, p50)
         out["Latency/p99 ms"] = (DOUBLE, p99)
-        out["Latency/Window"] = (UINT32, len(self.latencies))
+        out["Latency/Window"] = (UINT32, kept)
         q = s.get("quality")
         if q is not None:
             problems = list(q.get("problems") or [])

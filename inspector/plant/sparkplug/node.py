@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 REBIRTH = "Node Control/Rebirth"
 DROPPED = "Node Info/Dropped Events"
 TICK_S = 0.05  # the thread's longest sleep: commands and replies wait at most this long
+DRAIN_CHUNK = 64  # verdicts handled between two offers of the GIL to the station
 STOP_WAIT_S = 2.0  # for the NDEATH's PUBACK on a clean stop
 
 
@@ -155,7 +156,11 @@ class SparkplugView:
 
     def _drain(self) -> None:
         inbox, figures = self._inbox, self.figures
+        n = 0
         while inbox:
+            n += 1
+            if n % DRAIN_CHUNK == 0:
+                time.sleep(0)  # let the station's threads have the GIL between chunks
             item = inbox.popleft()
             if isinstance(item, Verdict):
                 figures.verdict(item)
