@@ -20,6 +20,11 @@ and ``Commands/Promote Model`` = PATH (the station's one promotion path:
 ``handlers.command({"action": "promote", "path": PATH})``). Anything else is refused and
 logged, and so is a payload that is not Sparkplug B; ``Commands/Last Result`` says what
 happened.
+
+Why one module: connecting, births, data, deaths, commands and the host's STATE all read and
+change one session's state (bdSeq, seq, born, the client) on one thread; split, each part
+would reach into the others'. The figures (``figures.py``) and payloads (``payload.py``) are
+apart.
 """
 
 from __future__ import annotations
