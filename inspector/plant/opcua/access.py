@@ -40,7 +40,7 @@ class Users:
         self.allow_anonymous = allow_anonymous
 
     def get_user(self, iserver, username=None, password=None, certificate=None) -> User | None:
-        if username is None and certificate is None:
+        if username is None:  # anonymous (X509 user tokens are not offered)
             return User(role=UserRole.Anonymous) if self.allow_anonymous else None
         account = self.accounts.get(username or "")
         if (

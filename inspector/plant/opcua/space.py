@@ -116,7 +116,6 @@ async def build(server: Server, station_id: str) -> Space:
         for name in names:
             states[name] = (await t.get_child([f"{mv}:{name}"])).nodeid
     results = await child("ResultManagement", "Results")
-    result_dt = await server.nodes.base_data_type.get_child(["0:Structure", f"{mv}:ResultDataType"])
     last = await results.add_variable(
         ua.NodeId(f"{station_id}.LastResult", ours),
         ua.QualifiedName("LastResult", ours),
