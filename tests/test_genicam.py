@@ -10,29 +10,67 @@ import pytest
 
 from inspector.contract.preprocess import PreprocessSpec, preprocess
 from inspector.errors import SourceError
-from inspector.station.genicam_match import CameraClock, FrameIds, id_steps
+from inspector.station.genicam_match import CameraClock, CameraFrame, FrameAssembler, id_steps
+
+
+def _assembler(hold_s: float = 0.0):
+    def make(image, t, t_mono, fid, cam_ns, error=""):
+        return CameraFrame(image, t, t_mono, 0, f"frame {fid}", error, frame_id=fid,
+                           camera_ts_ns=cam_ns, complete=image is not None)  # fmt: skip
+
+    return FrameAssembler(make, hold_s)
+
+
+IMG = np.zeros((2, 2), np.uint8)
+BASE = 1_800_000_000_000_000_000
+
+
+def _add(frames, fid: int, k: int, image=IMG) -> None:
+    """Frame ``fid`` exposed k tenths of a second into the run, received 0.5 ms later."""
+    frames.add(fid, BASE + k * 100_000_000, BASE + k * 100_000_000 + 500_000, image)
 
 
 def test_frame_ids_wrap_from_65535_to_1_without_counting_a_loss():
-    ids = FrameIds()
-    lost = [ids.advance(i) for i in (65533, 65534, 65535, 1, 2)]
-    assert lost == [0, 0, 0, 0, 0] and ids.lost == 0
+    frames = _assembler()
+    for k, fid in enumerate((65533, 65534, 65535, 1, 2)):
+        _add(frames, fid, k)
+    assert [f.frame_id for f in frames.take_all()] == [65533, 65534, 65535, 1, 2]
+    assert "lost" not in frames.stats() and frames.stats()["frame_id_restarts"] == 0
     assert id_steps(65535, 1) == 1 and id_steps(65534, 1) == 2
-    # frames 65535 and 1 vanished across the wrap: two lost, not 65,000
-    ids = FrameIds()
-    assert [ids.advance(i) for i in (65533, 65534, 2)] == [0, 0, 2]
-    assert ids.lost == 2
     # 64-bit ids (GigE Vision 2, USB3 Vision) do not wrap
     assert id_steps(65535, 65536) == 1 and id_steps(70000, 70003) == 3
 
 
 def test_an_old_frame_is_stale_and_a_camera_counting_again_is_a_restart():
-    ids = FrameIds()
-    for i in (100, 101, 102):
-        ids.advance(i)
-    assert ids.advance(101) is None and ids.stale == 1  # never delivered as a new exposure
-    assert ids.advance(1) == 0 and ids.restarts == 1  # the camera started again
-    assert ids.advance(2) == 0 and ids.lost == 0
+    frames = _assembler()
+    for k, fid in enumerate((100, 101, 102)):
+        _add(frames, fid, k)
+    _add(frames, 101, 3)  # never delivered as a new exposure
+    assert frames.stats()["stale"] == 1
+    _add(frames, 1, 4)  # the camera started again
+    _add(frames, 2, 5)
+    assert [f.frame_id for f in frames.take_all()] == [100, 101, 102, 1, 2]
+    assert frames.stats()["frame_id_restarts"] == 1 and "lost" not in frames.stats()
+
+
+def test_a_frame_that_comes_late_within_the_hold_takes_its_place_without_a_reject():
+    frames = _assembler(hold_s=0.3)
+    _add(frames, 10, 0)
+    _add(frames, 12, 2)  # 11 is still on its way (resent packets)
+    assert [f.frame_id for f in frames.take_all()] == [10]  # 12 waits for it
+    assert frames.holding
+    _add(frames, 11, 1)
+    got = frames.take_all()
+    assert [f.frame_id for f in got] == [11, 12] and all(f.image is not None for f in got)
+    assert frames.stats()["late"] == 1 and "lost" not in frames.stats()
+    # one that does not come within the hold is a reject, then the frames after it flow
+    _add(frames, 14, 4)
+    assert frames.take_all() == []
+    time.sleep(0.35)
+    got = frames.take_all()
+    assert [(f.frame_id, f.image is None) for f in got] == [(13, True), (14, False)]
+    _add(frames, 13, 3)  # too late: its place was given up
+    assert frames.next() is None and frames.stats()["stale"] == 1
 
 
 def test_clock_offset_is_the_fastest_frame_and_a_jump_starts_again():
@@ -204,17 +242,9 @@ def test_station_config_checks_pixel_format_and_derives_bit_depth(tmp_path):
 
 
 def test_frames_that_never_arrived_become_rejects_just_before_the_next_frame():
-    from inspector.station.genicam_match import CameraFrame, FrameAssembler
-
-    def make(image, t, t_mono, fid, cam_ns, error=""):
-        return CameraFrame(image, t, t_mono, 0, f"frame {fid}", error, frame_id=fid,
-                           camera_ts_ns=cam_ns, complete=image is not None)  # fmt: skip
-
-    frames = FrameAssembler(make)
-    img = np.zeros((2, 2), np.uint8)
-    base = 1_800_000_000_000_000_000
+    frames = _assembler()
     for fid, k in ((65534, 0), (65535, 1), (3, 4)):  # 1 and 2 vanished across the wrap
-        frames.add(fid, base + k * 100_000_000, base + k * 100_000_000 + 500_000, img)
+        _add(frames, fid, k)
     got = frames.take_all()
     assert [f.frame_id for f in got] == [65534, 65535, 1, 2, 3]
     assert [f.image is None for f in got] == [False, False, True, True, False]
@@ -224,6 +254,6 @@ def test_frames_that_never_arrived_become_rejects_just_before_the_next_frame():
     # takes its reject, not frame 3
     times = [f.t_capture for f in got]
     assert times == sorted(times) and got[4].t_capture - got[2].t_capture < 1e-5
-    frames.add(2, base, base, img)  # a frame older than one delivered: dropped, counted
+    _add(frames, 2, 2)  # a frame older than one delivered: dropped, counted
     assert frames.next() is None and frames.stats()["stale"] == 1
     assert frames.stats()["lost"] == 2 and frames.stats()["frames"] == 3

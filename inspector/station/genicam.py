@@ -66,7 +66,7 @@ class GenicamSource(FrameSource):
     def __init__(self, cfg: CameraSettings) -> None:
         super().__init__(cfg)
         self.camera = self.stream = self.device_info = None
-        self.frames = FrameAssembler(self._camera_frame)
+        self.frames = FrameAssembler(self._camera_frame, cfg.transport.reorder_ms / 1000.0)
         self.counts: collections.Counter[str] = collections.Counter()
         self.temperature_c: float | None = None
         self.link_speed: str = ""
@@ -173,7 +173,7 @@ class GenicamSource(FrameSource):
             return queued
         if self._lost:
             raise SourceLost(f"{self.describe()}: {self._lost}")
-        buf = self.stream.timeout_pop_buffer(self.POP_US)
+        buf = self.stream.timeout_pop_buffer(10_000 if self.frames.holding else self.POP_US)
         now = time.monotonic()
         if buf is None:
             self._idle(now)

@@ -94,8 +94,15 @@ class CameraTransport:
     frame_retention_ms: float | None = setting(
         None, "give up on a frame still missing packets this long after its first one"
     )
+    reorder_ms: float = setting(
+        200.0,
+        "frames after a missing one wait this long for it (a frame whose packets were resent "
+        "comes after the next one); then it counts as never arrived and its part is rejected",
+    )
 
     def problems(self):
+        if not 0 <= self.reorder_ms <= 5000:
+            yield "reorder_ms", "must be between 0 and 5000"
         if self.buffers < 2:
             yield "buffers", "must be at least 2"
         if self.packet_size is not None and not (self.packet_size == 0 or self.packet_size >= 576):

@@ -4,17 +4,19 @@
   clock, ns), whether every packet arrived, and how many frames were lost just before it.
   Its ``t_capture`` is the camera's timestamp on the host's clock, so the station's
   ``trigger.match_by: timestamp`` ties it to the trigger that fired it.
-- ``FrameIds``: GigE Vision block ids are 16-bit and skip 0 (65535 -> 1); a gap is a frame
-  that never arrived, a step backwards is a camera that restarted or a stale packet.
+- ``FrameAssembler``: GigE Vision block ids are 16-bit and skip 0 (65535 -> 1); a gap is a
+  frame still on its way (resent packets) or one that never arrives, which becomes a reject
+  of its own; a step backwards past every gap is a stale frame, a jump to the start a camera
+  that restarted.
 - ``CameraClock``: the offset from the camera's clock to the host's, estimated from the
   host's receive time of each frame (the smallest difference in a window: the frame that
   came fastest) and watched for drift and jumps.
 
 Example::
 
-    ids, clock = FrameIds(), CameraClock()
-    lost = ids.advance(buffer_frame_id)          # 0 normally; 2 when two frames vanished
-    t_unix = clock.to_host(camera_ns, host_ns)   # the exposure's time on the host clock
+    frames = FrameAssembler(make_frame, hold_s=0.2)
+    frames.add(buffer_frame_id, camera_ns, host_receive_ns, image_or_None, error)
+    frame = frames.next()   # in exposure order; None while a gap is held open
 """
 
 from __future__ import annotations
@@ -59,41 +61,6 @@ def id_steps(prev: int, cur: int) -> int:
     if steps > ID_RING // 2:  # closer going backwards: an old frame, not 30,000 lost ones
         steps -= ID_RING
     return steps
-
-
-class FrameIds:
-    """Follows a camera's block ids; counts frames lost, restarts and stale frames."""
-
-    def __init__(self) -> None:
-        self.last: int | None = None
-        self.lost = 0  # frames that never arrived (gaps in the ids)
-        self.restarts = 0  # the ids started again (camera reset or reconnect)
-        self.stale = 0  # a frame older than one already delivered
-
-    def reset(self) -> None:
-        """A new acquisition: the next id starts a new count (cameras restart at 1 or 0)."""
-        self.last = None
-
-    def advance(self, frame_id: int) -> int | None:
-        """How many frames vanished just before ``frame_id`` (0 normally); None for a frame
-        older than the last one, which must not be delivered as a new exposure."""
-        if self.last is None:
-            self.last = frame_id
-            return 0
-        steps = id_steps(self.last, frame_id)
-        if steps <= 0:
-            restarted = frame_id in (0, 1) and steps < -16  # counting from the start again
-            if steps > -MAX_GAP and not restarted:
-                self.stale += 1
-                return None
-            steps = 1
-            self.restarts += 1
-        elif steps > MAX_GAP:
-            self.restarts += 1
-            steps = 1
-        self.last = frame_id
-        self.lost += steps - 1
-        return steps - 1
 
 
 class CameraClock:
@@ -159,50 +126,99 @@ class CameraClock:
 
 
 class FrameAssembler:
-    """What a camera delivered, as CameraFrames in order, with the evidence checked.
+    """What a camera delivered, as CameraFrames in exposure order, with the evidence checked.
 
-    ``add`` takes one delivered frame (its id, camera and host timestamps, and either its
-    image or why it is broken) and queues, before it, one error frame for each frame id that
-    never arrived, timed just before it: whatever part was waiting for that exposure is
-    rejected instead of being given this frame. A frame older than one already delivered is
-    dropped (its exposure has had its error frame). ``make`` builds each CameraFrame.
+    ``add`` takes one delivered frame: its id, camera and host timestamps, and either its
+    image or why it is broken. A gap in the ids may be a frame still on its way (GigE Vision
+    delivers a frame that waited for resent packets after the next one), so the frames after
+    a gap are held up to ``hold_s`` for it. A frame that has not come by then becomes an error
+    frame of its own, timed just before the frame after it: whatever part was waiting for
+    that exposure is rejected instead of being given the next part's frame. A frame older
+    than any gap (its place already filled or given up) is dropped and counted as stale.
+    ``make`` builds each CameraFrame.
     """
 
-    def __init__(self, make) -> None:
+    def __init__(self, make, hold_s: float = 0.2) -> None:
         self.make = make  # (image, t, t_mono, frame_id, camera_ns, error) -> CameraFrame
-        self.ids = FrameIds()
+        self.hold_s = hold_s
         self.clock = CameraClock()
         self.counts: collections.Counter[str] = collections.Counter()
         self.ready: collections.deque[CameraFrame] = collections.deque()
+        self.reset()
 
     def reset(self) -> None:
         """A new acquisition (after a reopen): ids and the clock start again."""
-        self.ids.reset()
         self.clock.reset()
         self.ready.clear()
+        self.last_id: int | None = None  # the camera's id of the newest frame
+        self.last_seq = 0  # the same, counted without wrapping
+        self.held: dict[int, CameraFrame] = {}  # frames after a gap, by seq
+        self.missing: dict[int, tuple[int, float]] = {}  # seq -> (camera id, give up at)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.held)
 
     def add(self, frame_id: int, camera_ns: int, host_ns: int, image, error: str = "") -> None:
-        lost = self.ids.advance(frame_id)
-        if lost is None:
-            self.counts["stale"] += 1
-            log.warning("camera frame %d came after a later one: dropped", frame_id)
-            return
         t = self.clock.to_host(camera_ns, host_ns) if camera_ns else host_ns / 1e9
         now, now_mono = time.time(), time.monotonic()
-        t_mono = now_mono - (now - t)
-        for k in range(lost, 0, -1):
-            self.counts["lost"] += 1
-            missing = ((frame_id - k - 1) % ID_RING) + 1 if frame_id <= ID_RING else frame_id - k
-            why = f"camera frame {missing} never arrived (lost between the camera and the station)"
-            self.ready.append(self.make(None, t - k * 1e-6, t_mono - k * 1e-6, missing, None, why))
+        frame = self.make(image, t, now_mono - (now - t), frame_id, camera_ns or None, error)
+        steps = 1 if self.last_id is None else id_steps(self.last_id, frame_id)
+        restarted = (frame_id in (0, 1) and steps < -16) or not -MAX_GAP < steps <= MAX_GAP
+        if self.last_id is not None and restarted:  # the camera counts from the start again
+            self.counts["frame_id_restarts"] += 1
+            self._release(float("inf"))
+            steps = 1
+        seq = self.last_seq + steps
+        if steps <= 0:
+            if seq not in self.missing:
+                self.counts["stale"] += 1
+                log.warning("camera frame %d came after a later one: dropped", frame_id)
+                return
+            del self.missing[seq]
+            self.counts["late"] += 1  # it came within the hold: in its place, no reject
+        else:
+            for k in range(self.last_seq + 1, seq):
+                fid = (
+                    ((frame_id - (seq - k) - 1) % ID_RING) + 1
+                    if frame_id <= ID_RING
+                    else frame_id - (seq - k)
+                )
+                self.missing[k] = (fid, now_mono + self.hold_s)
+            if steps > 1:
+                frame = dataclasses.replace(frame, lost_before=steps - 1)
+            self.last_id, self.last_seq = frame_id, seq
         self.counts["incomplete" if image is None else "frames"] += 1
-        frame = self.make(image, t, t_mono, frame_id, camera_ns or None, error)
-        self.ready.append(dataclasses.replace(frame, lost_before=lost) if lost else frame)
+        self.held[seq] = frame
+        self._release(now_mono)
+
+    def _release(self, now_mono: float) -> None:
+        """Give up on the missing frames whose hold is over; hand on every held frame with
+        no gap left before it."""
+        for seq in sorted(q for q, (_, until) in self.missing.items() if until <= now_mono):
+            fid, _ = self.missing.pop(seq)
+            after = min(q for q in self.held if q > seq)
+            self.counts["lost"] += 1
+            why = f"camera frame {fid} never arrived (lost between the camera and the station)"
+            nxt = self.held[after]
+            dt = (after - seq) * 1e-6
+            self.held[seq] = self.make(
+                None, nxt.t_capture - dt, nxt.t_capture_mono - dt, fid, None, why
+            )
+        first_gap = min(self.missing, default=None)
+        for seq in sorted(self.held):
+            if first_gap is not None and seq > first_gap:
+                break
+            self.ready.append(self.held.pop(seq))
 
     def next(self) -> CameraFrame | None:
+        if self.held:
+            self._release(time.monotonic())
         return self.ready.popleft() if self.ready else None
 
     def take_all(self) -> list[CameraFrame]:
+        if self.held:
+            self._release(time.monotonic())
         out = list(self.ready)
         self.ready.clear()
         return out
@@ -210,6 +226,6 @@ class FrameAssembler:
     def stats(self) -> dict:
         return {
             **self.counts,
+            "frame_id_restarts": self.counts["frame_id_restarts"],
             **self.clock.summary(),
-            "frame_id_restarts": self.ids.restarts,
         }

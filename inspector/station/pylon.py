@@ -134,7 +134,7 @@ class PylonSource(FrameSource):
     def __init__(self, cfg: PylonSourceConfig) -> None:
         super().__init__(cfg)
         self.camera = self.device_info = None
-        self.frames = FrameAssembler(self._camera_frame)
+        self.frames = FrameAssembler(self._camera_frame, cfg.transport.reorder_ms / 1000.0)
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._lost = ""
@@ -218,7 +218,8 @@ class PylonSource(FrameSource):
         if self._lost or self.camera.IsCameraDeviceRemoved():
             raise SourceLost(f"{self.describe()}: {self._lost or 'camera removed'}")
         try:
-            result = self.camera.RetrieveResult(self.POP_MS, pylon.TimeoutHandling_Return)
+            wait = 10 if self.frames.holding else self.POP_MS
+            result = self.camera.RetrieveResult(wait, pylon.TimeoutHandling_Return)
         except g.GenericException as exc:
             raise SourceLost(f"{self.describe()}: {exc.GetDescription()}") from None
         now = time.monotonic()
