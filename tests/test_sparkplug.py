@@ -303,3 +303,28 @@ def test_config_refuses_topic_characters_and_bad_intervals(tmp_path, model_path,
     cfg = load_config(path)
     assert cfg.plant.sparkplug.group_id == "line-1"
     assert replace(cfg.plant.sparkplug, username="x").own_login
+
+
+def test_the_documented_config_is_valid(tmp_path, model_path, parts_dir, broker):
+    from pathlib import Path
+
+    from inspector.station.config import load_config
+
+    from .conftest import station_yaml
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "sparkplug.md").read_text()
+    snippet = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "station.yaml"
+    path.write_text(station_yaml(model_path, parts_dir, broker, extra=snippet))
+    s = load_config(path).plant.sparkplug
+    assert (s.group_id, s.edge_node_id, s.primary_host_id) == ("line-3", "station-7", "scada-1")
+
+
+def test_the_station_hands_over_a_verdict_without_doing_the_nodes_work():
+    """What the classifier worker pays for the plant's view: a queue append, not the
+    figures, the payload or MQTT (those are the node thread's)."""
+    from inspector.plant.sparkplug.bench import measure
+
+    cost = measure(rate=2000.0)
+    assert cost["station_thread_us_per_verdict"] < 20.0, cost
+    assert cost["station_thread_us_per_verdict"] < cost["node_thread_us_per_report"], cost

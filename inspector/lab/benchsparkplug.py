@@ -11,6 +11,9 @@ end-to-end latency, trigger to verdict, as the station measured it, and trigger 
 at the gate). Each load runs ``--reps`` times each way, alternating the order (off-on,
 on-off, ...) so drift on a shared machine falls on both; the JSON keeps every run and the
 medians. Numbers on a shared 2-core machine are noisy: read the medians and the spread.
+``cost_model`` (``python -m inspector.plant.sparkplug.bench``) adds what the node's work costs
+operation by operation, in-process, and the share of a core it takes at the measured rate:
+figures that hold still where the station-level runs do not.
 """
 
 from __future__ import annotations
@@ -200,6 +203,16 @@ def run(
     )
     summary["goal"] = "throughput cost <= 2 %, verdict p99 cost <= 1 ms"
     out["summary"] = summary
+    # the node's work operation by operation, at the flat-out rate measured without it (its
+    # own process: the lab does not import the plant's code)
+    rate = str(off["flat_out_throughput_fps_median"])
+    cost = subprocess.run(
+        [sys.executable, "-m", "inspector.plant.sparkplug.bench", "--json", "--rate", rate],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out["cost_model"] = json.loads(cost.stdout)
     out["setup"] = {
         "reps_each_way": reps,
         "seconds_measured": seconds,
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r = run(Path(tmp), a.reps, a.seconds, a.warmup, a.paced_fps, a.model)
     text = json.dumps(r, indent=2)
-    print(json.dumps(r["summary"], indent=2))
+    print(json.dumps({**r["summary"], "cost_model": r["cost_model"]}, indent=2))
     if a.out:
         a.out.write_text(text + "\n")
     return 0
