@@ -20,14 +20,19 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ...contract.records import Verdict
 from ...errors import ConfigError, InspectorError
+
+try:
+    from . import results  # asyncua, from the opcua extra
+except ModuleNotFoundError as exc:  # pragma: no cover - a station installed without the extra
+    raise ConfigError(
+        f"plant.opcua needs {exc.name}: pip install 'defect-inspector[opcua]'"
+    ) from None
 from .config import OpcUaSection
 from .methods import ENGINEER, OPERATOR, Methods
 from .recipes import RecipeFolder
@@ -38,35 +43,6 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
 QUEUE_MAX = 10_000  # verdicts waiting for the server's loop; more are counted as dropped
-
-
-def _score(v: Verdict) -> float:
-    """The highest score among the classes with a threshold (the defect classes); NaN when
-    no model ran."""
-    judged = [v.scores[k] for k in v.thresholds if k in v.scores]
-    if judged:
-        return float(max(judged))
-    return float(max(v.scores.values())) if v.scores else math.nan
-
-
-def result_json(v: Verdict, station: str) -> str:
-    """The part's result in the words of the MQTT verdict message (docs/contract.md)."""
-    return json.dumps(
-        {
-            "station": station,
-            "part_id": v.part_id,
-            "seq": v.seq,
-            "result": v.result,
-            "reason": v.reason.value,
-            "class": v.label,
-            "scores": {k: round(s, 6) for k, s in v.scores.items()},
-            "threshold": v.thresholds,
-            "model_id": v.model_id,
-            "t_trigger": v.t_trigger,
-            "t_verdict": v.t_verdict,
-            "detail": v.detail,
-        }
-    )
 
 
 class OpcUaView(Methods):
@@ -223,19 +199,8 @@ class OpcUaView(Methods):
             if name in OPERATOR or name in ENGINEER:
                 rules.method_roles[node.nodeid] = "engineer" if name in ENGINEER else "operator"
         self._rules = rules
-        self._events = await srv.get_event_generator(sp.event_type, sp.system)
-        # the nodeset gives these event fields no default value, so no type to encode with
-        self._events.event.data_types.update(
-            CreationTime=ua.VariantType.DateTime,
-            ExternalConfigurationId=ua.VariantType.ExtensionObject,
-            InternalConfigurationId=ua.VariantType.ExtensionObject,
-            ExternalRecipeId=ua.VariantType.ExtensionObject,
-            InternalRecipeId=ua.VariantType.ExtensionObject,
-            IsPartial=ua.VariantType.Boolean,
-            IsSimulated=ua.VariantType.Boolean,
-            ResultContent=ua.VariantType.Variant,
-            ResultState=ua.VariantType.Int32,
-        )
+        generator = await srv.get_event_generator(sp.event_type, sp.system)
+        self._events = results.ResultEvents(generator, srv.iserver.subscription_service)
         await self._refresh_recipes()
         await self._write_status()
         await self._write_states()
@@ -295,86 +260,45 @@ class OpcUaView(Methods):
         self._queue.put_nowait(verdict)
 
     async def _results_worker(self) -> None:
+        """Events one by one, in order; the result variables once per batch of verdicts
+        waiting (the last one's): at line rate an MES reads the events, not every write."""
         while True:
-            verdict = await self._queue.get()
-            try:
-                await self._publish(verdict)
-            except Exception:  # one bad result must not end the results
-                log.exception("OPC UA: result of part %r not published", verdict.part_id)
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get_nowait())
+            last = None
+            for verdict in batch:
+                try:
+                    last = await self._publish(verdict) or last
+                except Exception:  # one bad result must not end the results
+                    log.exception("OPC UA: result of part %r not published", verdict.part_id)
+            if last is not None:
+                await self._write_last(*last)
 
-    async def _publish(self, v: Verdict) -> None:
-        from asyncua import ua
-
+    async def _publish(self, v: Verdict):
         job = self.states.reporting()
         if job is None:
-            return
+            return None
         if job.part_id and v.part_id != job.part_id:
-            return  # a single job for a named part: other parts are not its result
-        sp = self._space
-        text = result_json(v, self.station_id)
-        score = _score(v)
-        values = {
-            "PartId": v.part_id,
-            "Verdict": v.result,
-            "Reason": v.reason.value,
-            "Label": v.label or "",
-            "Score": score,
-            "Seq": v.seq,
-            "ModelId": v.model_id,
-            "Json": text,
-        }
-        from .space import RESULT_VARS
-
-        for name, value in values.items():
-            await sp.result_vars[name].write_value(ua.Variant(value, RESULT_VARS[name]))
-        result_id = f"{self.station_id}-{v.seq}"
-        created = datetime.fromtimestamp(v.t_verdict, timezone.utc)
-        recipe = ua.RecipeIdInternalDataType(Id=v.model_id)
-        config = ua.ConfigurationIdDataType(Id=self.station_id)
-        state = 1 if v.label is not None else 4  # Completed / Failed (no model decided)
-        start = datetime.fromtimestamp(v.t_capture or v.t_trigger, timezone.utc)
-        times = ua.ProcessingTimesDataType(StartTime=start, EndTime=created)
-        result = ua.ResultDataType(
-            ResultId=ua.ResultIdDataType(Id=result_id),
-            IsPartial=False,
-            IsSimulated=False,
-            ResultState=state,
-            MeasId=ua.MeasIdDataType(Id=job.meas_id) if job.meas_id else None,
-            PartId=ua.PartIdDataType(Id=v.part_id),
-            InternalRecipeId=recipe,
-            InternalConfigurationId=config,
-            JobId=ua.JobIdDataType(Id=job.job_id),
-            CreationTime=created,
-            ProcessingTimes=times,
-            ResultContent=[ua.Variant(text, ua.VariantType.String)],
-        )
-        self.results[result_id] = result
+            return None  # a single job for a named part: other parts are not its result
+        result = results.build_result(v, job, self.station_id)
+        self.results[result.ResultId.Id] = result
         while len(self.results) > self.cfg.results_kept:
             self.results.popitem(last=False)
-        await sp.last_result.write_value(ua.Variant(result, ua.VariantType.ExtensionObject))
-        ev = self._events.event
-        ev.ResultId = result.ResultId
-        ev.IsPartial = False
-        ev.IsSimulated = False
-        ev.ResultState = state
-        ev.MeasId = result.MeasId
-        ev.PartId = result.PartId
-        ev.InternalRecipeId = recipe
-        ev.InternalConfigurationId = config
-        ev.JobId = result.JobId
-        ev.CreationTime = created
-        ev.ProcessingTimes = times
-        ev.ResultContent = result.ResultContent
-        ev.Verdict = v.result
-        ev.Reason = v.reason.value
-        ev.Label = v.label or ""
-        ev.Score = score
-        ev.Seq = v.seq
-        ev.ModelId = v.model_id
-        ev.Severity = 100 if v.result == "pass" else 500
-        await self._events.trigger(
-            time_attr=created, message=f"part {v.part_id}: {v.result} ({v.reason.value})"
-        )
+        await self._events.emit(v, result)
         if job.part_id or self.states.auto != CONTINUOUS:
             self.states.single_done()
             await self._write_states()
+        return v, result
+
+    async def _write_last(self, v: Verdict, result) -> None:
+        from asyncua import ua
+
+        from .space import RESULT_VARS
+
+        write, sp = self._server.write_attribute_value, self._space
+        for name, value in results.variables(v, result).items():
+            node = sp.result_vars[name].nodeid
+            await write(node, ua.DataValue(ua.Variant(value, RESULT_VARS[name])))
+        value = ua.Variant(result, ua.VariantType.ExtensionObject)
+        await write(sp.last_result.nodeid, ua.DataValue(value))
