@@ -90,8 +90,14 @@ def test_manifest_carries_everything_the_line_needs(trained):
     run = json.loads((trained["run"] / "run.json").read_text())
     assert run["preprocess"]["geometry"] == {"roi": ROI}
     t = m["thresholds"]["defect"]
-    assert t["policy"] == "max_f1" and 0 <= t["value"] <= 1
+    assert t["policy"] == "max_escape_rate" and t["target"] == 0.02 and 0 <= t["value"] <= 1
     assert t["metrics"]["on"] == "validation" and t["metrics"]["accuracy"] is not None
+    # the threshold carries its confidence: counts and exact bounds, the curve and the band
+    e = t["confidence"]["escape_rate"]
+    assert (e["k"], e["n"]) == (t["metrics"]["fn"], t["metrics"]["fn"] + t["metrics"]["tp"])
+    assert e["upper"] >= e["rate"] and t["curve"]["points"] and "margin" in t["uncertain_band"]
+    # a few dozen validation images cannot promise 2 %: the manifest says so
+    assert not t["promise"]["held"] and "more" in t["warning"]
     assert m["parity"]["flips"] == 0 and m["parity"]["max_abs_diff"] <= 1e-4
     assert m["parity"]["images"] == sum(m["dataset"]["counts"]["val"].values())
     assert m["dataset"]["fingerprint"] and m["dataset"]["counts"]["train"]["defect"] > 0
@@ -112,6 +118,8 @@ def test_the_line_gives_the_same_decision_as_evaluate(trained, tmp_path):
     metrics = json.loads((report / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "f1", "auroc", "confusion_matrix"):
         assert metrics[key] is not None, key
+    e = metrics["confidence"]["escape_rate"]
+    assert e["k"] == metrics["counts"]["fn"] and e["interval"][0] <= e["rate"] <= e["upper"]
     assert metrics["accuracy"] > 0.8  # the scratches and spots are easy to see
     html = (report / "report.html").read_text()
     assert "plots/roc.png" in html and (report / "plots" / "roc.png").stat().st_size > 1000
