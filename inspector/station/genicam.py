@@ -61,6 +61,8 @@ def _let_go(objects: list) -> None:
 class GenicamSource(FrameSource):
     """An Aravis camera. ``fire()`` (software trigger) may be called from any thread."""
 
+    config_errors_at_open = True  # its settings are checked against the camera on open
+
     POP_US = 100_000  # read() returns None after this long without a frame
 
     def __init__(self, cfg: CameraSettings) -> None:

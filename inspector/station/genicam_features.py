@@ -17,7 +17,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ INSTALL_HINT = (
 _aravis = None
 
 
-class CameraConfigError(SourceError):
-    """The station config asks the camera for something it cannot do."""
+class CameraConfigError(SourceError, ConfigError):
+    """The station config asks the camera for something it cannot do (exit 2 at start)."""
 
 
 def aravis():

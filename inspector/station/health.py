@@ -36,6 +36,7 @@ class Health:
             "providers": live.classifier.providers,
             "model": s.models.status(),
             "camera": s.source.state,
+            **_camera_stats(s.source.source),
             "detail": "; ".join(
                 filter(None, [s.source.detail, s._geometry_problem, *self._quality_problems()])
             ),
@@ -106,3 +107,15 @@ class Health:
         if not s._capture_waiting and busy > capture_max_age_s:
             stalls.append(f"capture loop stuck on a frame for {busy:.1f} s")
         return stalls
+
+
+def _camera_stats(source) -> dict:
+    """``camera_stats``: a camera source's counters and identity (frames, incomplete, lost,
+    clock offset, temperature, link speed …) when it has them."""
+    stats = getattr(source, "stats", None)
+    if stats is None:
+        return {}
+    try:
+        return {"camera_stats": stats()}
+    except Exception:  # a camera going away: the status still goes out
+        return {}

@@ -91,6 +91,11 @@ class Metrics:
         }
         self._children: dict[tuple, object] = {}
 
+    def camera_counters(self, stats) -> None:
+        """``inspector_camera{counter}``: a camera source's counters (``stats()``: frames,
+        incomplete, lost, resent packets, clock offset …), read when scraped."""
+        self.registry.register(_CameraCollector(stats))
+
     def _child(self, metric, *values: str):
         key = (metric, *values)
         child = self._children.get(key)
@@ -131,3 +136,25 @@ class Metrics:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
         return out
+
+
+class _CameraCollector:
+    """The numeric counters of a camera source's ``stats()`` as one gauge family."""
+
+    def __init__(self, stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "inspector_camera", "camera source counters and state", labels=["counter"]
+        )
+        try:
+            values = self.stats()
+        except Exception:  # a camera going away mid-scrape: no figures this time
+            values = {}
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                family.add_metric([key], float(value))
+        yield family

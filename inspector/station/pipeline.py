@@ -94,6 +94,12 @@ class Station:
         self.mode = cfg.trigger.type
         self.station_id = cfg.station.id
         self.source = SourceRunner(make_source(cfg.source), on_state=self._on_source_state)
+        # a camera triggered by software: each MQTT part trigger fires one exposure
+        trigger = getattr(cfg.source, "trigger", None)
+        software = getattr(trigger, "mode", None) == "software" and self.mode == "mqtt"
+        self._fire = getattr(self.source.source, "fire", None) if software else None
+        if hasattr(self.source.source, "stats"):  # camera counters, read when scraped
+            self.metrics.camera_counters(self.source.source.stats)
         self.recorder = (
             Recorder(cfg.recorder, self.metrics, spec=self.spec) if cfg.recorder.enabled else None
         )
@@ -155,6 +161,9 @@ class Station:
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        """Warm up, then run. A camera that refuses the config's settings raises ConfigError
+        here (``run`` exits 2 naming the feature and its limit) rather than retrying."""
+        self.source.open_at_start()
         self.models.live.warmup(self.cfg.model.warmup_runs)
         now = time.monotonic()  # a long warm-up (TensorRT builds an engine) is not a stall
         self._beats.update(dict.fromkeys(self._beats, now))
@@ -376,6 +385,9 @@ class Station:
         if overflow:
             self.metrics.drop("trigger_overflow")
             self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
+            return
+        if self._fire is not None and self._fire() is None:  # after add: the frame finds it
+            self._fail(part, Reason.SOURCE_LOST, "the camera did not take the software trigger")
 
     # -- capture thread ---------------------------------------------------------------------------
     def _capture_loop(self) -> None:

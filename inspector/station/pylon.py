@@ -129,6 +129,8 @@ class PylonFeatures:
 class PylonSource(FrameSource):
     """A Basler camera through pylon. ``fire()`` may be called from any thread."""
 
+    config_errors_at_open = True  # its settings are checked against the camera on open
+
     POP_MS = 100
 
     def __init__(self, cfg: PylonSourceConfig) -> None:

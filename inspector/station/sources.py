@@ -33,7 +33,7 @@ import numpy as np
 
 from ..contract.records import Frame
 from ..contract.schema import Registry, setting
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +427,22 @@ class SourceRunner:
         self.backoff = initial_backoff_s
         self.reopens = 0
         self._open = False
+
+    def open_at_start(self) -> None:
+        """Open a source that can say at once that the config asks what it cannot do (a
+        camera checked against its own feature tree: ``config_errors_at_open``): a
+        ConfigError goes to the caller; any other failure is left to ``next``'s retries."""
+        if self._open or not getattr(self.source, "config_errors_at_open", False):
+            return
+        try:
+            self.source.open()
+        except ConfigError:
+            raise
+        except SourceError as exc:
+            log.warning("source not open yet (%s); retrying in the capture loop", exc)
+            return
+        self._open = True
+        self._set("ok", "")
 
     def next(self, stop) -> Frame | None:
         """The next frame, or None when stopping or after the source ended.
