@@ -200,7 +200,7 @@ def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float
     score = np.asarray(score, np.float64)
     n_def, n_good = int(truth.sum()), int((~truth).sum())
     qs = np.quantile(score, np.linspace(0.0, 1.0, CURVE_POINTS - 1)) if len(score) else []
-    ts = np.unique(np.r_[np.round(qs, 6), np.nextafter(score.max(), np.inf), chosen])
+    ts = np.unique(np.r_[qs, np.nextafter(score.max(), np.inf), chosen])
     points = []
     for t in ts:
         fail = score >= t
@@ -208,7 +208,7 @@ def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float
         ue, uf = bounds.upper(k_e, n_def, confidence), bounds.upper(k_f, n_good, confidence)
         points.append(
             {
-                "threshold": round(float(t), 6),
+                "threshold": _short(t),
                 "escapes": k_e,
                 "escape_upper": None if ue is None else round(ue, 6),
                 "false_rejects": k_f,
@@ -220,7 +220,7 @@ def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float
         "level": confidence,
         "defective": n_def,
         "good": n_good,
-        "chosen": round(float(chosen), 6),
+        "chosen": _short(chosen),
         "points": points,
     }
 
@@ -260,7 +260,12 @@ def uncertain_band(truth, score, t: float, band, confidence: float = 0.95) -> di
     review = bounds.rate_block(int(good_in[j]), n_good, confidence)
     held = goal_k is not None and k_esc <= goal_k
     warning = None
-    if not held:
+    if not budget:
+        warning = (
+            f"no band: {_pct(band.max_review_rate)} of {n_good} good validation images is "
+            "less than one part to review"
+        )
+    elif not held:
         need = bounds.trials_needed(band.escape_rate, confidence)
         warning = (
             f"the band cannot promise an escape rate of {_pct(band.escape_rate)} within "
@@ -350,13 +355,15 @@ def summary_lines(t: dict, rows: int = 7) -> list[str]:
         for q in shown:
             mark = "  <- chosen" if q is chosen else ""
             lines.append(
-                f"    {q['threshold']:.4f}  {q['escapes']:>5} ({_pct(q['escape_upper'])})"
+                f"    {q['threshold']:<10.6g}  {q['escapes']:>5} ({_pct(q['escape_upper'])})"
                 f"  {q['false_rejects']:>5} ({_pct(q['false_reject_upper'])}){mark}"
             )
     b = t.get("uncertain_band")
-    if b:
+    if b and not b["margin"]:
+        lines.append(f"  uncertain band: {b['warning'] or 'none needed'}")
+    elif b:
         lines.append(
-            f"  uncertain band [{b['lower']:.4f}, {t['value']:.4f}): {_count(b['review_rate'])} "
+            f"  uncertain band [{b['lower']:.6g}, {t['value']:.6g}): {_count(b['review_rate'])} "
             f"good parts to review; escapes with it {_count(b['escape_rate'])} "
             f"({lvl} upper bound {_pct(b['escape_rate']['upper'])})"
         )
@@ -408,6 +415,11 @@ def _pct(x) -> str:
     if x >= 0.1 and round(100 * x, 1) == round(100 * x):
         return f"{100 * x:.0f} %"
     return f"{100 * x:.1f} %" if x >= 0.001 or x == 0 else f"{100 * x:.2f} %"
+
+
+def _short(t: float) -> float:
+    """A curve's threshold, short in the manifest but apart from its neighbours."""
+    return float(f"{float(t):.8g}")
 
 
 def _midpoint(candidates: np.ndarray, i: int, score: np.ndarray) -> float:
