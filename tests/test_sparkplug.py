@@ -328,3 +328,26 @@ def test_the_station_hands_over_a_verdict_without_doing_the_nodes_work():
     cost = measure(rate=2000.0)
     assert cost["station_thread_us_per_verdict"] < 20.0, cost
     assert cost["station_thread_us_per_verdict"] < cost["node_thread_us_per_report"], cost
+
+
+def test_a_broker_that_refuses_the_node_costs_the_station_nothing(caplog):
+    from inspector.lab.broker import free_port
+
+    section = SparkplugSection(group_id=GROUP, queue_size=100)
+    view = SparkplugView(section, "st-1", MqttSection(port=free_port(), reconnect_max_s=0.2))
+    caplog.set_level(logging.DEBUG, logger="inspector.plant.sparkplug")
+    view.start(Station().handlers())
+    try:
+        t0 = time.perf_counter()
+        for i in range(20000):
+            view.verdict(verdict(i))
+        assert time.perf_counter() - t0 < 2.0  # the worker's side: an append, never a wait
+        time.sleep(1.0)
+        assert not view.connected.is_set()
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "cannot reach broker" in warnings[0].getMessage()
+    finally:
+        t0 = time.monotonic()
+        view.stop()
+        assert time.monotonic() - t0 < 3.0
+    assert view.figures.counts["Total"] + view.dropped == 20000

@@ -113,9 +113,9 @@ def one_run(cfg: Path, gate: Gate, warmup_s: float, seconds: float) -> dict:
             time.sleep(0.05)
         time.sleep(warmup_s)
         gate.take()
-        t0 = time.time()
+        cpu0, t0 = _cpu_s(proc.pid), time.time()
         time.sleep(seconds)
-        t1 = time.time()
+        cpu1, t1 = _cpu_s(proc.pid), time.time()
         verdicts, sparkplug = gate.take()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -138,8 +138,22 @@ def one_run(cfg: Path, gate: Gate, warmup_s: float, seconds: float) -> dict:
         "throughput_fps": round(classified / (t1 - t0), 1),
         "e2e_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99)},
         "trigger_to_gate_ms": {"p50": _pct(arrival, 50), "p99": _pct(arrival, 99)},
+        # CPU seconds the station's process spent per verdict: less at the mercy of other
+        # tenants of a shared machine than the wall-clock throughput
+        "station_cpu_us_per_verdict": None
+        if cpu0 is None or cpu1 is None
+        else round((cpu1 - cpu0) / len(e2e) * 1e6, 1),
         "sparkplug_messages": sparkplug,
     }
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values, q) -> float:
@@ -161,6 +175,7 @@ def run(
     prepare(work / "demo", parts=60)
     parts = work / "demo" / "parts"
     model = model or work / "demo" / "model" / "demo.onnx"
+    load_before = os.getloadavg()
     broker = Mosquitto().start()
     gate = Gate(broker.port)
     loads = {"flat_out": 100000.0, "paced": paced_fps}
@@ -184,6 +199,8 @@ def run(
         summary[mode] = {
             "flat_out_throughput_fps_median": _median(flat[mode], "throughput_fps"),
             "flat_out_e2e_p99_ms_median": _median(flat[mode], "e2e_ms", "p99"),
+            "flat_out_cpu_us_per_verdict_median": _median(flat[mode], "station_cpu_us_per_verdict"),
+            "paced_cpu_us_per_verdict_median": _median(paced[mode], "station_cpu_us_per_verdict"),
             "paced_e2e_p50_ms_median": _median(paced[mode], "e2e_ms", "p50"),
             "paced_e2e_p99_ms_median": _median(paced[mode], "e2e_ms", "p99"),
             "paced_trigger_to_gate_p99_ms_median": _median(
@@ -193,6 +210,13 @@ def run(
     off, on = summary["off"], summary["on"]
     summary["throughput_cost_pct"] = round(
         100.0 * (1 - on["flat_out_throughput_fps_median"] / off["flat_out_throughput_fps_median"]),
+        2,
+    )
+    summary["flat_out_cpu_cost_pct"] = round(
+        100.0
+        * (
+            on["flat_out_cpu_us_per_verdict_median"] / off["flat_out_cpu_us_per_verdict_median"] - 1
+        ),
         2,
     )
     summary["paced_e2e_p99_cost_ms"] = round(
@@ -220,7 +244,15 @@ def run(
         "paced_fps": paced_fps,
         "model": model.name,
         "sparkplug": "plant.sparkplug defaults (report_interval_s 1.0), group 'bench'",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # other tenants' load: above the CPU count, the wall-clock figures are mostly noise
+            "load_average_1min_before_after": [
+                round(load_before[0], 2),
+                round(os.getloadavg()[0], 2),
+            ],
+        },
         "command": "python -m inspector.lab.benchsparkplug",
     }
     return out

@@ -93,6 +93,7 @@ class SparkplugView:
         self._rebirth = False
         self._leave = False  # the primary host went offline: end this session
         self._connect_deadline = 0.0
+        self._unreachable = False  # said once that the broker cannot be reached
 
     # -- LineView ------------------------------------------------------------------------------
     def start(self, handlers) -> None:
@@ -194,11 +195,14 @@ class SparkplugView:
         try:
             c.connect(self.mqtt.host, self.mqtt.port, **kwargs)
         except (OSError, ValueError) as exc:
-            log.warning("sparkplug: cannot reach broker %s: %s", self._where(), exc)
+            level = logging.DEBUG if self._unreachable else logging.WARNING  # once per outage
+            log.log(level, "sparkplug: cannot reach broker %s: %s", self._where(), exc)
+            self._unreachable = True
             self.bdseq = (self.bdseq - 1) % 256  # no CONNECT went out: the number is unused
             self._retry_later()
             return
         self._client = c
+        self._unreachable = False
         self._connect_deadline = time.monotonic() + self.mqtt.connect_timeout_s
 
     def _retry_later(self) -> None:
