@@ -42,7 +42,10 @@ def _id(arg) -> str:
 
 
 class Methods:
-    """The method handlers of ``OpcUaView`` (coroutines on the server's loop)."""
+    """The method handlers of ``vision.VisionServer`` (coroutines on the server's loop)."""
+
+    def _id_type(self, name: str) -> type:
+        return self._ids[name]
 
     # -- recipes ---------------------------------------------------------------------------
     def _live_path(self) -> str | None:
@@ -70,16 +73,17 @@ class Methods:
                 self._rules.method_roles[parts["Prepare"].nodeid] = "engineer"
                 self._rules.method_roles[parts["Unprepare"].nodeid] = "engineer"
                 self._recipe_nodes[r.name] = parts
-            rid = ua.RecipeIdInternalDataType(Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256")
+            rid = self._id_type("RecipeIdInternal")(
+                Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256"
+            )
             await parts["InternalId"].write_value(ua.Variant(rid, ua.VariantType.ExtensionObject))
             await parts["IsPrepared"].write_value(is_live(r, live))
             await parts["LastModified"].write_value(ua.Variant(r.modified, ua.VariantType.DateTime))
 
     def _recipe_prepare(self, name: str):
         async def prepare(parent):
-            from asyncua import ua
 
-            return await self._prepare(ua.RecipeIdExternalDataType(Id=name), None, short=True)
+            return await self._prepare(self._id_type("RecipeIdExternal")(Id=name), None, short=True)
 
         return prepare
 
@@ -121,7 +125,7 @@ class Methods:
             "timeout": ERR_TIMEOUT,
         }.get(kind, ERR_UNKNOWN)
         log.info("OPC UA: PrepareRecipe %s: %s %s", name, kind, outcome.get("reason", ""))
-        rid = ua.RecipeIdInternalDataType(
+        rid = self._id_type("RecipeIdInternal")(
             Id=recipe.name,
             Version=str(outcome.get("model_id") or ""),
             Hash=recipe.sha256,
@@ -209,7 +213,7 @@ class Methods:
         live = self._live_path()
         found = self.recipes.scan(live)
         ids = [
-            ua.RecipeIdInternalDataType(Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256")
+            self._id_type("RecipeIdInternal")(Id=r.name, Hash=r.sha256, HashAlgorithm="SHA-256")
             for r in found
         ]
         return [

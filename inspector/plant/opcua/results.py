@@ -53,9 +53,10 @@ def result_json(v: Verdict, station: str) -> str:
     )
 
 
-def build_result(v: Verdict, job: Job, station: str) -> ua.ResultDataType:
+def build_result(v: Verdict, job: Job, station: str, ids: dict[str, type]) -> ua.ResultDataType:
     """ResultState 1 (Completed) when a model decided the part, 4 (Failed) for a fail-safe
-    reject (camera lost, timeout, error ...); ResultContent: the verdict as JSON."""
+    reject (camera lost, timeout, error ...); ResultContent: the verdict as JSON. ``ids``:
+    the id types' classes (``space.id_type``)."""
     created = datetime.fromtimestamp(v.t_verdict, timezone.utc)
     start = datetime.fromtimestamp(v.t_capture or v.t_trigger, timezone.utc)
     return ua.ResultDataType(
@@ -65,8 +66,8 @@ def build_result(v: Verdict, job: Job, station: str) -> ua.ResultDataType:
         ResultState=1 if v.reason.value in CLASSIFIED else 4,
         MeasId=ua.MeasIdDataType(Id=job.meas_id) if job.meas_id else None,
         PartId=ua.PartIdDataType(Id=v.part_id),
-        InternalRecipeId=ua.RecipeIdInternalDataType(Id=v.model_id),
-        InternalConfigurationId=ua.ConfigurationIdDataType(Id=station),
+        InternalRecipeId=ids["RecipeIdInternal"](Id=v.model_id),
+        InternalConfigurationId=ids["ConfigurationId"](Id=station),
         JobId=ua.JobIdDataType(Id=job.job_id),
         CreationTime=created,
         ProcessingTimes=ua.ProcessingTimesDataType(StartTime=start, EndTime=created),

@@ -33,6 +33,15 @@ OUR_URI = "urn:defect-inspector:opcua"
 
 # numeric ids in the nodeset's namespace (fixed by the OPC Foundation's file)
 RECIPE_TYPE, VISION_SYSTEM_TYPE, RESULT_READY_EVENT_TYPE, RESULT_DATA_TYPE = 1002, 1003, 1024, 3006
+BINARY_ID_BASE_TYPE = 3019
+ID_TYPES = {"RecipeIdExternal": 3002, "ConfigurationId": 3008, "RecipeIdInternal": 3013}
+
+
+def id_type(mv: int, name: str) -> type:
+    """The class for one of the id types (``ID_TYPES``), as completed by ``build``."""
+    return ua.extension_objects_by_datatype[ua.NodeId(ID_TYPES[name], mv)]
+
+
 STATION_VARS = ("StationState", "ModelId", "Camera", "Detail", "Status")
 RESULT_VARS = {
     "PartId": ua.VariantType.String,
@@ -83,6 +92,7 @@ async def build(server: Server, station_id: str) -> Space:
     await server.import_xml(str(NODESET))
     mv = await server.get_namespace_index(MV_URI)
     ours = await server.register_namespace(OUR_URI)
+    await _complete_id_types(server, mv)
     await server.load_data_type_definitions()
     vst = server.get_node(ua.NodeId(VISION_SYSTEM_TYPE, mv))
     (system, *_) = await instantiate(
@@ -158,6 +168,36 @@ async def build(server: Server, station_id: str) -> Space:
     ):
         space.methods[path[-1]] = await child(*path)
     return space
+
+
+async def _complete_id_types(server: Server, mv: int) -> None:
+    """The nodeset's recipe and configuration id types (subtypes of BinaryIdBaseDataType)
+    carry an empty Definition: give each its base's fields and its own encoding, so that
+    clients (asyncua's among them) can make ResultDataType, whose fields use them, and this
+    server sends each with its own type id rather than the abstract base's."""
+    base = server.get_node(ua.NodeId(BINARY_ID_BASE_TYPE, mv))
+    base_def = await base.read_data_type_definition()
+    for sub in await base.get_children(refs=ua.ObjectIds.HasSubtype):
+        try:
+            own = await sub.read_data_type_definition()
+        except ua.UaError:
+            own = None
+        if own is not None and own.Fields:
+            continue
+        encodings = await sub.get_references(refs=ua.ObjectIds.HasEncoding)
+        binary = [r.NodeId for r in encodings if r.BrowseName.Name == "Default Binary"]
+        if not binary:
+            continue
+        definition = ua.StructureDefinition(
+            DefaultEncodingId=binary[0],
+            BaseDataType=base.nodeid,
+            StructureType=base_def.StructureType,
+            Fields=base_def.Fields,
+        )
+        await sub.write_attribute(
+            ua.AttributeIds.DataTypeDefinition,
+            ua.DataValue(ua.Variant(definition, ua.VariantType.ExtensionObject)),
+        )
 
 
 async def _station_nodes(space: Space, station_id: str) -> None:
