@@ -92,3 +92,56 @@ def test_a_killed_camera_shows_as_reconnecting_and_the_station_inspects_again(
     after = line.verdicts[before:]
     assert sum(v["reason"] in ("ok", "defect") for v in after) >= 8, after
     assert station.source.reopens >= 1
+
+
+def test_mqtt_part_triggers_fire_a_software_triggered_camera_one_verdict_each(
+    gv_camera, tmp_path, model_path, broker, line, station_factory
+):
+    """trigger.type mqtt + the camera's trigger mode software: each part trigger exposes one
+    frame, and that frame is the part's (no free-running frames, no neighbour's frame)."""
+    gv_camera("GVSW")
+    cfg = _station_config(tmp_path, model_path, broker, "GVSW")
+    text = cfg.config_path.read_text()
+    text = text.replace("trigger: {mode: free-run, frame_rate: 20}", "trigger: {mode: software}")
+    text = text.replace("trigger: {type: camera}", "trigger: {type: mqtt, max_frame_wait_ms: 400}")
+    cfg.config_path.write_text(text)
+    station = station_factory(load_config(cfg.config_path))
+    station.start()
+    assert line.wait_status("online", 15), line.statuses
+    ids = [f"sw-{i}" for i in range(8)]
+    for pid in ids:
+        line.trigger(pid)
+        time.sleep(0.25)  # the fake camera answers triggers on a 25 Hz grid
+    verdicts = line.wait_for(len(ids), timeout=15)
+    by_id = {v["part_id"]: v for v in verdicts}
+    assert set(by_id) == set(ids)
+    inspected = [v for v in verdicts if v["reason"] in ("ok", "defect")]
+    assert len(inspected) >= len(ids) - 1, [v["reason"] for v in verdicts]
+    frames = [v["frame"] for v in inspected]
+    assert len(set(frames)) == len(frames)  # one frame per part
+    # the status (republished every second) counts the triggers the camera took
+    assert _wait(
+        lambda: line.statuses[-1].get("camera_stats", {}).get("triggers", 0) >= len(ids), 5
+    ), line.statuses[-1].get("camera_stats")
+
+
+def test_a_setting_the_camera_cannot_take_stops_run_at_start_naming_the_limit(
+    gv_camera, tmp_path, model_path, broker
+):
+    import subprocess
+    import sys
+
+    gv_camera("GVBAD")
+    cfg = _station_config(tmp_path, model_path, broker, "GVBAD")
+    text = cfg.config_path.read_text().replace(
+        "  frame_timeout_s: 1.0", "  frame_timeout_s: 1.0\n  features: {GainRaw: 500}"
+    )
+    cfg.config_path.write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "inspector.cli", "run", str(cfg.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "GainRaw" in out.stderr and "limits" in out.stderr, out.stderr[-2000:]
