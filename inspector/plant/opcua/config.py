@@ -62,6 +62,11 @@ class OpcUaSection:
         "the folder of model files (*.onnx) offered as recipes; none: the live model's folder",
     )
     results_kept: int = setting(100, "recent results kept for GetResultById and the Results folder")
+    nice: int = setting(
+        10,
+        "the server process's CPU priority below the station's (0-19): when the PC is short "
+        "of CPU, parts are inspected first and the MES's results wait",
+    )
     recipe_timeout_s: float = setting(
         300.0, "how long PrepareRecipe waits for the station's answer (load, checks, golden set)"
     )
@@ -78,5 +83,7 @@ class OpcUaSection:
             yield "users_file", "required unless allow_anonymous is true (no one could log in)"
         if self.results_kept < 1:
             yield "results_kept", "must be at least 1"
+        if not 0 <= self.nice <= 19:
+            yield "nice", "must be between 0 and 19"
         if self.recipe_timeout_s <= 0:
             yield "recipe_timeout_s", "must be positive"

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -308,6 +309,8 @@ def child_main(
     from ...logs import setup
 
     setup(log_level, log_format)
+    if section.nice:
+        os.nice(section.nice)
     for noisy in ("asyncua",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     server = VisionServer(section, station_id, status, Remote(conn, triggers))
