@@ -15,19 +15,20 @@ from ..errors import ModelError
 
 @dataclass(frozen=True)
 class Kind:
-    """A model kind: ``slot`` is where it sits in a unit ('model' or 'anomaly_model');
-    ``fail_reason`` what a part it fails names; ``map_kind`` its heat map ('anomaly': the
-    normalised patch scores; 'cam': a class-activation map, present when exported with one)."""
+    """A model kind: ``fail_reason`` what a part it fails names; ``map_kind`` its heat map
+    ('anomaly': the normalised patch scores; 'cam': a class-activation map, present when
+    exported with one); ``beside`` whether it may run as a unit's second model
+    (``anomaly_model``) beside the classifier. Any kind may be a unit's ``model``."""
 
     name: str
-    slot: str
     fail_reason: Reason
     map_kind: str
+    beside: bool
 
 
 KINDS: dict[str, Kind] = {
-    "classify": Kind("classify", "model", Reason.DEFECT, "cam"),
-    "anomaly": Kind("anomaly", "anomaly_model", Reason.ANOMALY, "anomaly"),
+    "classify": Kind("classify", Reason.DEFECT, "cam", beside=False),
+    "anomaly": Kind("anomaly", Reason.ANOMALY, "anomaly", beside=True),
 }
 
 

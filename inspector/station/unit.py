@@ -190,12 +190,7 @@ def load_unit(
     if intra_op_threads is not None:
         model_cfg = dataclasses.replace(model_cfg, intra_op_threads=intra_op_threads)
     clf = Classifier(model_cfg, **_station_geometry(cfg))
-    kind = kind_of(clf.manifest)
-    if kind.slot != "model":
-        raise ConfigError(
-            f"model.path: {Path(model_cfg.path).name} is an {kind.name} model; a station's "
-            "'model' is a classifier (put an anomaly model under 'anomaly_model')"
-        )
+    kind_of(clf.manifest)  # a kind this station runs (ModelError otherwise)
     decider = Decider(clf.manifest, cfg.decision.thresholds, cfg.decision.uncertainty_margin)
     unit = ModelUnit(clf, decider, _real(model_cfg.path))
     if anomaly_path == KEEP:
@@ -228,7 +223,7 @@ def load_anomaly(cfg: StationConfig, path: Path, workers: int) -> Classifier:
             *(("anomaly_" + p if p.startswith("model.") else p) for p in exc.problems)
         ) from None
     kind = kind_of(clf.manifest)
-    if kind.slot != "anomaly_model":
+    if not kind.beside:
         raise ConfigError(
             f"anomaly_model.path: {path.name} is not an anomaly model (its manifest has no "
             "'kind: anomaly'); put a classifier under 'model'"
@@ -239,7 +234,9 @@ def load_anomaly(cfg: StationConfig, path: Path, workers: int) -> Classifier:
 def anomaly_decider(cfg: StationConfig, clf: Classifier) -> Decider:
     t = None if cfg.anomaly_model is None else cfg.anomaly_model.threshold
     overrides = None if t is None else {clf.manifest.defect_classes[0]: t}
-    return Decider(clf.manifest, overrides)
+    # a band on the anomaly score only when the station asks for the models' own bands
+    auto = "auto" if cfg.decision.uncertainty_margin == "auto" else 0.0
+    return Decider(clf.manifest, overrides, auto)
 
 
 def _station_geometry(cfg: StationConfig) -> dict:
