@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -80,6 +80,7 @@ class VisionServer(Methods):
         self._events = None
         self._recipe_nodes: dict[str, dict] = {}
         self._ids: dict[str, type] = {}
+        self._status_lock = asyncio.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -204,9 +205,10 @@ class VisionServer(Methods):
         asyncio.ensure_future(self._status_changed())
 
     async def _status_changed(self) -> None:
-        await self._write_status()
-        await self._write_states()
-        await self._refresh_recipes()
+        async with self._status_lock:  # one at a time: recipes are added and removed here
+            await self._write_status()
+            await self._write_states()
+            await self._refresh_recipes()
 
     async def _write_status(self) -> None:
         from asyncua import ua
@@ -309,10 +311,13 @@ def child_main(
     from ...logs import setup
 
     setup(log_level, log_format)
+    # the station stops this process ("stop" on the pipe), or its end closes the pipe;
+    # SIGTERM and Ctrl-C meant for the station's process group are the station's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if section.nice:
         os.nice(section.nice)
     for noisy in ("asyncua",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     server = VisionServer(section, station_id, status, Remote(conn, triggers))
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
-        asyncio.run(server.serve(conn))
+    asyncio.run(server.serve(conn))
