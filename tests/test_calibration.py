@@ -153,7 +153,7 @@ def test_quality_watch_and_training_image_stats_measure_the_same_thing(tmp_path,
     """The station's quality watch measures the model input (after the ROI), as training's
     image_stats and a baseline made for the station do: equal figures for the same frame, and
     a lamp going dark outside the part's region is not drift."""
-    from training.common.datasets import image_stats
+    from training.data.datasets import image_stats
 
     spec = PreprocessSpec(size=(32, 32), geometry=Geometry(roi=(16, 8, 48, 48)))
     rng = np.random.default_rng(4)
@@ -195,7 +195,7 @@ def test_baseline_for_a_station_measures_its_model_input(tmp_path, model_path, p
     )
     stats = yaml.safe_load(make_baseline(parts_dir / "good", station=station))["stats"]
     assert stats["measured_on"] == "model input (after preprocessing)"
-    from training.common.datasets import image_stats
+    from training.data.datasets import image_stats
 
     spec = PreprocessSpec(size=(32, 32), roi=(8, 8, 32, 32))
     images = [

@@ -14,8 +14,9 @@ import pytest
 from inspector.contract.preprocess import PreprocessSpec
 from inspector.lab.modelkit import write_parts
 from training import TrainingError
-from training.common import bounds, datasets, thresholds
+from training.common import bounds, thresholds
 from training.common.metrics import auroc, binary_at
+from training.data import datasets
 
 SPEC = PreprocessSpec(size=(32, 32), color="gray")
 

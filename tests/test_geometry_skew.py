@@ -26,7 +26,7 @@ from inspector.station.config import RecorderSection, load_config
 from inspector.station.metrics import Metrics
 from inspector.station.recorder import Recorder
 from training import TrainingError
-from training.common import datasets, frames
+from training.data import datasets, frames
 
 from . import boards
 from .test_recorder import verdict  # one way to make a recorded verdict

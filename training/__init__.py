@@ -2,8 +2,9 @@
 
 Rooms, lowest first; a module imports only its own room and those below it:
 
-- ``common/``: datasets, frame setups, the training config, metrics, thresholds, the
-  guard, reports, run folders, the pretrained backbone, ONNX export helpers;
+- ``data/``: datasets and their checks, duplicates across splits, frame setups, ELPV;
+- ``common/``: the training config, metrics, thresholds, the guard, reports, run folders,
+  the pretrained backbone, ONNX export helpers;
 - ``classify/``, ``anomaly/``: one room per model kind, each with a ``kind.py`` (``KIND``);
   neither imports the other;
 - ``registry``: the model kinds in one place (train, export, evaluate and the verbs'

@@ -39,7 +39,7 @@ def _verbose() -> None:
 def cmd_dataset(args) -> int:
     _verbose()
     if args.action == "import-elpv":
-        from .common.elpv import import_elpv
+        from .data.elpv import import_elpv
 
         r = import_elpv(args.dest, limit=args.limit)
         print(
@@ -50,7 +50,7 @@ def cmd_dataset(args) -> int:
         return 0
     from inspector.contract.preprocess import PreprocessSpec
 
-    from .common.datasets import prepare
+    from .data.datasets import prepare
 
     spec = PreprocessSpec(size=(args.image_size, args.image_size), color=args.color)
     data = prepare(args.data, spec, args.defect_classes or [], args.val, args.test, args.seed)

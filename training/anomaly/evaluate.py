@@ -25,9 +25,9 @@ import numpy as np
 from inspector.station.heatmap import overlay, upsample
 
 from .. import TrainingError
-from ..common import datasets
 from ..common.metrics import auroc, binary_at
 from ..common.thresholds import band_effect, band_margin, confidence_at
+from ..data import datasets
 from .config import METHOD
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ import numpy as np
 from inspector.contract.manifest import embed
 
 from .. import TrainingError
-from ..common import datasets, frames, thresholds
+from ..common import thresholds
 from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
+from ..data import datasets, frames
 from .bank import raw_scores
 from .config import METHOD
 from .graph import features, load_model

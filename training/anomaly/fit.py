@@ -43,10 +43,10 @@ import numpy as np
 import yaml
 
 from .. import TrainingError
-from ..common import datasets
 from ..common.config import TrainConfig, as_dict
 from ..common.memory import peak_rss_bytes, rss_bytes
 from ..common.runs import setup_of, spec_of, versions, write_json
+from ..data import datasets
 from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset, raw_scores
 from .config import CLASSES, METHOD, AnomalyConfig
 from .graph import embedder, features

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import registry
-from ..common.elpv import SEED, import_elpv
+from ..data.elpv import SEED, import_elpv
 
 
 def bench_accuracy(

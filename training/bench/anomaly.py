@@ -109,8 +109,8 @@ def _fit_and_export(data: Path, run: Path, values: dict) -> tuple[dict, dict, fl
 
 def bench_generated(work: Path) -> dict:
     from ..anomaly.evaluate import AnomalyRunner
-    from ..common.datasets import load_split, scan
     from ..common.metrics import auroc
+    from ..data.datasets import load_split, scan
 
     data = work / "generated"
     shutil.rmtree(data, ignore_errors=True)
@@ -219,7 +219,7 @@ def bench_latency(work: Path, anomaly_model: Path, variant: str, size: int) -> d
 
 # -- ELPV ------------------------------------------------------------------------------------
 def bench_elpv(work: Path, limit: int = 0) -> dict:
-    from ..common.elpv import SEED, import_elpv
+    from ..data.elpv import SEED, import_elpv
 
     data = work / ("elpv" if not limit else f"elpv-{limit}")
     if not (data / "manifest.csv").exists():

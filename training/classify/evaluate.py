@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import TrainingError
-from ..common import datasets, frames
 from ..common.metrics import defect_score, is_defect, report
 from ..common.thresholds import band_effect, band_margin, confidence_at
+from ..data import datasets, frames
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ import numpy as np
 from inspector.contract.manifest import embed
 
 from .. import TrainingError
-from ..common import datasets, frames, guard
+from ..common import guard
 from ..common.config import TrainConfig
 from ..common.metrics import defect_score, is_defect
 from ..common.onnxexport import manifest_for, rename_output, to_onnx
 from ..common.runs import load_run, spec_of
+from ..data import datasets, frames
 from . import variants as _variants
 from .cam import MAP_OUTPUT, cam_model
 from .models import load_best

@@ -25,10 +25,11 @@ import numpy as np
 import yaml
 
 from .. import TrainingError
-from ..common import datasets, guard, thresholds
+from ..common import guard, thresholds
 from ..common.config import TrainConfig, as_dict
 from ..common.metrics import defect_score, is_defect
 from ..common.runs import setup_of, spec_of, versions, write_json
+from ..data import datasets
 from . import recipe
 from .inputs import targets, train_dataset
 

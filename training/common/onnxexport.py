@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inspector.contract.manifest import SCHEMA_VERSION
 
-from . import frames
+from ..data import frames
 from .config import TrainConfig
 
 OPSET = 17

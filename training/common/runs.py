@@ -17,7 +17,7 @@ from inspector.contract.preprocess import PreprocessSpec
 from inspector.contract.schema import load_yaml
 
 from .. import TrainingError
-from . import datasets, frames
+from ..data import datasets, frames
 from .config import TrainConfig
 
 
