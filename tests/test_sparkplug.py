@@ -351,3 +351,22 @@ def test_a_broker_that_refuses_the_node_costs_the_station_nothing(caplog):
         view.stop()
         assert time.monotonic() - t0 < 3.0
     assert view.figures.counts["Total"] + view.dropped == 20000
+
+
+def test_mqtt_311_broker_session(broker):
+    """A plant broker on MQTT 3.1.1 (mqtt.protocol): the same births and death."""
+    section = SparkplugSection(group_id=GROUP, report_interval_s=0.05)
+    cfg = MqttSection(host=broker.host, port=broker.port, protocol="3.1.1")
+    view = SparkplugView(section, "st-311", cfg)
+    host = Host(broker, GROUP)
+    try:
+        view.start(Station().handlers())
+        assert host.wait("DBIRTH")
+        view.verdict(verdict(1))
+        assert host.wait_value("Verdicts/Total", 1)
+        view.stop()
+        assert host.wait("NDEATH")
+        assert not host.problems, host.problems
+    finally:
+        view.stop()
+        host.close()
