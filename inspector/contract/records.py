@@ -93,3 +93,35 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.result == "pass"
+
+
+CONTRACT_VERSION = 1  # the verdict message's schema (verdict.schema.json)
+
+
+def verdict_payload(v: Verdict, station: str) -> dict:
+    """The verdict message (see docs/contract.md); ``decided_by`` and ``anomaly_model_id``
+    only from a station with an anomaly model."""
+    payload = {
+        "schema": CONTRACT_VERSION,
+        "station": station,
+        "part_id": v.part_id,
+        "seq": v.seq,
+        "result": v.result,
+        "reason": v.reason.value,
+        "class": v.label,
+        "scores": {k: round(s, 6) for k, s in v.scores.items()},
+        "threshold": v.thresholds,
+        "model_id": v.model_id,
+        "t_trigger": v.t_trigger,
+        "t_capture": v.t_capture,
+        "t_verdict": v.t_verdict,
+        "deadline": v.deadline,
+        "latency_ms": {k: round(x, 3) for k, x in v.latency_ms.items()},
+        "detail": v.detail,
+        "frame": v.frame,
+    }
+    if v.decided_by is not None:
+        payload["decided_by"] = list(v.decided_by)
+    if v.anomaly_model_id is not None:
+        payload["anomaly_model_id"] = v.anomaly_model_id
+    return payload

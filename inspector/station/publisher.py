@@ -37,45 +37,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..contract.mqtt import MqttSection, secure
-from ..contract.records import Verdict
+from ..contract.records import Verdict, verdict_payload
 from ..contract.topics import Topics
 from .link import Handlers
 from .metrics import Metrics
 from .mqttio import ClientIO, close_socket, corked
 
 log = logging.getLogger(__name__)
-CONTRACT_VERSION = 1
 INFLIGHT = 100  # verdicts sent but not yet acknowledged (PUBACK) at most
 EXTRA_QUEUE = 256  # other messages (shadow decisions, command replies) waiting; oldest go first
-
-
-def verdict_payload(v: Verdict, station: str) -> dict:
-    """The verdict message (see docs/contract.md); ``decided_by`` and ``anomaly_model_id``
-    only from a station with an anomaly model."""
-    payload = {
-        "schema": CONTRACT_VERSION,
-        "station": station,
-        "part_id": v.part_id,
-        "seq": v.seq,
-        "result": v.result,
-        "reason": v.reason.value,
-        "class": v.label,
-        "scores": {k: round(s, 6) for k, s in v.scores.items()},
-        "threshold": v.thresholds,
-        "model_id": v.model_id,
-        "t_trigger": v.t_trigger,
-        "t_capture": v.t_capture,
-        "t_verdict": v.t_verdict,
-        "deadline": v.deadline,
-        "latency_ms": {k: round(x, 3) for k, x in v.latency_ms.items()},
-        "detail": v.detail,
-        "frame": v.frame,
-    }
-    if v.decided_by is not None:
-        payload["decided_by"] = list(v.decided_by)
-    if v.anomaly_model_id is not None:
-        payload["anomaly_model_id"] = v.anomaly_model_id
-    return payload
 
 
 @dataclass
