@@ -202,10 +202,13 @@ def one_run(
             client = _start_mes(endpoint, pki, events_file)
         time.sleep(warmup_s)
         gate.take()
+        kids = _children(proc.pid)
+        cpu0 = {"station": _cpu_s(proc.pid), **{f"child-{k}": _cpu_s(k) for k in kids}}
         t0 = time.time()
         time.sleep(seconds)
         t1 = time.time()
         verdicts = gate.take()
+        cpu1 = {"station": _cpu_s(proc.pid), **{f"child-{k}": _cpu_s(k) for k in kids}}
     finally:
         if client is not None:
             client.send_signal(signal.SIGTERM)
@@ -233,6 +236,13 @@ def one_run(
         "e2e_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99)},
         "trigger_to_gate_ms": {"p50": _pct(arrival, 50), "p99": _pct(arrival, 99)},
     }
+    spent = {k: cpu1[k] - cpu0[k] for k in cpu0 if cpu0[k] is not None and cpu1[k] is not None}
+    # CPU per verdict at the gate, by process: the station's own (every thread), and the
+    # OPC UA server's process (the station's child) where there is one
+    out["cpu_us_per_verdict"] = {
+        "station_process": round(spent.pop("station", 0.0) / len(e2e) * 1e6, 1),
+        "opcua_server_process": round(sum(spent.values()) / len(e2e) * 1e6, 1) if spent else None,
+    }
     if events_file is not None:
         got = json.loads(Path(events_file).read_text())
         window = [(r, e) for r, e in got if t0 <= e <= t1]
@@ -245,6 +255,23 @@ def one_run(
             else None,
         }
     return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values, q) -> float:
@@ -308,10 +335,31 @@ def run(
             "paced_trigger_to_gate_p99_ms_median": _median(
                 paced[mode], "trigger_to_gate_ms", "p99"
             ),
+            "flat_out_station_cpu_us_per_verdict_median": _median(
+                flat[mode], "cpu_us_per_verdict", "station_process"
+            ),
+            "paced_station_cpu_us_per_verdict_median": _median(
+                paced[mode], "cpu_us_per_verdict", "station_process"
+            ),
         }
+    for load, runs in (("flat_out", flat["on"]), ("paced", paced["on"])):
+        server_cpu = [r for r in runs if r["cpu_us_per_verdict"]["opcua_server_process"]]
+        if server_cpu:
+            summary["on"][f"{load}_opcua_server_cpu_us_per_verdict_median"] = _median(
+                server_cpu, "cpu_us_per_verdict", "opcua_server_process"
+            )
     off, on = summary["off"], summary["on"]
     summary["throughput_cost_pct"] = round(
         100.0 * (1 - on["flat_out_throughput_fps_median"] / off["flat_out_throughput_fps_median"]),
+        2,
+    )
+    summary["station_cpu_cost_pct_flat_out"] = round(
+        100.0
+        * (
+            on["flat_out_station_cpu_us_per_verdict_median"]
+            / off["flat_out_station_cpu_us_per_verdict_median"]
+            - 1
+        ),
         2,
     )
     summary["paced_e2e_p99_cost_ms"] = round(

@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 
 from asyncua import ua
 
-from ...contract.records import Verdict
 from .states import Job
+from .wire import Part
 
 CLASSIFIED = ("ok", "defect", "uncertain", "anomaly")
 
 
-def score(v: Verdict) -> float:
+def score(v: Part) -> float:
     """The highest score among the classes with a threshold (the defect classes); NaN when
     no model ran."""
     judged = [v.scores[k] for k in v.thresholds if k in v.scores]
@@ -33,7 +33,7 @@ def score(v: Verdict) -> float:
     return float(max(v.scores.values())) if v.scores else math.nan
 
 
-def result_json(v: Verdict, station: str) -> str:
+def result_json(v: Part, station: str) -> str:
     """The part's result in the words of the MQTT verdict message (docs/contract.md)."""
     return json.dumps(
         {
@@ -41,7 +41,7 @@ def result_json(v: Verdict, station: str) -> str:
             "part_id": v.part_id,
             "seq": v.seq,
             "result": v.result,
-            "reason": v.reason.value,
+            "reason": v.reason,
             "class": v.label,
             "scores": {k: round(s, 6) for k, s in v.scores.items()},
             "threshold": v.thresholds,
@@ -53,7 +53,7 @@ def result_json(v: Verdict, station: str) -> str:
     )
 
 
-def build_result(v: Verdict, job: Job, station: str, ids: dict[str, type]) -> ua.ResultDataType:
+def build_result(v: Part, job: Job, station: str, ids: dict[str, type]) -> ua.ResultDataType:
     """ResultState 1 (Completed) when a model decided the part, 4 (Failed) for a fail-safe
     reject (camera lost, timeout, error ...); ResultContent: the verdict as JSON. ``ids``:
     the id types' classes (``space.id_type``)."""
@@ -63,7 +63,7 @@ def build_result(v: Verdict, job: Job, station: str, ids: dict[str, type]) -> ua
         ResultId=ua.ResultIdDataType(Id=f"{station}-{v.seq}"),
         IsPartial=False,
         IsSimulated=False,
-        ResultState=1 if v.reason.value in CLASSIFIED else 4,
+        ResultState=1 if v.reason in CLASSIFIED else 4,
         MeasId=ua.MeasIdDataType(Id=job.meas_id) if job.meas_id else None,
         PartId=ua.PartIdDataType(Id=v.part_id),
         InternalRecipeId=ids["RecipeIdInternal"](Id=v.model_id),
@@ -75,12 +75,12 @@ def build_result(v: Verdict, job: Job, station: str, ids: dict[str, type]) -> ua
     )
 
 
-def variables(v: Verdict, result: ua.ResultDataType) -> dict:
+def variables(v: Part, result: ua.ResultDataType) -> dict:
     """The station's LastResult variables (space.RESULT_VARS)."""
     return {
         "PartId": v.part_id,
         "Verdict": v.result,
-        "Reason": v.reason.value,
+        "Reason": v.reason,
         "Label": v.label or "",
         "Score": score(v),
         "Seq": v.seq,
@@ -129,12 +129,12 @@ class ResultEvents:
         self._prefix = os.urandom(8)
         self._ids = itertools.count(1)
 
-    async def emit(self, v: Verdict, r: ua.ResultDataType) -> None:
+    async def emit(self, v: Part, r: ua.ResultDataType) -> None:
         ev = self.event
         ev.EventId = self._prefix + next(self._ids).to_bytes(8, "big")
         ev.Time = r.CreationTime
         ev.ReceiveTime = datetime.now(timezone.utc)
-        ev.Message = ua.LocalizedText(f"part {v.part_id}: {v.result} ({v.reason.value})")
+        ev.Message = ua.LocalizedText(f"part {v.part_id}: {v.result} ({v.reason})")
         ev.Severity = 100 if v.result == "pass" else 500
         for name in (
             "ResultId",
@@ -152,7 +152,7 @@ class ResultEvents:
         ):
             setattr(ev, name, getattr(r, name))
         ev.Verdict = v.result
-        ev.Reason = v.reason.value
+        ev.Reason = v.reason
         ev.Label = v.label or ""
         ev.Score = score(v)
         ev.Seq = v.seq

@@ -25,6 +25,7 @@ from ...contract.records import Verdict
 from ...errors import ConfigError, InspectorError
 from ...logs import JsonFormatter
 from .config import OpcUaSection
+from .wire import flat
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class OpcUaView:
         self.endpoint = ""  # the URL clients connect to, once started
         self.dropped = 0  # verdicts not sent because the server fell behind
         self.handlers = None
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._status: dict = {}
         self._proc = None
         self._conn = None
@@ -116,9 +117,9 @@ class OpcUaView:
         self._conn.close()
 
     def verdict(self, verdict: Verdict) -> None:
-        try:
-            self._queue.put_nowait(verdict)
-        except queue.Full:
+        if self._queue.qsize() < QUEUE_MAX:
+            self._queue.put(verdict)  # SimpleQueue: no lock to wait for, no condition to notify
+        else:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.warning("OPC UA: %d results dropped (the server falls behind)", self.dropped)
@@ -126,8 +127,7 @@ class OpcUaView:
     def status(self, payload: dict) -> None:
         self._status = payload
         if self._proc is not None:
-            with contextlib.suppress(queue.Full):  # the next status says it again
-                self._queue.put_nowait(("status", payload))
+            self._queue.put(("status", payload))
 
     # -- the pipe --------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -138,7 +138,7 @@ class OpcUaView:
             batch = []
             while True:
                 if isinstance(item, Verdict):
-                    batch.append(item)
+                    batch.append(flat(item))
                 else:
                     if batch:
                         self._send(("verdicts", batch))

@@ -21,7 +21,6 @@ import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ...contract.records import Verdict
 from ...errors import ConfigError, InspectorError
 
 try:
@@ -35,6 +34,7 @@ from .methods import ENGINEER, OPERATOR, Methods
 from .recipes import RecipeFolder
 from .states import CONTINUOUS, VisionStates
 from .users import load_users
+from .wire import Part
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ class VisionServer(Methods):
                 msg = conn.recv()
                 kind = msg[0]
                 if kind == "verdicts":
-                    for v in msg[1]:
-                        self._enqueue(v)
+                    for t in msg[1]:
+                        self._enqueue(Part._make(t))
                 elif kind == "status":
                     self._on_status(msg[1])
                 elif kind == "reply":
@@ -245,7 +245,7 @@ class VisionServer(Methods):
         await sp.system_state.write_value(desc)
 
     # -- results ---------------------------------------------------------------------------
-    def _enqueue(self, verdict: Verdict) -> None:
+    def _enqueue(self, verdict: Part) -> None:
         if self._queue.qsize() >= QUEUE_MAX:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
@@ -269,7 +269,7 @@ class VisionServer(Methods):
             if last is not None:
                 await self._write_last(*last)
 
-    async def _publish(self, v: Verdict):
+    async def _publish(self, v: Part):
         job = self.states.reporting()
         if job is None:
             return None
@@ -285,7 +285,7 @@ class VisionServer(Methods):
             await self._write_states()
         return v, result
 
-    async def _write_last(self, v: Verdict, result) -> None:
+    async def _write_last(self, v: Part, result) -> None:
         from asyncua import ua
 
         from .space import RESULT_VARS
