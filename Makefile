@@ -13,7 +13,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml $(CONSTRAINTS) | aravis
+$(STAMP): $(PY) setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
@@ -24,9 +24,16 @@ $(TRAIN_STAMP): $(STAMP)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,train]'
 	touch $(TRAIN_STAMP)
 
+# The genicam source's binding (PyGObject builds against the distribution's GLib): the tests
+# drive Aravis' fake cameras; `make demo` does not need it.
+GENICAM_STAMP := $(VENV)/.installed-genicam
+$(GENICAM_STAMP): $(STAMP) | aravis
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,genicam]'
+	touch $(GENICAM_STAMP)
+
 # Refresh the lock: the newest versions setup.cfg allows, pinned as installed. Then `make test`.
 constraints: $(PY)
-	$(PIP) install --quiet --upgrade --upgrade-strategy eager -e '.[dev,train]'
+	$(PIP) install --quiet --upgrade --upgrade-strategy eager -e '.[dev,train,genicam]'
 	$(PY) deploy/constraints.py --out $(CONSTRAINTS)
 	touch $(STAMP) $(TRAIN_STAMP)
 
@@ -71,7 +78,7 @@ test-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "the tests want:$$missing (sudo apt-get install -y$$missing); they skip without" >&2; fi
 
-test: $(TRAIN_STAMP) mosquitto test-deps
+test: $(TRAIN_STAMP) $(GENICAM_STAMP) mosquitto test-deps
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
