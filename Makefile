@@ -40,7 +40,7 @@ constraints: $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/inspector demo
+	$(VENV)/bin/inspector demo --parts 240 --rate 30
 
 # Tests need a real Mosquitto. Install it when missing and we may (root, apt).
 # mosquitto-clients (mosquitto_sub) is the bench's light subscriber; the bench works without it.

@@ -5,6 +5,15 @@ It makes synthetic parts (some with scratches or spots), takes the committed dem
 ``make demo-model`` remakes it), starts a local broker (Mosquitto when installed, else
 amqtt), runs a station that replays the parts from a folder, prints every verdict as
 a subscriber receives it over MQTT, and ends with a summary.
+
+The replay is a mixed stream as a line sees it: good and defective parts in a seeded
+random order, the defect rate drifting once (from ``BASE_RATE`` to ``DRIFT_RATE`` at
+``DRIFT_AT`` of the stream), so a p-chart over it raises one real alarm.
+
+Everything stays in one named folder (``inspector-demo/`` in the working folder unless
+``--keep DIR``), laid out as ``deploy/examples/review.yaml`` expects under
+``INSPECTOR_HOME``: ``station.yaml``, ``recordings/``, ``models/current`` -> ``models/demo``,
+``golden/demo/{pass,fail}``; the closing lines point the workbench at it.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,12 +31,16 @@ import paho.mqtt.client as mqtt
 from ..errors import InspectorError
 
 DEMO_MODEL = Path(__file__).parents[1] / "models" / "demo.onnx"
+DEMO_HOME = Path("inspector-demo")  # the demo's folder, relative to the working folder
+STATION = "demo"  # the station id; deploy/examples/review.yaml names it so
+BASE_RATE, DRIFT_RATE, DRIFT_AT = 0.08, 0.35, 0.6  # defect rate before/after the drift
+GOLDEN_EACH = 4  # golden parts per verdict (pass/, fail/)
 
 
 def _config_yaml(work: Path, host: str, port: int, protocol: str, rate: float) -> str:
     return f"""\
 station:
-  id: demo
+  id: {STATION}
   name: Demo station (synthetic parts)
 source:
   type: folder
@@ -41,7 +53,7 @@ trigger:
 part:
   deadline_ms: 1000
 model:
-  path: model/demo.onnx
+  path: models/current/model.onnx
   providers: [{{type: cpu}}]
   max_batch: 8
 mqtt:
@@ -72,6 +84,63 @@ def prepare(folder: Path, parts: int = 60, seed: int = 7) -> dict[str, bool]:
     return truth
 
 
+def defect_schedule(count: int, seed: int = 7) -> list[bool]:
+    """Which of ``count`` parts in line order are defective: a seeded random order at
+    ``BASE_RATE`` that drifts once to ``DRIFT_RATE`` at ``DRIFT_AT`` of the stream."""
+    rng = np.random.default_rng(seed)
+    drift = int(count * DRIFT_AT)
+    return [bool(rng.random() < (BASE_RATE if i < drift else DRIFT_RATE)) for i in range(count)]
+
+
+def write_stream(folder: Path, count: int, seed: int = 7) -> dict[str, bool]:
+    """The replay: ``count`` parts as ``NNNNN_<label>.png`` in one folder, read in line
+    order (the name's number); returns {file name: is_defect}."""
+    import cv2
+
+    from .modelkit import synthetic_part
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    truth = {}
+    for i, defect in enumerate(defect_schedule(count, seed)):
+        name = f"{i:05d}_{'defect' if defect else 'good'}.png"
+        cv2.imwrite(str(folder / name), synthetic_part(rng, defect))
+        truth[name] = defect
+    return truth
+
+
+def write_home(folder: Path, parts: int, seed: int = 7) -> dict[str, bool]:
+    """The demo's folder (see the module): the replay, the model behind ``models/current``,
+    a golden set; returns the replay's truth."""
+    import cv2
+
+    from .modelkit import synthetic_part
+
+    folder = Path(folder)
+    if not DEMO_MODEL.is_file():
+        raise InspectorError(f"the demo model is missing: {DEMO_MODEL} (make demo-model)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".gitignore").write_text("# the demo's output, never committed\n*\n")
+    shutil.rmtree(folder / "parts", ignore_errors=True)  # a rerun replays a fresh stream
+    truth = write_stream(folder / "parts", parts, seed)
+    model = folder / "models" / STATION
+    model.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEMO_MODEL, model / "model.onnx")
+    shutil.copyfile(DEMO_MODEL.with_suffix(".json"), model / "model.json")
+    link = folder / "models" / "current"
+    if not link.is_symlink():
+        link.unlink(missing_ok=True)
+        link.symlink_to(STATION)
+    rng = np.random.default_rng(seed + 2)
+    for expected, defect in (("pass", False), ("fail", True)):
+        golden = folder / "golden" / STATION / expected
+        golden.mkdir(parents=True, exist_ok=True)
+        for i in range(GOLDEN_EACH):
+            cv2.imwrite(str(golden / f"{expected}_{i}.png"), synthetic_part(rng, defect))
+    return truth
+
+
 def run_demo(
     parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Path | None = None, out=None
 ) -> int:
@@ -82,10 +151,9 @@ def run_demo(
 
     out = out or sys.stdout
     logs.setup("WARNING")
-    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="inspector-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = (Path(keep) if keep else DEMO_HOME).resolve()
     t_setup = time.monotonic()
-    truth = prepare(work, parts)
+    truth = write_home(work, parts)
     b = local_broker(broker)
     print(
         f"demo: {parts} synthetic parts in {work}/parts, broker {type(b).__name__} "
@@ -153,14 +221,35 @@ def run_demo(
         sub.disconnect()
         b.stop()
 
-    ok = _summary(received, truth, station, time.monotonic() - t_setup, out, keep)
-    if not keep:
-        shutil.rmtree(work, ignore_errors=True)
+    ok = _summary(received, truth, station, time.monotonic() - t_setup, out, work)
     return 0 if ok or interrupted else 1
 
 
+def _shown(path: Path) -> str:
+    """A path as the user types it from the working folder (relative when below it)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def next_steps(work: Path) -> list[str]:
+    """The closing lines: the workbench on the demo's folder, commands that work as
+    printed from the working folder (the venv's ``inspector`` by its path)."""
+    exe = Path(sys.executable).parent / "inspector"
+    inspector = _shown(exe) if exe.is_file() else "inspector"
+    example = Path(__file__).parents[2] / "deploy" / "examples" / "review.yaml"
+    review = f"{inspector} review --config {_shown(example)}"
+    return [
+        "review what the line kept in the QA workbench:",
+        f"  export INSPECTOR_HOME={Path(work).resolve()}",
+        f"  {review} --add-user qa --role admin   # asks for a password (8+ characters) twice",
+        f"  {review}   # then open http://127.0.0.1:8470/ and log in as qa",
+    ]
+
+
 def _summary(
-    received: list[dict], truth: dict[str, bool], station, seconds: float, out, keep: Path | None
+    received: list[dict], truth: dict[str, bool], station, seconds: float, out, work: Path
 ) -> bool:
     ids = [v["part_id"] for v in received]
     fails = [v for v in received if v["result"] == "fail"]
@@ -188,20 +277,10 @@ def _summary(
     print(f"  drops                {drops or 'none'}", file=out)
     if station.recorder:
         print(
-            f"  images kept for QA   {station.recorder.kept} in {station.recorder.root}"
-            f"{'' if keep else ' (removed; --keep DIR keeps them)'}",
+            f"  images kept for QA   {station.recorder.kept} in {station.recorder.root}",
             file=out,
         )
     print(f"  took                 {seconds:.1f} s", file=out)
-    if station.recorder:
-        home = keep or "DIR"
-        print(
-            "\nreview what the line kept in the QA workbench"
-            + ("" if keep else " (run the demo with --keep DIR first)")
-            + f":\n  export INSPECTOR_HOME={home}\n"
-            "  inspector review --config deploy/examples/review.yaml --add-user qa --role admin\n"
-            "  inspector review --config deploy/examples/review.yaml   # http://127.0.0.1:8470/",
-            file=out,
-        )
+    print("\n" + "\n".join(next_steps(work)), file=out)
     expected = int(m.value("inspector_parts_total"))
     return len(received) == expected == len(set(ids)) and expected > 0

@@ -1,0 +1,148 @@
+"""The newcomer's path: ``inspector demo`` as ``make demo`` runs it, then the closing
+lines' commands as printed, and the example configs (review, SPC) on the demo's folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from inspector.lab.demo import BASE_RATE, DRIFT_AT, DRIFT_RATE, defect_schedule
+from inspector.review.app import create_app
+from inspector.review.config import load_review_config
+
+from .review_helpers import csrf_of
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+
+ROOT = Path(__file__).resolve().parents[1]
+INSPECTOR = ROOT / ".venv" / "bin" / "inspector"
+EXAMPLES = ROOT / "deploy" / "examples"
+PW = "demo password 1"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``inspector demo`` from the checkout, as the Makefile runs it: (home, output)."""
+    home = tmp_path_factory.mktemp("demo") / "home"
+    r = subprocess.run(
+        [str(INSPECTOR), "demo", "--parts", "120", "--rate", "40", "--keep", str(home)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return home, r.stdout
+
+
+def closing_commands(out: str) -> list[str]:
+    lines = out.split("review what the line kept in the QA workbench:\n", 1)[1].splitlines()
+    return [ln.strip().split("   #")[0] for ln in lines if ln.startswith("  ")]
+
+
+def test_the_demo_keeps_its_folder_and_its_closing_commands_work_as_printed(demo):
+    home, out = demo
+    commands = closing_commands(out)
+    assert commands[0] == f"export INSPECTOR_HOME={home}"
+    assert all(c.startswith(".venv/bin/inspector review --config ") for c in commands[1:])
+    assert list((home / "recordings").rglob("*.json")), "the recordings are kept"
+    # the user line, as printed, from the checkout (the password on standard input)
+    r = subprocess.run(
+        ["bash", "-c", f"{commands[0]} && {commands[1]}"],
+        cwd=ROOT,
+        input=PW + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "user qa (admin) saved" in r.stdout, r.stdout + r.stderr
+    # the workbench line, as printed: it serves the login page
+    server = subprocess.Popen(
+        ["bash", "-c", f"{commands[0]} && exec {commands[2]}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, page = time.time() + 30, None
+        while page is None and time.time() < deadline and server.poll() is None:
+            try:
+                page = urllib.request.urlopen("http://127.0.0.1:8470/login", timeout=2).read()
+            except OSError:
+                time.sleep(0.3)
+        assert page is not None and b'name="password"' in page, server.poll()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_example_review_config_fits_the_demo(demo, monkeypatch):
+    home, _ = demo
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    cfg = load_review_config(EXAMPLES / "review.yaml")
+    manifest = json.loads((home / "models" / "current" / "model.json").read_text())
+    # the classes a relabelled part gets are the demo model's, so evaluation takes them
+    assert {cfg.dataset.good, *cfg.dataset.defects} == set(manifest["classes"])
+    [station] = cfg.models.stations
+    assert [r.station for r in cfg.recordings] == [station.name] == ["demo"]
+    # promote's check when the station is down: `inspector verify` with the config's files
+    r = subprocess.run(
+        [sys.executable, "-m", "inspector.cli", "verify", str(station.config),
+         str(station.golden), "--model", str(home / "models" / "demo" / "model.onnx"),
+         "--no-publish"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the inbox shows the demo's kept parts, each part id a page of its own
+    app = create_app(cfg)
+    from inspector.review import auth
+
+    auth.add_user(app.state.bench.store, "ann", PW, "admin")
+    with TestClient(app) as c:
+        token = csrf_of(c.get("/login").text)
+        r = c.post("/login", data={"name": "ann", "password": PW, "csrf": token, "next": "/"})
+        assert r.status_code == 200
+        kept = len(list((home / "recordings").rglob("*.json")))
+        assert kept > 0
+        assert len(set(re.findall(r"demo-\d{8}T\d{6}-\d+", r.text))) == min(kept, cfg.page_size)
+
+
+def test_the_example_spc_config_reads_the_demo_recordings(demo, monkeypatch):
+    home, _ = demo
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    from inspector.spc.config import load_spc_config
+
+    cfg = load_spc_config(EXAMPLES / "spc.yaml")
+    assert [b.station for b in cfg.backfill] == ["demo"]
+    assert all(Path(b.path).is_dir() for b in cfg.backfill), "the backfill path exists"
+    assert Path(cfg.store.url).resolve().is_relative_to(home), "its database is not in the checkout"
+
+
+def test_the_replay_mixes_good_and_bad_parts_and_drifts_once():
+    """Random order (not all defects first), and a p-chart over subgroups of 20 with limits
+    from the parts before the drift stays in control until the drift, then signals."""
+    from inspector.spc.charts import p_limits
+
+    n, size = 600, 20
+    defects = np.array(defect_schedule(n), dtype=float)
+    first = defects[: int(n * DRIFT_AT)]
+    switches = int(np.sum(first[1:] != first[:-1]))
+    assert switches > 10, "good and defective parts alternate as on a line"
+    assert abs(first.mean() - BASE_RATE) < 0.05
+    assert abs(defects[int(n * DRIFT_AT) :].mean() - DRIFT_RATE) < 0.08
+    p = defects.reshape(-1, size).mean(axis=1)
+    before = int(n * DRIFT_AT) // size
+    _centre, _lcl, ucl = p_limits(float(p[:before].mean()), np.full(len(p), size))
+    beyond = p > ucl
+    assert not beyond[:before].any(), "no alarm before the drift"
+    assert beyond[before:].any(), "the drift raises an alarm"
+    assert defect_schedule(n) == defect_schedule(n), "seeded"
