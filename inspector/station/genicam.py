@@ -43,7 +43,7 @@ from .genicam_features import (
     first_feature,
     gerror,
 )
-from .genicam_match import CameraFrame, FrameAssembler
+from .genicam_match import CameraFrame, CameraFrames, FrameAssembler
 from .sources import FrameSource, SourceLost, register
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _let_go(objects: list) -> None:
 
 
 @register("genicam", GenicamSourceConfig)
-class GenicamSource(FrameSource):
+class GenicamSource(CameraFrames, FrameSource):
     """An Aravis camera. ``fire()`` (software trigger) may be called from any thread."""
 
     config_errors_at_open = True  # its settings are checked against the camera on open
@@ -250,20 +250,6 @@ class GenicamSource(FrameSource):
         if conversion is not None:
             image = cv2.cvtColor(image, conversion)
         return image
-
-    def _camera_frame(self, image, t, t_mono, fid, cam_ns, error: str = "") -> CameraFrame:
-        self.index += 1
-        return CameraFrame(
-            image=image,
-            t_capture=t,
-            t_capture_mono=t_mono,
-            index=self.index,
-            origin=f"{self.describe()} frame {fid}",
-            error=error,
-            frame_id=fid,
-            camera_ts_ns=cam_ns,
-            complete=image is not None,
-        )
 
     # -- software trigger --------------------------------------------------------------------
     def fire(self) -> float | None:

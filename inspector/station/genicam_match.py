@@ -63,6 +63,26 @@ def id_steps(prev: int, cur: int) -> int:
     return steps
 
 
+class CameraFrames:
+    """For a camera source: its frames as ``CameraFrame``s, numbered in the order read."""
+
+    index: int  # (and ``describe()``, the source's own)
+
+    def _camera_frame(self, image, t, t_mono, fid, cam_ns, error: str = "") -> CameraFrame:
+        self.index += 1
+        return CameraFrame(
+            image=image,
+            t_capture=t,
+            t_capture_mono=t_mono,
+            index=self.index,
+            origin=f"{self.describe()} frame {fid}",
+            error=error,
+            frame_id=fid,
+            camera_ts_ns=cam_ns,
+            complete=image is not None,
+        )
+
+
 class CameraClock:
     """Camera time (ns since the camera's epoch) to host Unix seconds.
 

@@ -29,7 +29,7 @@ from ..contract.schema import setting
 from ..errors import SourceError
 from .genicam_config import PIXEL_FORMATS, CameraSettings, apply_settings
 from .genicam_features import CameraConfigError, DeviceInfo, choose_device, plain_number
-from .genicam_match import CameraFrame, FrameAssembler
+from .genicam_match import CameraFrame, CameraFrames, FrameAssembler
 from .sources import FrameSource, SourceLost, register
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class PylonFeatures:
 
 
 @register("pylon", PylonSourceConfig)
-class PylonSource(FrameSource):
+class PylonSource(CameraFrames, FrameSource):
     """A Basler camera through pylon. ``fire()`` may be called from any thread."""
 
     config_errors_at_open = True  # its settings are checked against the camera on open
@@ -256,20 +256,6 @@ class PylonSource(FrameSource):
     def _image(self, array: np.ndarray) -> np.ndarray:
         conversion = self._decode[1][3]
         return cv2.cvtColor(array, conversion) if conversion is not None else array
-
-    def _camera_frame(self, image, t, t_mono, fid, cam_ns, error: str = "") -> CameraFrame:
-        self.index += 1
-        return CameraFrame(
-            image=image,
-            t_capture=t,
-            t_capture_mono=t_mono,
-            index=self.index,
-            origin=f"{self.describe()} frame {fid}",
-            error=error,
-            frame_id=fid,
-            camera_ts_ns=cam_ns,
-            complete=image is not None,
-        )
 
     def fire(self) -> float | None:
         """One exposure now (trigger mode software); the monotonic time it was sent, or None
