@@ -283,6 +283,7 @@ def run_once(
     svc.start()
     rss: list[tuple[float, float]] = []
     unhealthy: list[float] = []
+    held: list[int] = [0]  # messages received and not yet stored, sampled each second
     events: list[tuple[float, str]] = []
     sampling = threading.Event()
     t_start = time.monotonic()
@@ -291,6 +292,7 @@ def run_once(
         while not sampling.wait(1.0):
             now = round(time.monotonic() - t_start, 1)
             rss.append((now, round(_rss_mb(), 1)))
+            held.append(svc.ingest.unstored())
             if not svc.health()[0]:
                 unhealthy.append(now)
 
@@ -354,6 +356,7 @@ def run_once(
             "dead_letters": svc.store.count("dead_letters"),
             "failed_write_transactions": c.write_failures,
             "unhealthy_s": len(unhealthy),
+            "held_unstored_peak": max(held),
             "all_stored_after_s": stored_at,
             "publishing_s": round(duration, 1),
             "alarms_opened": sorted(opened),

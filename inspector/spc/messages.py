@@ -43,7 +43,8 @@ def parse_payload(payload: bytes) -> dict:
 
 
 def short(value, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    """A value for a message: its repr (an error: its text on one line), cut at ``limit``."""
+    text = repr(value) if not isinstance(value, BaseException) else " ".join(str(value).split())
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
