@@ -26,6 +26,9 @@ from inspector.spc.service import SpcService
 from .pg import pg_bin
 from .test_spc import publisher, verdict, wait
 
+# a service thread that dies (metrics and retention stop with it) fails the test
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 
 def config(tmp_path, broker, url="spc.sqlite", extra=""):
     path = tmp_path / "spc.yaml"

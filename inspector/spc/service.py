@@ -142,13 +142,18 @@ class SpcService:
         self.store.close()
 
     def _tick_loop(self) -> None:
-        last_prune = 0.0
+        next_prune = 0.0
         while not self._stop.wait(1.0):
             self.monitor.tick(time.time())
             self.metrics.update(self.monitor, self.ingest)
-            if time.monotonic() - last_prune > 3600:
-                last_prune = time.monotonic()
-                n = self.store.prune(self.cfg.store.retention_days * 86400)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 3600
+                try:
+                    n = self.store.prune(self.cfg.store.retention_days * 86400)
+                except Exception as exc:  # noqa: BLE001 (the store is away: the writer says so)
+                    log.warning("retention postponed by a minute: %s", exc)
+                    next_prune = time.monotonic() + 60
+                    continue
                 if n:
                     log.info("retention: deleted %d rows", n)
 
