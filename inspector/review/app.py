@@ -12,7 +12,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -161,6 +163,22 @@ class Workbench:
         self.promoter.stop()
 
 
+async def _http_error(request, exc: HTTPException):
+    """Not found and the like, on the site's error page (never the framework's bare text)."""
+    from .views.common import error
+
+    words = {404: "Not found", 405: "Not allowed here"}.get(exc.status_code, "That did not work")
+    message = {
+        404: "Not found: there is no such page or file here.",
+        405: "This address does not take that kind of request.",
+    }.get(exc.status_code, str(exc.detail))
+    return error(request, None, exc.status_code, message, title=words)
+
+
+async def _favicon(request):
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True) -> Starlette:
     from .views import compare, dataset, inbox, media, models, part, session, train
 
@@ -194,9 +212,14 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/models/promote", models.promote, methods=["POST"]),
         Route("/models/rollback", models.rollback, methods=["POST"]),
         Route("/models/promotion/{pid:rowid}", models.promotion, methods=["GET"]),
+        Route("/favicon.ico", _favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Guard)])
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(Guard)],
+        exception_handlers={404: _http_error, 405: _http_error},
+    )
     app.state.bench = bench
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     return app

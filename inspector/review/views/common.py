@@ -65,8 +65,10 @@ def render(request: Request, name: str, status: int = 200, **context) -> Respons
     return response
 
 
-def error(request: Request, user, status: int, message: str) -> Response:
-    return render(request, "error.html", status=status, user=user, message=message)
+def error(request: Request, user, status: int, message: str, **page) -> Response:
+    """The site's error page: ``message`` in a sentence; ``title``, ``back_url`` and
+    ``back_text`` may say more."""
+    return render(request, "error.html", status=status, user=user, message=message, **page)
 
 
 def fmt_time(t: float | None) -> str:

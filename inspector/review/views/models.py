@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .. import registry
+from .. import modelcard, registry
 from .common import bench, error, field, page, render
 
 DONE = ("swapped", "unchanged", "linked")
@@ -43,6 +43,12 @@ def _stations(b) -> list[dict]:
 async def models_page(request: Request, user) -> Response:
     b = bench(request)
     found = await run_in_threadpool(registry.find, b.cfg.models.registry)
+    for m in found.values():
+        m["card"] = {
+            "thresholds": modelcard.thresholds(m["manifest"]),
+            "validation": modelcard.validation(m["manifest"]),
+            "parity": modelcard.parity(m["manifest"]),
+        }
     stations = await run_in_threadpool(_stations, b)
     return render(
         request,
@@ -65,6 +71,18 @@ async def promotion(request: Request, user) -> Response:
     return render(request, name, p=p)
 
 
+def _refused(request: Request, user, status: int, message: str) -> Response:
+    return error(
+        request,
+        user,
+        status,
+        message + " Nothing was promoted; the station runs what it ran.",
+        title="Not promoted",
+        back_url="/models",
+        back_text="Back to the models",
+    )
+
+
 @page("admin")
 async def promote(request: Request, user) -> Response:
     b = bench(request)
@@ -73,7 +91,12 @@ async def promote(request: Request, user) -> Response:
     name = field(form, "model", most=1000)
     found = await run_in_threadpool(registry.find, b.cfg.models.registry)
     if station is None or name not in found:
-        return error(request, user, 404, "no such station or model")
+        what = (
+            f"The workbench knows no station {field(form, 'station', most=200)!r}."
+            if station is None
+            else f"No model {name!r} in the registry folders (was it exported and moved?)."
+        )
+        return _refused(request, user, 404, what)
     pid = b.promoter.start(station, name, found[name]["folder"], user.name)
     return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
 
@@ -85,7 +108,7 @@ async def rollback(request: Request, user) -> Response:
     form = await request.form()
     station = _station(b, field(form, "station", most=200))
     if station is None:
-        return error(request, user, 404, "no such station")
+        return _refused(request, user, 404, "The workbench knows no such station.")
     last = next(
         (
             p
@@ -96,6 +119,6 @@ async def rollback(request: Request, user) -> Response:
     )
     folder = Path(station.models) / last["previous"] if last else None
     if folder is None or not (folder / "model.onnx").is_file():
-        return error(request, user, 409, "no earlier model to roll back to")
+        return _refused(request, user, 409, f"{station.name} has no earlier model to roll back to.")
     pid = b.promoter.start(station, last["previous"], folder, user.name, kind="rollback")
     return RedirectResponse(f"/models#promotion-{pid}", status_code=303)

@@ -3,6 +3,8 @@ the recorder kept one, verdict JSON, label history) and relabelling."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -26,6 +28,7 @@ async def part_page(request: Request, user) -> Response:
     verdict, problem = read_sidecar(b.recordings, part)
     how = plan(verdict, b.models)
     has_heat = resolve(b.recordings, part["station"], heat_rel(part["image"])) is not None
+    undone = b.store.label(row_id(params.get("undone"), "undone"))
     return render(
         request,
         "part.html",
@@ -41,6 +44,7 @@ async def part_page(request: Request, user) -> Response:
         unsure=UNSURE,
         history=b.store.label_log(part=pid),
         inbox_url=f"/?{query}",
+        undone=undone if undone is not None and undone["part"] == part["id"] else None,
     )
 
 
@@ -65,5 +69,8 @@ async def undo(request: Request, user) -> Response:
     target = b.store.label(lid) if lid is not None else b.store.last_label_by(user.name)
     if target is None or await run_in_threadpool(b.labeller.undo, target["id"], user.name) is None:
         return error(request, user, 409, "nothing to undo (that label is no longer in force)")
-    default = f"/part/{target['part']}"
+    # back to the part whose label was taken back, in the list the user was walking (the
+    # same filter and sort, so the arrows keep their direction), saying what was undone
+    walked = dict(parse_qsl(field(form, "query")))
+    default = f"/part/{target['part']}?{filter_query(walked, undone=target['id'])}"
     return RedirectResponse(safe_next(field(form, "next"), default), status_code=303)

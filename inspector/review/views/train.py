@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -15,14 +20,17 @@ async def train_page(request: Request, user) -> Response:
     b.jobs.refresh()
     runs = b.store.runs()
     last = runs[0] if runs else None
+    name = b.jobs.default_name()
+    epochs = last["epochs"] if last else b.cfg.training.epochs
     return render(
         request,
         "train.html",
         runs=runs,
         active=b.store.active_runs(),
-        default_name=b.jobs.default_name(),
-        default_epochs=last["epochs"] if last else b.cfg.training.epochs,
-        command=" ".join(b.jobs.command(b.cfg.training.runs / "NAME", 0)[1:]),
+        default_name=name,
+        default_epochs=epochs,
+        command=shlex.join(b.jobs.command(b.cfg.training.runs / name, epochs)),
+        no_tensorflow=_install_hint(),
         progress={r["id"]: b.jobs.progress(r) for r in runs[:5]},
     )
 
@@ -59,3 +67,15 @@ async def cancel(request: Request, user) -> Response:
     if not await run_in_threadpool(b.jobs.cancel, rid):  # waits up to 15 s for the process
         return error(request, user, 409, "that run is not running")
     return RedirectResponse(f"/train#run-{rid}", status_code=303)
+
+
+def _install_hint() -> str | None:
+    """The command that installs training into this interpreter, when TensorFlow is missing:
+    from a checkout its Makefile's step, else pip with the project's extra."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return None
+    checkout = Path(__file__).resolve().parents[3]
+    venv = Path(sys.prefix)
+    if (checkout / "Makefile").is_file() and venv.parent == checkout:
+        return f"cd {shlex.quote(str(checkout))} && make {venv.name}/.installed-train"
+    return f"{shlex.quote(sys.executable)} -m pip install 'defect-inspector[train]'"

@@ -1,0 +1,200 @@
+"""The workbench's pages as a QA engineer reads them: undo keeps the list being walked and
+says what it undid, links where a user clicks, readable model tables, the site's style on
+the login, error and promote-refusal pages, the train form's real command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from .review_helpers import workbench
+from .test_review import client_as
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+DEMO = Path(__file__).resolve().parents[1] / "inspector" / "models" / "demo"
+
+
+@pytest.fixture
+def bench(tmp_path):
+    reg = tmp_path / "registry" / "demo"
+    reg.mkdir(parents=True)
+    shutil.copyfile(DEMO.with_suffix(".onnx"), reg / "model.onnx")
+    shutil.copyfile(DEMO.with_suffix(".json"), reg / "model.json")
+    cfg, app = workbench(tmp_path)
+    return tmp_path, cfg, app
+
+
+def links(html: str, id_: str) -> str:
+    return re.search(rf'href="([^"]+)"[^>]*id="{id_}"', html).group(1).replace("&amp;", "&")
+
+
+def test_undo_returns_to_the_part_in_the_same_list_and_says_what_it_undid(bench):
+    _tmp, _cfg, app = bench
+    c, token = client_as(app, "reviewer")
+    query = "reason=defect&sort=score_asc"
+    inbox = c.get(f"/?{query}").text
+    first = re.search(r'href="(/part/(\d+)\?[^"]+)"', inbox)
+    page = c.get(first.group(1).replace("&amp;", "&")).text
+    pid, walked_next = first.group(2), links(page, "next")
+    # label with the key (the page moves on to the next part in the list), then undo there
+    r = c.post(f"/part/{pid}/label", data={"label": "crack", "csrf": token, "next": walked_next})
+    assert r.url.path + "?" + r.url.query.decode() == walked_next
+    here_query = parse_qs(urlsplit(walked_next).query)
+    undo = re.search(r'action="/undo".*?name="query" value="([^"]*)"', r.text, re.S).group(1)
+    r = c.post("/undo", data={"csrf": token, "query": undo.replace("&amp;", "&")})
+    assert r.status_code == 200 and r.url.path == f"/part/{pid}", "back to the undone part"
+    got = parse_qs(r.url.query.decode())
+    assert got["reason"] == here_query["reason"] == ["defect"]
+    assert got["sort"] == ["score_asc"], "the sort is kept: the arrows keep their direction"
+    notice = re.search(r'id="undone"[^>]*>(.*?)</p>', r.text, re.S).group(1)
+    assert "crack" in notice and "reviewer" in notice and "none" in notice
+    # the arrows on that page walk the same list: its next is the part that came after it
+    assert links(r.text, "next").split("?")[0] == walked_next.split("?")[0]
+    assert "sort=score_asc" in links(r.text, "next") and "undone" not in links(r.text, "next")
+
+
+def test_the_part_id_in_the_inbox_opens_the_part(bench):
+    _tmp, _cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    html = c.get("/?reason=defect").text
+    cell = re.search(r'<td class="pid"><a href="([^"]+)">([^<]+)</a></td>', html)
+    assert cell, "the part-id cell is a link"
+    page = c.get(cell.group(1).replace("&amp;", "&"))
+    assert page.status_code == 200 and cell.group(2) in page.text
+
+
+def test_the_models_page_prints_thresholds_validation_and_parity_as_tables(bench):
+    _tmp, _cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    r = c.get("/models")
+    assert r.status_code == 200 and len(r.content) < 50_000, "one page, not a template blown up"
+    html = r.text
+    section = html.split('data-model="registry/demo"', 1)[1].split("</section>", 1)[0]
+    assert "{&#39;" not in section and "{&#34;" not in section, "no raw dicts"
+    row = re.search(r'<table class="grid thresholds">.*?</table>', section, re.S).group(0)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    assert cells[:3] == ["defect", "0.5001", "max_escape_rate (0 %)"]
+    assert cells[3].startswith("0 of 83") and cells[4].startswith("0 of 117")
+    assert '<th>accuracy</th><td class="num">100 %</td>' in section
+    assert '<th>decisions that differ</th><td class="num">0</td>' in section
+    assert "within tolerance" in section
+
+
+def test_a_refused_promotion_is_a_styled_page_that_says_so(bench):
+    _tmp, _cfg, app = bench
+    c, token = client_as(app, "admin")
+    r = c.post("/models/promote", data={"csrf": token, "station": "line9", "model": "x"})
+    assert r.status_code == 404
+    assert 'class="card problem"' in r.text and "<h1>Not promoted</h1>" in r.text
+    assert "no station &#39;line9&#39;" in r.text and 'href="/models"' in r.text
+    assert "Sorry" not in r.text and "<pre" not in r.text
+    assert '<link rel="stylesheet" href="/static/review.css">' in r.text
+
+
+def test_the_train_form_shows_the_command_it_runs(bench):
+    _tmp, cfg, app = bench
+    c, _ = client_as(app, "reviewer")
+    html = c.get("/train").text
+    command = re.search(r'<code id="command">([^<]+)</code>', html).group(1)
+    assert command.startswith(sys.executable + " -m inspector.cli train ")
+    assert f"--epochs {cfg.training.epochs}" in command and "--epochs 0" not in command
+    name = re.search(r'id="run-name" value="([^"]+)"', html).group(1)
+    assert f"--out {cfg.training.runs / name}" in command
+
+
+def test_a_run_is_going_only_while_one_is(bench):
+    _tmp, _cfg, app = bench
+    c, _ = client_as(app, "reviewer")
+    store = app.state.bench.store
+    rid = store.add_run("r1", str(_tmp / "runs" / "r1"), "reviewer", 2)
+    store.set_run(rid, status="running", pid=os.getpid())
+    html = c.get("/train").text
+    going = re.search(r'<p id="run-going"([^>]*)>', html)
+    assert going, "the run is shown as going"
+    # the notice asks the page again until the run ends, and is replaced by the form then
+    assert 'hx-get="/train"' in going.group(1) and 'hx-select="#train-form"' in going.group(1)
+    store.set_run(rid, status="done")
+    html = c.get("/train").text
+    assert 'id="run-going"' not in html and 'id="start"' in html
+    assert html.count('id="train-form"') == 1
+
+
+def test_login_error_pages_and_favicon_use_the_site_style(bench):
+    _tmp, _cfg, app = bench
+    from starlette.testclient import TestClient
+
+    c = TestClient(app)
+    login = c.get("/login").text
+    assert 'class="card"' in login and 'rel="icon"' in login and "review.css" in login
+    missing = c.get("/no/such/page")
+    assert missing.status_code == 404 and "Not found" in missing.text
+    assert "review.css" in missing.text and 'class="card problem"' in missing.text
+    icon = c.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+    assert b"<svg" in icon.content
+
+
+def test_undo_in_a_real_browser_keeps_the_walk(bench, tmp_path_factory):
+    """Keys g, 1, then z in Chromium: the undone part comes back in the filtered, sorted
+    list with a line that says what was undone, and the arrow keys keep their direction."""
+    from .review_helpers import serve
+
+    chromedriver = "/usr/bin/chromedriver"
+    if not (Path(chromedriver).exists() and Path("/usr/bin/chromium").exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from .review_helpers import PASSWORD
+
+    _tmp, _cfg, app = bench
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+        opts.add_argument(flag)
+    with serve(app) as (host, port):
+        base = f"http://{host}:{port}"
+        driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+        wait = WebDriverWait(driver, 60)
+
+        def key(k: str) -> None:
+            before = driver.current_url
+            driver.find_element(By.TAG_NAME, "body").send_keys(k)
+            wait.until(lambda d: d.current_url != before)
+
+        try:
+            driver.get(base + "/login")
+            driver.find_element(By.ID, "name").send_keys("reviewer")
+            driver.find_element(By.ID, "password").send_keys(PASSWORD)
+            driver.find_element(By.ID, "login").click()
+            wait.until(lambda d: d.find_elements(By.ID, "filters"))
+            driver.get(base + "/?reason=defect&sort=score_asc")
+            driver.find_element(By.CSS_SELECTOR, "td.pid a").click()
+            wait.until(lambda d: d.find_elements(By.ID, "full"))
+            first = driver.current_url
+            key("g")
+            second = driver.current_url
+            key("1")  # scratch on the second part; the page moves on to the third
+            third = driver.current_url
+            key("z")
+            assert driver.current_url.split("?")[0] == second.split("?")[0]
+            assert "reason=defect" in driver.current_url and "sort=score_asc" in driver.current_url
+            said = driver.find_element(By.ID, "undone").text
+            assert "scratch" in said and "reviewer" in said
+            key(Keys.ARROW_RIGHT)  # the same direction as before the undo
+            assert driver.current_url.split("?")[0] == third.split("?")[0]
+            key(Keys.ARROW_LEFT)
+            key(Keys.ARROW_LEFT)
+            assert driver.current_url.split("?")[0] == first.split("?")[0]
+        finally:
+            driver.quit()
