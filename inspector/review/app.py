@@ -180,7 +180,7 @@ async def _favicon(request):
 
 
 def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True) -> Starlette:
-    from .views import compare, dataset, inbox, media, models, part, session, train
+    from .views import compare, dashboard, dataset, inbox, media, models, part, session, train
 
     bench = Workbench(cfg, store)
     if scan:
@@ -193,6 +193,7 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/logout", session.logout, methods=["POST"]),
         Route("/", inbox.inbox, methods=["GET"]),
         Route("/rescan", inbox.rescan, methods=["POST"]),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
         Route("/label", inbox.bulk_label, methods=["POST"]),
         Route("/part/{pid:rowid}", part.part_page, methods=["GET"]),
         Route("/part/{pid:rowid}/label", part.label, methods=["POST"]),

@@ -393,6 +393,35 @@ class Store:
         out["model"] = [r["v"] for r in self._all("SELECT DISTINCT model_id AS v FROM parts")]
         return {k: sorted(v for v in vals if v) for k, vals in out.items()}
 
+    # -- the dashboard ----------------------------------------------------------------------
+    def station_names(self) -> list[str]:
+        return [r["station"] for r in self._all("SELECT DISTINCT station FROM parts ORDER BY 1")]
+
+    def newest_t(self, station: str) -> float | None:
+        return self._one("SELECT max(t) AS t FROM parts WHERE station = ?", (station,))["t"]
+
+    def seq_results(self, station: str, since: float) -> list[dict]:
+        """(seq, result) of the station's kept parts since ``since``, in line order."""
+        return self._all(
+            "SELECT seq, result FROM parts WHERE station = ? AND t >= ? ORDER BY t, id",
+            (station, since),
+        )
+
+    def reject_reasons(self, station: str, since: float) -> dict[str, int]:
+        rows = self._all(
+            "SELECT reason AS k, count(*) AS n FROM parts WHERE station = ? AND t >= ? "
+            "AND result = 'fail' GROUP BY reason ORDER BY count(*) DESC, reason",
+            (station, since),
+        )
+        return {r["k"]: r["n"] for r in rows}
+
+    def latest_parts(self, station: str, n: int) -> list[dict]:
+        return self._all(
+            "SELECT id, part_id, t, result, reason, class, score, model_id FROM parts "
+            "WHERE station = ? ORDER BY t DESC, id DESC LIMIT ?",
+            (station, n),
+        )
+
     # -- labels ---------------------------------------------------------------------------
     def add_label(self, part: dict, user: str, label: str, disagrees: str | None) -> int:
         with self._transaction():

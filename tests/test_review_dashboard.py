@@ -1,0 +1,101 @@
+"""The dashboard: yield from the recordings (every reject, sampled passes, sequence numbers),
+reject reasons, the model and health from the station's retained status, the last parts."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from inspector.review.app import create_app
+from inspector.review.config import load_review_config
+from inspector.review.linestats import line_yield
+
+from .review_helpers import make_recordings, seed_dataset, write_config
+from .test_review import client_as
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+
+
+def test_yield_counts_the_parts_between_sequence_numbers_and_restarts():
+    # kept: a reject at 1, a sampled pass at 5, a reject at 10: ten parts, two rejected
+    y = line_yield([{"seq": 1, "result": "fail"}, {"seq": 5, "result": "pass"},
+                    {"seq": 10, "result": "fail"}])  # fmt: skip
+    assert (y.inspected, y.rejected, y.kept) == (10, 2, 3) and y.rate == pytest.approx(0.8)
+    # a restart (the numbers start again) counts each run on its own: 10 + 3 parts
+    rows = [{"seq": s, "result": "fail" if s % 5 == 0 else "pass"} for s in (1, 10, 3, 5)]
+    y = line_yield(rows)
+    assert y.inspected == 13 and y.rejected == 2
+    assert line_yield([]).rate is None
+
+
+@pytest.fixture
+def dash(tmp_path, broker):
+    make_recordings(tmp_path / "rec1", 30)  # seq 0..29, every third passed, all kept
+    make_recordings(tmp_path / "rec2", 6, station_seed=1)
+    seed_dataset(tmp_path / "data")
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text()
+        + f"""  stations:
+    - name: line1
+      config: {tmp_path}/line1.yaml
+      golden: {tmp_path}/golden
+      models: {tmp_path}/models
+      mqtt: {{host: {broker.host}, port: {broker.port}, prefix: inspector/line1}}
+"""
+    )
+    app = create_app(load_review_config(path))
+    from inspector.review import auth
+
+    from .review_helpers import PASSWORD
+
+    auth.add_user(app.state.bench.store, "viewer", PASSWORD, "viewer")
+    yield app, broker
+    app.state.bench.stop()
+
+
+def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(dash):
+    app, broker = dash
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    status = {"state": "online", "model_id": "demo-cnn@0123456789ab", "ts": time.time()}
+    pub.publish("inspector/line1/status", json.dumps(status), qos=1, retain=True).wait_for_publish()
+    c, _ = client_as(app, "viewer")
+    deadline = time.time() + 15
+    while True:
+        html = c.get("/dashboard").text
+        line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
+        if 'data-state="online"' in line1 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    pub.loop_stop()
+    pub.disconnect()
+    assert 'data-state="online"' in line1, "health from the station's retained status"
+    assert '<code class="model-id">demo-cnn@0123456789ab</code>' in line1
+    # 30 parts by sequence number, 20 rejected: 33.3 % yield
+    assert re.search(r'class="num inspected">30<', line1) and 'class="num rejected">20<' in line1
+    assert "33.3 %" in line1
+    reasons = dict(re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td>", line1))
+    assert reasons == {"defect": "16", "uncertain": "4"}  # i % 5 == 4 and failed: uncertain
+    strip = re.findall(r'<a href="/part/(\d+)" class="(pass|fail)"', line1)
+    assert len(strip) == 24 and strip[0][1] == "fail"  # newest first: seq 29 failed
+    newest = app.state.bench.store.latest_parts("line1", 1)[0]
+    assert int(strip[0][0]) == newest["id"]
+    # a station without a broker in the config: health unknown, the model from its parts
+    line2 = html.split('data-station="line2"', 1)[1].split("</section>", 1)[0]
+    assert 'data-state="unknown"' in line2 and "the last recorded part" in line2
+    # the page asks for itself again: the strip refreshes
+    assert 'hx-get="/dashboard?hours=8.0" hx-trigger="every 5s"' in html
+
+
+def test_dashboard_needs_a_login(dash):
+    app, _ = dash
+    from starlette.testclient import TestClient
+
+    r = TestClient(app).get("/dashboard", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
