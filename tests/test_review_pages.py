@@ -4,6 +4,7 @@ the login, error and promote-refusal pages, the train form's real command."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -196,5 +197,15 @@ def test_undo_in_a_real_browser_keeps_the_walk(bench, tmp_path_factory):
             key(Keys.ARROW_LEFT)
             key(Keys.ARROW_LEFT)
             assert driver.current_url.split("?")[0] == first.split("?")[0]
+            # compare's slider: a step shows that threshold's counts without a reload
+            driver.get(base + "/compare?a=reports/a&b=reports/b")
+            url, slider = driver.current_url, driver.find_element(By.ID, "op")
+            before = driver.find_element(By.ID, "op-a_fr").text
+            slider.send_keys(Keys.HOME)
+            wait.until(lambda d: d.find_element(By.ID, "op-t").text != "0.500")
+            lowest = json.loads(slider.get_attribute("data-points"))[0]
+            assert driver.find_element(By.ID, "op-t").text == lowest["t"]
+            assert driver.find_element(By.ID, "op-a_fr").text == lowest["a_fr"] != before
+            assert driver.current_url == url
         finally:
             driver.quit()

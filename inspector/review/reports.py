@@ -66,7 +66,7 @@ def compare(a: dict, b: dict) -> dict:
         pa, pb = a["predictions"][file], b["predictions"][file]
         if pa.get("result") == pb.get("result"):
             continue
-        truth = "fail" if _is_defect(pa.get("label", ""), a["metrics"]) else "pass"
+        truth = "fail" if is_defect(pa.get("label", ""), a["metrics"]) else "pass"
         changed.append(
             {
                 "file": file,
@@ -89,7 +89,7 @@ def compare(a: dict, b: dict) -> dict:
     }
 
 
-def _is_defect(label: str, metrics: dict) -> bool:
+def is_defect(label: str, metrics: dict) -> bool:
     per = metrics.get("per_class") or {}
     defects = metrics.get("defect_classes")
     if defects is None and isinstance(per, dict):

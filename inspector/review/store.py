@@ -422,6 +422,15 @@ class Store:
             (station, n),
         )
 
+    def scored_parts(self, station: str = "") -> list[dict]:
+        """Every recorded part's score, line result and label in force (the slider's parts)."""
+        where, args = ("WHERE p.station = ?", (station,)) if station else ("", ())
+        return self._all(
+            "SELECT p.score AS score, p.result AS result, c.label AS label FROM parts p "
+            f"LEFT JOIN current c ON c.part = p.id {where}",
+            args,
+        )
+
     # -- labels ---------------------------------------------------------------------------
     def add_label(self, part: dict, user: str, label: str, disagrees: str | None) -> int:
         with self._transaction():

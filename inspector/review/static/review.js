@@ -63,3 +63,15 @@ document.addEventListener("mousedown", function (e) {
   document.addEventListener("mousemove", move);
   document.addEventListener("mouseup", up);
 });
+
+// The operating-point slider on compare: each step shows that threshold's counts (the
+// points come with the page, in data-points); "Show" asks the server without script.
+document.addEventListener("input", function (e) {
+  if (e.target.id !== "op") return;
+  var points = JSON.parse(e.target.dataset.points), p = points[Number(e.target.value)];
+  document.getElementById("op-t").textContent = p.t;
+  Object.keys(p).forEach(function (k) {
+    var cell = document.getElementById("op-" + k);
+    if (cell) cell.textContent = p[k];
+  });
+});
