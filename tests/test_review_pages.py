@@ -209,3 +209,37 @@ def test_undo_in_a_real_browser_keeps_the_walk(bench, tmp_path_factory):
             assert driver.current_url == url
         finally:
             driver.quit()
+
+
+def test_the_models_page_shows_the_threshold_curve_and_its_bounds(bench):
+    tmp, _cfg, app = bench
+    manifest = json.loads(DEMO.with_suffix(".json").read_text())
+    t = manifest["thresholds"]["defect"]
+    t["value"] = 0.5
+    t["confidence"] = {
+        "level": 0.95,
+        "escape_rate": {"k": 1, "n": 10, "rate": 0.1, "upper": 0.394},
+        "false_reject_rate": {"k": 1, "n": 20, "rate": 0.05, "upper": 0.216},
+    }
+    t["curve"] = {"on": "validation", "level": 0.95, "defective": 10, "good": 20, "chosen": 0.5,
+                  "points": [{"threshold": 0.3, "escapes": 0, "escape_upper": 0.259,
+                              "false_rejects": 4, "false_reject_upper": 0.4},
+                             {"threshold": 0.5, "escapes": 1, "escape_upper": 0.394,
+                              "false_rejects": 1, "false_reject_upper": 0.216}]}  # fmt: skip
+    reg = tmp / "registry" / "curved"
+    reg.mkdir()
+    shutil.copyfile(DEMO.with_suffix(".onnx"), reg / "model.onnx")
+    (reg / "model.json").write_text(json.dumps(manifest))
+    c, _ = client_as(app, "viewer")
+    html = c.get("/models").text
+    section = html.split('data-model="registry/curved"', 1)[1].split("</section>", 1)[0]
+    assert (
+        "1 of 10 (10 %), at most 39.4 %" in section and "1 of 20 (5 %), at most 21.6 %" in section
+    )
+    rows = re.findall(r"<tr( class=\"chosen\")?><td class=\"num\">([^<]+)</td><td>([^<]+)</td>"
+                      r"<td>([^<]+)</td></tr>", section)  # fmt: skip
+    assert rows == [
+        ("", "0.3", "0 of 10 (0 %), at most 25.9 %", "4 of 20 (20 %), at most 40 %"),
+        (' class="chosen"', "0.5 (in use)", "1 of 10 (10 %), at most 39.4 %",
+         "1 of 20 (5 %), at most 21.6 %"),
+    ]  # fmt: skip

@@ -122,3 +122,41 @@ def parity(manifest: dict) -> list[tuple[str, str]]:
     if p.get("on"):
         rows.append(("measured on", str(p["on"])))
     return rows
+
+
+def curve(manifest: dict) -> list[dict]:
+    """Per thresholded class, the trade-off curve training kept (``thresholds.<class>.curve``):
+    each point's escapes and false rejects as k of n with their upper bounds."""
+    out = []
+    for cls, t in sorted((manifest.get("thresholds") or {}).items()):
+        c = t.get("curve") if isinstance(t, dict) else None
+        if not isinstance(c, dict) or not c.get("points"):
+            continue
+        n_def, n_good = c.get("defective") or 0, c.get("good") or 0
+        rows = []
+        for p in c["points"]:
+            rows.append(
+                {
+                    "threshold": num(p.get("threshold")),
+                    "chosen": p.get("threshold") == c.get("chosen"),
+                    "escape": rate(
+                        {
+                            "k": p.get("escapes"),
+                            "n": n_def,
+                            "rate": (p.get("escapes") or 0) / n_def if n_def else None,
+                            "upper": p.get("escape_upper"),
+                        }
+                    ),  # fmt: skip
+                    "reject": rate(
+                        {
+                            "k": p.get("false_rejects"),
+                            "n": n_good,
+                            "rate": (p.get("false_rejects") or 0) / n_good if n_good else None,
+                            "upper": p.get("false_reject_upper"),
+                        }
+                    ),  # fmt: skip
+                }
+            )
+        level = pct(c.get("level")) if c.get("level") else ""
+        out.append({"class": cls, "on": c.get("on", ""), "level": level, "points": rows})
+    return out

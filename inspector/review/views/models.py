@@ -48,6 +48,7 @@ async def models_page(request: Request, user) -> Response:
             "thresholds": modelcard.thresholds(m["manifest"]),
             "validation": modelcard.validation(m["manifest"]),
             "parity": modelcard.parity(m["manifest"]),
+            "curve": modelcard.curve(m["manifest"]),
         }
     stations = await run_in_threadpool(_stations, b)
     return render(
