@@ -4,6 +4,7 @@ lines' commands as printed, and the example configs (review, SPC) on the demo's 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -146,3 +147,95 @@ def test_the_replay_mixes_good_and_bad_parts_and_drifts_once():
     assert not beyond[:before].any(), "no alarm before the drift"
     assert beyond[before:].any(), "the drift raises an alarm"
     assert defect_schedule(n) == defect_schedule(n), "seeded"
+
+
+def test_browser_journey_from_the_demo(demo, monkeypatch, tmp_path_factory):
+    """After the demo, in Chromium on the example config: the dashboard, the inbox, a part,
+    relabel and undo (the list kept), the models page and a promotion of the demo's model
+    (the station is down: verified on its golden set, then ``current`` moves).
+    INSPECTOR_SCREENSHOTS=docs remakes the README's journey screenshots."""
+    if not (Path("/usr/bin/chromedriver").exists() and Path("/usr/bin/chromium").exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from inspector.review import auth
+
+    from .review_helpers import serve
+
+    home, _ = demo
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    shots = Path(os.environ.get("INSPECTOR_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    app = create_app(load_review_config(EXAMPLES / "review.yaml"))
+    auth.add_user(app.state.bench.store, "qa", PW, "admin")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+        opts.add_argument(flag)
+    with serve(app) as (host, port):
+        base = f"http://{host}:{port}"
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        wait = WebDriverWait(driver, 60)
+
+        def key(k: str) -> None:
+            before = driver.current_url
+            driver.find_element(By.TAG_NAME, "body").send_keys(k)
+            wait.until(lambda d: d.current_url != before)
+
+        try:
+            driver.get(base + "/dashboard")
+            driver.find_element(By.ID, "name").send_keys("qa")
+            driver.find_element(By.ID, "password").send_keys(PW)
+            driver.find_element(By.ID, "login").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'section[data-station="demo"]'))
+            station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')
+            kept = len(list((home / "recordings").rglob("*.json")))
+            inspected = int(station.find_element(By.CSS_SELECTOR, ".inspected").text)
+            assert (
+                kept <= inspected <= 120
+                and "%" in station.find_element(By.CSS_SELECTOR, ".yield").text
+            )
+            assert len(station.find_elements(By.CSS_SELECTOR, ".strip a")) == min(24, kept)
+            driver.save_screenshot(str(shots / "journey-dashboard.png"))
+            # the inbox, the rejects by score, a part by its id
+            driver.get(base + "/")
+            Select(driver.find_element(By.ID, "f-reason")).select_by_visible_text("defect")
+            driver.find_element(By.ID, "apply").click()
+            wait.until(lambda d: "reason=defect" in d.current_url)
+            driver.find_element(By.CSS_SELECTOR, "td.pid a").click()
+            wait.until(lambda d: d.find_elements(By.ID, "full"))
+            driver.save_screenshot(str(shots / "journey-part.png"))
+            key("g")  # a false reject, says the reviewer; on to the next part
+            second = driver.current_url
+            key("1")  # defect
+            key("z")  # undo: back on the second part, in the same list, told what was undone
+            assert driver.current_url.split("?")[0] == second.split("?")[0]
+            assert "reason=defect" in driver.current_url
+            assert "defect" in driver.find_element(By.ID, "undone").text
+            # the models page: the demo's model with readable tables; promote it
+            driver.get(base + "/models")
+            assert driver.find_elements(
+                By.CSS_SELECTOR, 'section[data-model="runs/demo"] table.thresholds'
+            )
+            row = driver.find_element(By.CSS_SELECTOR, 'tr[data-station="demo"]')
+            row.find_element(By.CSS_SELECTOR, "button").click()  # verify and promote
+            patient = WebDriverWait(driver, 180)
+            patient.until(
+                lambda d: (
+                    d.find_element(By.CSS_SELECTOR, ".promotion .status").text
+                    not in ("running", "")
+                )
+            )
+            assert driver.find_element(By.CSS_SELECTOR, ".promotion .status").text == "linked"
+            driver.get(base + "/models")
+            assert driver.find_element(
+                By.CSS_SELECTOR, 'tr[data-station="demo"] .current'
+            ).text.startswith("runs-demo")
+            driver.save_screenshot(str(shots / "journey-models.png"))
+        finally:
+            driver.quit()
+            app.state.bench.stop()

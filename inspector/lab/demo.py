@@ -13,7 +13,8 @@ random order, the defect rate drifting once (from ``BASE_RATE`` to ``DRIFT_RATE`
 Everything stays in one named folder (``inspector-demo/`` in the working folder unless
 ``--keep DIR``), laid out as ``deploy/examples/review.yaml`` expects under
 ``INSPECTOR_HOME``: ``station.yaml``, ``recordings/``, ``models/current`` -> ``models/demo``,
-``golden/demo/{pass,fail}``; the closing lines point the workbench at it.
+``golden/demo/{pass,fail}``, the model once more in ``runs/demo`` (the workbench's registry,
+to promote); the closing lines point the workbench at it.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def write_home(folder: Path, parts: int, seed: int = 7) -> dict[str, bool]:
     model.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO_MODEL, model / "model.onnx")
     shutil.copyfile(DEMO_MODEL.with_suffix(".json"), model / "model.json")
+    registry = folder / "runs" / STATION  # the workbench's registry: a model to promote
+    registry.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEMO_MODEL, registry / "model.onnx")
+    shutil.copyfile(DEMO_MODEL.with_suffix(".json"), registry / "model.json")
     link = folder / "models" / "current"
     if not link.is_symlink():
         link.unlink(missing_ok=True)
