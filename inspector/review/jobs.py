@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import InspectorError
 from .config import TrainingSection
+from .plots import history_chart
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Jobs:
             "metrics": metrics,
             "percent": min(100, round(100 * done / max(1, run["epochs"]))),
             "log": _tail(out / "train.log"),
+            "chart": history_chart(rows),
         }
 
     def default_name(self) -> str:

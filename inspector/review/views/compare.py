@@ -8,7 +8,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import operating, reports
+from .. import operating, plots, reports
 from ..dataset import UNSURE
 from .common import _float, bench, error, page, render
 
@@ -25,6 +25,16 @@ async def compare_page(request: Request, user) -> Response:
         ra, rb = reports.load(found[a]), reports.load(found[bb])
         result = reports.compare(ra, rb)
         result["operating"] = _operating(b, ra, rb, request.query_params.get("i", ""))
+        result["charts"] = plots.report_charts(
+            [
+                (f"A {a}", ra["predictions"], lambda lb, m=ra["metrics"]: reports.is_defect(lb, m)),
+                (
+                    f"B {bb}",
+                    rb["predictions"],
+                    lambda lb, m=rb["metrics"]: reports.is_defect(lb, m),
+                ),
+            ]
+        )
         root = Path(b.cfg.dataset.path).resolve()
         for c in result["changed"]:
             file = Path(c["file"]).resolve()
