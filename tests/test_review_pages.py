@@ -243,3 +243,16 @@ def test_the_models_page_shows_the_threshold_curve_and_its_bounds(bench):
         (' class="chosen"', "0.5 (in use)", "1 of 10 (10 %), at most 39.4 %",
          "1 of 20 (5 %), at most 21.6 %"),
     ]  # fmt: skip
+
+
+def test_the_new_pages_refuse_odd_parameters_without_a_server_error(bench):
+    _tmp, _cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    odd = ["nan", "-1", "1e309", "%00", "9" * 5000, "abc", "2.5", "-5", "1e99"]
+    for value in odd:
+        for path in (f"/dashboard?hours={value}",
+                     f"/compare?a=reports/a&b=reports/b&i={value}",
+                     f"/part/1?undone={value}"):  # fmt: skip
+            r = c.get(path)
+            assert r.status_code in (200, 400), (path[:80], r.status_code)
+            assert "review.css" in r.text, "the site's page, with its style"

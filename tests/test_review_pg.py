@@ -90,6 +90,13 @@ def exercise(store: Store) -> dict:
         out[f"page {f}"] = [key(r["id"]) for r in store.parts(f, 2, 3)]
         out[f"around {f}"] = tuple(map(key, store.neighbours(f, 4)))
     out["choices"] = store.choices()
+    # the dashboard's and the slider's queries
+    out["stations"] = store.station_names()
+    out["newest"] = store.newest_t("s1")
+    out["seq"] = [(r["seq"], r["result"]) for r in store.seq_results("s1", T0 + 3600 * 2)]
+    out["reasons"] = store.reject_reasons("s1", T0)
+    out["latest"] = [(r["part_id"], r["result"]) for r in store.latest_parts("s1", 3)]
+    out["scored"] = sorted((r["score"] or -1, r["result"]) for r in store.scored_parts("s1"))
     p2, p3 = store.part(2), store.part(3)
     first = store.add_label(p2, "ann", "good", "false_reject")
     second = store.add_label(p2, "ann", "crack", None)
