@@ -256,3 +256,26 @@ def test_the_new_pages_refuse_odd_parameters_without_a_server_error(bench):
             r = c.get(path)
             assert r.status_code in (200, 400), (path[:80], r.status_code)
             assert "review.css" in r.text, "the site's page, with its style"
+
+
+def test_without_tensorflow_the_train_page_names_the_command_that_installs_it(bench, monkeypatch):
+    import importlib.util
+
+    from inspector.review.views import train
+
+    _tmp, _cfg, app = bench
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        train.importlib.util, "find_spec", lambda name: None if name == "tensorflow" else real(name)
+    )
+    c, _ = client_as(app, "reviewer")
+    html = c.get("/train").text
+    hint = re.search(r'id="no-tensorflow">.*?<code>([^<]+)</code>', html, re.S).group(1)
+    hint = hint.replace("&amp;", "&")
+    checkout = Path(__file__).resolve().parents[1]
+    if Path(sys.prefix).parent == checkout:  # this checkout's .venv: its Makefile's step
+        assert hint == f"cd {checkout} && make {Path(sys.prefix).name}/.installed-train"
+        make = (checkout / "Makefile").read_text()
+        assert "TRAIN_STAMP := $(VENV)/.installed-train" in make and "\n$(TRAIN_STAMP):" in make
+    else:
+        assert hint.startswith(sys.executable) and "defect-inspector[train]" in hint
