@@ -391,6 +391,12 @@ def test_anonymous_may_read_but_not_call_where_allowed(pki):
         view.stop()
 
 
+def test_a_missing_users_file_stops_the_station_before_it_starts(tmp_path):
+    section = OpcUaSection(users_file=tmp_path / "nope.yaml", pki_dir=tmp_path / "pki")
+    with pytest.raises(ConfigError, match=r"plant.opcua.users_file: cannot read .*nope.yaml"):
+        OpcUaView(section, "test")
+
+
 def test_config_is_checked_before_anything_starts(tmp_path):
     bad = tmp_path / "station.yaml"
     bad.write_text(

@@ -103,7 +103,7 @@ async def _mes(endpoint: str, cert: str, key: str, out: str) -> None:
     from asyncua import Client, ua
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
-    os.nice(10)  # the MES is another machine on a line: here it must not take the station's CPU
+    os.nice(19)  # the MES is another machine on a line: here it must not take the station's CPU
     got: list[tuple[float, float]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -63,7 +63,7 @@ class OpcUaSection:
     )
     results_kept: int = setting(100, "recent results kept for GetResultById and the Results folder")
     nice: int = setting(
-        10,
+        19,
         "the server process's CPU priority below the station's (0-19): when the PC is short "
         "of CPU, parts are inspected first and the MES's results wait",
     )

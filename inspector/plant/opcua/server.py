@@ -16,6 +16,7 @@ or on its own when the station's process is gone (the pipe closes).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import queue
@@ -26,6 +27,7 @@ from ...contract.records import Verdict
 from ...errors import ConfigError, InspectorError
 from ...logs import JsonFormatter
 from .config import OpcUaSection
+from .users import load_users
 from .wire import flat
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ class OpcUaView:
     """An OPC UA server for one station. ``start(handlers)`` returns once it listens."""
 
     def __init__(self, section: OpcUaSection, station_id: str) -> None:
+        """Reads the users file now: a missing or malformed one stops ``inspector run``
+        before anything starts (exit 2, naming the file)."""
+        if section.users_file is not None:
+            load_users(section.users_file)
+        if importlib.util.find_spec("asyncua") is None:  # the server process imports it
+            raise ConfigError(
+                "plant.opcua needs the opcua extra: pip install 'defect-inspector[opcua]'"
+            )
         self.cfg = section
         self.station_id = station_id
         self.endpoint = ""  # the URL clients connect to, once started
