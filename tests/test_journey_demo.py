@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
     """``inspector demo`` from the checkout, as the Makefile runs it: (home, output)."""
     home = tmp_path_factory.mktemp("demo") / "home"
     r = subprocess.run(
-        [str(INSPECTOR), "demo", "--parts", "120", "--rate", "40", "--keep", str(home)],
+        [str(INSPECTOR), "demo", "--parts", "240", "--rate", "40", "--keep", str(home)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -117,6 +117,22 @@ def test_the_example_review_config_fits_the_demo(demo, monkeypatch):
         assert len(set(re.findall(r"demo-\d{8}T\d{6}-\d+", r.text))) == min(kept, cfg.page_size)
 
 
+def test_the_demo_runs_spc_which_alarms_after_the_drift_only(demo):
+    home, out = demo
+    line = re.search(r"SPC alarms +first after (\d+) parts \(the defect rate drifted at part (\d+)\)"
+                     r".*; none before the drift", out)  # fmt: skip
+    assert line, out[-3000:]
+    assert int(line.group(1)) > int(line.group(2)) == 144
+    # the report command as printed, from the checkout
+    printed = out.split("as a report (open its index.html):\n", 1)[1].splitlines()[0].strip()
+    assert printed.startswith(".venv/bin/inspector spc report --config ")
+    r = subprocess.run(
+        ["bash", "-c", printed], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (home / "spc-report" / "index.html").is_file()
+
+
 def test_the_example_spc_config_reads_the_demo_recordings(demo, monkeypatch):
     home, _ = demo
     monkeypatch.setenv("INSPECTOR_HOME", str(home))
@@ -196,7 +212,7 @@ def test_browser_journey_from_the_demo(demo, monkeypatch, tmp_path_factory):
             kept = len(list((home / "recordings").rglob("*.json")))
             inspected = int(station.find_element(By.CSS_SELECTOR, ".inspected").text)
             assert (
-                kept <= inspected <= 120
+                kept <= inspected <= 240
                 and "%" in station.find_element(By.CSS_SELECTOR, ".yield").text
             )
             assert len(station.find_elements(By.CSS_SELECTOR, ".strip a")) == min(24, kept)

@@ -30,6 +30,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from ..errors import InspectorError
+from .demospc import BASELINE, SUBGROUP, DemoSpc
+
+SPC_ALARM = "inspector/spc/alarm"  # the SPC service's retained set of active alarms
 
 DEMO_MODEL = Path(__file__).parents[1] / "models" / "demo.onnx"
 DEMO_HOME = Path("inspector-demo")  # the demo's folder, relative to the working folder
@@ -167,11 +170,24 @@ def run_demo(
     )
     (work / "station.yaml").write_text(_config_yaml(work, b.host, b.port, b.protocol, rate))
     cfg = load_config(work / "station.yaml")
+    spc = DemoSpc(work, b.host, b.port, b.protocol)
+    spc_up = spc.start()
+    print(
+        f"demo: SPC on the verdicts (subgroups of {SUBGROUP} parts, limits from the first "
+        f"{BASELINE}), alarms on {SPC_ALARM}"
+        if spc_up
+        else f"demo: the SPC service did not start ({spc.log_path}); going on without it",
+        file=out,
+    )
 
     received: list[dict] = []
+    alarms: list[dict] = []
     got_all = threading.Event()
 
     def on_message(_c, _u, msg):
+        if msg.topic == SPC_ALARM:
+            _on_alarm(msg.payload, alarms, len(received), out)
+            return
         if not msg.topic.endswith("/verdict"):
             return
         v = json.loads(msg.payload)
@@ -202,6 +218,7 @@ def run_demo(
     sub.on_message = on_message
     sub.connect(b.host, b.port)
     sub.subscribe(f"{cfg.prefix}/#", qos=1)
+    sub.subscribe(SPC_ALARM, qos=1)
     sub.loop_start()
 
     station = Station(cfg)
@@ -221,13 +238,46 @@ def run_demo(
         print("\ndemo: interrupted, stopping", file=out)
     finally:
         station.stop()
-        time.sleep(0.2)
+        time.sleep(1.0 if spc_up else 0.2)  # SPC closes the last subgroup
+        spc.stop()
         sub.loop_stop()
         sub.disconnect()
         b.stop()
 
     ok = _summary(received, truth, station, time.monotonic() - t_setup, out, work)
+    if spc_up:
+        print(_spc_summary(alarms, int(parts * DRIFT_AT), spc.log_path), file=out)
+    print("\n" + "\n".join(next_steps(work)), file=out)
     return 0 if ok or interrupted else 1
+
+
+def _on_alarm(payload: bytes, alarms: list[dict], after: int, out) -> None:
+    """Print each alarm the SPC service opens (its retained message lists the active ones)."""
+    try:
+        active = json.loads(payload).get("active") or []
+    except (ValueError, AttributeError):
+        return
+    seen = {a["key"] for a in alarms}
+    for a in active:
+        key = (a.get("station"), a.get("chart"), a.get("rule"))
+        if key in seen:
+            continue
+        what = f"station {key[0]}, {key[1]} chart, {a.get('description') or key[2]}"
+        alarms.append({"key": key, "after": after, "what": what, "chart": key[1]})
+        print(f"  SPC ALARM after {after} parts: {what}", file=out, flush=True)
+
+
+def _spc_summary(alarms: list[dict], drift: int, log: Path) -> str:
+    """One line: when SPC first alarmed against when the defect rate drifted."""
+    if not alarms:
+        return f"  SPC alarms           none (the defect rate drifted at part {drift}); log {log}"
+    early = sum(a["after"] <= drift for a in alarms)
+    charts = sorted({a["chart"] for a in alarms})
+    return (
+        f"  SPC alarms           first after {alarms[0]['after']} parts (the defect rate drifted "
+        f"at part {drift}); {len(alarms)} signals on the {', '.join(charts)} charts; "
+        f"{early or 'none'} before the drift; log {log}"
+    )
 
 
 def _shown(path: Path) -> str:
@@ -245,7 +295,13 @@ def next_steps(work: Path) -> list[str]:
     inspector = _shown(exe) if exe.is_file() else "inspector"
     example = Path(__file__).parents[2] / "deploy" / "examples" / "review.yaml"
     review = f"{inspector} review --config {_shown(example)}"
-    return [
+    spc = Path(work).resolve() / "spc.yaml"
+    report = [
+        "the SPC charts and alarms of the run, as a report (open its index.html):",
+        f"  {inspector} spc report --config {_shown(spc)} --out {_shown(spc.parent / 'spc-report')}",
+        "",
+    ]
+    return (report if spc.is_file() else []) + [
         "review what the line kept in the QA workbench:",
         f"  export INSPECTOR_HOME={Path(work).resolve()}",
         f"  {review} --add-user qa --role admin   # asks for a password (8+ characters) twice",
@@ -286,6 +342,5 @@ def _summary(
             file=out,
         )
     print(f"  took                 {seconds:.1f} s", file=out)
-    print("\n" + "\n".join(next_steps(work)), file=out)
     expected = int(m.value("inspector_parts_total"))
     return len(received) == expected == len(set(ids)) and expected > 0
