@@ -65,18 +65,27 @@ def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(
     pub.loop_start()
     status = {"state": "online", "model_id": "demo-cnn@0123456789ab", "ts": time.time()}
     pub.publish("inspector/line1/status", json.dumps(status), qos=1, retain=True).wait_for_publish()
+    alarm = {"schema": 1, "active": [
+        {"station": "line1", "chart": "reject", "rule": "we1_beyond_3s",
+         "description": "one point beyond 3 sigma", "since": 1796000000.0},
+        {"station": "line7", "chart": "reject", "rule": "ewma", "since": 1796000000.0}]}  # fmt: skip
+    pub.publish("inspector/spc/alarm", json.dumps(alarm), qos=1, retain=True).wait_for_publish()
     c, _ = client_as(app, "viewer")
     deadline = time.time() + 15
     while True:
         html = c.get("/dashboard").text
         line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
-        if 'data-state="online"' in line1 or time.time() > deadline:
+        if ('data-state="online"' in line1 and "SPC alarm" in line1) or time.time() > deadline:
             break
         time.sleep(0.2)
     pub.loop_stop()
     pub.disconnect()
     assert 'data-state="online"' in line1, "health from the station's retained status"
     assert '<code class="model-id">demo-cnn@0123456789ab</code>' in line1
+    said = re.search(r'<div class="alarms" role="alert">(.*?)</div>', line1, re.S).group(1)
+    assert re.findall(r"<li>(.*?)</li>", said) == [
+        "reject chart: one point beyond 3 sigma since 2026-11-30 00:53:20Z"
+    ], "the station's own alarm, as a sentence; another station's is not listed"
     # 30 parts by sequence number, 20 rejected: 33.3 % yield
     assert re.search(r'class="num inspected">30<', line1) and 'class="num rejected">20<' in line1
     assert "33.3 %" in line1
@@ -89,6 +98,7 @@ def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(
     # a station without a broker in the config: health unknown, the model from its parts
     line2 = html.split('data-station="line2"', 1)[1].split("</section>", 1)[0]
     assert 'data-state="unknown"' in line2 and "the last recorded part" in line2
+    assert "SPC alarm" not in line2
     # the page asks for itself again: the strip refreshes
     assert 'hx-get="/dashboard?hours=8.0" hx-trigger="every 5s"' in html
 

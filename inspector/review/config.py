@@ -80,6 +80,11 @@ class StationModelSection:
         "password_file or password_env; prefix: the station's, default inspector/NAME); "
         "without it a promotion can only verify and move the link",
     )
+    spc_alarms: str = setting(
+        "inspector/spc/alarm",
+        "the SPC service's retained alarm topic on this broker (the dashboard shows the "
+        "station's active alarms); '' for none",
+    )
     answer_timeout_s: float = setting(
         900.0, "how long a promotion waits for the running station's answer (load, checks, golden)"
     )

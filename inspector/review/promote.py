@@ -67,6 +67,7 @@ class StationWatch:
         self._first = threading.Event()
         self._client = None
         self.topic = Topics.of(station.prefix).status
+        self.alarms: list[dict] = []  # the SPC service's active alarms for this station
 
     def start(self) -> None:
         mq = self.station.mqtt
@@ -96,6 +97,8 @@ class StationWatch:
             return
         self.connected, self.error = True, None
         client.subscribe(self.topic, qos=1)
+        if self.station.spc_alarms:
+            client.subscribe(self.station.spc_alarms, qos=1)
 
     def _on_disconnect(self, _client, _userdata, _flags=None, reason=None, _props=None) -> None:
         self.connected = False
@@ -104,6 +107,16 @@ class StationWatch:
         try:
             status = json.loads(msg.payload) if msg.payload else None
         except ValueError:
+            return
+        if msg.topic == self.station.spc_alarms and msg.topic != self.topic:
+            active = status.get("active") if isinstance(status, dict) else None
+            mine = [
+                a
+                for a in (active if isinstance(active, list) else [])
+                if isinstance(a, dict) and a.get("station") == self.station.name
+            ]
+            with self._lock:
+                self.alarms = mine
             return
         if status is not None and not isinstance(status, dict):
             return

@@ -13,10 +13,23 @@ from starlette.responses import Response
 from .. import registry
 from ..linestats import line_yield
 from ..promote import STALE_S
-from .common import _float, bench, page, render
+from .common import _float, bench, fmt_time, page, render
 
 STRIP = 24  # parts in the strip
 HOURS = 8.0  # the stretch yield and reasons are counted over (back from the newest part)
+
+
+def _alarms(b, name: str) -> list[str]:
+    """The SPC service's active alarms for the station, as sentences."""
+    watch = b.promoter.watches.get(name)
+    out = []
+    for a in list(watch.alarms) if watch is not None else []:
+        since = a.get("since")
+        when = f" since {fmt_time(since)}" if isinstance(since, (int, float)) else ""
+        out.append(
+            f"{a.get('chart', '?')} chart: {a.get('description') or a.get('rule', '?')}{when}"
+        )
+    return out
 
 
 def _health(b, name: str) -> dict:
@@ -54,6 +67,7 @@ def _station(b, name: str, hours: float) -> dict:
         "model": model,
         "model_source": source,
         "strip": latest,
+        "alarms": _alarms(b, name),
     }
 
 
