@@ -250,8 +250,11 @@ def spc_yaml(tmp_path, broker, extra=""):
     return load_spc_config(path)
 
 
+T0 = float(int(time.time()) - 86400)  # within the store's retention (the service prunes at start)
+
+
 def verdict(seq, fail=False, station="st1"):
-    t = 1000.0 + seq
+    t = T0 + seq
     return json.dumps(
         {
             "schema": 1,

@@ -39,12 +39,12 @@ TOPIC = "bench/{station}/verdict"
 
 
 # -- the stream --------------------------------------------------------------------------------
-def stream(n: int, seed: int = 7):
+def stream(n: int, seed: int = 7, t0: float = 1.7e9):
     """(topic, payload) of ``n`` verdicts; the reject rate is 2 %, 4 % on st2 for the parts
-    40-60 % of the way in, 8 % on st3 for 70-75 %. Times are the stream's own (100 parts/s)."""
+    40-60 % of the way in, 8 % on st3 for 70-75 %. Times are the stream's own, from ``t0``
+    (100 parts/s): the same in every run, so the runs' alarms compare."""
     rng = np.random.default_rng(seed)
     u = rng.random(n)
-    t0 = 1.7e9
     for i in range(n):
         station = f"st{i % STATIONS}"
         p = 0.02
@@ -76,7 +76,7 @@ def stream(n: int, seed: int = 7):
         yield TOPIC.format(station=station), json.dumps(payload).encode()
 
 
-def _publisher(host: str, port: int, n: int, rate: float, seed: int, sent, acked, stop) -> None:
+def _publisher(host, port, n, rate, seed, t0, sent, acked, stop) -> None:
     """A station in a process of its own: publishes the stream at ``rate`` per second, QoS 1;
     paho keeps what the broker has not acknowledged and sends it again after a restart."""
     import paho.mqtt.client as mqtt
@@ -94,10 +94,10 @@ def _publisher(host: str, port: int, n: int, rate: float, seed: int, sent, acked
     c.on_publish = on_publish
     c.connect(host, port, keepalive=10)
     c.loop_start()
-    t0 = time.monotonic()
-    for i, (topic, payload) in enumerate(stream(n, seed)):
+    start = time.monotonic()
+    for i, (topic, payload) in enumerate(stream(n, seed, t0)):
         if i % 50 == 0:
-            ahead = t0 + i / rate - time.monotonic()
+            ahead = start + i / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         c.publish(topic, payload, qos=1)
@@ -245,6 +245,7 @@ def run_once(
     faults: bool,
     outage_s: float = 30.0,
     seed: int = 7,
+    t0: float = 1.7e9,
     timeout_s: float = 900.0,
 ) -> dict:
     """Publish the stream through a fresh broker into a fresh service; with ``faults``: the
@@ -302,7 +303,7 @@ def run_once(
     sent, acked, stop = ctx.Value("q", 0, lock=False), ctx.Value("q", 0, lock=False), ctx.Event()
     pub = ctx.Process(
         target=_publisher,
-        args=("127.0.0.1", broker.port, verdicts, rate, seed, sent, acked, stop),
+        args=("127.0.0.1", broker.port, verdicts, rate, seed, t0, sent, acked, stop),
         daemon=True,
     )
     pub.start()
@@ -413,14 +414,16 @@ def run_faults(
     import platform
 
     t = time.perf_counter()
+    # the stream's times: yesterday, within the store's retention (older verdicts are pruned)
+    t0 = float(int(time.time()) // 86400 * 86400 - 86400)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="spc-bench-faults-") as tmp:
         for store in stores:
             clean = _in_process(
-                Path(tmp) / f"{store}-clean", store, verdicts, rate, False, outage_s
+                Path(tmp) / f"{store}-clean", store, verdicts, rate, False, outage_s, 7, t0
             )
             faulted = _in_process(
-                Path(tmp) / f"{store}-faults", store, verdicts, rate, True, outage_s
+                Path(tmp) / f"{store}-faults", store, verdicts, rate, True, outage_s, 7, t0
             )
             missed = sorted(
                 set(map(tuple, clean["alarms_opened"])) - set(map(tuple, faulted["alarms_opened"]))
