@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -279,3 +280,35 @@ def test_without_tensorflow_the_train_page_names_the_command_that_installs_it(be
         assert "TRAIN_STAMP := $(VENV)/.installed-train" in make and "\n$(TRAIN_STAMP):" in make
     else:
         assert hint.startswith(sys.executable) and "defect-inspector[train]" in hint
+
+
+def test_evaluate_a_model_from_its_page_and_compare_the_report(bench):
+    tmp, _cfg, app = bench
+    c, token = client_as(app, "reviewer")
+    assert "Evaluate on the reviewed dataset" in c.get("/models").text
+
+    def evaluate() -> str:
+        r = c.post("/models/evaluate", data={"csrf": token, "model": "registry/demo"})
+        assert r.status_code == 200 and r.url.path.startswith("/models/evaluation/")
+        deadline = time.time() + 120
+        while 'data-status="running"' in r.text and time.time() < deadline:
+            time.sleep(0.3)
+            r = c.get(r.url.path, headers={"HX-Request": "1"})
+        return r.text
+
+    # the seeded dataset names its defects 'scratch'; the demo model says 'defect'
+    block = evaluate()
+    assert 'data-status="failed"' in block and "scratch" in block, block[-2000:]
+    (tmp / "data" / "scratch").rename(tmp / "data" / "defect")
+    block = evaluate()
+    assert 'data-status="done"' in block, block[-2000:]
+    report = re.search(r"Report <code>([^<]+)</code> written", block).group(1)
+    assert report.startswith("reports/registry-demo-")
+    page = c.get(f"/compare?a=reports/a&b={report}")
+    assert page.status_code == 200 and 'id="metrics"' in page.text
+    assert c.post("/models/evaluate", data={"csrf": token, "model": "nope"}).status_code == 404
+    viewer, vtoken = client_as(app, "viewer")
+    assert (
+        viewer.post("/models/evaluate", data={"csrf": vtoken, "model": "registry/demo"}).status_code
+        == 403
+    )

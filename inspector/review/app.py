@@ -22,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from . import index
 from .config import ReviewConfig
 from .dataset import Labeller
+from .evaluations import Evaluations
 from .inputs import ModelSpecs
 from .jobs import Jobs
 from .promote import Promoter
@@ -138,6 +139,7 @@ class Workbench:
         self.models = ModelSpecs(cfg.models.registry)
         self.jobs = Jobs(cfg.training, cfg.dataset.path, self.store)
         self.promoter = Promoter(cfg.models.stations, self.store)
+        self.evaluations = Evaluations(cfg.dataset.path, cfg.reports)
         self._stop = threading.Event()
         self._scanner: threading.Thread | None = None
 
@@ -161,6 +163,7 @@ class Workbench:
     def stop(self) -> None:
         self._stop.set()
         self.promoter.stop()
+        self.evaluations.stop()
 
 
 async def _http_error(request, exc: HTTPException):
@@ -212,6 +215,8 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/models", models.models_page, methods=["GET"]),
         Route("/models/promote", models.promote, methods=["POST"]),
         Route("/models/rollback", models.rollback, methods=["POST"]),
+        Route("/models/evaluate", models.evaluate, methods=["POST"]),
+        Route("/models/evaluation/{eid:rowid}", models.evaluation, methods=["GET"]),
         Route("/models/promotion/{pid:rowid}", models.promotion, methods=["GET"]),
         Route("/favicon.ico", _favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),

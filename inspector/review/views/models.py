@@ -123,3 +123,29 @@ async def rollback(request: Request, user) -> Response:
         return _refused(request, user, 409, f"{station.name} has no earlier model to roll back to.")
     pid = b.promoter.start(station, last["previous"], folder, user.name, kind="rollback")
     return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
+
+
+@page("reviewer")
+async def evaluate(request: Request, user) -> Response:
+    """``inspector evaluate`` of a registry model on the reviewed dataset (its own process)."""
+    b = bench(request)
+    form = await request.form()
+    name = field(form, "model", most=1000)
+    found = await run_in_threadpool(registry.find, b.cfg.models.registry)
+    if name not in found:
+        return error(request, user, 404, f"No model {name!r} in the registry folders.",
+                     title="Not evaluated", back_url="/models", back_text="Back to the models")  # fmt: skip
+    eid = await run_in_threadpool(b.evaluations.start, name, found[name]["folder"], user.name)
+    return RedirectResponse(f"/models/evaluation/{eid}", status_code=303)
+
+
+@page("viewer")
+async def evaluation(request: Request, user) -> Response:
+    """One evaluation's block (the htmx poll target; a whole page without htmx)."""
+    e = bench(request).evaluations.get(request.path_params["eid"])
+    if e is None:
+        return error(
+            request, user, 404, "No such evaluation (the workbench keeps them until it restarts)."
+        )
+    name = "_evaluation.html" if request.headers.get("hx-request") else "evaluation.html"
+    return render(request, name, e=e)
