@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -389,6 +391,44 @@ def test_anonymous_may_read_but_not_call_where_allowed(pki):
         asyncio.run(run())
     finally:
         view.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_server_process_ends_when_the_station_is_killed(pki):
+    """SIGKILL of the station's process: its OPC UA server sees the pipe close and ends (no
+    orphan keeps the port and tells the MES the station is Operational)."""
+    port = free_port()
+    code = f"""
+import time
+from pathlib import Path
+from inspector.plant.opcua.config import OpcUaSection
+from inspector.plant.opcua.server import OpcUaView
+from inspector.station.link import Handlers
+section = OpcUaSection(endpoint="opc.tcp://127.0.0.1:{port}/inspector/",
+                       pki_dir=Path({str(pki["server_pki"])!r}), allow_anonymous=True)
+view = OpcUaView(section, "test")
+view.start(Handlers(status=lambda: {{"state": "online"}}))
+print(view._proc.pid, flush=True)
+time.sleep(60)
+"""
+    station = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(station.stdout.readline())
+        assert _alive(server)
+    finally:
+        station.kill()
+        station.wait()
+    end = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(server)
 
 
 def test_a_missing_users_file_stops_the_station_before_it_starts(tmp_path):

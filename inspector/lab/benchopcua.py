@@ -14,6 +14,9 @@ latency. Two loads: flat out (throughput: classified parts per second) and paced
 arrival at the gate, and the event latency). Each load runs ``--reps`` times each way,
 alternating the order so drift on a shared machine falls on both; the JSON keeps every run
 and the medians. Numbers on a shared 2-core machine are noisy: read the medians and spread.
+
+Why one module: the runs share one set-up (configs, the gate, the MES in its process, the
+CPU accounting) and one report; split, each part would repeat it.
 """
 
 from __future__ import annotations
