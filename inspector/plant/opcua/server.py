@@ -121,8 +121,8 @@ class OpcUaView:
         self._queue.put(("stop",))
         self._proc.join(10.0)
         if self._proc.is_alive():
-            log.warning("OPC UA server did not stop in 10 s: terminated")
-            self._proc.terminate()
+            log.warning("OPC UA server did not stop in 10 s: killed")
+            self._proc.kill()  # it leaves SIGTERM to the station
             self._proc.join(5.0)
         for t in self._threads:
             t.join(2.0)
