@@ -338,8 +338,10 @@ def test_engineer_selects_a_recipe_and_the_station_changes_model(opcua_station, 
                 await asyncio.sleep(0.05)
             assert await mes.ours_value("Inspector", "ModelId") == station.unit.model_id
             assert "model-b" in station.unit.model_id
-            status = line.statuses[-1]
-            assert status["model_id"] == station.unit.model_id  # the MQTT status says so too
+            end = time.monotonic() + 5
+            while line.statuses[-1]["model_id"] != station.unit.model_id:
+                assert time.monotonic() < end, "the MQTT status never named the new model"
+                await asyncio.sleep(0.05)
             b = await recipes.get_child([f"{mes.ours}:b.onnx", f"{mes.mv}:IsPrepared"])
             assert await b.read_value() is True
             # a model the station refuses (another input size) changes nothing
