@@ -213,15 +213,13 @@ def one_run(
         verdicts = gate.take()
         cpu1 = {"station": _cpu_s(proc.pid), **{f"child-{k}": _cpu_s(k) for k in kids}}
     finally:
-        if client is not None:
-            client.send_signal(signal.SIGTERM)
-            client.wait(20)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for p in filter(None, (client, proc)):  # the MES first: it writes what it received
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
     e2e, arrival, classified = [], [], 0
     ids = set()
     for t, raw in verdicts:
