@@ -167,7 +167,8 @@ def test_the_replay_mixes_good_and_bad_parts_and_drifts_once():
 
 def test_browser_journey_from_the_demo(demo, monkeypatch, tmp_path_factory):
     """After the demo, in Chromium on the example config: the dashboard, the inbox, a part,
-    relabel and undo (the list kept), the models page and a promotion of the demo's model
+    relabel and undo (the list kept), an evaluation of the demo's model on what was reviewed
+    and its report on compare (ROC, slider), the models page and a promotion of the demo's model
     (the station is down: verified on its golden set, then ``current`` moves).
     INSPECTOR_SCREENSHOTS=docs remakes the README's journey screenshots."""
     if not (Path("/usr/bin/chromedriver").exists() and Path("/usr/bin/chromium").exists()):
@@ -232,6 +233,26 @@ def test_browser_journey_from_the_demo(demo, monkeypatch, tmp_path_factory):
             assert driver.current_url.split("?")[0] == second.split("?")[0]
             assert "reason=defect" in driver.current_url
             assert "defect" in driver.find_element(By.ID, "undone").text
+            key("1")  # this part is a defect, and the next one too: a dataset to evaluate on
+            key("1")
+            # evaluate the demo's model on what was just reviewed, then compare its report
+            driver.get(base + "/models")
+            driver.find_element(
+                By.CSS_SELECTOR, 'section[data-model="runs/demo"] form.evaluate button'
+            ).click()
+            WebDriverWait(driver, 120).until(
+                lambda d: (
+                    d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="done"]')
+                    or d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="failed"]')
+                )
+            )
+            block = driver.find_element(By.CSS_SELECTOR, ".evaluation")
+            assert block.get_attribute("data-status") == "done", block.text
+            driver.find_element(By.ID, "to-compare").click()
+            wait.until(lambda d: d.find_elements(By.ID, "op"))
+            assert driver.find_elements(By.CSS_SELECTOR, 'svg[aria-label="ROC"] polyline')
+            driver.get(driver.current_url.split("#")[0] + "#curves")
+            driver.save_screenshot(str(shots / "journey-compare.png"))
             # the models page: the demo's model with readable tables; promote it
             driver.get(base + "/models")
             assert driver.find_elements(

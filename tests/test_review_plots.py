@@ -58,3 +58,11 @@ def test_a_run_shows_its_loss_per_epoch(tmp_path):
     assert [x for x, _ in loss] == sorted(x for x, _ in loss)
     assert loss[0][1] < loss[1][1] < loss[2][1], "the loss falls: its line goes down the box"
     assert "validation loss" in block
+
+
+def test_a_curve_of_one_point_is_still_drawn():
+    from inspector.review.plots import chart
+
+    c = chart([{"name": "A", "cls": "s1", "points": [(1.0, 0.5)]}], "x", "y", (0, 1), (0, 1))
+    [line] = c["lines"]
+    assert len(line["dots"]) == 1 and line["dots"][0][0] == c["right"]

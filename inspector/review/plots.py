@@ -49,8 +49,12 @@ def chart(series: list[dict], x_label: str, y_label: str, x_range=None, y_range=
     for s in series:
         ok = [(x, y) for x, y in s["points"] if _finite(x) and _finite(y)]
         if ok:
-            coords = " ".join(f"{sx(float(x))},{sy(float(y))}" for x, y in ok)
-            lines.append({"name": s["name"], "cls": s.get("cls", ""), "points": coords})
+            xy = [(sx(float(x)), sy(float(y))) for x, y in ok]
+            coords = " ".join(f"{x},{y}" for x, y in xy)
+            dots = xy if len(xy) <= 3 else []  # a line of one point draws nothing: mark it
+            lines.append(
+                {"name": s["name"], "cls": s.get("cls", ""), "points": coords, "dots": dots}
+            )
     return {
         "empty": False,
         "w": W,
