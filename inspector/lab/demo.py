@@ -171,78 +171,81 @@ def run_demo(
     (work / "station.yaml").write_text(_config_yaml(work, b.host, b.port, b.protocol, rate))
     cfg = load_config(work / "station.yaml")
     spc = DemoSpc(work, b.host, b.port, b.protocol)
-    spc_up = spc.start()
-    print(
-        f"demo: SPC on the verdicts (subgroups of {SUBGROUP} parts, limits from the first "
-        f"{BASELINE}), alarms on {SPC_ALARM}"
-        if spc_up
-        else f"demo: the SPC service did not start ({spc.log_path}); going on without it",
-        file=out,
-    )
-
-    received: list[dict] = []
-    alarms: list[dict] = []
-    got_all = threading.Event()
-
-    def on_message(_c, _u, msg):
-        if msg.topic == SPC_ALARM:
-            _on_alarm(msg.payload, alarms, len(received), out)
-            return
-        if not msg.topic.endswith("/verdict"):
-            return
-        v = json.loads(msg.payload)
-        v["_received"] = time.time()
-        received.append(v)
-        truth_defect = truth.get(v.get("frame", ""), None)
-        mark = (
-            ""
-            if truth_defect is None
-            else ("  (correct)" if truth_defect == (v["result"] == "fail") else "  (WRONG)")
-        )
-        score = v["scores"].get("defect")
+    try:  # the SPC process ends with the demo, whatever stops it
+        spc_up = spc.start()
         print(
-            f"  {v['part_id']:<28} {v['result'].upper():<4} {v['reason']:<16} "
-            f"defect={'-' if score is None else f'{score:.3f}'}  "
-            f"{(v['_received'] - v['t_trigger']) * 1000:6.1f} ms  {v.get('frame', '')}{mark}",
-            file=out,
-            flush=True,
-        )
-        if len(received) >= parts:
-            got_all.set()
-
-    sub = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id="demo-viewer",
-        protocol=mqtt.MQTTv5 if b.protocol == "5" else mqtt.MQTTv311,
-    )
-    sub.on_message = on_message
-    sub.connect(b.host, b.port)
-    sub.subscribe(f"{cfg.prefix}/#", qos=1)
-    sub.subscribe(SPC_ALARM, qos=1)
-    sub.loop_start()
-
-    station = Station(cfg)
-    interrupted = False
-    try:
-        station.start()
-        print(
-            f"demo: station online (model {station.unit.classifier.model_id} on "
-            f"{', '.join(station.unit.classifier.providers)}); verdicts as the gate sees them:",
+            f"demo: SPC on the verdicts (subgroups of {SUBGROUP} parts, limits from the first "
+            f"{BASELINE}), alarms on {SPC_ALARM}"
+            if spc_up
+            else f"demo: the SPC service did not start ({spc.log_path}); going on without it",
             file=out,
         )
-        while not (station.source_ended.is_set() and station.wait_idle(0)):
-            time.sleep(0.05)
-        got_all.wait(5)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ndemo: interrupted, stopping", file=out)
+
+        received: list[dict] = []
+        alarms: list[dict] = []
+        got_all = threading.Event()
+
+        def on_message(_c, _u, msg):
+            if msg.topic == SPC_ALARM:
+                _on_alarm(msg.payload, alarms, len(received), out)
+                return
+            if not msg.topic.endswith("/verdict"):
+                return
+            v = json.loads(msg.payload)
+            v["_received"] = time.time()
+            received.append(v)
+            truth_defect = truth.get(v.get("frame", ""), None)
+            mark = (
+                ""
+                if truth_defect is None
+                else ("  (correct)" if truth_defect == (v["result"] == "fail") else "  (WRONG)")
+            )
+            score = v["scores"].get("defect")
+            print(
+                f"  {v['part_id']:<28} {v['result'].upper():<4} {v['reason']:<16} "
+                f"defect={'-' if score is None else f'{score:.3f}'}  "
+                f"{(v['_received'] - v['t_trigger']) * 1000:6.1f} ms  {v.get('frame', '')}{mark}",
+                file=out,
+                flush=True,
+            )
+            if len(received) >= parts:
+                got_all.set()
+
+        sub = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id="demo-viewer",
+            protocol=mqtt.MQTTv5 if b.protocol == "5" else mqtt.MQTTv311,
+        )
+        sub.on_message = on_message
+        sub.connect(b.host, b.port)
+        sub.subscribe(f"{cfg.prefix}/#", qos=1)
+        sub.subscribe(SPC_ALARM, qos=1)
+        sub.loop_start()
+
+        station = Station(cfg)
+        interrupted = False
+        try:
+            station.start()
+            print(
+                f"demo: station online (model {station.unit.classifier.model_id} on "
+                f"{', '.join(station.unit.classifier.providers)}); verdicts as the gate sees them:",
+                file=out,
+            )
+            while not (station.source_ended.is_set() and station.wait_idle(0)):
+                time.sleep(0.05)
+            got_all.wait(5)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ndemo: interrupted, stopping", file=out)
+        finally:
+            station.stop()
+            time.sleep(1.0 if spc_up else 0.2)  # SPC closes the last subgroup
+            spc.stop()
+            sub.loop_stop()
+            sub.disconnect()
+            b.stop()
     finally:
-        station.stop()
-        time.sleep(1.0 if spc_up else 0.2)  # SPC closes the last subgroup
         spc.stop()
-        sub.loop_stop()
-        sub.disconnect()
-        b.stop()
 
     ok = _summary(received, truth, station, time.monotonic() - t_setup, out, work)
     if spc_up:
