@@ -685,6 +685,9 @@ def test_browser_journey(served, tmp_path_factory):
             lambda d: d.find_element(By.CSS_SELECTOR, ".run pre.log").get_attribute("textContent")
         )
         assert patient.until(lambda d: text_of(d, ".run .epoch")) == "2"
+        # "a run is going" gives way to the form again, without a reload
+        patient.until(lambda d: d.find_elements(By.ID, "start"))
+        assert not driver.find_elements(By.ID, "run-going")
         # compare two reports
         driver.get(base + "/compare")
         Select(driver.find_element(By.ID, "report-a")).select_by_visible_text("reports/a")
