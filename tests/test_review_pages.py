@@ -312,3 +312,19 @@ def test_evaluate_a_model_from_its_page_and_compare_the_report(bench):
         viewer.post("/models/evaluate", data={"csrf": vtoken, "model": "registry/demo"}).status_code
         == 403
     )
+
+
+def test_undo_from_the_dataset_page_says_what_it_undid(bench):
+    _tmp, _cfg, app = bench
+    c, token = client_as(app, "reviewer")
+    inbox = c.get("/?reason=defect").text
+    pid = re.search(r'<td class="pid"><a href="/part/(\d+)\?', inbox).group(1)
+    c.post(f"/part/{pid}/label", data={"label": "crack", "csrf": token})
+    page = c.get("/dataset").text
+    form = re.search(r'<form method="post" action="/undo".*?</form>', page, re.S).group(0)
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form))
+    r = c.post("/undo", data=fields)
+    assert r.status_code == 200 and r.url.path == "/dataset"
+    notice = re.search(r'id="undone"[^>]*>(.*?)</p>', r.text, re.S).group(1)
+    assert "crack" in notice and f'href="/part/{pid}"' in notice and "<b>none</b>" in notice
+    assert app.state.bench.store.part(int(pid))["label"] is None
