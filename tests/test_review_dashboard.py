@@ -89,7 +89,12 @@ def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(
     # 30 parts by sequence number, 20 rejected: 33.3 % yield
     assert re.search(r'class="num inspected">30<', line1) and 'class="num rejected">20<' in line1
     assert "33.3 %" in line1
-    reasons = dict(re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td>", line1))
+    reasons = dict(
+        re.findall(r"<tr><td><a [^>]*>(\w+)</a></td><td class=\"num\">(\d+)</td>", line1)
+    )
+    # each reason opens the inbox on that station's parts of that reason
+    href = re.search(r'<a href="([^"]+)">uncertain</a>', line1).group(1).replace("&amp;", "&")
+    assert c.get(href).text.count('<td class="pid">') == 4
     assert reasons == {"defect": "16", "uncertain": "4"}  # i % 5 == 4 and failed: uncertain
     strip = re.findall(r'<a href="/part/(\d+)" class="(pass|fail)"', line1)
     assert len(strip) == 24 and strip[0][1] == "fail"  # newest first: seq 29 failed
