@@ -201,6 +201,8 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/part/{pid:rowid}", part.part_page, methods=["GET"]),
         Route("/part/{pid:rowid}/label", part.label, methods=["POST"]),
         Route("/undo", part.undo, methods=["POST"]),
+        Route("/part/{pid:rowid}/regions", part.add_region, methods=["POST"]),
+        Route("/part/{pid:rowid}/regions/{rid:rowid}/remove", part.remove_region, methods=["POST"]),
         Route("/thumb/{pid:rowid}", media.thumb, methods=["GET"]),
         Route("/input/{pid:rowid}", media.model_input, methods=["GET"]),
         Route("/heat/{pid:rowid}", media.heat, methods=["GET"]),

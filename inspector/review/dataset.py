@@ -32,6 +32,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 UNSURE = "unsure"
 SPLITS = ("train", "val", "test")
+MAX_PX = 100_000  # a region's far edge, in pixels: no camera frame is larger
 
 
 def disagreement(line_result: str, label: str, good: str) -> str | None:
@@ -95,6 +96,32 @@ class Labeller:
             "line_result": part["result"],
             "line_class": part["class"],
         }
+
+    def add_region(self, part: dict, box: tuple, label: str | None, user: str) -> int:
+        """A box where the defect is (x, y, w, h in the recorded image's pixels); it travels
+        with the part's image into the dataset (its sidecar's ``review.regions``)."""
+        x, y, w, h = box
+        if not (x >= 0 and y >= 0 and w >= 1 and h >= 1 and x + w <= MAX_PX and y + h <= MAX_PX):
+            raise InspectorError("a region needs x, y >= 0 and a width and height of 1 px or more")
+        if label is not None and label not in self.cfg.defects:
+            raise InspectorError(f"region label {label!r}: expected one of {self.cfg.defects}")
+        rid = self.store.add_region(part["id"], user, (x, y, w, h), label)
+        self._regions_changed(part, user, {"kind": "region", "id": rid, "box": [x, y, w, h],
+                                           "label": label})  # fmt: skip
+        return rid
+
+    def remove_region(self, part: dict, rid: int, user: str) -> bool:
+        if not self.store.remove_region(part["id"], rid):
+            return False
+        self._regions_changed(part, user, {"kind": "region_removed", "id": rid})
+        return True
+
+    def _regions_changed(self, part: dict, user: str, entry: dict) -> None:
+        self._writable()
+        self._log({**entry, "user": user, **self._origin(part)})
+        now = self.store.part(part["id"])
+        if now and now["label"] and now["label"] != UNSURE:  # in the dataset: its sidecar too
+            self._sync(now, now["label"], user)
 
     def _source(self, part: dict) -> Path:
         """The part's recorded image: a regular file inside its station's folder."""
@@ -160,6 +187,10 @@ class Labeller:
             "recording": part["sidecar"],
             "line_result": part["result"],
             "line_class": part["class"],
+            "regions": [
+                {"x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"], "label": r["label"]}
+                for r in self.store.regions(part["id"])
+            ],
         }
         _write(folder / f"{stem}.json", (json.dumps(meta, indent=2) + "\n").encode())
 

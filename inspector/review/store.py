@@ -84,6 +84,14 @@ MIGRATIONS = [
     ALTER TABLE promotions ADD COLUMN ended {float};
     ALTER TABLE promotions ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote';
     """,
+    # regions (boxes) people draw on a part where the defect is, in the recorded image's pixels
+    """
+    CREATE TABLE regions (id {id}, part {int} NOT NULL REFERENCES parts(id),
+                          "user" TEXT NOT NULL, t {float} NOT NULL, x {float} NOT NULL,
+                          y {float} NOT NULL, w {float} NOT NULL, h {float} NOT NULL,
+                          label TEXT, removed {float});
+    CREATE INDEX regions_part ON regions (part);
+    """,
 ]
 DIALECT_TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "float": "REAL", "nulls_first": ""},
@@ -430,6 +438,34 @@ class Store:
             f"LEFT JOIN current c ON c.part = p.id {where}",
             args,
         )
+
+    # -- regions --------------------------------------------------------------------------
+    def add_region(self, part: int, user: str, box: tuple, label: str | None) -> int:
+        x, y, w, h = box
+        return self._insert(
+            'INSERT INTO regions (part, "user", t, x, y, w, h, label) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (part, user, time.time(), x, y, w, h, label),
+        )
+
+    def regions(self, part: int) -> list[dict]:
+        """The part's boxes in force, oldest first."""
+        return self._all(
+            'SELECT id, "user", t, x, y, w, h, label FROM regions '
+            "WHERE part = ? AND removed IS NULL ORDER BY id",
+            (part,),
+        )
+
+    def remove_region(self, part: int, rid: int) -> bool:
+        if not _valid_id(rid):
+            return False
+        found = self._one(
+            "SELECT id FROM regions WHERE id = ? AND part = ? AND removed IS NULL", (rid, part)
+        )
+        if found is None:
+            return False
+        self._run("UPDATE regions SET removed = ? WHERE id = ?", (time.time(), rid))
+        return True
 
     # -- labels ---------------------------------------------------------------------------
     def add_label(self, part: dict, user: str, label: str, disagrees: str | None) -> int:

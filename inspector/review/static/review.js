@@ -75,3 +75,55 @@ document.addEventListener("input", function (e) {
     if (cell) cell.textContent = p[k];
   });
 });
+
+// Regions: the overlay takes the image's pixel size; "b" (or the button) arms drawing: drag a
+// box on the image, and the form is sent with it in the image's pixels.
+function regionsFit() {
+  var img = document.getElementById("full"), svg = document.getElementById("regions-overlay");
+  if (img && svg && img.naturalWidth)
+    svg.setAttribute("viewBox", "0 0 " + img.naturalWidth + " " + img.naturalHeight);
+}
+document.addEventListener("DOMContentLoaded", function () {
+  var img = document.getElementById("full");
+  if (!img) return;
+  if (img.complete) regionsFit(); else img.addEventListener("load", regionsFit);
+});
+document.addEventListener("click", function (e) {
+  if (e.target.closest && e.target.closest("#region-draw")) {
+    document.body.classList.toggle("drawing");
+  }
+});
+function imagePoint(img, e) {
+  var r = img.getBoundingClientRect();
+  var x = (e.clientX - r.left) / r.width * img.naturalWidth;
+  var y = (e.clientY - r.top) / r.height * img.naturalHeight;
+  return [Math.max(0, Math.min(img.naturalWidth, x)), Math.max(0, Math.min(img.naturalHeight, y))];
+}
+document.addEventListener("mousedown", function (e) {
+  if (!document.body.classList.contains("drawing") || e.button !== 0) return;
+  var img = document.getElementById("full"), box = document.getElementById("drawing-box");
+  if (!img || !box || !e.target.closest("figure.zoom .layers")) return;
+  e.preventDefault();
+  e.stopImmediatePropagation();
+  var a = imagePoint(img, e), b = a;
+  function show() {
+    box.setAttribute("x", Math.min(a[0], b[0])); box.setAttribute("y", Math.min(a[1], b[1]));
+    box.setAttribute("width", Math.abs(b[0] - a[0])); box.setAttribute("height", Math.abs(b[1] - a[1]));
+  }
+  function move(m) { b = imagePoint(img, m); show(); }
+  function up(u) {
+    document.removeEventListener("mousemove", move, true);
+    document.removeEventListener("mouseup", up, true);
+    b = imagePoint(img, u); show();
+    var w = Math.abs(b[0] - a[0]), h = Math.abs(b[1] - a[1]);
+    document.body.classList.remove("drawing");
+    if (w < 1 || h < 1) return;
+    var f = document.getElementById("region-form");
+    f.elements.x.value = Math.round(Math.min(a[0], b[0])); f.elements.y.value = Math.round(Math.min(a[1], b[1]));
+    f.elements.w.value = Math.max(1, Math.round(w)); f.elements.h.value = Math.max(1, Math.round(h));
+    f.dataset.drawn = "1";
+    f.requestSubmit();
+  }
+  document.addEventListener("mousemove", move, true);
+  document.addEventListener("mouseup", up, true);
+}, true);

@@ -12,7 +12,18 @@ from starlette.responses import RedirectResponse, Response
 from ..dataset import UNSURE
 from ..files import resolve
 from ..inputs import heat_rel, plan, read_sidecar
-from .common import bench, error, field, filter_query, page, part_filter, render, row_id, safe_next
+from .common import (
+    _float,
+    bench,
+    error,
+    field,
+    filter_query,
+    page,
+    part_filter,
+    render,
+    row_id,
+    safe_next,
+)
 
 
 @page("viewer")
@@ -45,6 +56,8 @@ async def part_page(request: Request, user) -> Response:
         history=b.store.label_log(part=pid),
         inbox_url=f"/?{query}",
         undone=undone if undone is not None and undone["part"] == part["id"] else None,
+        regions=b.store.regions(part["id"]),
+        defects=b.cfg.dataset.defects,
     )
 
 
@@ -74,3 +87,34 @@ async def undo(request: Request, user) -> Response:
     walked = dict(parse_qsl(field(form, "query")))
     default = f"/part/{target['part']}?{filter_query(walked, undone=target['id'])}"
     return RedirectResponse(safe_next(field(form, "next"), default), status_code=303)
+
+
+@page("reviewer")
+async def add_region(request: Request, user) -> Response:
+    """A box drawn on the part's image (x, y, w, h in the image's pixels; a defect class)."""
+    b = bench(request)
+    form = await request.form()
+    part = b.store.part(request.path_params["pid"])
+    if part is None:
+        return error(request, user, 404, "no such part")
+    box = tuple(_float(field(form, k, most=40)) for k in ("x", "y", "w", "h"))
+    if any(v is None for v in box):
+        return error(request, user, 400, "a region needs numbers x, y, w and h (pixels)")
+    label = field(form, "label", most=200) or None
+    await run_in_threadpool(b.labeller.add_region, part, box, label, user.name)
+    back = f"/part/{part['id']}?{filter_query(dict(parse_qsl(field(form, 'query'))))}"
+    return RedirectResponse(back + "#regions", status_code=303)
+
+
+@page("reviewer")
+async def remove_region(request: Request, user) -> Response:
+    b = bench(request)
+    form = await request.form()
+    part = b.store.part(request.path_params["pid"])
+    if part is None:
+        return error(request, user, 404, "no such part")
+    rid = request.path_params["rid"]
+    if not await run_in_threadpool(b.labeller.remove_region, part, rid, user.name):
+        return error(request, user, 409, "no such region on this part (removed already?)")
+    back = f"/part/{part['id']}?{filter_query(dict(parse_qsl(field(form, 'query'))))}"
+    return RedirectResponse(back + "#regions", status_code=303)
