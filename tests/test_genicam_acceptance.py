@@ -1,6 +1,6 @@
 """Acceptance on a GigE Vision camera (Aravis' fake as its own process, dropping packets): the
-part sensor fires the camera and the PLC names the part on MQTT with the sensor's time; the
-station ties each frame to its part by the camera's timestamp. Under packet loss and a camera
+PLC names each part on MQTT with the sensor's time, the station fires the camera's software
+trigger for it and ties each frame to its part by the camera's timestamp. Under packet loss and a camera
 killed and restarted mid-run: no part without its one verdict, no pass that was not a timely
 pass of the part's own frame, no part given another part's frame."""
 
@@ -47,8 +47,8 @@ recorder: {{enabled: false}}
 
 
 class Conveyor:
-    """The part sensor (fires the camera, here by its software trigger, as a wired line
-    would) and the PLC (publishes the part's id with the sensor's time)."""
+    """The part sensor and the PLC: publishes each part's id with the sensor's time (the
+    station fires the camera for it; while the camera is gone the part is rejected)."""
 
     def __init__(self, station, line) -> None:
         self.station, self.line = station, line
@@ -60,7 +60,6 @@ class Conveyor:
             self.n += 1
             part_id = f"p{self.n:03d}"
             ts = time.time()
-            self.station.source.source.fire()  # None while the camera is gone: no frame
             self.fired[part_id] = ts
             payload = json.dumps({"part_id": part_id, "ts": ts})
             self.line.client.publish(f"{self.line.prefix}/trigger", payload, qos=1)

@@ -274,9 +274,14 @@ class GenicamSource(CameraFrames, FrameSource):
         (never arrived), stale, trigger counts, Aravis' stream counters (missing and resent
         packets...), the clock offset and its jitter, temperature and link speed."""
         out: dict[str, Any] = {**self.frames.stats(), **self.counts}
-        with self._lock:
-            if self.stream is not None:
-                self._remember_stream_counts(self.stream)
+        # never waits: a trigger or a reconnect may hold the camera for seconds, and the
+        # status is built on the link's thread; then the last counts read are reported
+        if self._lock.acquire(blocking=False):
+            try:
+                if self.stream is not None:
+                    self._remember_stream_counts(self.stream)
+            finally:
+                self._lock.release()
         out.update(getattr(self, "_stream_counts", {}))
         out["temperature_c"] = self.temperature_c
         out["link_speed"] = self.link_speed

@@ -98,6 +98,7 @@ class Station:
         trigger = getattr(cfg.source, "trigger", None)
         software = getattr(trigger, "mode", None) == "software" and self.mode == "mqtt"
         self._fire = getattr(self.source.source, "fire", None) if software else None
+        self._fire_queue: queue.Queue[Part] = queue.Queue()  # fired off the link's thread
         if hasattr(self.source.source, "stats"):  # camera counters, read when scraped
             self.metrics.camera_counters(self.source.source.stats)
         self.recorder = (
@@ -153,6 +154,11 @@ class Station:
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True),
+            *(
+                [threading.Thread(target=self._fire_loop, name="fire", daemon=True)]
+                if self._fire is not None
+                else []
+            ),
             *(
                 threading.Thread(target=self._infer_loop, name=f"infer-{i + 1}", daemon=True)
                 for i in range(workers)
@@ -386,8 +392,21 @@ class Station:
             self.metrics.drop("trigger_overflow")
             self._fail(part, Reason.OVERFLOW, "too many triggers waiting for a frame")
             return
-        if self._fire is not None and self._fire() is None:  # after add: the frame finds it
-            self._fail(part, Reason.SOURCE_LOST, "the camera did not take the software trigger")
+        if self._fire is not None:  # after add: the frame finds its part waiting
+            self._fire_queue.put(part)
+
+    def _fire_loop(self) -> None:
+        """Software triggers, in order, on a thread of their own: a camera that is gone can
+        hold a trigger for seconds, and the link's thread must go on delivering verdicts."""
+        while not self._stopping.is_set():
+            try:
+                part = self._fire_queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if part not in self.inflight:
+                continue
+            if self._fire() is None:
+                self._fail(part, Reason.SOURCE_LOST, "the camera did not take the trigger")
 
     # -- capture thread ---------------------------------------------------------------------------
     def _capture_loop(self) -> None:
