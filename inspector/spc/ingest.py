@@ -97,8 +97,7 @@ class IngestCounts:
     malformed: int = 0  # dead letters: failed the checks
     refused: int = 0  # dead letters: passed the checks, but the store refused them
     write_failures: int = 0  # transactions that failed (each retried)
-    dropped_qos0: int = 0  # QoS 0 messages beyond what is held while the store was behind
-    set_aside: int = 0  # QoS 1 messages beyond it: unacknowledged, re-delivered on reconnecting
+    dropped_qos0: int = 0  # QoS 0 messages beyond max_unacked while the store was behind
     connects: int = 0
     by_topic_kind: dict = field(default_factory=dict)
 
@@ -166,10 +165,6 @@ class Ingest:
         self.failing_since: float | None = None
         self._session = 0
         self._pending = 0
-        self._hold_max = 2 * max_unacked  # held in memory at most (a session's worth, twice)
-        self._set_aside = False  # QoS 1 messages left unacknowledged for a later connection
-        self._set_aside_renewed = 0
-        self._connection_lock = threading.Lock()
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._warn = _Throttle()
@@ -191,9 +186,6 @@ class Ingest:
     # -- MQTT ------------------------------------------------------------------------------
     def start(self) -> None:
         self._writer.start()
-        self._connect()
-
-    def _connect(self) -> None:
         kw = {}
         if self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
@@ -207,27 +199,10 @@ class Ingest:
             log.warning("broker %s:%d: %s (retrying)", self.cfg.host, self.cfg.port, exc)
         self.client.loop_start()
 
-    def _renew_session(self) -> None:
-        """Connect again to the same session: the broker re-delivers what it sent us and we
-        set aside, unacknowledged, while we held all we could."""
-        log.warning(
-            "reconnecting for the %d messages set aside while the store was behind",
-            self.counts.set_aside - self._set_aside_renewed,
-        )
-        self._set_aside_renewed = self.counts.set_aside
-        self._set_aside = False
-        with self._connection_lock:
-            if self._stop.is_set():
-                return
-            self.client.disconnect()
-            self.client.loop_stop()
-            self._connect()
-
     def stop(self) -> None:
-        with self._connection_lock:
-            self._stop.set()
-            self.client.disconnect()
-            self.client.loop_stop()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._stop.set()
         self._writer.join(5)
 
     def _on_connect(self, client, _u, _flags, rc, _props=None) -> None:
@@ -254,14 +229,9 @@ class Ingest:
             log.warning("lost the broker (%s); reconnecting", rc)
 
     def _on_message(self, _c, _u, msg) -> None:
-        if self._q.qsize() >= self._hold_max:
-            # the broker's Receive Maximum bounds what it sends us, but not always (Mosquitto
-            # sends a restored session's whole queue after a restart), and never QoS 0
-            if msg.qos == 0:
-                self.counts.dropped_qos0 += 1
-            else:  # not acknowledged: the broker keeps it and re-delivers it on reconnecting
-                self.counts.set_aside += 1
-                self._set_aside = True
+        if msg.qos == 0 and self._q.qsize() >= self.max_unacked:
+            # QoS 1 is bounded by the broker (Receive Maximum); QoS 0 is not, and may be lost
+            self.counts.dropped_qos0 += 1
             return
         kind = next((k for t, k in self.topics if mqtt.topic_matches_sub(t, msg.topic)), "context")
         self._q.put(
@@ -331,8 +301,6 @@ class Ingest:
             self._pending = 0
             if self.store_error is not None:
                 self._can_write()
-            if self._set_aside and self._q.empty():
-                self._renew_session()
 
     def _store(self, msgs: list[Message]) -> None:
         """Write ``msgs`` in one transaction; when the store refuses it but takes writes, halve
