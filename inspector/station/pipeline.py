@@ -298,32 +298,10 @@ class Station:
         unit = unit or self.models.live
         now, now_mono = time.time(), time.monotonic()
         frame = part.frame
-        latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
-        if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
-            latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
-        latency.update(part.stage_times(now_mono))
-        dual = {}
-        if unit.anomaly is not None:
-            dual = {"decided_by": decided_by, "anomaly_model_id": unit.anomaly_model_id}
-        verdict = Verdict(
-            part_id=part.part_id,
-            seq=part.seq,
-            result=result,
-            reason=reason,
-            label=label,
-            scores=scores or {},
-            thresholds=unit.thresholds,
-            model_id=unit.model_id,
-            t_trigger=part.t_trigger,
-            t_capture=frame.t_capture if frame else None,
-            t_verdict=now,
-            deadline=part.deadline,
-            deadline_mono=part.deadline_mono,
-            latency_ms=latency,
-            detail=detail,
-            frame=frame.origin if frame else "",
-            **dual,
+        verdict = unit.verdict(
+            part, result, reason, label, scores, detail, decided_by, now, now_mono
         )
+        latency = verdict.latency_ms
         self.metrics.decided(verdict)
         self.metrics.e2e.observe(latency["e2e"] / 1000.0)
         if reason == Reason.TIMEOUT or now_mono > part.deadline_mono:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.records import Part, Reason, Verdict
 from ..errors import ConfigError, ModelError
 from .classifier import Classifier, ModelRunError
 from .config import StationConfig
@@ -113,6 +114,48 @@ class ModelUnit:
         self.classifier.warmup(runs)
         if self.anomaly is not None:
             self.anomaly.warmup(runs)
+
+    def verdict(
+        self,
+        part: Part,
+        result: str,
+        reason: Reason,
+        label: str | None,
+        scores: dict[str, float] | None,
+        detail: str,
+        decided_by: tuple[str, ...],
+        now: float,
+        now_mono: float,
+    ) -> Verdict:
+        """The verdict record for ``part`` as this unit decided it (or failed it safe): its
+        thresholds and model ids, the part's times and the latency of each stage."""
+        frame = part.frame
+        latency = {"e2e": (now_mono - part.t_trigger_mono) * 1000.0}
+        if frame is not None and frame.t_capture_mono >= part.t_trigger_mono:
+            latency["capture_to_verdict"] = (now_mono - frame.t_capture_mono) * 1000.0
+        latency.update(part.stage_times(now_mono))
+        dual = {}
+        if self.anomaly is not None:
+            dual = {"decided_by": decided_by, "anomaly_model_id": self.anomaly_model_id}
+        return Verdict(
+            part_id=part.part_id,
+            seq=part.seq,
+            result=result,
+            reason=reason,
+            label=label,
+            scores=scores or {},
+            thresholds=self.thresholds,
+            model_id=self.model_id,
+            t_trigger=part.t_trigger,
+            t_capture=frame.t_capture if frame else None,
+            t_verdict=now,
+            deadline=part.deadline,
+            deadline_mono=part.deadline_mono,
+            latency_ms=latency,
+            detail=detail,
+            frame=frame.origin if frame else "",
+            **dual,
+        )
 
     # -- deciding ------------------------------------------------------------------------------
     def run(self, buf: np.ndarray, maps: bool = False) -> tuple:
