@@ -1,5 +1,6 @@
-"""What the OPC UA view costs the line, and how fast results reach an MES: ``inspector run``
-with and without ``plant.opcua``, side by side in one run.
+"""What the plant's views cost the line, and how fast results reach an MES: ``inspector run``
+with the OPC UA server and the Sparkplug B node on (``plant.opcua`` + ``plant.sparkplug``;
+``--opcua-only``: the server alone) and with neither, side by side in one run.
 
     python -m inspector.lab.benchopcua --out docs/bench-opcua.json
 
@@ -46,7 +47,9 @@ CLASSIFIED = ("ok", "defect", "uncertain")
 CLIENT_URI = "urn:defect-inspector:bench:mes"
 
 
-def _yaml(model: Path, parts: Path, port: int, rate: float, opcua: dict | None) -> str:
+def _yaml(
+    model: Path, parts: Path, port: int, rate: float, opcua: dict | None, sparkplug: bool = False
+) -> str:
     plant = ""
     if opcua is not None:
         plant = (
@@ -55,6 +58,8 @@ def _yaml(model: Path, parts: Path, port: int, rate: float, opcua: dict | None) 
             f'    pki_dir: "{opcua["pki"]}"\n'
             f'    users_file: "{opcua["users"]}"\n'
         )
+        if sparkplug:  # both plant views on: the Sparkplug B node beside the server
+            plant += "  sparkplug: {group_id: bench}\n"
     return f"""\
 station: {{id: bench}}
 source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop: true}}
@@ -295,8 +300,15 @@ def _free_port() -> int:
 
 
 def run(
-    work: Path, reps: int, seconds: float, warmup_s: float, paced_fps: float, model: Path | None
+    work: Path,
+    reps: int,
+    seconds: float,
+    warmup_s: float,
+    paced_fps: float,
+    model: Path | None,
+    sparkplug: bool = True,
 ) -> dict:
+    """``sparkplug``: the 'on' runs have the Sparkplug B node too (both plant views)."""
     prepare(work / "demo", parts=60)
     parts = work / "demo" / "parts"
     model = model or work / "demo" / "model" / "demo.onnx"
@@ -319,7 +331,7 @@ def run(
                         opcua = {**pki, "port": port}
                         endpoint = f"opc.tcp://127.0.0.1:{port}/inspector/"
                         mes = (endpoint, pki, work / f"events-{load}-{rep}.json")
-                    cfg.write_text(_yaml(model, parts, broker.port, rate, opcua))
+                    cfg.write_text(_yaml(model, parts, broker.port, rate, opcua, sparkplug))
                     runs[mode].append(one_run(cfg, gate, warmup_s, seconds, mes))
             out["runs"][load] = runs
     finally:
@@ -402,9 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds after the MES subscribed")
     p.add_argument("--paced-fps", type=float, default=100.0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--opcua-only",
+        action="store_true",
+        help="'on' runs the OPC UA server alone (default: with the Sparkplug B node beside it)",
+    )
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        r = run(Path(tmp), a.reps, a.seconds, a.warmup, a.paced_fps, a.model)
+        r = run(Path(tmp), a.reps, a.seconds, a.warmup, a.paced_fps, a.model, not a.opcua_only)
+    r["plant_views_on"] = ["opcua"] if a.opcua_only else ["opcua", "sparkplug"]
     print(json.dumps(r["summary"], indent=2))
     if a.out:
         a.out.write_text(json.dumps(r, indent=2) + "\n")
