@@ -22,7 +22,15 @@ ALLOWED = {
     "plant": {"contract"},  # Sparkplug B, OPC UA: views beside the station's link
     "review": {"contract"},  # the QA workbench: runs training as a process, never imports it
     "spc": {"contract"},  # quality over time, from the verdict stream
-    "": {"contract", "station", "gate", "lab", "review", "spc", "plant"},  # cli, errors, logs, httpd
+    "": {
+        "contract",
+        "station",
+        "gate",
+        "lab",
+        "review",
+        "spc",
+        "plant",
+    },  # cli, errors, logs, httpd
 }
 FORBIDDEN_LIBS = ("tensorflow", "keras", "tf2onnx", "training", "torch")
 
