@@ -28,8 +28,6 @@ import json
 import os
 import platform
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,10 +35,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as mqtt
 
-from .broker import Mosquitto
+from .benchstats import cpu_s, median_at, pct
+from .broker import Mosquitto, free_port
 from .demo import prepare
 
 CLASSIFIED = ("ok", "defect", "uncertain")
@@ -211,12 +209,12 @@ def one_run(
         time.sleep(warmup_s)
         gate.take()
         kids = _children(proc.pid)
-        cpu0 = {"station": _cpu_s(proc.pid), **{f"child-{k}": _cpu_s(k) for k in kids}}
+        cpu0 = {"station": cpu_s(proc.pid), **{f"child-{k}": cpu_s(k) for k in kids}}
         t0 = time.time()
         time.sleep(seconds)
         t1 = time.time()
         verdicts = gate.take()
-        cpu1 = {"station": _cpu_s(proc.pid), **{f"child-{k}": _cpu_s(k) for k in kids}}
+        cpu1 = {"station": cpu_s(proc.pid), **{f"child-{k}": cpu_s(k) for k in kids}}
     finally:
         for p in filter(None, (client, proc)):  # the MES first: it writes what it received
             p.send_signal(signal.SIGTERM)
@@ -239,8 +237,8 @@ def one_run(
     out = {
         "verdicts": len(e2e),
         "throughput_fps": round(classified / (t1 - t0), 1),
-        "e2e_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99)},
-        "trigger_to_gate_ms": {"p50": _pct(arrival, 50), "p99": _pct(arrival, 99)},
+        "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99)},
+        "trigger_to_gate_ms": {"p50": pct(arrival, 50), "p99": pct(arrival, 99)},
     }
     spent = {k: cpu1[k] - cpu0[k] for k in cpu0 if cpu0[k] is not None and cpu1[k] is not None}
     # CPU per verdict at the gate, by process: the station's own (every thread), and the
@@ -256,7 +254,7 @@ def one_run(
         out["result_events"] = {
             "received": len(window),
             "per_verdict_at_gate": round(len(window) / len(e2e), 4),
-            "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": _pct(lat, 100)}
+            "latency_ms": {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": pct(lat, 100)}
             if lat
             else None,
         }
@@ -269,34 +267,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
-
-
-def _cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(values, q) -> float:
-    return round(float(np.percentile(values, q)), 3)
-
-
-def _median(runs: list[dict], *path: str) -> float:
-    values = []
-    for r in runs:
-        for key in path:
-            r = r[key]
-        values.append(r)
-    return round(statistics.median(values), 3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(
@@ -327,7 +297,7 @@ def run(
                     mes = None
                     opcua = None
                     if mode == "on":
-                        port = _free_port()
+                        port = free_port()
                         opcua = {**pki, "port": port}
                         endpoint = f"opc.tcp://127.0.0.1:{port}/inspector/"
                         mes = (endpoint, pki, work / f"events-{load}-{rep}.json")
@@ -341,24 +311,24 @@ def run(
     summary: dict = {}
     for mode in ("off", "on"):
         summary[mode] = {
-            "flat_out_throughput_fps_median": _median(flat[mode], "throughput_fps"),
-            "flat_out_e2e_p99_ms_median": _median(flat[mode], "e2e_ms", "p99"),
-            "paced_e2e_p50_ms_median": _median(paced[mode], "e2e_ms", "p50"),
-            "paced_e2e_p99_ms_median": _median(paced[mode], "e2e_ms", "p99"),
-            "paced_trigger_to_gate_p99_ms_median": _median(
+            "flat_out_throughput_fps_median": median_at(flat[mode], "throughput_fps"),
+            "flat_out_e2e_p99_ms_median": median_at(flat[mode], "e2e_ms", "p99"),
+            "paced_e2e_p50_ms_median": median_at(paced[mode], "e2e_ms", "p50"),
+            "paced_e2e_p99_ms_median": median_at(paced[mode], "e2e_ms", "p99"),
+            "paced_trigger_to_gate_p99_ms_median": median_at(
                 paced[mode], "trigger_to_gate_ms", "p99"
             ),
-            "flat_out_station_cpu_us_per_verdict_median": _median(
+            "flat_out_station_cpu_us_per_verdict_median": median_at(
                 flat[mode], "cpu_us_per_verdict", "station_process"
             ),
-            "paced_station_cpu_us_per_verdict_median": _median(
+            "paced_station_cpu_us_per_verdict_median": median_at(
                 paced[mode], "cpu_us_per_verdict", "station_process"
             ),
         }
     for load, runs in (("flat_out", flat["on"]), ("paced", paced["on"])):
         server_cpu = [r for r in runs if r["cpu_us_per_verdict"]["opcua_server_process"]]
         if server_cpu:
-            summary["on"][f"{load}_opcua_server_cpu_us_per_verdict_median"] = _median(
+            summary["on"][f"{load}_opcua_server_cpu_us_per_verdict_median"] = median_at(
                 server_cpu, "cpu_us_per_verdict", "opcua_server_process"
             )
     off, on = summary["off"], summary["on"]
@@ -385,9 +355,9 @@ def run(
         ev = [r["result_events"] for r in runs]
         timed = [e for e in ev if e["latency_ms"]]
         summary[f"{load}_result_event_p99_ms_median"] = (
-            _median(timed, "latency_ms", "p99") if timed else None
+            median_at(timed, "latency_ms", "p99") if timed else None
         )
-        summary[f"{load}_result_events_per_verdict_median"] = _median(ev, "per_verdict_at_gate")
+        summary[f"{load}_result_events_per_verdict_median"] = median_at(ev, "per_verdict_at_gate")
     summary["goal"] = (
         "throughput cost <= 2 %, verdict p99 cost <= 1 ms, result-event latency p99 <= 20 ms"
     )

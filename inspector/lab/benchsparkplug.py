@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as mqtt
 
+from .benchstats import cpu_s, median_at, pct
 from .broker import Mosquitto
 from .demo import prepare
 
@@ -113,9 +112,9 @@ def one_run(cfg: Path, gate: Gate, warmup_s: float, seconds: float) -> dict:
             time.sleep(0.05)
         time.sleep(warmup_s)
         gate.take()
-        cpu0, t0 = _cpu_s(proc.pid), time.time()
+        cpu0, t0 = cpu_s(proc.pid), time.time()
         time.sleep(seconds)
-        cpu1, t1 = _cpu_s(proc.pid), time.time()
+        cpu1, t1 = cpu_s(proc.pid), time.time()
         verdicts, sparkplug = gate.take()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -136,8 +135,8 @@ def one_run(cfg: Path, gate: Gate, warmup_s: float, seconds: float) -> dict:
     return {
         "verdicts": len(e2e),
         "throughput_fps": round(classified / (t1 - t0), 1),
-        "e2e_ms": {"p50": _pct(e2e, 50), "p99": _pct(e2e, 99)},
-        "trigger_to_gate_ms": {"p50": _pct(arrival, 50), "p99": _pct(arrival, 99)},
+        "e2e_ms": {"p50": pct(e2e, 50), "p99": pct(e2e, 99)},
+        "trigger_to_gate_ms": {"p50": pct(arrival, 50), "p99": pct(arrival, 99)},
         # CPU seconds the station's process spent per verdict: less at the mercy of other
         # tenants of a shared machine than the wall-clock throughput
         "station_cpu_us_per_verdict": None
@@ -145,28 +144,6 @@ def one_run(cfg: Path, gate: Gate, warmup_s: float, seconds: float) -> dict:
         else round((cpu1 - cpu0) / len(e2e) * 1e6, 1),
         "sparkplug_messages": sparkplug,
     }
-
-
-def _cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process, from /proc (None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(values, q) -> float:
-    return round(float(np.percentile(values, q)), 3)
-
-
-def _median(runs: list[dict], *path: str) -> float:
-    values = []
-    for r in runs:
-        for key in path:
-            r = r[key]
-        values.append(r)
-    return round(statistics.median(values), 3)
 
 
 def run(
@@ -197,13 +174,15 @@ def run(
     summary = {}
     for mode in ("off", "on"):
         summary[mode] = {
-            "flat_out_throughput_fps_median": _median(flat[mode], "throughput_fps"),
-            "flat_out_e2e_p99_ms_median": _median(flat[mode], "e2e_ms", "p99"),
-            "flat_out_cpu_us_per_verdict_median": _median(flat[mode], "station_cpu_us_per_verdict"),
-            "paced_cpu_us_per_verdict_median": _median(paced[mode], "station_cpu_us_per_verdict"),
-            "paced_e2e_p50_ms_median": _median(paced[mode], "e2e_ms", "p50"),
-            "paced_e2e_p99_ms_median": _median(paced[mode], "e2e_ms", "p99"),
-            "paced_trigger_to_gate_p99_ms_median": _median(
+            "flat_out_throughput_fps_median": median_at(flat[mode], "throughput_fps"),
+            "flat_out_e2e_p99_ms_median": median_at(flat[mode], "e2e_ms", "p99"),
+            "flat_out_cpu_us_per_verdict_median": median_at(
+                flat[mode], "station_cpu_us_per_verdict"
+            ),
+            "paced_cpu_us_per_verdict_median": median_at(paced[mode], "station_cpu_us_per_verdict"),
+            "paced_e2e_p50_ms_median": median_at(paced[mode], "e2e_ms", "p50"),
+            "paced_e2e_p99_ms_median": median_at(paced[mode], "e2e_ms", "p99"),
+            "paced_trigger_to_gate_p99_ms_median": median_at(
                 paced[mode], "trigger_to_gate_ms", "p99"
             ),
         }
