@@ -39,6 +39,11 @@ def _cmd_spc(args) -> int:
         page = commands.run_report(args.config, args.db, args.t_from, args.t_to, out)
         print(f"wrote {page}")
         return 0
+    if args.what == "bench" and args.faults:  # the service end to end under faults
+        from .spc.bench import main as bench_main
+
+        more = [] if args.out is None else ["--out", str(args.out)]
+        return bench_main(["--faults", "--verdicts", str(min(args.verdicts, 100_000)), *more])
     if args.what == "bench":
         result = commands.run_bench(args.out, args.verdicts, args.quick)
         print(json.dumps(result["summary"], indent=2))
@@ -78,4 +83,10 @@ def add_parsers(sub) -> None:
     q.add_argument("--out", type=Path, default=None, help="report: folder; bench: JSON file")
     q.add_argument("--verdicts", type=int, default=1_000_000, help="bench: long-run size")
     q.add_argument("--quick", action="store_true", help="bench: fewer simulations")
+    q.add_argument(
+        "--faults",
+        action="store_true",
+        help="bench: the service end to end while the store and the broker fail "
+        "(python -m inspector.spc.bench --faults has every setting)",
+    )
     q.set_defaults(func=_cmd_spc)
