@@ -19,7 +19,7 @@ from inspector.review import index
 from inspector.review.config import load_review_config
 from inspector.review.store import MIGRATIONS, Store
 
-from .review_helpers import PASSWORD, csrf_of, workbench
+from .review_helpers import PASSWORD, csrf_of, serve, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 
@@ -563,25 +563,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 @pytest.fixture
 def served(tmp_path):
     """The workbench served by uvicorn on a free port (as `inspector review` serves it)."""
-    import socket
-    import threading
-
-    import uvicorn
-
     cfg, app = workbench(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield tmp_path, app, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve(app) as (host, port):
+        yield tmp_path, app, f"http://{host}:{port}"
 
 
 def test_browser_journey(served, tmp_path_factory):
