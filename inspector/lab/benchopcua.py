@@ -37,7 +37,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from .benchstats import cpu_s, median_at, pct
+from .benchstats import cpu_s, median_at, pct, station_yaml
 from .broker import Mosquitto, free_port
 from .demo import prepare
 
@@ -58,18 +58,7 @@ def _yaml(
         )
         if sparkplug:  # both plant views on: the Sparkplug B node beside the server
             plant += "  sparkplug: {group_id: bench}\n"
-    return f"""\
-station: {{id: bench}}
-source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop: true}}
-trigger: {{type: free-run}}
-part: {{deadline_ms: 5000}}
-pipeline: {{queue_size: 64, when_full: wait}}
-model: {{path: "{model}", max_batch: 8, warmup_runs: 5}}
-mqtt: {{host: 127.0.0.1, port: {port}, outbox_size: 100000}}
-recorder: {{enabled: false}}
-metrics: {{enabled: false}}
-logging: {{level: WARNING}}
-{plant}"""
+    return station_yaml(model, parts, port, rate, plant)
 
 
 class Gate:

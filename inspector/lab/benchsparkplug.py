@@ -32,7 +32,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from .benchstats import cpu_s, median_at, pct
+from .benchstats import cpu_s, median_at, pct, station_yaml
 from .broker import Mosquitto
 from .demo import prepare
 
@@ -41,18 +41,7 @@ CLASSIFIED = ("ok", "defect", "uncertain")
 
 def _yaml(model: Path, parts: Path, port: int, rate: float, sparkplug: bool) -> str:
     plant = "plant: {sparkplug: {group_id: bench}}\n" if sparkplug else ""
-    return f"""\
-station: {{id: bench}}
-source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop: true}}
-trigger: {{type: free-run}}
-part: {{deadline_ms: 5000}}
-pipeline: {{queue_size: 64, when_full: wait}}
-model: {{path: "{model}", max_batch: 8, warmup_runs: 5}}
-mqtt: {{host: 127.0.0.1, port: {port}, outbox_size: 100000}}
-recorder: {{enabled: false}}
-metrics: {{enabled: false}}
-logging: {{level: WARNING}}
-{plant}"""
+    return station_yaml(model, parts, port, rate, plant)
 
 
 class Gate:
