@@ -296,6 +296,26 @@ def test_with_two_workers_the_swap_event_names_the_first_part_the_new_unit_decid
     assert first["seq"] == min(v["seq"] for v in new), (first, sorted(v["seq"] for v in new)[:5])
 
 
+def test_the_swap_event_names_the_first_part_even_when_the_line_decides_before_it_is_recorded(
+    files, make_config, station_factory, line, monkeypatch
+):
+    """A slow link write (a network share) lets the pipeline run the new unit before the
+    change's event is written: the event still names the part it started at."""
+    cfg = make_config(model=files["plain"], trigger="free-run", rate=400.0)
+    station = station_factory(cfg)
+    slow_relink = station.models._relink
+    monkeypatch.setattr(
+        station.models, "_relink", lambda unit: (time.sleep(0.5), slow_relink(unit))
+    )
+    station.start()
+    assert wait(lambda: len(line.verdicts) >= 10)
+    assert station.models.handle("swap", str(files["plain-b"]))["outcome"] == "swapped"
+    assert wait(lambda: sum(v["model_id"].startswith("plain-b") for v in line.verdicts) >= 10)
+    event = station.models.status()["history"][-1]
+    new = [v for v in line.verdicts if v["model_id"].startswith("plain-b")]
+    assert event.get("first_part", {}).get("seq") == min(v["seq"] for v in new), event
+
+
 def test_a_manifest_of_an_unknown_kind_is_refused_with_the_kinds_the_station_runs(
     files, make_config
 ):

@@ -98,6 +98,7 @@ class ModelLife:
         self.last: dict | None = None  # the last request's outcome (retained status)
         self.on_change = on_change
         self._announced = 0
+        self._first: dict[int, dict] = {}  # generation -> the first part it decided
         self._lock = threading.Lock()
         self._requests: queue.Queue = queue.Queue(maxsize=COMMAND_QUEUE)
         self._thread = threading.Thread(target=self._work, name="models", daemon=True)
@@ -123,9 +124,13 @@ class ModelLife:
             if generation <= self._announced:
                 return
             self._announced = generation
+            # the pipeline may take the new unit's first batch before the change's event is
+            # recorded: keep the part for ``_record`` as well as naming it in the event
+            first = {"part_id": first_part.part_id, "seq": first_part.seq}
+            self._first = {generation: first}
             for event in reversed(self.events):
                 if event.get("generation") == generation:
-                    event["first_part"] = {"part_id": first_part.part_id, "seq": first_part.seq}
+                    event["first_part"] = first
                     break
         log.info(
             "model %s decides from part %r (seq %d) on",
@@ -346,6 +351,9 @@ class ModelLife:
         with self._lock:
             self.last = outcome
             if event is not None:
+                first = self._first.get(event["generation"])
+                if first is not None:
+                    event = {**event, "first_part": first}
                 self.events.append({"action": outcome["action"], **event, "ts": outcome["ts"]})
         self.on_change()
         return outcome
