@@ -28,6 +28,8 @@ from inspector.plant.views import build_views  # noqa: E402
 from inspector.station.config import load_config  # noqa: E402
 from inspector.station.link import Handlers  # noqa: E402
 
+from .contract import validate  # noqa: E402
+
 MV = "http://opcfoundation.org/UA/MachineVision"
 OURS = "urn:defect-inspector:opcua"
 CLIENT_URI = "urn:defect-inspector:tests:mes"
@@ -59,6 +61,7 @@ def pki(tmp_path_factory) -> dict:
     users = d / "users.yaml"
     add_user(users, "op", "operator", "op-secret")
     add_user(users, "eng", "engineer", "eng-secret")
+    add_user(users, "view", "viewer", "view-secret")
     return {"cert": cert, "key": key, "users": users, "server_pki": d / "server-pki"}
 
 
@@ -273,7 +276,8 @@ def test_operator_walks_the_state_machine_and_no_one_else_gets_in(opcua_station,
             await mes.call("Halt", *cause())
             assert (await mes.state())[0] == "Halted"
             line.trigger("while-halted")
-            assert len(line.wait_for(1)) == 1  # the gate still gets its verdict
+            (v,) = line.wait_for(1)  # the gate still gets its verdict: a fail, not inspected
+            assert (v["part_id"], v["result"], v["reason"]) == ("while-halted", "fail", "halted")
             await asyncio.sleep(0.3)
             assert mes.events == []  # the MES does not: no job runs
             with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
@@ -295,6 +299,7 @@ def test_operator_walks_the_state_machine_and_no_one_else_gets_in(opcua_station,
             )
             assert "from-mes-1" in line.by_id()  # the same part went to the gate
             assert await mes.state() == ("Operational", "Ready")
+            assert line.by_id()["from-mes-1"]["reason"] != "halted"  # the job inspected it
             await mes.call("StartContinuous", *job_args())
             assert await mes.state() == ("Operational", "ContinuousExecution")
             line.trigger("continuous-1")
@@ -311,6 +316,61 @@ def test_operator_walks_the_state_machine_and_no_one_else_gets_in(opcua_station,
 
     asyncio.run(run())
     assert station.unit.model_id == model
+
+
+def test_halt_stops_inspection_until_reset_and_start(opcua_station, line, pki):
+    """Halt: every part that comes meanwhile fails with reason halted, the retained status
+    says halted; a viewer cannot halt; Reset + SelectModeAutomatic still hold (no job), and
+    StartContinuous inspects again; Stop holds again."""
+    station, endpoint = opcua_station(trigger="mqtt")
+
+    def parts(prefix: str, n: int = 8) -> list[dict]:
+        before = len(line.verdicts)
+        for i in range(n):
+            line.trigger(f"{prefix}-{i}")
+            time.sleep(0.04)
+        got = line.wait_for(before + n)[before:]
+        assert [v["part_id"] for v in got] == [f"{prefix}-{i}" for i in range(n)]
+        for v in got:
+            validate("verdict", {k: x for k, x in v.items() if not k.startswith("_")})
+        return got
+
+    def held(got: list[dict]) -> None:
+        assert {(v["result"], v["reason"]) for v in got} == {("fail", "halted")}
+        assert all(v["class"] is None and v["scores"] == {} for v in got)  # never classified
+
+    def inspected(got: list[dict]) -> None:
+        assert "halted" not in {v["reason"] for v in got}
+        assert {v["result"] for v in got} == {"pass", "fail"}  # the model decided them
+
+    async def run():
+        async with Mes(endpoint, pki, "view", "view-secret") as viewer:
+            assert await viewer.state() == ("Operational", "ContinuousExecution")
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                await viewer.call("Halt", *cause())
+        inspected(parts("before"))
+        async with Mes(endpoint, pki, "op", "op-secret") as mes:
+            await mes.call("Halt", *cause())  # returns once the station holds
+            held(parts("halted"))
+            status = line.wait_status("halted")
+            assert status is not None and "halted over OPC UA" in status["detail"]
+            validate("status", status)
+            healthy, report = station.health()
+            assert not healthy and "halted over OPC UA" in report["reason"]
+            assert await mes.ours_value("Inspector", "StationState") == "halted"
+            assert (await mes.state())[0] == "Halted"
+            await mes.call("Reset", *cause())
+            await mes.call("SelectModeAutomatic")
+            assert await mes.state() == ("Operational", "Ready")
+            held(parts("ready"))  # no job runs: no inspection
+            await mes.call("StartContinuous", *job_args())
+            inspected(parts("resumed"))
+            assert line.wait_status("online") is not None
+            assert station.health()[0]
+            await mes.call("Stop", *cause())
+            held(parts("stopped", 3))
+
+    asyncio.run(run())
 
 
 def test_engineer_selects_a_recipe_and_the_station_changes_model(opcua_station, line, pki):

@@ -87,3 +87,30 @@ def test_a_bad_users_file_is_a_config_error(tmp_path, entry, words):
     path.write_text(f"users:\n  - {entry}\n")
     with pytest.raises(ConfigError, match=words):
         load_users(path)
+
+
+def test_the_station_inspects_only_while_a_job_executes():
+    """OPC 40100-1: measurements in SingleExecution and ContinuousExecution only; Halted,
+    Preoperational and Ready hold the station (its parts fail with reason halted)."""
+    vs = VisionStates()
+    assert vs.hold_reason() is None  # starting: the station's own business, not a hold
+    vs.set_station("online")
+    assert vs.hold_reason() is None
+    vs.halt()
+    assert "halted" in vs.hold_reason()
+    vs.set_station("halted")  # the station holds because we asked: it still runs
+    assert vs.top == "Halted"
+    vs.reset()
+    assert "Preoperational" in vs.hold_reason()
+    vs.select_mode_automatic()
+    assert "no job" in vs.hold_reason()
+    vs.start(single=True)
+    assert vs.hold_reason() is None
+    vs.single_done()
+    assert "no job" in vs.hold_reason()
+    vs.start(single=False)
+    assert vs.hold_reason() is None
+    vs.set_station("degraded")  # Error: the station fails parts itself; no hold from the MES
+    assert (vs.top, vs.hold_reason()) == ("Error", None)
+    vs.stop()
+    assert "no job" in vs.hold_reason()

@@ -21,6 +21,7 @@ class Reason(str, enum.Enum):
     UNREADABLE_FRAME = "unreadable_frame"  # a frame that could not be decoded or preprocessed
     OVERFLOW = "overflow"  # a queue was full; the part was not inspected
     SHUTDOWN = "shutdown"  # the station stopped before the part was inspected
+    HALTED = "halted"  # the plant (OPC UA Halt, Stop ...) stopped inspection; not inspected
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ class Health:
             return "offline"
         if not s.ready or s.source.state == "starting":
             return "starting"
+        if s._halted:  # a plant view stopped inspection (OPC UA Halt, Stop ...)
+            return "halted"
         if s.source.state != "ok" or s._geometry_problem or self._quality_problems():
             return "degraded"
         return "online"
@@ -38,7 +40,10 @@ class Health:
             "camera": s.source.state,
             **_camera_stats(s.source.source),
             "detail": "; ".join(
-                filter(None, [s.source.detail, s._geometry_problem, *self._quality_problems()])
+                filter(
+                    None,
+                    [s._halted, s.source.detail, s._geometry_problem, *self._quality_problems()],
+                )
             ),
             "quality": None
             if s.quality is None
@@ -56,8 +61,9 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         """``/health``: healthy while the station can inspect a part now: started, camera
         connected, link connected, no classifier worker or capture loop stuck, frames that
-        fit the geometry, and (unless a hardware-triggered camera may be idle between parts)
-        a frame within ``metrics.max_frame_age_s``. ``reason`` says what is wrong."""
+        fit the geometry, not halted by a plant view, and (unless a hardware-triggered camera
+        may be idle between parts) a frame within ``metrics.max_frame_age_s``. ``reason``
+        says what is wrong."""
         s = self.s
         limit = s.cfg.metrics.max_frame_age_s
         age = time.monotonic() - s.last_frame_mono if s.last_frame_mono else None
@@ -72,6 +78,8 @@ class Health:
         problems += self.stalls(limit, limit)
         if s._geometry_problem:
             problems.append(s._geometry_problem)
+        if s._halted:
+            problems.append(s._halted)
         return not problems, {
             "state": self.state(),
             "camera": s.source.state,

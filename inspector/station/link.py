@@ -7,7 +7,8 @@ inside the implementation (``publisher.MqttLink``).
 
 Plant protocols (Sparkplug B, OPC UA) are ``LineView``s beside the link: they see every
 verdict and status change and may send model requests through the same ``Handlers``, but
-the reject gate's verdicts always go out on the link itself.
+the reject gate's verdicts always go out on the link itself. A view that controls
+inspection (OPC UA's Halt and Stop) stops and resumes it through ``Handlers.hold``.
 
     link = MqttLink(cfg.mqtt, station_id, topics, metrics, handlers)
     link.start(); link.publish(verdict); link.stop()
@@ -29,11 +30,15 @@ Reply = Callable[[dict], None]
 class Handlers:
     """What the station does with what arrives: ``status()`` the retained status payload;
     ``trigger(payload)`` a part trigger (None: the station takes no triggers);
-    ``command(payload, reply)`` a model request, answered through ``reply(outcome)``."""
+    ``command(payload, reply)`` a model request, answered through ``reply(outcome)``;
+    ``hold(why)`` a plant view stops inspection (``why``: a sentence for the status and the
+    verdicts; every part from then on fails with reason ``halted``) or, with None, resumes it.
+    Once ``hold(why)`` returns, every part whose frame the station takes after it fails."""
 
     status: Callable[[], dict]
     trigger: Callable[[bytes], None] | None = None
     command: Callable[[bytes, Reply], None] | None = None
+    hold: Callable[[str | None], None] | None = None
 
 
 @runtime_checkable

@@ -109,6 +109,7 @@ class Station:
             status=self._health.status_payload,
             trigger=self._on_trigger if self.mode == "mqtt" else None,
             command=self.models.on_command,
+            hold=self._hold,
         )
         self.link: LineLink = publisher or MqttLink(
             cfg.mqtt,
@@ -146,6 +147,7 @@ class Station:
         self.last_frame_mono = 0.0
         self._capture_waiting = False  # True while the capture loop waits for the source
         self._geometry_problem = ""  # why frames no longer fit the station's geometry, if so
+        self._halted = ""  # why a plant view stopped inspection (Handlers.hold), "" while on
         self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
         workers = unit.workers
@@ -252,6 +254,19 @@ class Station:
     def _model_changed(self) -> None:
         if self.quality is not None:  # the quality watch compares with the live unit's data
             self.quality.training = self.models.live.training_stats
+        self.status_changed()
+
+    def _hold(self, why: str | None) -> None:
+        """A plant view stops inspection (``why``) or resumes it (None): meanwhile every part
+        whose frame comes fails with reason ``halted`` (``_process``), never a pass."""
+        why = why or ""
+        if why == self._halted:
+            return
+        self._halted = why
+        if why:
+            log.warning("inspection halted: %s", why)
+        else:
+            log.warning("inspection resumed")
         self.status_changed()
 
     def _on_source_state(self, state: str, detail: str) -> None:
@@ -408,6 +423,10 @@ class Station:
 
     def _process(self, part: Part, frame: Frame) -> None:
         """Preprocess the part's frame and queue it for the classifier."""
+        halted = self._halted
+        if halted:  # the plant stopped inspection: not inspected, so never a pass
+            self._fail(part, Reason.HALTED, halted)
+            return
         part.frame = frame
         t0 = part.t_preprocess_mono = time.monotonic()
         try:

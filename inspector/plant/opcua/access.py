@@ -2,9 +2,10 @@
 
 A session logs in with a user name and password (checked against the scrypt hash), or
 anonymously where ``allow_anonymous`` says so. Anonymous sessions may browse, read and
-subscribe; they call no method and write nothing. A logged-in ``operator`` may call the
-state machine's methods (start and stop); an ``engineer`` may also prepare recipes (change
-the model). Method calls are checked per method before they run (``RoleRules``): a call
+subscribe; they call no method and write nothing. A logged-in ``viewer`` may also call the
+lookups (GetResultById, GetRecipeListFiltered ...); an ``operator`` the state machine's
+methods (start, stop, halt: they control inspection); an ``engineer`` may also prepare
+recipes (change the model). Method calls are checked per method before they run (``RoleRules``): a call
 the role does not allow is answered BadUserAccessDenied.
 """
 
@@ -26,7 +27,7 @@ from .users import Account, verify_password
 
 log = logging.getLogger(__name__)
 
-RANK = {"operator": 1, "engineer": 2}
+RANK = {"viewer": 0, "operator": 1, "engineer": 2}
 CALL = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 WRITE = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
 READ_ONLY = {ua.NodeId(t) for t in USER_TYPES} - {CALL, WRITE}

@@ -7,6 +7,8 @@ who may call which is ``access.RoleRules``'s business, checked before they run.
 Each answers with the spec's outputs, the last of which is ``Error`` (Int32): 0 done,
 1 refused by the station, 2 busy, 3 failed, 4 no answer in time. A transition the state
 machine does not allow now is BadInvalidState; an unknown recipe BadInvalidArgument.
+A transition returns once the station holds or inspects as the new state says
+(``VisionServer._sync_hold``).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class Methods:
             log.info("OPC UA: %s", exc)
             return ua.StatusCode(ua.StatusCodes.BadInvalidState)
         await self._write_states()
+        await self._sync_hold()
         return [ua.Variant(ERR_OK, ua.VariantType.Int32)]
 
     async def _m_Halt(self, parent, *args):
@@ -191,6 +194,7 @@ class Methods:
             log.info("OPC UA: %s", exc)
             return ua.StatusCode(ua.StatusCodes.BadInvalidState)
         await self._write_states()
+        await self._sync_hold()  # inspecting again before the job's part is triggered
         if single and part_id and trigger is not None:
             trigger(json.dumps({"part_id": part_id}).encode())
         return [

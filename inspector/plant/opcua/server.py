@@ -5,8 +5,8 @@ The server (``vision.py``, asyncua) runs in a process of its own, so that what a
 for (encrypting events, browsing, logins) takes none of the station's interpreter: the
 station's threads only put each verdict and status change on a queue (no wait, no I/O);
 one thread here sends them down a pipe in batches, another carries the server's requests
-(PrepareRecipe: ``{"action": "promote", "path": ...}``; StartSingleJob: a trigger) to the
-station's ``Handlers`` and their answers back. The server process ends with the station,
+(PrepareRecipe: ``{"action": "promote", "path": ...}``; StartSingleJob: a trigger; Halt,
+Stop ...: a hold of inspection) to the station's ``Handlers`` and their answers back. The server process ends with the station,
 or on its own when the station's process is gone (the pipe closes).
 
     view = OpcUaView(cfg.plant.opcua, "line-3")
@@ -198,6 +198,19 @@ class OpcUaView:
                 self._command(msg[1], msg[2])
             elif kind == "trigger" and self.handlers is not None and self.handlers.trigger:
                 self.handlers.trigger(msg[1])
+            elif kind == "hold":
+                self._hold(msg[1], msg[2])
+
+    def _hold(self, rid: int, why: str | None) -> None:
+        """The state machine stops (``why``) or resumes (None) inspection; answered once the
+        station holds, so the MES's method returns after it."""
+        hold = self.handlers.hold if self.handlers is not None else None
+        if hold is None:
+            outcome = "unsupported"
+        else:
+            hold(why)
+            outcome = "held" if why else "inspecting"
+        self._queue.put(("reply", rid, {"outcome": outcome}))
 
     def _command(self, rid: int, payload: bytes) -> None:
         def reply(outcome: dict) -> None:

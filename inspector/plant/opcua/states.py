@@ -15,9 +15,11 @@ SingleExecution (the next part is the job's result, then Ready again). Results r
 MES (``ResultReady`` events, the result variables) only while a job runs, in Operational
 or Error (a fail-safe reject in Error is a result too, with ResultState Failed).
 
-What the methods never do: stop the station deciding parts for the reject gate. The gate's
-verdicts are the line's safety path (DESIGN 4, 12); a station is stopped by its service
-manager, and an MES that halts the vision system only stops receiving its results.
+The vision system inspects parts only while a job executes (OPC 40100-1: measurements are
+taken in SingleExecution and ContinuousExecution; Halted, Preoperational and Ready take none).
+Outside those states the station is on hold (``hold_reason``): every part still gets its
+verdict for the reject gate, a ``fail`` with reason ``halted``, never a pass. The station's
+own troubles (starting, Error) are not the MES's hold: the station fails parts itself there.
 """
 
 from __future__ import annotations
@@ -82,6 +84,22 @@ class VisionStates:
             return self.job
         return None
 
+    def hold_reason(self) -> str | None:
+        """Why the station must not decide parts now (None: it inspects): the MES halted or
+        reset the vision system, or no job executes (Ready, Initialized)."""
+        if self.requested == HALTED:
+            return "halted over OPC UA (Reset, SelectModeAutomatic and a Start resume inspection)"
+        if self.requested == PREOPERATIONAL:
+            return (
+                "vision system Preoperational over OPC UA (SelectModeAutomatic and a Start "
+                "resume inspection)"
+            )
+        if self.auto not in RUNNING:
+            return (
+                "no job running over OPC UA (StartContinuous or StartSingleJob resumes inspection)"
+            )
+        return None
+
     def system_state(self) -> int:
         top = self.top
         if top == OPERATIONAL:
@@ -94,7 +112,8 @@ class VisionStates:
 
     # -- what changes it -----------------------------------------------------------------
     def set_station(self, state: str) -> None:
-        self.station = state
+        # "halted": the station holds because this state machine asked it to; it runs
+        self.station = "online" if state == "halted" else state
 
     def halt(self) -> None:
         if self.top == HALTED:

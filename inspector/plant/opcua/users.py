@@ -4,8 +4,9 @@
       - {name: mes, role: operator, password: "scrypt$16384$8$1$SALT$HASH"}
       - {name: qa-lead, role: engineer, password: "scrypt$..."}
 
-Roles: ``operator`` may start and stop (the state machine's methods); ``engineer`` may also
-select recipes (models). Passwords are kept only as scrypt hashes (the standard library's
+Roles: ``viewer`` may browse, read and subscribe (an MES dashboard); ``operator`` may also
+start, stop and halt (the state machine's methods); ``engineer`` may also select recipes
+(models). Passwords are kept only as scrypt hashes (the standard library's
 ``hashlib.scrypt``, memory-hard; no extra dependency). Add or change a user with
 
     python -m inspector.plant.opcua.users add FILE NAME ROLE    # asks for the password
@@ -27,7 +28,7 @@ import yaml
 
 from ...errors import ConfigError
 
-ROLES = ("operator", "engineer")
+ROLES = ("viewer", "operator", "engineer")
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: ~50 ms and 16 MiB per login
 
 

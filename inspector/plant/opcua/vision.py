@@ -2,8 +2,8 @@
 station as an OPC 40100 ``VisionSystemType`` (asyncua).
 
 It runs one asyncio loop; the station's verdicts and status changes arrive on the pipe from
-the station's process, model requests (PrepareRecipe) and triggers (StartSingleJob) go back
-on it. A verdict becomes a ``ResultReady`` event and the result variables while an MES job
+the station's process, model requests (PrepareRecipe), triggers (StartSingleJob) and holds
+(Halt, Stop ... stop inspection; a Start resumes it) go back on it. A verdict becomes a ``ResultReady`` event and the result variables while an MES job
 runs (``states.py``). Recipes are the model files (``recipes.py``); logins and roles:
 ``access.py``; the address space: ``space.py``; the methods: ``methods.py``; results:
 ``results.py``.
@@ -39,6 +39,7 @@ from .wire import Part
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 10_000  # verdicts waiting for the server's loop; more are counted as dropped
+HOLD_TIMEOUT_S = 5.0  # how long a Halt (or Stop, Start ...) waits for the station to hold
 
 
 class Remote:
@@ -58,6 +59,12 @@ class Remote:
 
     def _trigger(self, payload: bytes) -> None:
         self.conn.send(("trigger", payload))
+
+    def hold(self, why: str | None, reply) -> None:
+        """Stop (``why``) or resume (None) the station's inspection; ``reply`` once it holds."""
+        rid = next(self._ids)
+        self.pending[rid] = reply
+        self.conn.send(("hold", rid, why))
 
 
 class VisionServer(Methods):
@@ -81,6 +88,7 @@ class VisionServer(Methods):
         self._recipe_nodes: dict[str, dict] = {}
         self._ids: dict[str, type] = {}
         self._status_lock = asyncio.Lock()
+        self._held: str | None = None  # the hold the station has (Handlers.hold); None: inspects
 
     @property
     def endpoint(self) -> str:
@@ -244,6 +252,31 @@ class VisionServer(Methods):
         )
         await sp.system_state.write_value(desc)
 
+    async def _sync_hold(self) -> None:
+        """Tell the station to stop or resume inspection when the state machine changed that
+        (``VisionStates.hold_reason``), and wait until it has: a Halt answered Good means
+        that every part the station takes from then on fails with reason ``halted``."""
+        why = self.states.hold_reason()
+        if why == self._held or self.handlers is None:
+            return
+        self._held = why
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def reply(outcome: dict) -> None:  # on this loop (``_read``)
+            if not done.done():
+                done.set_result(outcome)
+
+        self.handlers.hold(why, reply)
+        try:
+            outcome = await asyncio.wait_for(done, HOLD_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.error("OPC UA: the station did not confirm %s in time", why or "resuming")
+            return
+        if outcome.get("outcome") == "unsupported":
+            log.warning("OPC UA: this station cannot stop inspection (%s)", why or "resume")
+        else:
+            log.info("OPC UA: inspection %s", f"on hold: {why}" if why else "resumed")
+
     # -- results ---------------------------------------------------------------------------
     def _enqueue(self, verdict: Part) -> None:
         if self._queue.qsize() >= QUEUE_MAX:
@@ -283,6 +316,7 @@ class VisionServer(Methods):
         if job.part_id or self.states.auto != CONTINUOUS:
             self.states.single_done()
             await self._write_states()
+            await self._sync_hold()  # back in Ready: no job, no inspection
         return v, result
 
     async def _write_last(self, v: Part, result) -> None:
