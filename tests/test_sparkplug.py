@@ -4,6 +4,7 @@ Mosquitto; the node in-process with a stand-in station, and as part of ``inspect
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -68,11 +69,13 @@ class Station:
 
 
 @pytest.fixture
-def node_factory(broker):
+def node_factory(broker, tmp_path):
+    """Edge nodes of one test; they keep their bdSeq in the test's folder (a fresh count)."""
     made = []
 
     def make(**settings) -> tuple[SparkplugView, Station]:
-        section = SparkplugSection(group_id=GROUP, **{"report_interval_s": 0.05, **settings})
+        settings = {"report_interval_s": 0.05, "state_file": tmp_path / "bdseq.json", **settings}
+        section = SparkplugSection(group_id=GROUP, **settings)
         mqtt_cfg = MqttSection(host=broker.host, port=broker.port, keepalive_s=2)
         view = SparkplugView(section, "st-1", mqtt_cfg)
         station = Station()
@@ -281,6 +284,41 @@ def test_broker_restart_starts_a_new_session_with_the_next_bdseq(node_factory, h
         assert again.wait("DBIRTH")
     finally:
         again.close()
+
+
+def test_bdseq_goes_on_across_restarts_of_the_node(node_factory, host, tmp_path, caplog):
+    """Spec 3.0: each CONNECT's bdSeq is one more than the previous one's, also when the
+    process restarted (a new view reading the same file), 255 -> 0; a file that cannot be
+    read starts the count again at 0 with a warning, and never stops the node."""
+    state = tmp_path / "state" / "spb.json"
+
+    def session() -> int:
+        view, station = node_factory(state_file=state)
+        births, deaths = len(host.of("NBIRTH")), len(host.of("NDEATH"))
+        view.start(station.handlers())
+        birth = host.wait("NBIRTH", births + 1)[births]
+        view.stop()  # a clean stop: NDEATH with the same bdSeq
+        assert len(host.wait("NDEATH", deaths + 1)) == deaths + 1
+        return birth.metrics["bdSeq"][1]
+
+    assert session() == 0
+    assert json.loads(state.read_text()) == {"bdSeq": 0}
+    assert session() == 1  # a new process goes on from the file
+    assert session() == 2
+    state.write_text('{"bdSeq": 255}')
+    assert session() == 0  # 255 -> 0
+    state.write_text("not json")
+    with caplog.at_level(logging.WARNING, logger="inspector.plant.sparkplug"):
+        assert session() == 0
+    assert "unreadable" in caplog.text
+    assert json.loads(state.read_text()) == {"bdSeq": 0}
+    assert host.problems == []  # every NDEATH matched its NBIRTH
+
+
+def test_default_bdseq_file_is_in_the_state_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    view = SparkplugView(SparkplugSection(group_id="line 3"), "st/1", MqttSection())
+    assert view.bdseq_store.path == tmp_path / "sparkplug-line_3-st_1.json"
 
 
 def test_config_refuses_topic_characters_and_bad_intervals(tmp_path, model_path, parts_dir, broker):

@@ -24,6 +24,13 @@ from .test_deploy import secure_broker, secure_station_config, tls_client  # noq
 GROUP = "line-1"
 
 
+@pytest.fixture(autouse=True)
+def _state_directory(tmp_path, monkeypatch):
+    """The node keeps its bdSeq in the state directory (systemd's $STATE_DIRECTORY): here the
+    test's folder, not the home directory."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+
+
 def test_sigkill_of_the_station_gives_its_ndeath_within_the_will_delay(
     tmp_path, model_path, parts_dir, broker
 ):

@@ -12,6 +12,7 @@ plant:
     deadband_quality: 0.02           # a quality figure: when it moves more than 2 %
     username: inspector-spb          # broker login of its own (default: mqtt's)
     password_file: /etc/inspector/spb.pw
+    state_file: /var/lib/inspector/sparkplug-line-3-station-7.json   # bdSeq across restarts
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class SparkplugSection:
     password: str | None = setting(None, "its password (prefer password_env or password_file)")
     password_env: str | None = setting(None, "environment variable holding its password")
     password_file: Path | None = setting(None, "file holding its password")
+    state_file: Path | None = setting(
+        None,
+        "where the node keeps its bdSeq across restarts (default: "
+        "$STATE_DIRECTORY/sparkplug-GROUP-NODE.json, else ~/.cache/inspector/...)",
+    )
 
     def problems(self):
         for key in ("group_id", "edge_node_id", "device_id", "primary_host_id"):

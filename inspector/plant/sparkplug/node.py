@@ -7,8 +7,9 @@ station hands it verdicts and status payloads through a bounded deque (``verdict
 what changed at most every ``report_interval_s``.
 
 Session (spec 3.0, chapter 5): CONNECT with clean start and the NDEATH will (QoS 1, not
-retained, metric ``bdSeq`` Int64, one more than the last CONNECT's, 0-255); subscribe NCMD
-and DCMD (QoS 1), and the primary host's STATE when configured; once subscribed (and the
+retained, metric ``bdSeq`` Int64, one more than the last CONNECT's, 0-255, also across
+restarts: ``bdseq.py`` keeps it in a file); subscribe NCMD and DCMD (QoS 1), and the
+primary host's STATE when configured; once subscribed (and the
 host is online) NBIRTH (seq 0, every node metric, ``bdSeq``, ``Node Control/Rebirth``) and
 DBIRTH (seq 1, every device metric); then NDATA/DDATA, seq +1 mod 256. A rebirth request
 starts again at NBIRTH with the same bdSeq. A clean stop sends DDEATH and NDEATH, then
@@ -43,6 +44,7 @@ import paho.mqtt.client as mqtt
 from ... import __version__
 from ...contract.mqtt import MqttSection, new_client
 from ...contract.records import Verdict
+from .bdseq import BdSeqStore, default_path
 from .config import SparkplugSection
 from .figures import PROMOTE, RESET, WRITABLE, Figures, Metrics
 from .payload import BOOLEAN, INT64, STRING, UINT64, BadPayload, Topics, decode_command, encode
@@ -74,7 +76,8 @@ class SparkplugView:
         self.handlers = None
         self.connected = threading.Event()  # MQTT session up
         self.born = threading.Event()  # NBIRTH and DBIRTH sent in this session
-        self.bdseq = -1  # the will's bdSeq of the current (or last) CONNECT
+        self.bdseq_store = BdSeqStore(section.state_file or default_path(section.group_id, node))
+        self.bdseq = -1  # the will's bdSeq of the current (or last) CONNECT; kept across restarts
         self.seq = 0
         self.dropped = 0
         self._inbox: collections.deque = collections.deque()
@@ -98,6 +101,7 @@ class SparkplugView:
     # -- LineView ------------------------------------------------------------------------------
     def start(self, handlers) -> None:
         self.handlers = handlers
+        self.bdseq = self.bdseq_store.load()  # the next CONNECT says one more
         try:
             self.figures.status = dict(handlers.status())
         except Exception:  # the station's own status must not keep the view from starting
@@ -201,6 +205,7 @@ class SparkplugView:
             self.bdseq = (self.bdseq - 1) % 256  # no CONNECT went out: the number is unused
             self._retry_later()
             return
+        self.bdseq_store.save(self.bdseq)  # the CONNECT went out with it
         self._client = c
         self._unreachable = False
         self._connect_deadline = time.monotonic() + self.mqtt.connect_timeout_s
