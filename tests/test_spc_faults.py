@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,13 +31,13 @@ from .test_spc import publisher, verdict, wait
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
-def config(tmp_path, broker, url="spc.sqlite", extra=""):
+def config(tmp_path, broker, url="spc.sqlite", extra="", subscribe="", charts=""):
     path = tmp_path / "spc.yaml"
     path.write_text(
         f"mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_max_s: 0.3, prefix: plant}}\n"
-        "subscribe: {context: [plant/line1/lot, plant/line1/temperature]}\n"
+        f"subscribe: {{context: [plant/line1/lot, plant/line1/temperature]{subscribe}}}\n"
         f"store: {{url: '{url}', batch: 200, retry_max_s: 0.5{extra}}}\n"
-        "charts: {subgroup_parts: 50, baseline_subgroups: 4, per_class: false}\n"
+        f"charts: {{subgroup_parts: 50, baseline_subgroups: 4, per_class: false{charts}}}\n"
         "http: {port: 0}\n"
     )
     return load_spc_config(path)
@@ -209,6 +210,58 @@ def test_redelivered_context_and_verdicts_are_stored_once(tmp_path):
         broker.stop()
 
 
+def test_what_the_service_holds_is_bounded_and_the_backlog_comes_in_order(tmp_path):
+    """While the store is locked the broker restarts, and the restored session gets the
+    broker's whole queue at once (Mosquitto sends it whatever the Receive Maximum): the service
+    holds at most twice subscribe.max_unacked, leaves the rest with the broker, and has it
+    re-delivered once it has stored what it held; the charts see the verdicts in the order
+    they were published (arrival order alone: charts.reorder_parts 0)."""
+    broker = Mosquitto(persistence=True).start()
+    cfg = config(
+        tmp_path,
+        broker,
+        extra=", busy_timeout_s: 0.2",
+        subscribe=", max_unacked: 20",
+        charts=", reorder_parts: 0",
+    )
+    svc = SpcService(cfg)
+    svc.start()
+    pub = publisher(broker)
+    held: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.005):
+            held.append(svc.ingest.unstored())
+
+    threading.Thread(target=sample, daemon=True).start()
+    n = 600
+    try:
+        with SqliteLock(Path(cfg.store.url)):
+            for seq in range(1, n + 1):
+                pub.publish("inspector/st1/verdict", verdict(seq, seq % 7 == 0), qos=1)
+            assert wait(lambda: svc.ingest.unstored() >= 20)
+            broker.stop()
+            broker.start()
+            assert wait(lambda: svc.ingest.connected.is_set() and pub.is_connected())
+            time.sleep(1.0)  # the broker's backlog arrives
+        assert wait(lambda: svc.store.count() == n, 30), svc.health()
+        assert {k[0] for k in svc.store.keys("st1")} == set(range(1, n + 1))
+        assert wait(lambda: charted(svc) == n)
+        sampling.set()
+        assert max(held) <= 40, f"held {max(held)} messages unstored"
+        assert svc.ingest.counts.set_aside > 0, "the broker sent more than it was asked for"
+        st = svc.monitor.stations["st1"]
+        assert st.late == 0, "no verdict came after newer ones"
+        groups = [(g.parts, g.rejects) for g in list(st.baseline) + list(st.closed)]
+        assert groups == [(50, sum(s % 7 == 0 for s in range(i, i + 50))) for i in range(1, n, 50)]
+    finally:
+        sampling.set()
+        pub.loop_stop()
+        svc.stop()
+        broker.stop()
+
+
 # -- the fault test: PostgreSQL stopped, the broker restarted, 1,000 hostile messages -------
 class Postgres:
     """A throwaway PostgreSQL server that the test can stop and start."""
@@ -335,6 +388,8 @@ def test_fault_broker_restart_store_outage_and_hostile_flood(tmp_path):
         assert wait(lambda: svc.ingest.idle() and svc.store.count("dead_letters") >= 1000, 20)
         time.sleep(0.5)
         assert svc.store.count() == 2000 and missing() == [], "0 verdicts lost"
+        assert wait(lambda: charted(svc) == 2000, 5), "every verdict counted by the charts"
+        time.sleep(0.5)
         assert charted(svc) == 2000, "0 duplicates: every verdict counted once by the charts"
         assert svc.ingest.counts.malformed >= 1000, "every hostile message kept aside"
         code, detail = http_health(svc)

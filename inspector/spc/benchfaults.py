@@ -338,11 +338,8 @@ def run_once(
         keys = set()
         for st in range(STATIONS):
             keys |= {(f"st{st}", k[0]) for k in svc.store.keys(f"st{st}")}
-        charted = sum(
-            sum(g.parts for g in list(m.baseline) + list(m.closed))
-            + (m.current.parts if m.current else 0)
-            for m in svc.monitor.stations.values()
-        )
+        svc.monitor.flush()  # the stream has ended: the verdicts still waiting are counted
+        charted = svc.monitor.counted()
         c = svc.ingest.counts
         out = {
             "store": store,
@@ -354,10 +351,14 @@ def run_once(
             "missing": verdicts - len(keys),
             "counted_by_charts": charted,
             "redeliveries_absorbed": c.duplicates,
+            "set_aside_for_redelivery": c.set_aside,
+            "connections_renewed": c.renewals,
+            "late_to_the_charts": svc.monitor.late(),
             "dead_letters": svc.store.count("dead_letters"),
             "failed_write_transactions": c.write_failures,
             "unhealthy_s": len(unhealthy),
             "held_unstored_peak": max(held),
+            "max_unacked": cfg.subscribe.max_unacked,
             "all_stored_after_s": stored_at,
             "publishing_s": round(duration, 1),
             "alarms_opened": sorted(opened),
@@ -437,7 +438,12 @@ def run_faults(
                 "clean_alarms_missed_under_faults": missed,
                 "rss_mb": {k: faulted["rss_mb"][k] for k in ("start", "peak", "end")},
                 "rss_mb_clean_run": {k: clean["rss_mb"][k] for k in ("start", "peak", "end")},
+                "rss_peak_over_clean_run_mb": round(
+                    faulted["rss_mb"]["peak"] - clean["rss_mb"]["peak"], 1
+                ),
                 "unhealthy_s": faulted["unhealthy_s"],
+                "held_unstored_peak": faulted["held_unstored_peak"],
+                "held_unstored_cap": 2 * faulted["max_unacked"],
                 "clean": clean,
                 "faults": faulted,
             }

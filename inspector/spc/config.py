@@ -96,6 +96,15 @@ class ChartsSection:
     clear_after: int = setting(5, "a run-rule alarm clears after this many quiet subgroups")
     per_class: bool = setting(True, "a p-chart per defect class as well as the reject rate")
     history: int = setting(500, "subgroups kept in memory per station")
+    reorder_parts: int = setting(
+        200,
+        "subgroups follow the verdicts' own order (t_verdict, then seq), not their arrival: "
+        "a station's newest verdicts wait, this many at most, for older ones that arrive late "
+        "(0: arrival order)",
+    )
+    reorder_s: float = setting(
+        2.0, "and for this many seconds at most (a quiet line's last verdicts are not kept back)"
+    )
 
     def problems(self):
         for r in self.rules:
@@ -120,6 +129,10 @@ class ChartsSection:
             yield "clear_after", "must be at least 1"
         if self.history < max(self.baseline_subgroups, 20):
             yield "history", "must be at least baseline_subgroups and 20"
+        if self.reorder_parts < 0:
+            yield "reorder_parts", "must be 0 or more"
+        if self.reorder_s < 0:
+            yield "reorder_s", "must be 0 or more"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,14 @@ manual acknowledgement: a message is acknowledged only once it is committed to t
 a crash, a broker restart or a database that cannot be written re-delivers or keeps it rather
 than losing it; the store's keys make the re-delivery (and a station's resend) count once.
 
+What the service holds in memory (received, not yet stored) is bounded: the broker is asked for
+``subscribe.max_unacked`` messages at a time (Receive Maximum), but Mosquitto hands a session
+its whole queue after a restart, or on reconnecting, whatever it was asked. Beyond twice
+``max_unacked`` the service keeps nothing more from that connection: every later QoS 1 message
+is left unacknowledged (set aside, counted) and, once what it held is stored and acknowledged,
+it connects again to the same session; the broker re-delivers what was set aside, oldest first,
+so verdicts still reach the store and the charts in the order they were published.
+
 Each message is checked against the store's ranges before it joins a batch (types, integers
 within signed 64 bits, finite numbers, string lengths); one that fails is a dead letter: kept in
 the store with why, counted, logged (throttled) and acknowledged, never in the way of the
@@ -97,7 +105,9 @@ class IngestCounts:
     malformed: int = 0  # dead letters: failed the checks
     refused: int = 0  # dead letters: passed the checks, but the store refused them
     write_failures: int = 0  # transactions that failed (each retried)
-    dropped_qos0: int = 0  # QoS 0 messages beyond max_unacked while the store was behind
+    dropped_qos0: int = 0  # QoS 0 messages beyond what is held while the store was behind
+    set_aside: int = 0  # QoS 1 messages left unacknowledged, for the broker to re-deliver
+    renewals: int = 0  # connections made again for the broker to re-deliver what was set aside
     connects: int = 0
     by_topic_kind: dict = field(default_factory=dict)
 
@@ -165,6 +175,11 @@ class Ingest:
         self.failing_since: float | None = None
         self._session = 0
         self._pending = 0
+        self.hold_max = 2 * max_unacked  # received and not yet stored, at most
+        self._held = 0
+        self._held_lock = threading.Lock()
+        self._overflow = False  # this connection set messages aside: it takes no more
+        self._connection_lock = threading.Lock()
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._warn = _Throttle()
@@ -186,6 +201,9 @@ class Ingest:
     # -- MQTT ------------------------------------------------------------------------------
     def start(self) -> None:
         self._writer.start()
+        self._connect()
+
+    def _connect(self) -> None:
         kw = {}
         if self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
@@ -199,10 +217,28 @@ class Ingest:
             log.warning("broker %s:%d: %s (retrying)", self.cfg.host, self.cfg.port, exc)
         self.client.loop_start()
 
+    def _renew_session(self) -> None:
+        """Connect again to the same session: the broker re-delivers, in order, what this
+        connection left unacknowledged once it held all it may."""
+        log.warning(
+            "stored what was held; connecting again for the broker to re-deliver the messages "
+            "set aside (%d so far)",
+            self.counts.set_aside,
+        )
+        with self._connection_lock:
+            if self._stop.is_set():
+                return
+            self.client.disconnect()  # after the acknowledgements already sent
+            self.client.loop_stop()
+            self._overflow = False  # the old connection delivers nothing more
+            self.counts.renewals += 1
+            self._connect()
+
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._stop.set()
+        with self._connection_lock:
+            self._stop.set()
+            self.client.disconnect()
+            self.client.loop_stop()
         self._writer.join(5)
 
     def _on_connect(self, client, _u, _flags, rc, _props=None) -> None:
@@ -210,6 +246,7 @@ class Ingest:
             log.error("broker refused the SPC service: %s", rc)
             return
         self._session += 1
+        self._overflow = False
         self.counts.connects += 1
         client.subscribe([(t, 1) for t, _ in self.topics])
 
@@ -229,9 +266,24 @@ class Ingest:
             log.warning("lost the broker (%s); reconnecting", rc)
 
     def _on_message(self, _c, _u, msg) -> None:
-        if msg.qos == 0 and self._q.qsize() >= self.max_unacked:
-            # QoS 1 is bounded by the broker (Receive Maximum); QoS 0 is not, and may be lost
-            self.counts.dropped_qos0 += 1
+        if msg.qos > 0 and self._overflow:  # nothing newer may overtake what was set aside
+            self.counts.set_aside += 1
+            return
+        with self._held_lock:
+            full = self._held >= self.hold_max
+            if not full:
+                self._held += 1
+        if full:
+            if msg.qos == 0:  # not re-delivered: lost
+                self.counts.dropped_qos0 += 1
+                return
+            self._overflow = True
+            self.counts.set_aside += 1
+            log.warning(
+                "holding %d messages unstored, the most the SPC service holds: the broker sent "
+                "more than asked; the rest stays with it, unacknowledged, until they are stored",
+                self.hold_max,
+            )
             return
         kind = next((k for t, k in self.topics if mqtt.topic_matches_sub(t, msg.topic)), "context")
         self._q.put(
@@ -254,8 +306,12 @@ class Ingest:
         return self.store_error is None
 
     def unstored(self) -> int:
-        """Messages received and not yet stored (nor acknowledged)."""
-        return self._q.qsize() + self._pending
+        """Messages received and not yet stored (nor acknowledged): ``hold_max`` at most."""
+        return self._held
+
+    def _stored(self, n: int) -> None:
+        with self._held_lock:
+            self._held -= n
 
     def _take(self, n: int, wait: bool) -> list[Message]:
         out: list[Message] = []
@@ -290,17 +346,22 @@ class Ingest:
             except Exception as exc:  # noqa: BLE001 (StoreUnavailable, or a bug: retried alike)
                 if not isinstance(exc, StoreUnavailable):
                     log.exception("the writer failed on %d messages", len(pending))
+                held = len(pending)
                 pending = [m for m in pending if not m.stored]
+                self._stored(held - len(pending))
                 self._cannot_write(exc.__cause__ or exc, len(pending))
                 delay = min(max(delay * 2, self.retry_min_s), self.retry_max_s)
                 if self._stop.wait(delay):  # stopping: the broker re-delivers what is left
                     log.warning("stopped with %d messages not stored", self.unstored())
                     return
                 continue
+            self._stored(len(pending))
             pending, delay = [], 0.0
             self._pending = 0
             if self.store_error is not None:
                 self._can_write()
+            if self._overflow and self._held == 0:
+                self._renew_session()
 
     def _store(self, msgs: list[Message]) -> None:
         """Write ``msgs`` in one transaction; when the store refuses it but takes writes, halve
@@ -433,4 +494,4 @@ class Ingest:
         return got
 
     def idle(self) -> bool:
-        return self._q.empty() and self._pending == 0
+        return self._held == 0

@@ -6,12 +6,23 @@ Per station: ``reject`` (the quality reject rate: reasons ``defect`` and ``uncer
 shutdown; a health problem, not a quality one, so charted apart), ``class:NAME`` per defect
 class, and ``defects_per_part`` (a u-chart, for models that report several defects a part).
 The statistics are the pure functions of ``charts``; this module only keeps the counts.
+
+A subgroup is made of a station's verdicts in their own order (``t_verdict``, then ``seq``),
+not in the order they arrive: a QoS 1 redelivery, or a station's resend after a broker
+restart, comes later than newer verdicts, and must not change which parts a subgroup holds
+(nor the alarms). The newest verdicts of a station wait in a small buffer (at most
+``charts.reorder_parts`` of them, for at most ``charts.reorder_s``) and join subgroups oldest
+first; a verdict older than one already counted (later than the buffer allows) is counted in
+the open subgroup and as ``late``. The ingest hands over a broker's larger backlogs in order.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +94,11 @@ class Transition:
     cleared: float | None = None
 
 
+def order(v: VerdictRow) -> tuple[float, int, str]:
+    """A verdict's place in its station's sequence: its own time, then its seq."""
+    return (v.t_verdict, v.seq, v.part_id)
+
+
 class StationMonitor:
     """Subgroups and charts of one station."""
 
@@ -95,10 +111,50 @@ class StationMonitor:
         self.p0: dict[str, float] = {}
         self.active: dict[tuple[str, str], Alarm] = {}
         self.last: dict[str, dict] = {}  # chart -> latest values, for gauges
+        # verdicts not yet counted: (order, arrival number, arrived at (monotonic), row), a heap
+        self.waiting: list[tuple] = []
+        self._arrivals = itertools.count()
+        self.counted_to: tuple[float, int, str] | None = None  # order of the newest counted
+        self.late = 0  # verdicts older than one already counted when they arrived
+
+    # -- ordering --------------------------------------------------------------------------
+    def add(self, v: VerdictRow, now_mono: float | None = None) -> list[Transition]:
+        """Take one verdict; it is counted once it is the oldest of the buffer that must go."""
+        if self.cfg.reorder_parts <= 0:
+            return self._count(v)
+        if now_mono is None:
+            now_mono = time.monotonic()
+        heapq.heappush(self.waiting, (order(v), next(self._arrivals), now_mono, v))
+        out: list[Transition] = []
+        while len(self.waiting) > self.cfg.reorder_parts:
+            out += self._count(heapq.heappop(self.waiting)[3])
+        return out
+
+    def release(self, now_mono: float | None = None) -> list[Transition]:
+        """Count the waiting verdicts up to the newest that has waited ``reorder_s`` (all of
+        them when ``now_mono`` is None)."""
+        if not self.waiting:
+            return []
+        if now_mono is None:
+            upto = max(w[0] for w in self.waiting)
+        else:
+            due = [w[0] for w in self.waiting if now_mono - w[2] >= self.cfg.reorder_s]
+            if not due:
+                return []
+            upto = max(due)
+        out: list[Transition] = []
+        while self.waiting and self.waiting[0][0] <= upto:
+            out += self._count(heapq.heappop(self.waiting)[3])
+        return out
 
     # -- counting --------------------------------------------------------------------------
-    def add(self, v: VerdictRow) -> list[Transition]:
+    def _count(self, v: VerdictRow) -> list[Transition]:
         out: list[Transition] = []
+        key = order(v)
+        if self.counted_to is not None and key < self.counted_to:
+            self.late += 1  # its own subgroup may be closed: counted in the open one
+        else:
+            self.counted_to = key
         w = self.cfg.subgroup_window_s
         if (
             self.current is not None
@@ -124,12 +180,14 @@ class StationMonitor:
             out += self.close()
         return out
 
-    def tick(self, now: float) -> list[Transition]:
-        """Close a time-window subgroup whose window has passed without a newer verdict."""
+    def tick(self, now: float, now_mono: float | None = None) -> list[Transition]:
+        """Count the verdicts that have waited long enough; close a time-window subgroup whose
+        window has passed without a newer verdict."""
+        out = self.release(time.monotonic() if now_mono is None else now_mono)
         w = self.cfg.subgroup_window_s
-        if w and self.current is not None and now >= self.current.t_start + w:
-            return self.close()
-        return []
+        if w and self.current is not None and not self.waiting and now >= self.current.t_start + w:
+            out += self.close()
+        return out
 
     def charts_now(self) -> list[str]:
         names = ["reject", "health", "defects_per_part"]
@@ -250,11 +308,12 @@ class Monitor:
             self._add(rows)
 
     def _add(self, rows: list[VerdictRow]) -> None:
-        for v in rows:
+        now = time.monotonic()
+        for v in sorted(rows, key=order):
             st = self.stations.get(v.station)
             if st is None:
                 st = self.stations[v.station] = StationMonitor(v.station, self.cfg)
-            for t in st.add(v):
+            for t in st.add(v, now):
                 self.on_transition(t)
 
     def tick(self, now: float) -> None:
@@ -262,9 +321,31 @@ class Monitor:
             self._tick(now)
 
     def _tick(self, now: float) -> None:
+        mono = time.monotonic()
         for st in self.stations.values():
-            for t in st.tick(now):
+            for t in st.tick(now, mono):
                 self.on_transition(t)
+
+    def flush(self) -> None:
+        """Count every waiting verdict now (nothing older is coming: a replay, a report)."""
+        with self._lock:
+            for st in self.stations.values():
+                for t in st.release():
+                    self.on_transition(t)
+
+    def counted(self) -> int:
+        """Parts counted in subgroups (waiting verdicts not yet), every station."""
+        with self._lock:
+            return sum(
+                sum(g.parts for g in st.baseline)
+                + sum(g.parts for g in st.closed)
+                + (st.current.parts if st.current else 0)
+                for st in self.stations.values()
+            )
+
+    def late(self) -> int:
+        with self._lock:
+            return sum(st.late for st in self.stations.values())
 
     def active(self) -> list[Alarm]:
         return [a for st in self.stations.values() for a in st.active.values()]

@@ -41,6 +41,17 @@ class SpcMetrics:
         self.failures = Gauge(
             "spc_store_write_failures", "failed write transactions since start", registry=r
         )
+        self.late = Gauge(
+            "spc_late_verdicts",
+            "verdicts that arrived after newer ones had filled their subgroup, since start",
+            registry=r,
+        )
+        self.set_aside = Gauge(
+            "spc_set_aside_messages",
+            "messages left unacknowledged for the broker to re-deliver (more than the service "
+            "holds), since start",
+            registry=r,
+        )
 
     def update(self, monitor: Monitor, ingest: Ingest | None) -> None:
         for st in list(monitor.stations.values()):
@@ -52,6 +63,7 @@ class SpcMetrics:
                     self.ewma.labels(st.station, chart).set(v["ewma"])
                     self.cusum.labels(st.station, chart).set(v["cusum"])
         self.alarms.set(len(monitor.active()))
+        self.late.set(monitor.late())
         if ingest is not None:
             c = ingest.counts
             self.writable.set(1 if ingest.writable else 0)
@@ -59,6 +71,7 @@ class SpcMetrics:
             self.dead.labels("unreadable").set(c.malformed)
             self.dead.labels("refused").set(c.refused)
             self.failures.set(c.write_failures)
+            self.set_aside.set(c.set_aside)
 
 
 class SpcService:
@@ -123,6 +136,7 @@ class SpcService:
             else:
                 rows = self.store.recent(station, keep)
             self.monitor.add(rows)
+        self.monitor.flush()  # the replay is complete: nothing older is coming
 
     def start(self) -> None:
         self.prime()
