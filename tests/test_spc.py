@@ -154,7 +154,7 @@ def test_context_changes_lists_only_changes():
 
 # -- the store ---------------------------------------------------------------------------------
 def check_store(store: Store):
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     batch = rows("a", [0.05] * 2, n=50)
     assert len(store.add_verdicts(batch)) == 100
     assert store.add_verdicts(batch[:10] + batch[-5:]) == [], "a redelivery counts once"
@@ -174,7 +174,7 @@ def test_sqlite_store_dedups_migrates_and_keeps_retention(tmp_path):
     store = Store(tmp_path / "x" / "spc.sqlite")
     check_store(store)
     store.close()
-    assert Store(tmp_path / "x" / "spc.sqlite").migrate() == 3, "reopening migrates nothing"
+    assert Store(tmp_path / "x" / "spc.sqlite").migrate() == 4, "reopening migrates nothing"
 
 
 def test_postgresql_store_same_schema(postgres_url):  # noqa: F811

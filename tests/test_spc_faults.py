@@ -179,9 +179,9 @@ def test_a_message_the_store_refuses_is_found_and_kept_aside(tmp_path, broker):
 
 
 # -- redelivery ---------------------------------------------------------------------------------
-def test_redelivered_context_and_verdicts_are_stored_once(tmp_path):
-    """The store is locked when a context message and a verdict arrive; the broker restarts
-    (its persistent session re-delivers both); then the lock goes."""
+def test_redelivered_context_verdicts_and_dead_letters_are_stored_once(tmp_path):
+    """The store is locked when a context message, a verdict and an unreadable message arrive;
+    the broker restarts (its persistent session re-delivers them); then the lock goes."""
     broker = Mosquitto(persistence=True).start()
     cfg = config(tmp_path, broker)
     svc = SpcService(cfg)
@@ -193,7 +193,8 @@ def test_redelivered_context_and_verdicts_are_stored_once(tmp_path):
         with SqliteLock(Path(cfg.store.url)):
             pub.publish("plant/line1/lot", "L1", qos=1).wait_for_publish(5)
             pub.publish("inspector/st1/verdict", verdict(1), qos=1).wait_for_publish(5)
-            assert wait(lambda: svc.ingest.unstored() >= 2)
+            pub.publish("inspector/st1/verdict", b"\xff not JSON", qos=1).wait_for_publish(5)
+            assert wait(lambda: svc.ingest.unstored() >= 3)
             broker.stop()
             broker.start()
             assert wait(lambda: svc.ingest.connected.is_set() and pub.is_connected())
@@ -204,6 +205,7 @@ def test_redelivered_context_and_verdicts_are_stored_once(tmp_path):
         rows = svc.store.context(0, time.time() + 1)
         assert sorted(v for _t, _ts, v in rows) == ["20.5", "L1"], rows
         assert svc.store.count("context") == 2
+        assert svc.store.count("dead_letters") == 1, "a re-delivered dead letter is kept once"
     finally:
         pub.loop_stop()
         svc.stop()

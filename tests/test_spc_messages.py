@@ -78,7 +78,7 @@ def test_a_schema_2_database_keeps_its_rejected_messages_as_dead_letters(tmp_pat
     db.commit()
     db.close()
     store = Store(path)
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     assert store.count("dead_letters") == 1 and store.context(0, 2) == [("lot", 1.0, "L1")]
     (row,) = store._db.execute("SELECT topic, kind, error, size, payload FROM dead_letters")
     assert row == ("a/verdict", "unknown", "not JSON", 2, b"\xff{")

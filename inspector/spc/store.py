@@ -15,12 +15,15 @@ design asks), so a schema change and every query it touches are read together.
 A verdict is one row per part: the key is station + seq + part id + trigger time (the
 contract's part identity: a PLC id that came round after a power cycle, with a station that
 restarted its seq, is a new part), so a QoS 1 redelivery, a resend after a broker restart or
-a sidecar read twice changes nothing.
+a sidecar read twice changes nothing. A dead letter is kept once: the same payload on the same
+topic within the broker's session window (a re-delivery of a message that cannot be read) is
+not kept again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -88,6 +91,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # within the broker's session) is stored once
             "ALTER TABLE context ADD COLUMN mid INTEGER NOT NULL DEFAULT 0",
             "CREATE INDEX context_topic_value ON context (topic, value, mid)",
+        ],
+    ),
+    (
+        4,
+        [
+            # a dead letter's payload digest (SHA-256 of all of it): a re-delivered one is kept
+            # once
+            "ALTER TABLE dead_letters ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX dead_letters_digest ON dead_letters (topic, digest)",
         ],
     ),
 ]
@@ -261,6 +273,9 @@ class Store:
         """Store one batch in one transaction (all of it, or, on any error, none of it);
         returns the verdicts that were new (not duplicates).
 
+        A dead letter is not kept again when the same payload on the same topic was kept within
+        ``context_window_s``.
+
         A context message is a redelivery, and not stored again, when the same topic, value
         and packet id were stored within ``context_window_s`` (the broker's session); a
         retained one when it is the topic's last stored value."""
@@ -297,7 +312,10 @@ class Store:
                     else:
                         cur.execute(self._sql(_INSERT_CONTEXT), (c.topic, c.ts, c.value, c.mid))
                 for d in dead:
-                    cur.execute(self._sql(_INSERT_DEAD), _dead_params(d))
+                    cur.execute(
+                        self._sql(_INSERT_DEAD_ONCE),
+                        (*_dead_params(d), d.topic, _digest(d), d.ts - context_window_s),
+                    )
                 self._db.commit()
             except BaseException:
                 self._rollback()
@@ -494,7 +512,14 @@ _INSERT_CONTEXT_UNLESS_LAST = (
     "(SELECT MAX(ts) FROM context WHERE topic = ?)) ON CONFLICT DO NOTHING"
 )
 _INSERT_DEAD = (
-    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload) VALUES (?,?,?,?,?,?)"
+    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+_INSERT_DEAD_ONCE = (
+    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest) "
+    "SELECT CAST(? AS TEXT), CAST(? AS {float}), CAST(? AS TEXT), CAST(? AS TEXT), "
+    "CAST(? AS BIGINT), CAST(? AS {bytes}), CAST(? AS TEXT) WHERE NOT EXISTS "
+    "(SELECT 1 FROM dead_letters WHERE topic = ? AND digest = ? AND ts >= ?)"
 )
 
 
@@ -518,8 +543,20 @@ def _gate_params(g: GateRow) -> tuple:
     return (g.gate, g.part_id, g.t_trigger, g.outcome, g.reason, g.t_decided)
 
 
+def _digest(d: DeadLetter) -> str:
+    return hashlib.sha256(d.payload).hexdigest()
+
+
 def _dead_params(d: DeadLetter) -> tuple:
-    return (d.topic, d.ts, d.kind, d.error, len(d.payload), d.payload[:DEAD_LETTER_BYTES])
+    return (
+        d.topic,
+        d.ts,
+        d.kind,
+        d.error,
+        len(d.payload),
+        d.payload[:DEAD_LETTER_BYTES],
+        _digest(d),
+    )
 
 
 def _redact(url: str) -> str:
