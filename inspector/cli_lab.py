@@ -100,7 +100,9 @@ def _cmd_demo(args) -> int:
             f"{args.prepare}/model/demo.onnx"
         )
         return 0
-    return run_demo(parts=args.parts, rate=args.rate, broker=args.broker, keep=args.keep)
+    return run_demo(
+        parts=args.parts, rate=args.rate, broker=args.broker, keep=args.keep, serve=args.serve
+    )
 
 
 def add_parsers(sub) -> argparse._ActionsContainer:
@@ -164,6 +166,16 @@ def add_parsers(sub) -> argparse._ActionsContainer:
     d.add_argument("--rate", type=float, default=15.0, help="parts per second")
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
+    d.add_argument(
+        "--serve",
+        type=int,
+        nargs="?",
+        const=8470,
+        default=None,
+        metavar="PORT",
+        help="after the replay keep the line running and serve the QA workbench on PORT "
+        "(default 8470) until Ctrl-C",
+    )
     d.add_argument(
         "--prepare",
         type=Path,

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -165,114 +166,238 @@ def test_the_replay_mixes_good_and_bad_parts_and_drifts_once():
     assert defect_schedule(n) == defect_schedule(n), "seeded"
 
 
-def test_browser_journey_from_the_demo(demo, monkeypatch, tmp_path_factory):
-    """After the demo, in Chromium on the example config: the dashboard, the inbox, a part,
-    relabel and undo (the list kept), an evaluation of the demo's model on what was reviewed
-    and its report on compare (ROC, slider), the models page and a promotion of the demo's model
-    (the station is down: verified on its golden set, then ``current`` moves).
+@pytest.fixture(scope="module")
+def live_demo(tmp_path_factory):
+    """``inspector demo --serve`` as a newcomer runs it: (home, workbench URL, its output
+    lines); the line (broker, station, SPC) and the workbench stay up until the test ends."""
+    from inspector.lab.broker import free_port
+
+    home = tmp_path_factory.mktemp("live") / "home"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(INSPECTOR), "demo", "--parts", "240", "--rate", "40", "--keep", str(home),
+         "--serve", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "INSPECTOR_REVIEW_PASSWORD": PW},
+    )  # fmt: skip
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "the QA workbench, live" in line:
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert up.wait(180), "".join(lines[-40:])
+        yield home, f"http://127.0.0.1:{port}", lines, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+
+
+def defect_under_map_maximum(image: np.ndarray, amap: np.ndarray) -> bool:
+    """Whether the cell of the heat map's maximum holds pixels of the drawn defect (the demo's
+    defects are dark marks on a smooth surface: well below the surface's local median)."""
+    import cv2
+
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    surface = cv2.medianBlur(grey, 21).astype(np.int16)
+    defect = (surface - grey) > 30
+    assert defect.any(), "the part shows no drawn defect"
+    rows, cols = amap.shape
+    r, c = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    h, w = grey.shape
+    cell = defect[r * h // rows : (r + 1) * h // rows, c * w // cols : (c + 1) * w // cols]
+    return bool(cell.any())
+
+
+def test_the_demo_model_heat_maps_put_their_maximum_on_the_defect(demo):
+    """Every rejected part the demo kept has a heat map; in nearly all its hottest cell holds
+    the drawn defect (the demo model's class map is 4x4 over a 96 px part)."""
+    import cv2
+
+    home, _ = demo
+    sidecars = [
+        json.loads(p.read_text()) | {"_at": p} for p in (home / "recordings").rglob("*.json")
+    ]
+    fails = [s for s in sidecars if s.get("result") == "fail"]
+    assert fails and all("heatmap" in s for s in fails), "each reject keeps its heat map"
+    hits = 0
+    for s in fails:
+        image = cv2.imread(str(s["_at"].with_name(s["image"])), cv2.IMREAD_UNCHANGED)
+        amap = np.load(s["_at"].with_name(s["heatmap"]["npy"]))
+        hits += defect_under_map_maximum(image, amap)
+    assert hits >= 0.9 * len(fails), f"{hits} of {len(fails)}"
+
+
+def test_the_live_demo_ends_cleanly_on_sigterm(live_demo):
+    """Checked last in the module's order by its fixture's teardown: here, that it is up."""
+    home, base, lines, proc = live_demo
+    assert proc.poll() is None
+    assert (home / "review.yaml").is_file()
+    with urllib.request.urlopen(base + "/login", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_browser_journey_from_the_demo(live_demo, tmp_path_factory):
+    """After ``inspector demo --serve``, in Chromium: the dashboard (the station live, an SPC
+    alarm), the inbox, a part with its heat map on the defect, relabel and undo (the list
+    kept), labels enough to train, a training run (its curves) exported as a model, an
+    evaluation of the demo's model and its report on compare (ROC, slider), then the new
+    model promoted to the running station, whose status shows it.
     INSPECTOR_SCREENSHOTS=docs remakes the README's journey screenshots."""
     if not (Path("/usr/bin/chromedriver").exists() and Path("/usr/bin/chromium").exists()):
         pytest.skip("needs Debian's chromium and chromium-driver")
+    import cv2
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from inspector.review import auth
-
-    from .review_helpers import serve
-
-    home, _ = demo
-    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    home, base, _lines, _proc = live_demo
     shots = Path(os.environ.get("INSPECTOR_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    app = create_app(load_review_config(EXAMPLES / "review.yaml"))
-    auth.add_user(app.state.bench.store, "qa", PW, "admin")
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
         opts.add_argument(flag)
-    with serve(app) as (host, port):
-        base = f"http://{host}:{port}"
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-        wait = WebDriverWait(driver, 60)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    wait = WebDriverWait(driver, 60)
+    patient = WebDriverWait(driver, 300, ignored_exceptions=(StaleElementReferenceException,))
 
-        def key(k: str) -> None:
+    def key(k: str) -> None:
+        before = driver.current_url
+        driver.find_element(By.TAG_NAME, "body").send_keys(k)
+        wait.until(lambda d: d.current_url != before)
+
+    def label_to_the_end(k: str) -> None:
+        """Press ``k`` on each part of the list in turn (the last part stays put)."""
+        while True:
             before = driver.current_url
             driver.find_element(By.TAG_NAME, "body").send_keys(k)
-            wait.until(lambda d: d.current_url != before)
+            try:
+                WebDriverWait(driver, 10).until(lambda d, b=before: d.current_url != b)
+            except TimeoutException:
+                return
 
-        try:
-            driver.get(base + "/dashboard")
-            driver.find_element(By.ID, "name").send_keys("qa")
-            driver.find_element(By.ID, "password").send_keys(PW)
-            driver.find_element(By.ID, "login").click()
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'section[data-station="demo"]'))
-            station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')
-            kept = len(list((home / "recordings").rglob("*.json")))
-            inspected = int(station.find_element(By.CSS_SELECTOR, ".inspected").text)
-            assert (
-                kept <= inspected <= 240
-                and "%" in station.find_element(By.CSS_SELECTOR, ".yield").text
+    def text_of(d, selector: str) -> str:
+        return d.find_element(By.CSS_SELECTOR, selector).text
+
+    def station_model(d) -> str:
+        d.get(base + "/dashboard")
+        return text_of(d, 'section[data-station="demo"] .model-id')
+
+    try:
+        driver.get(base + "/dashboard")
+        driver.find_element(By.ID, "name").send_keys("qa")
+        driver.find_element(By.ID, "password").send_keys(PW)
+        driver.find_element(By.ID, "login").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'section[data-station="demo"]'))
+        # the dashboard: the station live with the demo's model, the drift's SPC alarm
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, 'section[data-station="demo"] .alarms')
+        )
+        station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')
+        assert "chart" in station.find_element(By.CSS_SELECTOR, ".alarms").text
+        first_model = station_model(driver)
+        assert first_model.startswith("demo-cnn"), first_model
+        station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')
+        kept = len(list((home / "recordings").rglob("*.json")))
+        inspected = int(station.find_element(By.CSS_SELECTOR, ".inspected").text)
+        assert (
+            kept <= inspected <= 240 and "%" in station.find_element(By.CSS_SELECTOR, ".yield").text
+        )
+        assert len(station.find_elements(By.CSS_SELECTOR, ".strip a")) == min(24, kept)
+        driver.save_screenshot(str(shots / "journey-dashboard.png"))
+        # the inbox, the rejects by score, a part by its id, its heat map on the defect
+        driver.get(base + "/")
+        Select(driver.find_element(By.ID, "f-reason")).select_by_visible_text("defect")
+        driver.find_element(By.ID, "apply").click()
+        wait.until(lambda d: "reason=defect" in d.current_url)
+        driver.find_element(By.CSS_SELECTOR, "td.pid a").click()
+        wait.until(lambda d: d.find_elements(By.ID, "full"))
+        heat = driver.find_element(By.ID, "heat")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", heat) > 0)
+        shown = (
+            driver.find_element(By.ID, "full").get_attribute("src").split("/media/rec/demo/", 1)[1]
+        )
+        image_path = home / "recordings" / urllib.request.url2pathname(shown)
+        sidecar = json.loads(image_path.with_suffix(".json").read_text())
+        amap = np.load(image_path.with_name(sidecar["heatmap"]["npy"]))
+        image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+        assert defect_under_map_maximum(image, amap), (shown, amap.round(2))
+        driver.save_screenshot(str(shots / "journey-part.png"))
+        key("g")  # a false reject, says the reviewer; on to the next part
+        second = driver.current_url
+        key("1")  # defect
+        key("z")  # undo: back on the second part, in the same list, told what was undone
+        assert driver.current_url.split("?")[0] == second.split("?")[0]
+        assert "reason=defect" in driver.current_url
+        assert "defect" in driver.find_element(By.ID, "undone").text
+        # label the rest of the rejects, then the passes the recorder sampled: a dataset
+        label_to_the_end("1")
+        driver.get(base + "/?reason=ok&reviewed=no")
+        driver.find_element(By.CSS_SELECTOR, "td.pid a").click()
+        wait.until(lambda d: d.find_elements(By.ID, "full"))
+        label_to_the_end("g")
+        labelled = {
+            c: len(list((home / "datasets" / "reviewed" / c).glob("*"))) for c in ("good", "defect")
+        }
+        assert labelled["good"] >= 5 and labelled["defect"] >= 20, labelled
+        # train on it from the page: curves while it runs, a model when it ends
+        driver.get(base + "/train")
+        name = driver.find_element(By.ID, "run-name")
+        name.clear()
+        name.send_keys("reviewed-1")
+        epochs = driver.find_element(By.ID, "run-epochs")
+        epochs.clear()
+        epochs.send_keys("12")
+        driver.find_element(By.ID, "start").click()
+        patient.until(lambda d: text_of(d, ".run .status") in ("done", "failed"))
+        assert text_of(driver, ".run .status") == "done", patient.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, ".run pre.log").get_attribute("textContent")
+        )
+        assert driver.find_elements(By.CSS_SELECTOR, ".run svg polyline"), "the loss curves"
+        assert (home / "runs" / "reviewed-1" / "model.onnx").is_file()
+        # evaluate the demo's model on what was just reviewed, then compare its report
+        driver.get(base + "/models")
+        driver.find_element(
+            By.CSS_SELECTOR, 'section[data-model="runs/demo"] form.evaluate button'
+        ).click()
+        WebDriverWait(driver, 120).until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="done"]')
+                or d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="failed"]')
             )
-            assert len(station.find_elements(By.CSS_SELECTOR, ".strip a")) == min(24, kept)
-            driver.save_screenshot(str(shots / "journey-dashboard.png"))
-            # the inbox, the rejects by score, a part by its id
-            driver.get(base + "/")
-            Select(driver.find_element(By.ID, "f-reason")).select_by_visible_text("defect")
-            driver.find_element(By.ID, "apply").click()
-            wait.until(lambda d: "reason=defect" in d.current_url)
-            driver.find_element(By.CSS_SELECTOR, "td.pid a").click()
-            wait.until(lambda d: d.find_elements(By.ID, "full"))
-            driver.save_screenshot(str(shots / "journey-part.png"))
-            key("g")  # a false reject, says the reviewer; on to the next part
-            second = driver.current_url
-            key("1")  # defect
-            key("z")  # undo: back on the second part, in the same list, told what was undone
-            assert driver.current_url.split("?")[0] == second.split("?")[0]
-            assert "reason=defect" in driver.current_url
-            assert "defect" in driver.find_element(By.ID, "undone").text
-            key("1")  # this part is a defect, and the next one too: a dataset to evaluate on
-            key("1")
-            # evaluate the demo's model on what was just reviewed, then compare its report
-            driver.get(base + "/models")
-            driver.find_element(
-                By.CSS_SELECTOR, 'section[data-model="runs/demo"] form.evaluate button'
-            ).click()
-            WebDriverWait(driver, 120).until(
-                lambda d: (
-                    d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="done"]')
-                    or d.find_elements(By.CSS_SELECTOR, '.evaluation[data-status="failed"]')
-                )
-            )
-            block = driver.find_element(By.CSS_SELECTOR, ".evaluation")
-            assert block.get_attribute("data-status") == "done", block.text
-            driver.find_element(By.ID, "to-compare").click()
-            wait.until(lambda d: d.find_elements(By.ID, "op"))
-            assert driver.find_elements(By.CSS_SELECTOR, 'svg[aria-label="ROC"] polyline')
-            driver.get(driver.current_url.split("#")[0] + "#curves")
-            driver.save_screenshot(str(shots / "journey-compare.png"))
-            # the models page: the demo's model with readable tables; promote it
-            driver.get(base + "/models")
-            assert driver.find_elements(
-                By.CSS_SELECTOR, 'section[data-model="runs/demo"] table.thresholds'
-            )
-            row = driver.find_element(By.CSS_SELECTOR, 'tr[data-station="demo"]')
-            row.find_element(By.CSS_SELECTOR, "button").click()  # verify and promote
-            patient = WebDriverWait(driver, 180)
-            patient.until(
-                lambda d: (
-                    d.find_element(By.CSS_SELECTOR, ".promotion .status").text
-                    not in ("running", "")
-                )
-            )
-            assert driver.find_element(By.CSS_SELECTOR, ".promotion .status").text == "linked"
-            driver.get(base + "/models")
-            assert driver.find_element(
-                By.CSS_SELECTOR, 'tr[data-station="demo"] .current'
-            ).text.startswith("runs-demo")
-            driver.save_screenshot(str(shots / "journey-models.png"))
-        finally:
-            driver.quit()
-            app.state.bench.stop()
+        )
+        block = driver.find_element(By.CSS_SELECTOR, ".evaluation")
+        assert block.get_attribute("data-status") == "done", block.text
+        driver.find_element(By.ID, "to-compare").click()
+        wait.until(lambda d: d.find_elements(By.ID, "op"))
+        assert driver.find_elements(By.CSS_SELECTOR, 'svg[aria-label="ROC"] polyline')
+        driver.get(driver.current_url.split("#")[0] + "#curves")
+        driver.save_screenshot(str(shots / "journey-compare.png"))
+        # promote the new model: the running station loads, checks and swaps to it
+        driver.get(base + "/models")
+        row = driver.find_element(By.CSS_SELECTOR, 'tr[data-station="demo"]')
+        Select(row.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text(
+            "runs/reviewed-1"
+        )
+        row.find_element(By.CSS_SELECTOR, "button").click()
+        patient.until(lambda d: text_of(d, ".promotion .status") not in ("running", ""))
+        status = text_of(driver, ".promotion .status")
+        assert status == "swapped", driver.find_element(By.CSS_SELECTOR, ".promotion").text
+        wait.until(lambda d: station_model(d).startswith("reviewed-1"))
+        driver.get(base + "/models")
+        driver.save_screenshot(str(shots / "journey-models.png"))
+    finally:
+        driver.quit()

@@ -78,6 +78,11 @@ def cmd_train(args) -> int:
     for other in parts.sections:
         if other != kind.name:
             raise TrainingError(f"{config}: an '{other}:' section needs method: {other}")
+    if getattr(args, "export", False) and kind.name != "classify":
+        raise TrainingError(
+            f"--export: train the {kind.name} model, then `inspector export RUN` (the flag "
+            "exports classifier runs)"
+        )
     _verbose()
     return kind.cli_train(args, parts)
 
@@ -158,6 +163,12 @@ def add_parsers(sub) -> None:
     t.add_argument("--geometry", type=Path, metavar="STATION.yaml", help=GEOMETRY_HELP)
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. train.patience=5")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument(
+        "--export",
+        action="store_true",
+        help="then export the run to RUN/model.onnx as `inspector export RUN` does (a run that "
+        "learned too little is not exported: exit 1)",
+    )
     t.add_argument("--schema", action="store_true", help="list every setting and exit")
     t.add_argument(
         "--method",

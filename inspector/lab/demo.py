@@ -150,8 +150,16 @@ def write_home(folder: Path, parts: int, seed: int = 7) -> dict[str, bool]:
 
 
 def run_demo(
-    parts: int = 60, rate: float = 15.0, broker: str = "auto", keep: Path | None = None, out=None
+    parts: int = 60,
+    rate: float = 15.0,
+    broker: str = "auto",
+    keep: Path | None = None,
+    out=None,
+    serve: int | None = None,
 ) -> int:
+    """The replay through a station, then the summary. ``serve`` (a port): afterwards keep
+    the broker, the station and SPC running and serve the QA workbench on that port
+    (``demoreview``) until Ctrl-C or SIGTERM."""
     from .. import logs
     from ..station.config import load_config
     from ..station.pipeline import Station
@@ -171,6 +179,7 @@ def run_demo(
     (work / "station.yaml").write_text(_config_yaml(work, b.host, b.port, b.protocol, rate))
     cfg = load_config(work / "station.yaml")
     spc = DemoSpc(work, b.host, b.port, b.protocol)
+    bench = None
     try:  # the SPC process ends with the demo, whatever stops it
         spc_up = spc.start()
         print(
@@ -234,10 +243,17 @@ def run_demo(
             while not (station.source_ended.is_set() and station.wait_idle(0)):
                 time.sleep(0.05)
             got_all.wait(5)
+            if serve is not None:
+                time.sleep(1.0 if spc_up else 0.0)  # SPC closes the last subgroup
+                ok = _report(received, truth, station, t_setup, out, work, spc_up, alarms, parts)
+                bench = _serve(work, serve, b, cfg.prefix, out)
+                return 0 if ok else 1
         except KeyboardInterrupt:
             interrupted = True
             print("\ndemo: interrupted, stopping", file=out)
         finally:
+            if bench is not None:
+                bench.stop()
             station.stop()
             time.sleep(1.0 if spc_up else 0.2)  # SPC closes the last subgroup
             spc.stop()
@@ -247,11 +263,39 @@ def run_demo(
     finally:
         spc.stop()
 
-    ok = _summary(received, truth, station, time.monotonic() - t_setup, out, work)
-    if spc_up:
-        print(_spc_summary(alarms, int(parts * DRIFT_AT), spc.log_path), file=out)
+    ok = _report(received, truth, station, t_setup, out, work, spc_up, alarms, parts)
     print("\n" + "\n".join(next_steps(work)), file=out)
     return 0 if ok or interrupted else 1
+
+
+def _report(received, truth, station, t_setup, out, work, spc_up, alarms, parts) -> bool:
+    """The summary and the SPC line; True when every verdict agreed with the truth."""
+    ok = _summary(received, truth, station, time.monotonic() - t_setup, out, work)
+    if spc_up:
+        print(_spc_summary(alarms, int(parts * DRIFT_AT), Path(work) / "spc.log"), file=out)
+    return ok
+
+
+def _serve(work: Path, port: int, broker, prefix: str, out):
+    """Start the workbench on the live line and wait for Ctrl-C or SIGTERM; returns the
+    workbench to stop (the caller stops the line after it)."""
+    import signal
+
+    from .demoreview import DemoWorkbench
+
+    def on_term(_sig, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = DemoWorkbench(work, port, broker.host, broker.port, prefix)
+    try:
+        bench.start()
+        print("\n" + "\n".join(bench.lines()), file=out, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\ndemo: stopping the workbench, the station, SPC and the broker", file=out)
+    return bench
 
 
 def _on_alarm(payload: bytes, alarms: list[dict], after: int, out) -> None:

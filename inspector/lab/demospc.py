@@ -49,6 +49,8 @@ class DemoSpc:
         self.config = self.work / "spc.yaml"
         self.config.write_text(spc_yaml(host, port, protocol))
         (self.work / "spc").mkdir(exist_ok=True)
+        for old in (self.work / "spc").glob("spc.sqlite*"):  # each run is a fresh line:
+            old.unlink()  # a kept history's limits and open alarms would date from the last
         self.log_path = self.work / "spc.log"
         self.proc: subprocess.Popen | None = None
         self.ready = threading.Event()

@@ -47,6 +47,7 @@ class Jobs:
             str(out),
             "--epochs",
             str(epochs),
+            "--export",  # a finished run is a model the registry lists, ready to promote
         ]
         if self.cfg.config is not None:
             cmd += ["--config", str(self.cfg.config)]

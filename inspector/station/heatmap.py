@@ -1,5 +1,6 @@
 """Heat maps of anomaly models and classifiers: the map on the feature grid -> an overlay
-people can read (a classifier's class map first goes through ``cam_level``).
+people can read (a classifier's class map first goes through ``cam_level``, which scales
+it relative to the part: its strongest location red).
 
 An anomaly model (manifest ``kind: anomaly``) outputs, beside its scores, a map of
 normalised patch scores on its feature grid (0.5 is the threshold). ``overlay`` scales it
@@ -37,11 +38,24 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndar
     return cv2.addWeighted(colours, alpha, base, 1.0 - alpha, 0.0)
 
 
-def cam_level(cam: np.ndarray, threshold: float) -> np.ndarray:
+def cam_level(cam: np.ndarray) -> np.ndarray:
     """A classifier's class-activation map (manifest ``outputs.class_map``: the defect-minus-
-    good logit at each location) on the scale of ``overlay``: ``sigmoid(cam - logit(t))``,
-    so 0.5 is where a location alone would score the threshold ``t`` (exact for a good/defect
-    softmax, whose defect score is ``sigmoid(mean(cam))``)."""
-    t = min(max(float(threshold), 1e-6), 1.0 - 1e-6)
-    z = np.asarray(cam, np.float64) - np.log(t / (1.0 - t))
-    return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
+    good logit at each location) on the scale of ``overlay``, relative to the part itself:
+    the location with the strongest defect evidence at 0.5 (red), the part's median
+    location at 0.25 (blue), linear between and below (down to 0 at its weakest).
+
+    Only failed and uncertain parts keep a class map, so the part is known to be over its
+    threshold; what the map must show is where. A fixed scale cannot: the logit of one
+    location is the part's logit if the whole part looked like it, so on a confident
+    reject (logit 10 to 60) every location near the defect saturates a sigmoid and the
+    map turns red all over."""
+    c = np.asarray(cam, np.float64)
+    lo, mid, hi = float(c.min()), float(np.median(c)), float(c.max())
+    level = np.where(
+        c >= mid,
+        0.25 + 0.25 * (c - mid) / max(hi - mid, 1e-9),
+        0.25 * (c - lo) / max(mid - lo, 1e-9),
+    )
+    if hi - mid <= 1e-9:  # no location stands out: the whole part at the top
+        level = np.where(c >= mid, 0.5, level)
+    return level.astype(np.float32)

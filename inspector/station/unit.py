@@ -194,14 +194,13 @@ class ModelUnit:
 
     def _heat(self, amap: np.ndarray, d: Decision) -> np.ndarray | None:
         """The classifier's map the recorder keeps for this decision: an anomaly model's map
-        as is; a class-activation map for failed and uncertain parts only, on the overlay's
-        scale."""
+        as is; a class-activation map for failed and uncertain parts only, relative to the part
+        (its strongest location red)."""
         if self.classifier.map_kind != "cam":
             return amap
         if d.result != "fail":
             return None
-        thresholds = self.decider.thresholds
-        return cam_level(amap, thresholds.get(d.label, min(thresholds.values())))
+        return cam_level(amap)
 
 
 def _run(clf: Classifier, buf: np.ndarray, maps: bool) -> tuple[np.ndarray, np.ndarray | None]:

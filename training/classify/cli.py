@@ -73,6 +73,17 @@ def train(args, parts) -> int:
             "more or cleaner data, more epochs or a pretrained --model usually help",
             file=sys.stderr,
         )
+        return 1 if getattr(args, "export", False) else 0
+    if getattr(args, "export", False):
+        from .export import export as export_run
+
+        m = export_run(out, out / "model.onnx")
+        print(
+            f"run folder: {out}\nexported {out}/model.onnx (parity max |diff| "
+            f"{m['parity']['max_abs_diff']:.1e}"
+            + (", with a heat map" if m.get("outputs", {}).get("class_map") else "")
+            + ")"
+        )
         return 0
     print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
     return 0
