@@ -124,8 +124,7 @@ class ModelLife:
             if generation <= self._announced:
                 return
             self._announced = generation
-            # the pipeline may take the new unit's first batch before the change's event is
-            # recorded: keep the part for ``_record`` as well as naming it in the event
+            # kept for ``_record`` too: the new unit may decide before its event is recorded
             first = {"part_id": first_part.part_id, "seq": first_part.seq}
             self._first = {generation: first}
             for event in reversed(self.events):
