@@ -65,6 +65,15 @@ def test_good_parts_only_give_a_self_describing_onnx_with_parity(exported):
     p = m["parity"]
     assert p["flips"] == 0 and p["max_rel_diff"] <= 1e-4 and p["images"] >= 10
     assert json.loads(model.with_suffix(".json").read_text())["kind"] == "anomaly"
+    # 12 good validation images cannot promise 1 % at 95 % (that needs 299): the threshold
+    # rejects none of them, and run.json and the manifest say so, with the bound
+    t = m["thresholds"]["anomaly"]
+    f = t["confidence"]["false_reject_rate"]
+    assert f["k"] == 0 and f["n"] == 12 and f["upper"] == pytest.approx(1 - 0.05 ** (1 / 12))
+    assert not t["promise"]["held"] and t["promise"]["more_good_needed"] == 299 - 12
+    assert "that needs 299 (287 more)" in t["warning"]
+    run_t = json.loads((run / "run.json").read_text())["threshold"]
+    assert run_t["warning"] == t["warning"] and run_t["confidence"]["false_reject_rate"] == f
 
 
 def test_station_fails_drawn_defects_with_reason_anomaly_and_passes_good_parts(

@@ -9,15 +9,19 @@ graph's nearest-bank distance.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
 from .. import TrainingError
+from ..common import bounds
 from ..common.config import TrainConfig
 from ..common.metrics import binary_at
-from ..common.thresholds import choose
+from ..common.thresholds import choose, describe
 from .config import AnomalyConfig
+
+log = logging.getLogger(__name__)
 
 
 class PatchReservoir:
@@ -136,39 +140,77 @@ def raw_scores(feats: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.nda
     return out
 
 
+# what a good-only threshold falls back to when its validation set cannot promise the rate
+GOOD_ONLY_FALLBACK = (
+    "the threshold falls back to the lowest that rejects no good validation image, and "
+    "promises only that bound"
+)
+
+
 def choose_threshold(
     good: np.ndarray, defect: np.ndarray, cfg: TrainConfig, acfg: AnomalyConfig
 ) -> dict:
-    """The raw-distance threshold ``t`` and how it was chosen (``raw``; ``value`` is 0.5)."""
+    """The raw-distance threshold ``t`` and how it was chosen (``raw``; ``value`` is 0.5),
+    with its confidence, promise and warning (``training.common.thresholds.describe``).
+
+    Good images only: the lowest threshold whose Clopper-Pearson *upper* bound on the
+    false-reject rate (good validation images rejected, k of n) holds
+    ``anomaly.false_reject_rate`` at ``threshold.confidence``: it rejects at most
+    ``bounds.largest_k(n, rate)`` of them. Too few good images to promise the rate (1 % at
+    95 % needs 299): the lowest threshold that rejects none of them, and a warning that
+    says how many more it needs. Labelled defects too: the classifier's policy."""
     good, defect = np.sort(np.asarray(good, np.float64)), np.asarray(defect, np.float64)
     if not len(good):
         raise TrainingError(
             "the validation split has no good images: an anomaly threshold needs held-out "
             "good parts (raise split.val or add good images)"
         )
+    confidence = cfg.threshold.confidence
+    fallback = None
     if len(defect):  # labelled defects: the classifier's policies, on a monotone [0, 1) map
         ref = float(np.median(good)) or 1.0
         u = np.r_[good, defect] / (np.r_[good, defect] + ref)
         truth = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
-        chosen = choose(truth, u, cfg.threshold.policy, cfg.threshold.value)
+        chosen = choose(truth, u, cfg.threshold.policy, cfg.threshold.value, confidence=confidence)
         v = min(chosen["value"], 1 - 1e-9)
         t = ref * v / (1 - v)
         policy, target = chosen["policy"], chosen["target"]
     else:
-        # the highest good score that must still pass, and a margin above it: halfway to
-        # the next good score (rejected anyway), or 0.1 % when there is none, so that no
-        # validation image sits on the threshold (a rounding difference would flip it)
-        allowed = int(math.floor(acfg.false_reject_rate * len(good) + 1e-9))
-        edge = good[len(good) - 1 - allowed]
-        t = float((edge + good[len(good) - allowed]) / 2) if allowed else float(edge) * 1.001
         policy, target = "max_false_reject_rate", acfg.false_reject_rate
+        allowed = bounds.largest_k(len(good), target, confidence)
+        if allowed is None:
+            allowed, fallback = 0, GOOD_ONLY_FALLBACK
+        t = _lowest_rejecting_at_most(good, allowed)
     t = max(t, 1e-6)
     truth = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
     scores = np.r_[good, defect]
+    described = describe(
+        truth,
+        scores / (scores + t),
+        0.5,
+        policy=policy,
+        target=target,
+        confidence=confidence,
+        fallback=fallback,
+    )
+    if described["warning"]:
+        log.warning("threshold: %s", described["warning"])
     return {
         "value": 0.5,
         "raw": t,
         "policy": policy,
         "target": target,
+        "fallback": fallback,
         "metrics": {"on": "validation", **binary_at(truth, scores / (scores + t), 0.5)},
+        **{k: described[k] for k in ("confidence", "promise", "warning")},
     }
+
+
+def _lowest_rejecting_at_most(good: np.ndarray, allowed: int) -> float:
+    """The lowest raw threshold that rejects (score >= t) at most ``allowed`` of the sorted
+    ``good`` scores, with a margin: halfway to the next higher good score (rejected
+    anyway), or 0.1 % above when there is none, so that no validation image sits on the
+    threshold (a rounding difference would flip it). Ties at the edge pass together."""
+    edge = good[len(good) - 1 - min(allowed, len(good) - 1)]
+    above = good[good > edge]
+    return float((edge + above[0]) / 2) if len(above) else float(edge) * 1.001

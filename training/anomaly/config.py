@@ -30,7 +30,9 @@ class AnomalyConfig:
     )
     projection: int = setting(64, "dimensions of the random projection the coreset runs in")
     false_reject_rate: float = setting(
-        0.01, "good parts only: the threshold rejects at most this share of held-out good ones"
+        0.01,
+        "good parts only: the false-reject rate the threshold promises (its upper bound on "
+        "held-out good parts at threshold.confidence holds this)",
     )
     seed: int = setting(0, "seed of the projection and the subsets")
     batch_size: int = setting(16, "images per feature-extraction batch")

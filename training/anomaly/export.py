@@ -132,6 +132,7 @@ def _confidence(cfg, info: dict, val: datasets.Split, n: np.ndarray) -> dict:
         target=t.get("target"),
         confidence=cfg.threshold.confidence,
         band=cfg.threshold.band,
+        fallback=t.get("fallback"),
     )
     if out["warning"]:
         log.warning("threshold: %s", out["warning"])

@@ -21,9 +21,12 @@
    station decides it as any two-class model, and ``anomaly_map`` = the normalised patch
    distances on the feature grid (the heat map).
 
-The threshold ``t``: with only good validation images, the lowest one that rejects at most
-``false_reject_rate`` of them; with labelled defects in validation, the classifier's
-policy (``threshold.policy``). The run folder holds ``config.yaml`` (the training config),
+The threshold ``t``: with only good validation images, the lowest one whose exact
+(Clopper-Pearson) upper bound on the false-reject rate holds ``anomaly.false_reject_rate``
+at ``threshold.confidence`` (1 % at 95 % needs 299 good validation images; fewer: the
+lowest that rejects none of them, and a warning in the log, ``run.json`` and the manifest
+that says how many more it needs); with labelled defects in validation, the classifier's
+policy (``threshold.policy``). ``bank.choose_threshold`` chooses it. The run folder holds ``config.yaml`` (the training config),
 ``anomaly.yaml`` (this method's settings), ``bank.npy``, ``split.json`` and ``run.json``
 with ``method: anomaly``; ``training.anomaly.export`` turns it into one ONNX file.
 

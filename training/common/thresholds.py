@@ -107,14 +107,17 @@ def describe(
     confidence: float = 0.95,
     band=None,
     on: str = "validation",
+    fallback: str | None = None,
 ) -> dict:
     """The threshold as the manifest carries it, for a threshold already chosen: its
-    metrics, confidence, promise, curve and uncertain band on these scores."""
+    metrics, confidence, promise, curve and uncertain band on these scores. ``fallback``:
+    what the threshold fell back to when the promise is not held (the warning says it;
+    default: the escape-rate policy's fallback)."""
     truth = np.asarray(truth, bool)
     score = np.asarray(score, np.float64)
     t = float(threshold)
     conf = confidence_at(truth, score, t, confidence, on)
-    promise = _promise(policy, target, conf, confidence)
+    promise = _promise(policy, target, conf, confidence, fallback)
     return {
         "value": t,
         "policy": policy,
@@ -145,7 +148,9 @@ def confidence_at(
     }
 
 
-def _promise(policy, target, conf: dict, confidence: float) -> dict | None:
+def _promise(
+    policy, target, conf: dict, confidence: float, fallback: str | None = None
+) -> dict | None:
     """Whether the bound of the policy's rate holds its target, and what it would take."""
     if policy not in ("max_escape_rate", "max_false_reject_rate") or target is None:
         return None
@@ -183,7 +188,9 @@ def _promise(policy, target, conf: dict, confidence: float) -> dict | None:
             f"the {what}'s {cpct} upper bound at this threshold is {_pct(block['upper'])}, "
             f"above {pct} ({block['k']} of {block['n']})"
         )
-    if of == "escape_rate":
+    if fallback:
+        why += f"; {fallback}"
+    elif of == "escape_rate":
         why += (
             "; the threshold falls back to the strictest sensible one, the most lenient that "
             "lets no validation defect pass, and promises only that bound"
