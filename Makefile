@@ -39,8 +39,11 @@ constraints: $(PY)
 
 install: $(STAMP)
 
+# The replay, then the line stays live with the QA workbench on it (DEMO_PORT) until Ctrl-C;
+# `inspector demo` without --serve ends after the summary.
+DEMO_PORT ?= 8470
 demo: $(STAMP)
-	$(VENV)/bin/inspector demo --parts 240 --rate 30
+	$(VENV)/bin/inspector demo --parts 240 --rate 30 --serve $(DEMO_PORT)
 
 # Tests need a real Mosquitto. Install it when missing and we may (root, apt).
 # mosquitto-clients (mosquitto_sub) is the bench's light subscriber; the bench works without it.
