@@ -133,6 +133,15 @@ class Mes:
         auto = await (await self.auto.get_child("0:CurrentState")).read_value()
         return top.Text, auto.Text
 
+    async def wait_state(self, top: str, auto: str, timeout: float = 5.0) -> bool:
+        """The states, once the server wrote them (a single job ends just after its event)."""
+        end = time.monotonic() + timeout
+        while await self.state() != (top, auto):
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def call(self, method: str, *args):
         parent = self.auto if method in ("StartSingleJob", "StartContinuous", "Stop") else self.sm
         if method in ("PrepareRecipe", "GetRecipeListFiltered"):
@@ -297,8 +306,9 @@ def test_operator_walks_the_state_machine_and_no_one_else_gets_in(opcua_station,
                 job_id.Id,
                 "m-1",
             )
+            line.wait_for(2)
             assert "from-mes-1" in line.by_id()  # the same part went to the gate
-            assert await mes.state() == ("Operational", "Ready")
+            assert await mes.wait_state("Operational", "Ready")  # the job ended with its result
             assert line.by_id()["from-mes-1"]["reason"] != "halted"  # the job inspected it
             await mes.call("StartContinuous", *job_args())
             assert await mes.state() == ("Operational", "ContinuousExecution")

@@ -258,7 +258,8 @@ class Station:
 
     def _hold(self, why: str | None) -> None:
         """A plant view stops inspection (``why``) or resumes it (None): meanwhile every part
-        whose frame comes fails with reason ``halted`` (``_process``), never a pass."""
+        fails with reason ``halted`` (a triggered one at its trigger, a free-run or camera one
+        at its frame: ``_on_trigger``, ``_process``), never a pass."""
         why = why or ""
         if why == self._halted:
             return
@@ -362,6 +363,9 @@ class Station:
         part = self._register(trig.part_id, trig.ts, trig.deadline)
         if self._capture_stop.is_set():
             self._fail(part, Reason.SHUTDOWN, "station is stopping")
+            return
+        if self._halted:  # at once: its frame, when it comes, is too early for a later part
+            self._fail(part, Reason.HALTED, self._halted)
             return
         max_age = self.cfg.trigger.max_age_ms
         if max_age is not None and trig.ts is not None:
