@@ -68,6 +68,13 @@ class Station:
         reply(dict(self.answer))
 
 
+@pytest.fixture(autouse=True)
+def _state_directory(tmp_path, monkeypatch):
+    """Nodes keep their bdSeq in the state directory (systemd's $STATE_DIRECTORY): here the
+    test's folder, not the home directory."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+
+
 @pytest.fixture
 def node_factory(broker, tmp_path):
     """Edge nodes of one test; they keep their bdSeq in the test's folder (a fresh count)."""
