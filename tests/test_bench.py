@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from inspector.cli import main
 
 
@@ -52,7 +54,60 @@ def test_bench_writes_the_side_by_side_figures(tmp_path, capsys):
         assert all(0 <= s["p50"] <= s["p99"] for s in stages.values())
         # the stages of a part add up to (a little less than) its trigger-to-received time
         assert sum(s["p50"] for s in stages.values()) <= r["station"][run]["e2e_latency_ms"]["p99"]
-    assert "station/bare throughput" in capsys.readouterr().out
+    # the bench's parts decided as the station decides them: each rate with k of n and its
+    # exact interval, beside the bounds the demo model's threshold reported on validation
+    a = r["accuracy"]
+    assert a["parts"] == 64 and a["method"] == "clopper-pearson" and a["level"] == 0.95
+    e, f = a["escape_rate"], a["false_reject_rate"]
+    assert e["n"] + f["n"] == 64 and e["n"] > 0 and f["n"] > 0
+    assert e["interval"][0] <= e["rate"] <= e["interval"][1]
+    t = a["threshold"]["defect"]
+    assert t["escape_rate"]["n"] > 0 and t["escape_rate"]["upper"] is not None
+    assert t["on"] == "validation" and set(t["false_reject_rate"]) >= {"k", "n", "upper"}
+    printed = capsys.readouterr().out
+    assert "station/bare throughput" in printed
+    assert (
+        f"escapes {e['k']} of {e['n']}" in printed and "threshold defect on validation" in printed
+    )
+
+
+def test_every_accuracy_figure_carries_k_of_n_and_the_exact_interval():
+    from inspector.lab.scorecard import accuracy, accuracy_line, interval
+    from training.common import bounds
+
+    for k, n in ((0, 10), (3, 100), (7, 7), (1, 2000), (40, 64)):
+        ours, ref = interval(k, n), bounds.interval(k, n)
+        assert ours[0] == pytest.approx(ref[0], abs=1e-9) and ours[1] == pytest.approx(
+            ref[1], abs=1e-9
+        )
+    manifest = {
+        "thresholds": {
+            "defect": {
+                "value": 0.4,
+                "policy": "max_escape_rate",
+                "target": 0.02,
+                "confidence": {
+                    "on": "validation",
+                    "level": 0.95,
+                    "escape_rate": bounds.rate_block(2, 300),
+                    "false_reject_rate": bounds.rate_block(9, 700),
+                },
+            }
+        }
+    }
+    defect = [True] * 20 + [False] * 80
+    failed = [True] * 19 + [False] + [True] * 3 + [False] * 77
+    a = accuracy(defect, failed, manifest)
+    assert (a["escape_rate"]["k"], a["escape_rate"]["n"]) == (1, 20)
+    assert (a["false_reject_rate"]["k"], a["false_reject_rate"]["n"]) == (3, 80)
+    assert a["escape_rate"]["interval"] == pytest.approx(list(bounds.interval(1, 20)), abs=1e-6)
+    t = a["threshold"]["defect"]
+    assert t["escape_rate"]["upper"] == pytest.approx(bounds.upper(2, 300))
+    line = accuracy_line(a)
+    assert "escapes 1 of 20 = 5.0 % (0.1 % to 24.9 %)" in line
+    assert "threshold defect on validation: escapes 2 of 300" in line
+    # a model without bounds in its manifest: the figures still carry theirs
+    assert accuracy(defect, failed, {"thresholds": {"defect": {"value": 0.5}}})["threshold"] is None
 
 
 def test_both_subscribers_time_every_verdict_and_its_stages(broker, tmp_path, monkeypatch):

@@ -35,6 +35,7 @@ from ..errors import InspectorError
 from ..station.config import load_config
 from .benchgate import VerdictSink, VerdictTimer
 from .broker import local_broker
+from .scorecard import accuracy, accuracy_line
 
 
 def _pct(values, q) -> float:
@@ -239,7 +240,7 @@ def run_bench(
     from .demo import prepare
 
     work = Path(tempfile.mkdtemp(prefix="inspector-bench-"))
-    prepare(work, parts=64)
+    truth = prepare(work, parts=64)
     if str(model) in ("random-cnn", "big-cnn"):  # line-sized CNNs (random weights): the
         from .modelkit import build_random_cnn  # cost ratios for models heavier than the demo's
 
@@ -256,10 +257,10 @@ def run_bench(
     clf = Classifier(ModelSection(path=model, workers=1))
     import cv2
 
-    images = [
-        cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((work / "parts").rglob("*.png"))
-    ]
+    paths = sorted((work / "parts").rglob("*.png"))
+    images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in paths]
     inputs = np.stack([preprocess(im, clf.spec) for im in images])
+    judged = accuracy_of(clf, inputs, [truth[p.name] for p in paths])
     session = clf.session
     for _ in range(20):
         session.run(None, {clf.manifest.input_name: inputs[:1]})
@@ -330,6 +331,9 @@ def run_bench(
             "without_mqtt": alone,
         },
         "keras": keras,
+        # the bench's parts decided as the station decides them, each rate with k of n
+        # and its interval, beside the bounds the model's threshold reported
+        "accuracy": judged,
         "ratios": {
             "station_over_bare_throughput": round(full["throughput_fps"] / bare_fps, 4),
             "station_over_bare_parallel_throughput": round(
@@ -369,6 +373,16 @@ def run_bench(
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def accuracy_of(clf, inputs: np.ndarray, defect: list[bool]) -> dict:
+    """The parts decided with the station's ``Decider`` on the model's manifest (its
+    thresholds, no uncertain band), against their truth: ``scorecard.accuracy``."""
+    from ..station.decision import Decider
+
+    decider = Decider(clf.manifest)
+    failed = [decider.decide(p).result == "fail" for p in clf.run_all(inputs)]
+    return accuracy(defect, failed, clf.manifest.data)
 
 
 def _versions() -> dict:
@@ -417,4 +431,8 @@ def format_bench(r: dict) -> str:
         + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in full["stage_latency_ms"].items())
         + f"; mean batch {full['mean_batch']}",
     ]
+    if r.get("accuracy"):
+        lines.append(
+            f"on the bench's {r['accuracy']['parts']} parts: {accuracy_line(r['accuracy'])}"
+        )
     return "\n".join(lines)
