@@ -253,6 +253,54 @@ def test_generated_parts_keep_the_promise_quickly():
         enough["summary"]["escape_within_upper_bound"],
         np.mean([s["escape_within_upper_bound"] for s in enough["seeds"]]),
     )
+    # beside the bound on the true rate, the bound made for the measured one, and the
+    # chance that each seed's measured rate stays within the first
+    for s in enough["seeds"]:
+        e = s["reported"]
+        assert e["escape_predicted_upper"] == bounds.predicted_upper(
+            e["escapes"], s["validation"]["defective"], s["test"]["defective"]
+        )
+        assert e["escape_predicted_upper"] >= e["escape_upper"] - 1e-3
+        assert 0.5 < s["chance_within_upper_bound"] <= 1
+    assert 0 <= enough["summary"]["chance_line_holds"] <= 1
+    assert "escape_within_prediction_bound_in_95pct_of_seeds" in enough["acceptance"]
+
+
+# -- valid after the selection -------------------------------------------------------------
+
+
+def test_the_prediction_bound_is_the_beta_binomial_quantile():
+    stats = pytest.importorskip("scipy.stats")
+    for k, n, m in ((0, 200, 2000), (4, 500, 2000), (3, 100, 50), (0, 60, 1)):
+        want = stats.betabinom.ppf(0.95, m, k + 1, n - k) / m
+        assert bounds.predicted_upper(k, n, m) == pytest.approx(want)
+    # many new parts: the measured rate's bound tends to the bound on the true rate
+    assert bounds.predicted_upper(4, 500, 200_000) == pytest.approx(bounds.upper(4, 500), rel=0.02)
+    assert bounds.predicted_upper(0, 0, 10) is None and bounds.predicted_upper(5, 5, 10) == 1.0
+
+
+def test_the_most_lenient_passing_threshold_keeps_its_bound_after_the_selection():
+    """Uniform defect scores (the true escape rate at t is t): over many validation sets
+    the chosen threshold lies below the (k+1)-th lowest defect score, its true rate is
+    within the reported bound in ~95 % of them, and the rate measured on new parts within
+    the prediction bound as often."""
+    rng = np.random.default_rng(5)
+    n, m, sets = 300, 1000, 400
+    true_in, measured_in = [], []
+    for _ in range(sets):
+        defect = rng.random(n)
+        score = np.r_[defect, 1 + rng.random(50)]  # good parts score above every defect
+        truth = np.r_[np.ones(n, bool), np.zeros(50, bool)]
+        c = thresholds.choose(truth, score, "max_escape_rate", 0.02)
+        k = bounds.largest_k(n, 0.02)
+        e = c["confidence"]["escape_rate"]
+        assert e["k"] == k and c["value"] < np.sort(defect)[k]  # below the (k+1)-th
+        true_in.append(c["value"] <= e["upper"])
+        measured = np.mean(rng.random(m) < c["value"])
+        measured_in.append(measured <= bounds.predicted_upper(e["k"], n, m))
+    # exact 95 %: 400 sets put the share within about +-2.2 % of it (two standard errors)
+    assert 0.925 <= np.mean(true_in) <= 0.99
+    assert np.mean(measured_in) >= 0.925
 
 
 def test_the_training_default_bounds_escapes():

@@ -141,6 +141,14 @@ def run_seed(seed: int, scenario: Scenario, policy: ThresholdConfig, test=None, 
     at = binary_at(s_truth, s_score, t)
     conf = chosen["confidence"]
     e, f = conf["escape_rate"], conf["false_reject_rate"]
+    m = at["tp"] + at["fn"]  # the test's defective parts
+    # what the validation counts predict for a rate measured on m new defective parts
+    # (exact after the selection, with the test's own sampling noise), and the chance,
+    # by the same distribution, that the measured rate stays within the bound on the
+    # true rate (at least this: the threshold lies below the (k+1)-th defect score)
+    predicted = bounds.predicted_upper(e["k"], e["n"], m, policy.confidence)
+    cdf = bounds.prediction_cdf(e["k"], e["n"], m)
+    chance = float(cdf[min(m, math.floor(e["upper"] * m + 1e-9))])
     band = chosen["uncertain_band"]
     effect = thresholds.band_effect(s_truth, s_score, t, band["margin"]) if band else None
     f1 = thresholds.choose(v_truth, v_score, "max_f1")
@@ -158,6 +166,7 @@ def run_seed(seed: int, scenario: Scenario, policy: ThresholdConfig, test=None, 
             "escape_upper": e["upper"],
             "escape_interval": e["interval"],
             "false_reject_upper": f["upper"],
+            "escape_predicted_upper": predicted,
         },
         "measured": {
             "escape_rate": at["escape_rate"],
@@ -167,6 +176,8 @@ def run_seed(seed: int, scenario: Scenario, policy: ThresholdConfig, test=None, 
         "true_escape_rate": None if ref is None else true_escape(ref, t),
         "escape_within_upper_bound": at["escape_rate"] <= e["upper"],
         "escape_within_interval": e["interval"][0] <= at["escape_rate"] <= e["interval"][1],
+        "escape_within_prediction_bound": at["escape_rate"] <= predicted,
+        "chance_within_upper_bound": chance,
         "false_reject_within_upper_bound": at["false_reject_rate"] <= f["upper"],
         "band": None
         if effect is None
@@ -184,6 +195,16 @@ def run_seed(seed: int, scenario: Scenario, policy: ThresholdConfig, test=None, 
             "false_reject_rate": f1_at["false_reject_rate"],
         },
     }
+
+
+def _at_least(chances: list[float], need: int) -> float:
+    """P(at least ``need`` of independent events with these chances happen)."""
+    dist = np.zeros(len(chances) + 1)
+    dist[0] = 1.0
+    for c in chances:
+        dist[1:] = dist[1:] * (1 - c) + dist[:-1] * c
+        dist[0] *= 1 - c
+    return float(dist[need:].sum())
 
 
 def _share(rows, key) -> float:
@@ -205,9 +226,16 @@ def summarise(rows: list[dict], rate: float, confidence: float) -> dict:
         vals = [b[key] for b in of if b[key] is not None]
         return float(np.mean(vals)) if vals else None
 
+    chances = [r["chance_within_upper_bound"] for r in rows]
     return {
         "seeds": n,
         "escape_within_upper_bound": _share(rows, "escape_within_upper_bound"),
+        # the chance of each seed's measured rate within the bound on the true rate (by the
+        # Beta-Binomial of its validation counts), averaged, and the chance that at least
+        # `need` of the n seeds are: what the acceptance line can be expected to show
+        "expected_share_within_upper_bound": float(np.mean(chances)),
+        "chance_line_holds": _at_least(chances, need),
+        "escape_within_prediction_bound": _share(rows, "escape_within_prediction_bound"),
         "escape_within_interval": _share(rows, "escape_within_interval"),
         "false_reject_within_upper_bound": _share(rows, "false_reject_within_upper_bound"),
         "promise_held": _share(rows, "promise_held"),
@@ -284,10 +312,17 @@ def bench(
         },
         "bounds": f"{bounds.METHOD}, one-sided upper bound and two-sided interval at "
         f"{policy.confidence:g}",
-        "notes": "an exact 95 % bound at the chosen threshold is missed by chance in about "
-        "1 of 20 seeds: expected_pass_probability is the chance of >= 95 % of the seeds "
-        "within it; coverage_over_more_seeds measures it against the true escape rate "
-        "(reference_defective_parts) over more validation sets",
+        "notes": "the threshold is chosen by fixed-sequence testing, strict to lenient: it "
+        "lies below the (k+1)-th lowest validation defect score, whose true escape rate is "
+        "Beta(k+1, n-k) distributed, so the reported upper bound holds the true rate with 95 "
+        "% exactly, after the selection (coverage_over_more_seeds measures it against the "
+        "true escape rate, reference_defective_parts). An exact 95 % bound is missed by "
+        "chance in about 1 seed of 20, and >= 95 % of 20 seeds within it happens with "
+        "probability expected_pass_probability (0.74). The rate measured on the test parts "
+        "also carries their sampling noise, so it exceeds the bound on the true rate more "
+        "often (expected_share_within_upper_bound, chance_line_holds); the bound made for a "
+        "measured rate is reported.escape_predicted_upper (Beta-Binomial, exact after the "
+        "selection)",
         "scenarios": [],
     }
     rows = {sc.name: [] for sc in scenarios}
@@ -312,6 +347,12 @@ def bench(
             >= 0.95,
             # the escape rate measured on all the seeds' test parts together (each seed's
             # own: seeds_with_escape_rate_at_most_rate in the summary)
+            # the measured rate against the bound made for a measured rate (valid after the
+            # selection, with the test's own noise): what the seeds can honestly be held to
+            "escape_within_prediction_bound_in_95pct_of_seeds": summary[
+                "escape_within_prediction_bound"
+            ]
+            >= 0.95,
             "default_policy_measured_escape_rate_at_most_rate": summary[
                 "measured_escape_rate_pooled"
             ]
@@ -351,7 +392,9 @@ def main(argv=None) -> int:
         s = sc["summary"]
         print(
             f"{sc['name']}: escape within the reported upper bound in "
-            f"{s['escape_within_upper_bound']:.0%} of {s['seeds']} seeds; measured escape "
+            f"{s['escape_within_upper_bound']:.0%} of {s['seeds']} seeds (the chance of >= 95 % "
+            f"was {s['chance_line_holds']:.2f}), within the prediction bound in "
+            f"{s['escape_within_prediction_bound']:.0%}; measured escape "
             f"rate {s['measured_escape_rate_pooled']:.2%} (pooled), promise held in "
             f"{s['promise_held']:.0%}; max_f1 would let {s['max_f1']['escape_rate_mean']:.2%} "
             f"escape; acceptance {sc['acceptance']}"

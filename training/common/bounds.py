@@ -9,6 +9,12 @@ small counts of a validation set::
     upper(0, 150)        # 0.0198: no escape among 150 defective parts promises <= 2 %
     interval(3, 100)     # (0.0062, 0.0852), two-sided 95 %
 
+A bound on the *true* rate is not a bound on the rate *measured* on a finite set of new
+parts: that one also carries the new set's own sampling noise. ``predicted_upper`` bounds
+it, exactly and after the selection ``max_escape_rate`` makes::
+
+    predicted_upper(4, 500, 2000)   # 0.019: the escape rate measured on 2,000 new defects
+
 Quantiles come from ``scipy.stats.beta`` when scipy is installed, else from the binomial
 distribution function by bisection (exact to ~1e-12; the tests hold both to known values).
 """
@@ -17,10 +23,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 try:  # scipy comes with scikit-image (the train extra); the fallback needs nothing
+    from scipy.special import gammaln as _gammaln
     from scipy.stats import beta as _beta
 except ImportError:  # pragma: no cover - exercised by the tests through _beta_ppf_exact
-    _beta = None
+    _beta = _gammaln = None
 
 METHOD = "clopper-pearson"
 
@@ -136,3 +145,46 @@ def rate_block(k: int, n: int, confidence: float = 0.95) -> dict:
         "upper": upper(k, n, confidence),
         "interval": list(iv) if iv is not None else None,
     }
+
+
+def predicted_upper(k: int, n: int, m: int, confidence: float = 0.95) -> float | None:
+    """Upper prediction bound on the rate that will be *measured* on ``m`` new trials, for a
+    threshold with ``k`` events among ``n`` that lies below the (k + 1)-th lowest of the
+    ``n`` scores (as ``thresholds.choose`` sets it). The count among the new trials below
+    the (k + 1)-th lowest of n exchangeable scores follows Beta-Binomial(m, k + 1, n - k)
+    whatever the scores' distribution, so the bound is exact after the selection of the
+    threshold and holds the new set's sampling noise too; with m -> infinity it becomes
+    ``upper(k, n)``. None without trials (old or new)."""
+    _check(k, n, confidence)
+    if n == 0 or m <= 0:
+        return None
+    if k == n:
+        return 1.0
+    return float(np.searchsorted(prediction_cdf(k, n, m), confidence - 1e-12) / m)
+
+
+def prediction_cdf(k: int, n: int, m: int) -> np.ndarray:
+    """P(at most x of ``m`` new trials below the threshold), x = 0..m, for a threshold just
+    below the (k + 1)-th lowest of ``n`` scores: the Beta-Binomial(m, k + 1, n - k)
+    distribution function (see ``predicted_upper``); k < n, m >= 1."""
+    a, b = k + 1, n - k
+    x = np.arange(m + 1, dtype=np.float64)
+    lg = _lgamma
+    log_pmf = (
+        lg(m + 1)
+        - lg(x + 1)
+        - lg(m - x + 1)
+        + lg(x + a)
+        + lg(m - x + b)
+        - lg(m + a + b)
+        - (lg(a) + lg(b) - lg(a + b))
+    )
+    cdf = np.cumsum(np.exp(log_pmf - log_pmf.max()))
+    return cdf / cdf[-1]
+
+
+def _lgamma(x):
+    x = np.asarray(x, np.float64)
+    if _gammaln is not None:
+        return _gammaln(x)
+    return np.vectorize(math.lgamma, otypes=[np.float64])(x)

@@ -9,6 +9,14 @@ that choice is.
   strictest sensible threshold, the most lenient one that lets no validation defect
   pass, and says so: ``promise.held`` false, how many more defective images it needs,
   and a ``warning`` that the run's log, ``train`` and the manifest carry;
+  The choice is a fixed-sequence test from strict to lenient, so it keeps its promise
+  *after* the selection: the chosen threshold lies below the (k + 1)-th lowest
+  validation defect score (k the escapes allowed), whose true escape rate is
+  Beta(k + 1, n - k) distributed whatever the scores, and ``bounds.upper(k, n)`` is that
+  distribution's ``confidence`` quantile: P(true escape rate <= the reported upper bound
+  <= x) >= ``confidence`` exactly (no winner's curse from picking the most lenient).
+  A rate *measured* on m new defective parts also carries their sampling noise: compare
+  it with ``bounds.predicted_upper(k, n, m)``, not with the bound on the true rate;
 - ``max_false_reject_rate: y``: at most a fraction y of good validation parts rejected,
   and among those the threshold that catches the most defects;
 - ``max_f1``: the threshold with the best F1 for the defect class.
@@ -75,9 +83,14 @@ def choose(
         i = best[len(best) // 2]  # the middle of a plateau is the most robust choice
     elif policy == "max_escape_rate":
         k_max = bounds.largest_k(n_def, value, confidence)
-        # escapes grow with t: the highest t that allows k_max escapes, or, when no count
-        # promises the rate, the highest t that lets none pass (the strictest sensible)
-        i = np.flatnonzero(escaped <= (0 if k_max is None else k_max)).max()
+        # fixed-sequence testing, strict to lenient: each candidate's hypothesis "its true
+        # escape rate is above the target" is rejected when its upper bound holds the
+        # target; walk on while it is, stop at the first that is not. (Escapes grow with
+        # t, so this is the highest t with at most k_max escapes.) When no count promises
+        # the rate: the highest t that lets none pass, the strictest sensible.
+        holds = escaped <= (0 if k_max is None else k_max)
+        first_failing = np.flatnonzero(~holds)
+        i = max((first_failing[0] if len(first_failing) else len(candidates)) - 1, 0)
     elif policy == "max_false_reject_rate":
         ok = np.flatnonzero(frr <= value + 1e-12)
         if not len(ok):
