@@ -411,3 +411,32 @@ def test_report_writes_an_html_page_with_charts(tmp_path):
     assert "s1" in html and "Pareto" in html
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "s1-reject.png" in pngs and (out / "s1-reject.svg").is_file()
+
+
+def test_alarm_history_the_store_cannot_take_waits_and_is_kept_in_order():
+    from inspector.spc.monitor import Alarm, Transition
+
+    class Store:
+        def __init__(self):
+            self.down, self.kept = True, []
+
+        def context(self, *_a):
+            return []
+
+        def _write(self, *args):
+            if self.down:
+                raise OSError("database is locked")
+            self.kept.append(args)
+
+        open_alarm = clear_alarm = _write
+
+    store, published = Store(), []
+    board = AlarmBoard(store, published.append)
+    alarm = Alarm("s1", "reject", "ewma", 10.0, [{"t_end": 12.0}], 3.5, 3.0)
+    board.on_transition(Transition(alarm))
+    board.on_transition(Transition(alarm, cleared=20.0))
+    assert len(published) == 2 and store.kept == [], "published at once, kept later"
+    store.down = False
+    board.keep_waiting()
+    assert [k[:3] for k in store.kept] == [("s1", "reject", "ewma")] * 2
+    assert len(store.kept[0]) == 5 and store.kept[1][-1] == 20.0, "opened, then cleared"

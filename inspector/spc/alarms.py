@@ -15,12 +15,15 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
+from .messages import short
 from .monitor import Alarm, Transition
 from .store import Store
 
 log = logging.getLogger(__name__)
+UNKEPT_MAX = 10_000  # alarm history entries waiting for the store, at most (the oldest go)
 
 
 def context_changes(rows: list[tuple[str, float, str]], t_from: float) -> list[dict]:
@@ -49,6 +52,8 @@ class AlarmBoard:
         self.opened = 0
         self.cleared = 0
         self.store_error: str | None = None  # the store takes no writes now (why)
+        self._unkept: deque[tuple] = deque(maxlen=UNKEPT_MAX)  # history the store could not take
+        self._keep_lock = threading.Lock()
 
     def on_transition(self, t: Transition) -> None:
         a = t.alarm
@@ -84,12 +89,29 @@ class AlarmBoard:
         self.publish()
 
     def _keep(self, write, *args) -> None:
-        """The alarm history in the store; a store that cannot be written now loses the entry,
-        never the alarm (it is published)."""
-        try:
-            write(*args)
-        except Exception as exc:  # noqa: BLE001
-            log.error("alarm not kept in the store (%s): %s", exc, args[:3])
+        """The alarm history in the store; while the store cannot be written the entries wait
+        (``UNKEPT_MAX`` at most, in order) and are written with the next one or by
+        ``keep_waiting``; the alarm itself is published at once."""
+        with self._lock:
+            self._unkept.append((write, args))
+        self.keep_waiting()
+
+    def keep_waiting(self) -> None:
+        """Write the alarm history entries the store could not take before, oldest first."""
+        with self._keep_lock:
+            while self._unkept:
+                write, args = self._unkept[0]
+                try:
+                    write(*args)
+                except Exception as exc:  # noqa: BLE001
+                    log.error(
+                        "alarm history not kept in the store yet (%s): %s; %d entries wait",
+                        short(exc),
+                        args[:3],
+                        len(self._unkept),
+                    )
+                    return
+                self._unkept.popleft()
 
     def payload(self) -> bytes:
         with self._lock:

@@ -241,13 +241,17 @@ class Ingest:
             self.client.loop_stop()
         self._writer.join(5)
 
-    def _on_connect(self, client, _u, _flags, rc, _props=None) -> None:
+    def _on_connect(self, client, _u, flags, rc, _props=None) -> None:
         if rc.is_failure:
             log.error("broker refused the SPC service: %s", rc)
             return
         self._session += 1
         self._overflow = False
         self.counts.connects += 1
+        if getattr(flags, "session_present", False):
+            # the session kept its subscriptions: connected now (a restored session's backlog
+            # comes before the SUBACK, and may take a while)
+            self.connected.set()
         client.subscribe([(t, 1) for t, _ in self.topics])
 
     def _on_subscribe(self, _c, _u, _mid, reason_codes, _props=None) -> None:
@@ -325,7 +329,8 @@ class Ingest:
                 row = read_message(kind, topic, payload, received, mid if qos else 0, retained)
             except Exception as exc:  # a reader's bug must not stop the writer: kept aside
                 log.exception("could not read a message on %s", topic)
-                row = DeadLetter(topic, received, kind, f"could not be read: {short(exc)}", payload)
+                why = f"could not be read: {short(exc)}"
+                row = DeadLetter(topic, received, kind, why, payload, mid if qos else 0)
             out.append(Message(topic, payload, mid, qos, session, row))
         return out
 
@@ -387,7 +392,12 @@ class Ingest:
                 type(m.row), "context"
             )
             refused = DeadLetter(
-                m.topic, time.time(), kind, f"the store refused it: {short(exc, 300)}", m.payload
+                m.topic,
+                time.time(),
+                kind,
+                f"the store refused it: {short(exc, 300)}",
+                m.payload,
+                m.mid if m.qos else 0,
             )
             try:
                 self.store.write(dead=[refused])

@@ -137,4 +137,4 @@ def read_message(
         obj = parse_payload(payload)
         return parse_verdict(obj) if kind == "verdict" else parse_gate_event(obj)
     except BadMessage as exc:
-        return DeadLetter(topic, received, kind, str(exc), payload)
+        return DeadLetter(topic, received, kind, str(exc), payload, mid)

@@ -110,6 +110,8 @@ class SpcService:
     def _on_store(self, ok: bool) -> None:
         """The retained message says whether the store takes writes (``store``)."""
         self.board.store_error = None if ok else self.ingest.store_error
+        if ok:
+            self.board.keep_waiting()
         self.board.publish()
 
     def _publish_alarms(self, payload: bytes) -> None:

@@ -15,9 +15,8 @@ design asks), so a schema change and every query it touches are read together.
 A verdict is one row per part: the key is station + seq + part id + trigger time (the
 contract's part identity: a PLC id that came round after a power cycle, with a station that
 restarted its seq, is a new part), so a QoS 1 redelivery, a resend after a broker restart or
-a sidecar read twice changes nothing. A dead letter is kept once: the same payload on the same
-topic within the broker's session window (a re-delivery of a message that cannot be read) is
-not kept again.
+a sidecar read twice changes nothing. A dead letter is kept once: a re-delivery (the same
+topic, payload and MQTT packet id within the broker's session window) is not kept again.
 """
 
 from __future__ import annotations
@@ -96,10 +95,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         4,
         [
-            # a dead letter's payload digest (SHA-256 of all of it): a re-delivered one is kept
-            # once
+            # a dead letter's payload digest (SHA-256 of all of it) and MQTT packet id: a
+            # re-delivered one is kept once
             "ALTER TABLE dead_letters ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
-            "CREATE INDEX dead_letters_digest ON dead_letters (topic, digest)",
+            "ALTER TABLE dead_letters ADD COLUMN mid INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX dead_letters_digest ON dead_letters (topic, digest, mid)",
         ],
     ),
 ]
@@ -155,6 +155,7 @@ class DeadLetter:
     kind: str  # verdict | gate | context
     error: str
     payload: bytes
+    mid: int = 0  # its MQTT packet id (0 for QoS 0): a re-delivery has the same
 
 
 class Store:
@@ -273,8 +274,8 @@ class Store:
         """Store one batch in one transaction (all of it, or, on any error, none of it);
         returns the verdicts that were new (not duplicates).
 
-        A dead letter is not kept again when the same payload on the same topic was kept within
-        ``context_window_s``.
+        A dead letter is a re-delivery, and not kept again, when the same topic, payload and
+        packet id were kept within ``context_window_s``.
 
         A context message is a redelivery, and not stored again, when the same topic, value
         and packet id were stored within ``context_window_s`` (the broker's session); a
@@ -312,10 +313,13 @@ class Store:
                     else:
                         cur.execute(self._sql(_INSERT_CONTEXT), (c.topic, c.ts, c.value, c.mid))
                 for d in dead:
-                    cur.execute(
-                        self._sql(_INSERT_DEAD_ONCE),
-                        (*_dead_params(d), d.topic, _digest(d), d.ts - context_window_s),
-                    )
+                    if d.mid:
+                        cur.execute(
+                            self._sql(_INSERT_DEAD_ONCE),
+                            (*_dead_params(d), d.topic, _digest(d), d.mid, d.ts - context_window_s),
+                        )
+                    else:
+                        cur.execute(self._sql(_INSERT_DEAD), _dead_params(d))
                 self._db.commit()
             except BaseException:
                 self._rollback()
@@ -512,14 +516,14 @@ _INSERT_CONTEXT_UNLESS_LAST = (
     "(SELECT MAX(ts) FROM context WHERE topic = ?)) ON CONFLICT DO NOTHING"
 )
 _INSERT_DEAD = (
-    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest) "
-    "VALUES (?,?,?,?,?,?,?)"
+    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest, mid) "
+    "VALUES (?,?,?,?,?,?,?,?)"
 )
 _INSERT_DEAD_ONCE = (
-    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest) "
+    "INSERT INTO dead_letters (topic, ts, kind, error, size, payload, digest, mid) "
     "SELECT CAST(? AS TEXT), CAST(? AS {float}), CAST(? AS TEXT), CAST(? AS TEXT), "
-    "CAST(? AS BIGINT), CAST(? AS {bytes}), CAST(? AS TEXT) WHERE NOT EXISTS "
-    "(SELECT 1 FROM dead_letters WHERE topic = ? AND digest = ? AND ts >= ?)"
+    "CAST(? AS BIGINT), CAST(? AS {bytes}), CAST(? AS TEXT), CAST(? AS INTEGER) WHERE NOT EXISTS "
+    "(SELECT 1 FROM dead_letters WHERE topic = ? AND digest = ? AND mid = ? AND ts >= ?)"
 )
 
 
@@ -556,6 +560,7 @@ def _dead_params(d: DeadLetter) -> tuple:
         len(d.payload),
         d.payload[:DEAD_LETTER_BYTES],
         _digest(d),
+        d.mid,
     )
 
 
