@@ -80,6 +80,18 @@ def test_pass_only_on_timely_pass_and_reject_on_fail(gate):
         validate("gate_event", e)
 
 
+def test_a_part_the_plant_held_is_rejected_with_the_stations_reason(gate):
+    """While the plant holds inspection (OPC UA Halt) the station fails each part 'halted':
+    the gate's event says so, not 'invalid_verdict'."""
+    core, act, events = gate
+    core.on_trigger(trig("held"))
+    core.on_verdict(verdict("held", "fail", "halted"))
+    assert outcome(events, "held") == [("rejected", "halted")]
+    assert core.counts["invalid_verdicts"] == 0
+    for e in events:
+        validate("gate_event", e)
+
+
 def test_no_verdict_by_arrival_is_a_reject_and_a_late_verdict_changes_nothing(gate):
     core, act, events = gate
     core.on_trigger(trig("slow"))

@@ -332,4 +332,5 @@ _VERDICT_REASONS = {
     "unreadable_frame",
     "overflow",
     "shutdown",
+    "halted",
 }

@@ -48,7 +48,7 @@ from .config import StationModelSection
 from .store import Store
 
 log = logging.getLogger(__name__)
-UP = ("online", "starting", "degraded")
+UP = ("online", "starting", "degraded", "halted")  # halted: the plant holds inspection
 STALE_S = 60.0  # a status not heard for this long counts as none (the station republishes it)
 FIRST_STATUS_S = 3.0  # how long a promotion waits for a watch that has not heard one yet
 OUTPUT_KEPT = 6000  # characters of `inspector verify`'s output kept with the promotion
@@ -146,7 +146,7 @@ class StationWatch:
         }
 
     def running(self) -> bool:
-        """The station is up: a fresh status that says online, starting or degraded."""
+        """The station is up: a fresh status that says online, starting, degraded or halted."""
         s = self.snapshot()
         return bool(s["known"] and s["state"] in UP and s["age_s"] < STALE_S and self.connected)
 
@@ -185,7 +185,7 @@ class Promoter:
             pid = self.store.start_promotion(station.name, name, str(folder), previous, user, kind)
             thread = threading.Thread(
                 target=self._run,
-                args=(pid, station, name, Path(folder)),
+                args=(pid, station, name, Path(folder), kind),
                 name=f"promote-{pid}",
                 daemon=True,
             )
@@ -200,7 +200,9 @@ class Promoter:
             t.join(timeout)
 
     # -- the worker ---------------------------------------------------------------------
-    def _run(self, pid: int, station: StationModelSection, name: str, folder: Path) -> None:
+    def _run(
+        self, pid: int, station: StationModelSection, name: str, folder: Path, kind: str
+    ) -> None:
         notes: list[str] = []
 
         def note(line: str) -> None:
@@ -208,7 +210,10 @@ class Promoter:
             self.store.set_promotion(pid, verify="\n".join(notes))
 
         try:
-            status, via = self._promote(station, name, folder, note)
+            if kind == "verify":
+                status, via = self._verify(station, folder / "model.onnx", note)
+            else:
+                status, via = self._promote(station, name, folder, note)
         except InspectorError as exc:
             note("; ".join(exc.problems))
             status, via = "error", None
@@ -288,6 +293,19 @@ class Promoter:
         return (outcome if outcome in ("refused", "busy") else "error"), "station"
 
     def _by_link(self, station, target: Path, model: Path, note):
+        status, via = self._verify(station, model, note)
+        if status != "verified":
+            if status == "refused":
+                note("current not changed")
+            return status, via
+        registry.link_to(Path(station.models), target.name)
+        note(f"current -> {target.name}: the station runs it at its next start")
+        return "linked", "link"
+
+    def _verify(self, station, model: Path, note) -> tuple[str, str]:
+        """``inspector verify`` of ``model`` with the station's config and golden set (the
+        station's own acceptance rule, run here); changes nothing. ('verified' | 'refused' |
+        'error', 'link')."""
         cmd = [
             sys.executable,
             "-m",
@@ -316,8 +334,6 @@ class Promoter:
             return "error", "link"
         note(((r.stdout or "") + (r.stderr or ""))[-OUTPUT_KEPT:].rstrip())
         if r.returncode != 0:
-            note(f"inspector verify failed (exit {r.returncode}); current not changed")
+            note(f"inspector verify failed (exit {r.returncode})")
             return "refused", "link"
-        registry.link_to(Path(station.models), target.name)
-        note(f"current -> {target.name}: the station runs it at its next start")
-        return "linked", "link"
+        return "verified", "link"
