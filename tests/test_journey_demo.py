@@ -386,16 +386,20 @@ def test_browser_journey_from_the_demo(live_demo, tmp_path_factory):
         assert driver.find_elements(By.CSS_SELECTOR, 'svg[aria-label="ROC"] polyline')
         driver.get(driver.current_url.split("#")[0] + "#curves")
         driver.save_screenshot(str(shots / "journey-compare.png"))
-        # promote the new model: the running station loads, checks and swaps to it
-        driver.get(base + "/models")
-        row = driver.find_element(By.CSS_SELECTOR, 'tr[data-station="demo"]')
-        Select(row.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text(
-            "runs/reviewed-1"
-        )
-        row.find_element(By.CSS_SELECTOR, "button").click()
-        patient.until(lambda d: text_of(d, ".promotion .status") not in ("running", ""))
-        status = text_of(driver, ".promotion .status")
-        assert status == "swapped", driver.find_element(By.CSS_SELECTOR, ".promotion").text
+        # verify the new model against the station (nothing changes), then promote it: the
+        # running station loads, checks and swaps to it
+        for button, outcome in (("button.verify", "verified"), ("button.promote", "swapped")):
+            driver.get(base + "/models")
+            row = driver.find_element(By.CSS_SELECTOR, 'tr[data-station="demo"]')
+            Select(row.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text(
+                "runs/reviewed-1"
+            )
+            row.find_element(By.CSS_SELECTOR, button).click()
+            patient.until(lambda d: text_of(d, ".promotion .status") not in ("running", ""))
+            status = text_of(driver, ".promotion .status")
+            assert status == outcome, driver.find_element(By.CSS_SELECTOR, ".promotion").text
+            if outcome == "verified":
+                assert station_model(driver) == first_model, "verifying changes nothing"
         wait.until(lambda d: station_model(d).startswith("reviewed-1"))
         driver.get(base + "/models")
         driver.save_screenshot(str(shots / "journey-models.png"))

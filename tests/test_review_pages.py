@@ -81,8 +81,12 @@ def test_the_models_page_prints_thresholds_validation_and_parity_as_tables(bench
     assert "{&#39;" not in section and "{&#34;" not in section, "no raw dicts"
     row = re.search(r'<table class="grid thresholds">.*?</table>', section, re.S).group(0)
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
-    assert cells[:3] == ["defect", "0.5001", "max_escape_rate (0 %)"]
-    assert cells[3].startswith("0 of 83") and cells[4].startswith("0 of 117")
+    demo = json.loads(DEMO.with_suffix(".json").read_text())
+    t = demo["thresholds"]["defect"]
+    assert cells[:3] == ["defect", f"{t['value']:.4f}", "max_escape_rate (0 %)"]
+    m = t["metrics"]
+    assert cells[3].startswith(f"{m['fn']} of {m['fn'] + m['tp']}")
+    assert cells[4].startswith(f"{m['fp']} of {m['fp'] + m['tn']}")
     assert '<th>accuracy</th><td class="num">100 %</td>' in section
     assert '<th>decisions that differ</th><td class="num">0</td>' in section
     assert "within tolerance" in section

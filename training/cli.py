@@ -167,7 +167,7 @@ def add_parsers(sub) -> None:
         "--export",
         action="store_true",
         help="then export the run to RUN/model.onnx as `inspector export RUN` does (a run that "
-        "learned too little is not exported: exit 1)",
+        "learned too little is not exported, and says so)",
     )
     t.add_argument("--schema", action="store_true", help="list every setting and exit")
     t.add_argument(

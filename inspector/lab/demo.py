@@ -66,7 +66,7 @@ mqtt:
   protocol: "{protocol}"
 recorder:
   path: recordings
-  pass_sample_rate: 0.05
+  pass_sample_rate: 0.15  # enough good parts to review and train on
 metrics:
   port: 0
 """

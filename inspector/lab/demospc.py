@@ -34,6 +34,7 @@ store:
 charts:
   subgroup_parts: {SUBGROUP}
   baseline_subgroups: {BASELINE}
+  reorder_s: 0.3  # one local station, nothing redelivered: alarms while the replay runs
 http:
   enabled: false
 logging:

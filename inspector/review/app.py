@@ -216,6 +216,7 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/compare", compare.compare_page, methods=["GET"]),
         Route("/models", models.models_page, methods=["GET"]),
         Route("/models/promote", models.promote, methods=["POST"]),
+        Route("/models/verify", models.verify, methods=["POST"]),
         Route("/models/rollback", models.rollback, methods=["POST"]),
         Route("/models/evaluate", models.evaluate, methods=["POST"]),
         Route("/models/evaluation/{eid:rowid}", models.evaluation, methods=["GET"]),

@@ -73,7 +73,7 @@ def train(args, parts) -> int:
             "more or cleaner data, more epochs or a pretrained --model usually help",
             file=sys.stderr,
         )
-        return 1 if getattr(args, "export", False) else 0
+        return 0  # trained, not exported (--export too): the warning above says why
     if getattr(args, "export", False):
         from .export import export as export_run
 

@@ -102,6 +102,26 @@ async def promote(request: Request, user) -> Response:
     return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
 
 
+@page("reviewer")
+async def verify(request: Request, user) -> Response:
+    """Check a registry model against a station as a promotion would (the station's config
+    and golden set, ``inspector verify``), changing nothing: progress like a promotion's."""
+    b = bench(request)
+    form = await request.form()
+    station = _station(b, field(form, "station", most=200))
+    name = field(form, "model", most=1000)
+    found = await run_in_threadpool(registry.find, b.cfg.models.registry)
+    if station is None or name not in found:
+        what = (
+            f"The workbench knows no station {field(form, 'station', most=200)!r}."
+            if station is None
+            else f"No model {name!r} in the registry folders (was it exported and moved?)."
+        )
+        return _refused(request, user, 404, what)
+    pid = b.promoter.start(station, name, found[name]["folder"], user.name, kind="verify")
+    return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
+
+
 @page("admin")
 async def rollback(request: Request, user) -> Response:
     """Promote the model that ``current`` named before the last promotion (same path)."""
