@@ -3,7 +3,8 @@ each close, and alarms open and clear.
 
 Per station: ``reject`` (the quality reject rate: reasons ``defect`` and ``uncertain``),
 ``health`` (fail-safe reasons: timeout, source_lost, overflow, error, unreadable_frame,
-shutdown; a health problem, not a quality one, so charted apart), ``class:NAME`` per defect
+shutdown; a health problem, not a quality one, so charted apart; parts the plant held,
+``halted``, are on no chart), ``class:NAME`` per defect
 class, and ``defects_per_part`` (a u-chart, for models that report several defects a part).
 The statistics are the pure functions of ``charts``; this module only keeps the counts.
 
@@ -37,6 +38,9 @@ QUALITY_REASONS = frozenset({"defect", "uncertain"})
 HEALTH_REASONS = frozenset(
     {"error", "timeout", "source_lost", "unreadable_frame", "overflow", "shutdown"}
 )
+# parts the plant held on purpose (OPC UA Halt/Stop): rejected, never inspected, so on
+# neither chart (a planned hold must not look like a quality shift or a fault); counted apart
+NOT_INSPECTED = frozenset({"halted"})
 
 
 @dataclass
@@ -116,6 +120,7 @@ class StationMonitor:
         self._arrivals = itertools.count()
         self.counted_to: tuple[float, int, str] | None = None  # order of the newest counted
         self.late = 0  # verdicts older than one already counted when they arrived
+        self.held = 0  # parts the plant held (NOT_INSPECTED): on no chart
 
     # -- ordering --------------------------------------------------------------------------
     def add(self, v: VerdictRow, now_mono: float | None = None) -> list[Transition]:
@@ -150,6 +155,9 @@ class StationMonitor:
     # -- counting --------------------------------------------------------------------------
     def _count(self, v: VerdictRow) -> list[Transition]:
         out: list[Transition] = []
+        if v.reason in NOT_INSPECTED:
+            self.held += 1
+            return out
         key = order(v)
         if self.counted_to is not None and key < self.counted_to:
             self.late += 1  # its own subgroup may be closed: counted in the open one
@@ -346,6 +354,11 @@ class Monitor:
     def late(self) -> int:
         with self._lock:
             return sum(st.late for st in self.stations.values())
+
+    def held(self) -> int:
+        """Parts the plant held (reason ``halted``): rejected uninspected, on no chart."""
+        with self._lock:
+            return sum(st.held for st in self.stations.values())
 
     def active(self) -> list[Alarm]:
         return [a for st in self.stations.values() for a in st.active.values()]

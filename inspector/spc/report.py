@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InspectorError
 from . import charts
 from .config import ChartsSection
-from .monitor import HEALTH_REASONS
+from .monitor import HEALTH_REASONS, NOT_INSPECTED
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ def shift_of(t: float) -> str:
 
 def subgroups(cols: dict[str, np.ndarray], cfg: ChartsSection) -> dict[str, np.ndarray]:
     """Per subgroup (consecutive parts, or time windows): end time, parts, rejects, health."""
+    inspected = ~np.isin(cols["reason"], list(NOT_INSPECTED))  # held parts: on no chart
+    cols = {k: v[inspected] for k, v in cols.items()}
     t = cols["t_verdict"]
     if cfg.subgroup_window_s:
         key = np.floor(t / cfg.subgroup_window_s).astype(np.int64)

@@ -46,6 +46,11 @@ class SpcMetrics:
             "verdicts that arrived after newer ones had filled their subgroup, since start",
             registry=r,
         )
+        self.held = Gauge(
+            "spc_held_parts",
+            "parts the plant held (reason halted): rejected uninspected, on no chart, since start",
+            registry=r,
+        )
         self.set_aside = Gauge(
             "spc_set_aside_messages",
             "messages left unacknowledged for the broker to re-deliver (more than the service "
@@ -64,6 +69,7 @@ class SpcMetrics:
                     self.cusum.labels(st.station, chart).set(v["cusum"])
         self.alarms.set(len(monitor.active()))
         self.late.set(monitor.late())
+        self.held.set(monitor.held())
         if ingest is not None:
             c = ingest.counts
             self.writable.set(1 if ingest.writable else 0)
