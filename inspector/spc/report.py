@@ -1,10 +1,12 @@
 """``inspector spc report --from --to --out DIR``: an HTML page with the control charts
-(PNG and SVG, matplotlib), the Pareto of reject reasons and defect classes per shift and day,
-the trend of each class, and the alarms of the period."""
+(PNG and SVG, matplotlib; drawn by ``report_charts``), each signal and alarm as a sentence,
+the Pareto of reject reasons and defect classes, the share per shift and day, and the alarms
+of the period."""
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from collections import Counter
@@ -13,9 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InspectorError
-from . import charts
 from .config import ChartsSection
 from .monitor import HEALTH_REASONS, NOT_INSPECTED
+from .report_charts import (
+    SIGNALS,
+    pct,
+    plot_control_chart,
+    plot_pareto,
+    series,
+    signal_sentences,
+    time_format,
+)
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -49,97 +59,28 @@ def subgroups(cols: dict[str, np.ndarray], cfg: ChartsSection) -> dict[str, np.n
     }
 
 
-def _plot_chart(sg: dict, chart: str, cfg: ChartsSection, title: str, out: Path) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    n, x = sg["n"], sg[chart]
-    base = min(cfg.baseline_subgroups, len(n) - 1)
-    p0 = (
-        cfg.baseline_rate
-        if cfg.baseline_rate is not None and chart == "reject"
-        else (charts.baseline_rate(x[:base], n[:base]))
-    )
-    z = charts.binomial_z(x, n, p0)
-    sig = charts.evaluate(z, cfg.rules, cfg.side, cfg.ewma_lambda, cfg.ewma_L, cfg.cusum_k)
-    ooc = sig.out_of_control(cfg.cusum_h, cfg.side)
-    rules_any = np.any([ooc[r] for r in cfg.rules], axis=0) if cfg.rules else np.zeros(len(z), bool)
-    import datetime as dt
-
-    ts = [dt.datetime.fromtimestamp(t) for t in sg["t"]]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 7.5), sharex=True, height_ratios=[2, 1, 1])
-    ax = axes[0]
-    rate = x / n
-    ax.plot(ts, rate * 100, "-o", ms=3, lw=1, color="#1f5fa8", label="rate")
-    ax.axhline(p0 * 100, color="k", lw=1, label=f"centre {p0 * 100:.2f} %")
-    ax.step(
-        ts,
-        charts.p_probability_limits(p0, n) * 100,
-        where="mid",
-        color="#c0392b",
-        lw=1,
-        ls="--",
-        label="upper limit (3 sigma)",
-    )
-    ax.plot(
-        np.array(ts)[rules_any],
-        rate[rules_any] * 100,
-        "o",
-        color="#c0392b",
-        ms=7,
-        mfc="none",
-        label="run rule fired",
-    )
-    if base > 0:
-        ax.axvspan(ts[0], ts[base - 1], color="0.9", label="baseline")
-    ax.set_ylabel("% of parts")
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8, ncol=3)
-    axes[1].plot(ts, sig.ewma, color="#7d3c98", lw=1)
-    axes[1].plot(ts, sig.ewma_limit, color="#c0392b", ls="--", lw=1)
-    axes[1].fill_between(
-        ts, sig.ewma_limit, sig.ewma, where=ooc["ewma"], color="#c0392b", alpha=0.3
-    )
-    axes[1].set_ylabel(f"EWMA λ={cfg.ewma_lambda:g}")
-    axes[2].plot(ts, sig.cusum_hi, color="#117a65", lw=1)
-    axes[2].axhline(cfg.cusum_h, color="#c0392b", ls="--", lw=1)
-    axes[2].fill_between(
-        ts, cfg.cusum_h, sig.cusum_hi, where=ooc["cusum"], color="#c0392b", alpha=0.3
-    )
-    axes[2].set_ylabel(f"CUSUM k={cfg.cusum_k:g}")
-    axes[2].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(out.with_suffix(f".{ext}"), dpi=110)
-    plt.close(fig)
-    return {"p0": p0, "subgroups": len(n), "signals": {k: int(v.sum()) for k, v in ooc.items()}}
+def chart_name(chart: str) -> str:
+    """``reject`` -> "reject chart", ``class:scratch`` -> "class scratch chart" and so on."""
+    names = {"health": "fail-safe", "defects_per_part": "defects-per-part"}
+    return f"{names.get(chart, chart.replace('class:', 'class '))} chart"
 
 
-def _plot_pareto(counts: Counter, title: str, out: Path) -> None:
-    import matplotlib
+def alarm_sentence(chart: str, rule: str, detail: str) -> str:
+    """An alarm of the store as a sentence: the chart, what it saw, and the rate of the last
+    subgroup it names (from the alarm's stored detail)."""
+    text = f"{chart_name(chart)}: {SIGNALS.get(rule, rule)}"
+    try:
+        last = json.loads(detail)["subgroups"][-1]
+        k, n = int(last["count"]), int(last["parts"])
+        if chart == "defects_per_part":
+            return f"{text} (last subgroup {k} defects on {n} parts, {k / n:.2f} a part)"
+        return f"{text} (last subgroup {k} of {n} parts, {pct(k / n)})"
+    except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
+        return text
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    items = counts.most_common(12)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    if items:
-        names, vals = zip(*items, strict=True)
-        ax.bar(names, vals, color="#1f5fa8")
-        cum = np.cumsum(vals) / max(sum(counts.values()), 1) * 100
-        ax2 = ax.twinx()
-        ax2.plot(names, cum, "-o", color="#c0392b", ms=3)
-        ax2.set_ylim(0, 105)
-        ax2.set_ylabel("cumulative %")
-    ax.set_title(title)
-    ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+def _list(items: list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
 def _table(head: list[str], rows: list[list]) -> str:
@@ -167,8 +108,9 @@ def write_report(
             f"<h1>Quality over time</h1><p>{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_from))}"
             f" to {time.strftime('%Y-%m-%d %H:%M', time.localtime(min(t_to, 4e9)))}; subgroups of "
             f"{cfg.subgroup_window_s or cfg.subgroup_parts} {'s' if cfg.subgroup_window_s else 'parts'}"
-            f"; rules {', '.join(cfg.rules)}, EWMA λ={cfg.ewma_lambda:g} L={cfg.ewma_L:g}, "
-            f"CUSUM k={cfg.cusum_k:g} h={cfg.cusum_h:g}</p>",
+            f"; run rules: {'; '.join(SIGNALS.get(r, r) for r in cfg.rules)}; EWMA λ "
+            f"{cfg.ewma_lambda:g}, limit at {cfg.ewma_L:g} sigma; CUSUM k {cfg.cusum_k:g}, "
+            f"decision interval {cfg.cusum_h:g} sigma</p>",
         ]
         drawn = 0
         for st in stations:
@@ -185,12 +127,14 @@ def write_report(
                 if len(sg["n"]) < 3:
                     parts.append("<p>too few subgroups for a chart</p>")
                     break
-                info = _plot_chart(sg, chart, cfg, f"{st}: {title}", out / f"{safe}-{chart}.png")
+                s = series(sg, chart, cfg)
+                plot_control_chart(s, cfg, f"{st}: {title}", out / f"{safe}-{chart}.png")
                 drawn += 1
+                said = signal_sentences(s, cfg, chart_name(chart))
                 parts.append(
-                    f'<h3>{html.escape(title)}</h3><img src="{safe}-{chart}.png" '
-                    f"width=900><p>centre {info['p0'] * 100:.2f} %, {info['subgroups']}"
-                    f" subgroups; signals: {html.escape(str(info['signals']))}</p>"
+                    f'<h3>{html.escape(title)}</h3><img src="{safe}-{chart}.png" width=900>'
+                    f"<p>centre {pct(s.p0)}, {len(s.n)} subgroups; "
+                    + (f"{len(said)} signals:</p>" + _list(said) if said else "no signals.</p>")
                 )
             fail = cols["result"] == "fail"
             reasons = Counter(cols["reason"][fail].tolist())
@@ -199,8 +143,8 @@ def write_report(
                 for c, r in zip(cols["class"][fail], cols["reason"][fail], strict=True)
                 if r == "defect" and c
             )
-            _plot_pareto(reasons, f"{st}: reject reasons", out / f"{safe}-pareto-reasons.png")
-            _plot_pareto(classes, f"{st}: defect classes", out / f"{safe}-pareto-classes.png")
+            plot_pareto(reasons, f"{st}: reject reasons", out / f"{safe}-pareto-reasons.png")
+            plot_pareto(classes, f"{st}: defect classes", out / f"{safe}-pareto-classes.png")
             parts.append(
                 f'<h3>Pareto</h3><img src="{safe}-pareto-reasons.png" width=520>'
                 f'<img src="{safe}-pareto-classes.png" width=520>'
@@ -229,17 +173,17 @@ def write_report(
                     + _table([label, "parts", *names], rows)
                 )
         alarms = store.alarms(t_from, t_to)
+        fmt = time_format(np.array([a[3] for a in alarms]))
         parts.append(
             "<h2>Alarms</h2>"
             + _table(
-                ["station", "chart", "rule", "since", "cleared"],
+                ["since", "station", "alarm", "cleared"],
                 [
                     [
+                        time.strftime(fmt, time.localtime(a[3])),
                         a[0],
-                        a[1],
-                        a[2],
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a[3])),
-                        time.strftime("%H:%M:%S", time.localtime(a[4])) if a[4] else "active",
+                        alarm_sentence(a[1], a[2], a[5]),
+                        time.strftime(fmt, time.localtime(a[4])) if a[4] else "still active",
                     ]
                     for a in alarms
                 ],
