@@ -166,7 +166,7 @@ def test_signals_and_alarms_are_sentences_not_python_dicts(tmp_path, saved):
     for raw in ("{'", '{"', "':", "we1_beyond_3s", "we2_2of3_beyond_2s"):
         assert raw not in text, f"raw text {raw!r} in the report"
     when = time.strftime("%H:%M:%S", time.localtime(spike))  # subgroups 20 s apart: seconds
-    rule1 = "one point beyond 3 sigma (rate 9.5 % against an upper limit of 6.0 %)"
+    rule1 = "one point beyond 3 sigma (rate 9.5 % against an upper limit of 5.6 %)"
     sentence = f"{when}, reject chart: {rule1}"
     assert sentence in text, text
     assert "one point beyond 3 sigma" in text.split("Alarms", 1)[1]  # the alarm table too

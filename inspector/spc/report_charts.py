@@ -60,8 +60,19 @@ class Series:
         return self.x / self.n
 
     def rate_at(self, sigmas: float) -> np.ndarray:
-        """The rate at which the charted ``z`` reaches ``sigmas``, per subgroup."""
-        return charts.p_probability_limits(self.p0, self.n, sigmas)
+        """The rate at which the charted ``z`` crosses ``sigmas``, per subgroup: between the
+        last count below it and the first above (interpolated on ``z``), so every point that
+        signals is drawn above the line and every other point at or below it."""
+        out = np.ones(len(self.n))
+        for size in np.unique(self.n):
+            z = charts.binomial_z(np.arange(size + 1), np.full(size + 1, size), self.p0)
+            above = np.nonzero(z > sigmas)[0]
+            if len(above) and above[0] > 0:
+                k = above[0]
+                out[self.n == size] = (k - 1 + (sigmas - z[k - 1]) / (z[k] - z[k - 1])) / size
+            elif len(above):
+                out[self.n == size] = 0.0
+        return out
 
     def in_rate(self, z: np.ndarray) -> np.ndarray:
         """A standardised value drawn in the rate's units: ``p0 + z * sigma_p``."""
