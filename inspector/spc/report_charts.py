@@ -101,7 +101,8 @@ def time_format(t: np.ndarray) -> str:
 
 
 def pct(v: float) -> str:
-    return f"{v * 100:.{1 if v >= 0.001 else 2}f} %"
+    """A rate as a reader writes it: ``9.5 %``, ``0.05 %``, ``0 %``."""
+    return "0 %" if v == 0 else f"{v * 100:.{1 if v >= 0.001 else 2}f} %"
 
 
 def signal_sentences(s: Series, cfg: ChartsSection, chart_name: str) -> list[str]:
@@ -127,14 +128,14 @@ def signal_sentences(s: Series, cfg: ChartsSection, chart_name: str) -> list[str
                 down = s.sig.cusum_hi[i] <= cfg.cusum_h
                 total = s.sig.cusum_lo[i] if down else s.sig.cusum_hi[i]
                 why = (
-                    f"{'shortfall' if down else 'excess'} over the centre adds up to {total:.2f}"
+                    f"{'shortfall below' if down else 'excess over'} the centre adds up to {total:.2f}"
                     f" sigma against {cfg.cusum_h:g}; this subgroup {pct(rate)}"
                 )
             else:
                 why = f"rate {pct(rate)}, centre {pct(s.p0)}"
             what = SIGNALS.get(rule, rule)
-            if rule in ("ewma", "cusum") and down:
-                what = what.replace("above", "below")
+            if rule in ("ewma", "cusum") and down:  # side: both, the rate went down
+                what = {"ewma": "EWMA below its lower limit", "cusum": f"downward {what}"}[rule]
             when = time.strftime(fmt, time.localtime(s.t[i]))
             events.append((s.t[i], f"{when}, {chart_name}: {what} ({why})"))
     events.sort(key=lambda e: e[0])
