@@ -308,6 +308,9 @@ def test_browser_journey_from_the_demo(live_demo, tmp_path_factory):
         )
         station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')
         assert "chart" in station.find_element(By.CSS_SELECTOR, ".alarms").text
+        # and the SPC service's reject chart: the rate per subgroup against its limit
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".spc-chart svg polyline.rate"))
+        assert driver.find_elements(By.CSS_SELECTOR, ".spc-chart svg polyline.limit")
         first_model = station_model(driver)
         assert first_model.startswith("demo-cnn"), first_model
         station = driver.find_element(By.CSS_SELECTOR, 'section[data-station="demo"]')

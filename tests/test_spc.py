@@ -345,6 +345,39 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
         broker.stop()
 
 
+def test_the_reject_chart_is_retained_for_the_dashboard(tmp_path, broker):
+    """Each closed subgroup updates the station's retained reject chart (the workbench's
+    dashboard draws it): its points' rates are the subgroups' reject rates, with limits."""
+    from inspector.spc.service import SpcService
+
+    svc = SpcService(spc_yaml(tmp_path, broker))
+    svc.start()
+    pub = publisher(broker)
+    got = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = lambda _c, _u, msg: got.append((msg.retain, json.loads(msg.payload)))
+    try:
+        for s in range(6 * 50):  # six subgroups of 50 (four baseline), 1 in 25 rejected
+            pub.publish("inspector/st1/verdict", verdict(s, s % 25 == 0), qos=1)
+        assert wait(lambda: svc.monitor.counted() >= 300)
+        time.sleep(1.5)  # the ticker publishes within a second
+        sub.connect(broker.host, broker.port)
+        sub.subscribe("plant/spc/chart/st1", qos=1)
+        sub.loop_start()
+        assert wait(lambda: got, 5), "a late subscriber gets the retained chart"
+        retained, chart = got[-1]
+        assert retained and chart["station"] == "st1" and chart["chart"] == "reject"
+        assert [p["n"] for p in chart["points"]] == [50] * 6
+        assert [p["rate"] for p in chart["points"]] == [0.04] * 6
+        assert chart["center"] == pytest.approx(0.04)
+        assert all(p["upper"] > 0.04 for p in chart["points"])
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        pub.disconnect()
+        svc.stop()
+
+
 def test_alarm_is_retained_on_the_broker_and_cleared(tmp_path, broker):
     from inspector.spc.service import SpcService
 

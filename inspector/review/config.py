@@ -96,6 +96,14 @@ class StationModelSection:
     def prefix(self) -> str:
         return (self.mqtt.prefix if self.mqtt else None) or f"inspector/{self.name}"
 
+    @property
+    def spc_chart(self) -> str | None:
+        """The SPC service's retained reject chart of this station, beside its alarm topic
+        (``inspector/spc/alarm`` -> ``inspector/spc/chart/NAME``); None without alarms."""
+        if not self.spc_alarms:
+            return None
+        return f"{self.spc_alarms.rsplit('/', 1)[0]}/chart/{self.name}"
+
     def problems(self):
         for key in ("answer_timeout_s", "verify_timeout_s"):
             if not 1 <= getattr(self, key) <= 7200:

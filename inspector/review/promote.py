@@ -68,6 +68,7 @@ class StationWatch:
         self._client = None
         self.topic = Topics.of(station.prefix).status
         self.alarms: list[dict] = []  # the SPC service's active alarms for this station
+        self.chart: dict | None = None  # the SPC service's reject chart of this station
 
     def start(self) -> None:
         mq = self.station.mqtt
@@ -99,6 +100,7 @@ class StationWatch:
         client.subscribe(self.topic, qos=1)
         if self.station.spc_alarms:
             client.subscribe(self.station.spc_alarms, qos=1)
+            client.subscribe(self.station.spc_chart, qos=1)
 
     def _on_disconnect(self, _client, _userdata, _flags=None, reason=None, _props=None) -> None:
         self.connected = False
@@ -107,6 +109,11 @@ class StationWatch:
         try:
             status = json.loads(msg.payload) if msg.payload else None
         except ValueError:
+            return
+        if msg.topic == self.station.spc_chart and msg.topic != self.topic:
+            if isinstance(status, dict) and isinstance(status.get("points"), list):
+                with self._lock:
+                    self.chart = status
             return
         if msg.topic == self.station.spc_alarms and msg.topic != self.topic:
             active = status.get("active") if isinstance(status, dict) else None

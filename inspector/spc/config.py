@@ -179,6 +179,10 @@ class SpcConfig:
     def alarm_topic(self) -> str:
         return f"{self.mqtt.prefix or 'inspector'}/spc/alarm"
 
+    def chart_topic(self, station: str) -> str:
+        """Where the station's reject chart is retained (the workbench's dashboard draws it)."""
+        return f"{self.mqtt.prefix or 'inspector'}/spc/chart/{station}"
+
 
 def load_spc_config(path) -> SpcConfig:
     """Read and validate; a relative SQLite path is taken relative to the config file."""

@@ -3,9 +3,8 @@ each close, and alarms open and clear.
 
 Per station: ``reject`` (the quality reject rate: reasons ``defect`` and ``uncertain``),
 ``health`` (fail-safe reasons: timeout, source_lost, overflow, error, unreadable_frame,
-shutdown; a health problem, not a quality one, so charted apart; parts the plant held,
-``halted``, are on no chart), ``class:NAME`` per defect
-class, and ``defects_per_part`` (a u-chart, for models that report several defects a part).
+shutdown: charted apart; parts the plant held, ``halted``, on no chart), ``class:NAME`` per
+defect class, ``defects_per_part`` (a u-chart, for models that report several defects a part).
 The statistics are the pure functions of ``charts``; this module only keeps the counts.
 
 A subgroup is made of a station's verdicts in their own order (``t_verdict``, then ``seq``),
@@ -13,9 +12,7 @@ not in the order they arrive: a QoS 1 redelivery, or a station's resend after a 
 restart, comes later than newer verdicts, and must not change which parts a subgroup holds
 (nor the alarms). The newest verdicts of a station wait in a small buffer (at most
 ``charts.reorder_parts`` of them, for at most ``charts.reorder_s``) and join subgroups oldest
-first; a verdict older than one already counted (later than the buffer allows) is counted in
-the open subgroup and as ``late``. The ingest hands over a broker's larger backlogs in order.
-"""
+first; one older than one already counted goes in the open subgroup and counts as ``late``."""
 
 from __future__ import annotations
 
@@ -121,6 +118,7 @@ class StationMonitor:
         self.counted_to: tuple[float, int, str] | None = None  # order of the newest counted
         self.late = 0  # verdicts older than one already counted when they arrived
         self.held = 0  # parts the plant held (NOT_INSPECTED): on no chart
+        self.shown = 0  # ``index`` when the chart was last published
 
     # -- ordering --------------------------------------------------------------------------
     def add(self, v: VerdictRow, now_mono: float | None = None) -> list[Transition]:
@@ -203,6 +201,32 @@ class StationMonitor:
             seen = {c for g in list(self.closed) + self.baseline for c in g.classes}
             names += [f"class:{c}" for c in sorted(seen)]
         return names
+
+    def reject_chart(self, last: int) -> dict:
+        """The reject chart as the dashboard draws it: the last closed subgroups (end time,
+        parts, rejects, rate, upper limit), the centre line, the rules firing."""
+        groups = (list(self.baseline) + list(self.closed))[-last:]
+        p0 = self.p0.get("reject")
+        n = np.array([g.parts for g in groups], dtype=int)
+        upper = charts.p_probability_limits(p0, n) if p0 is not None and len(n) else []
+        return {
+            "schema": 1,
+            "station": self.station,
+            "chart": "reject",
+            "center": p0,
+            "baseline": max(0, len(groups) - len(self.closed)),  # the first, limits from them
+            "points": [
+                {
+                    "t": g.t_end,
+                    "n": g.parts,
+                    "x": g.rejects,
+                    "rate": g.rejects / g.parts,
+                    "upper": float(upper[i]) if len(upper) else None,
+                }
+                for i, g in enumerate(groups)
+            ],
+            "active": sorted(rule for chart, rule in self.active if chart == "reject"),
+        }
 
     # -- closing a subgroup ----------------------------------------------------------------
     def close(self) -> list[Transition]:
@@ -354,6 +378,17 @@ class Monitor:
     def late(self) -> int:
         with self._lock:
             return sum(st.late for st in self.stations.values())
+
+    def reject_charts(self, last: int = 40) -> dict[str, dict]:
+        """Per station with a subgroup closed since the last call, its ``reject_chart``."""
+        out = {}
+        with self._lock:
+            for name, st in self.stations.items():
+                if st.index == st.shown:
+                    continue
+                st.shown = st.index
+                out[name] = st.reject_chart(last)
+        return out
 
     def held(self) -> int:
         """Parts the plant held (reason ``halted``): rejected uninspected, on no chart."""

@@ -3,6 +3,7 @@ Prometheus gauges on ``/metrics`` and ``/health``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -124,6 +125,14 @@ class SpcService:
         if self._publishing:
             self.ingest.client.publish(self.cfg.alarm_topic, payload, qos=1, retain=True)
 
+    def _publish_charts(self) -> None:
+        """Each station's reject chart, retained, when a subgroup closed (the dashboard)."""
+        if not self._publishing:
+            return
+        for station, chart in self.monitor.reject_charts().items():
+            payload = json.dumps(chart, separators=(",", ":"))
+            self.ingest.client.publish(self.cfg.chart_topic(station), payload, qos=1, retain=True)
+
     def prime(self) -> None:
         """Backfill from recordings, then replay each station's recent verdicts into the charts."""
         for b in self.cfg.backfill:
@@ -152,6 +161,7 @@ class SpcService:
         self.ingest.start()
         self.ingest.connected.wait(self.cfg.mqtt.connect_timeout_s)
         self.board.publish()  # the state after priming, retained
+        self._publish_charts()
         self._ticker.start()
         if self.http:
             self.http.start()
@@ -168,6 +178,7 @@ class SpcService:
         while not self._stop.wait(1.0):
             self.monitor.tick(time.time())
             self.metrics.update(self.monitor, self.ingest)
+            self._publish_charts()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + 3600
                 try:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import registry
+from .. import plots, registry
 from ..linestats import line_yield
 from ..promote import STALE_S
 from .common import _float, bench, fmt_time, page, render
@@ -29,6 +29,33 @@ def _alarms(b, name: str) -> list[str]:
         out.append(
             f"{a.get('chart', '?')} chart: {a.get('description') or a.get('rule', '?')}{when}"
         )
+    return out
+
+
+def _spc_chart(b, name: str) -> dict:
+    """The SPC service's reject chart of the station (retained on its broker), drawn as the
+    other charts are: the reject rate per subgroup in %, its upper limit and centre line."""
+    watch = b.promoter.watches.get(name)
+    chart = watch.chart if watch is not None else None
+    points = [p for p in (chart or {}).get("points", []) if isinstance(p, dict)]
+    if not points:
+        return {"empty": True}
+
+    def pct(v):
+        return 100.0 * v if isinstance(v, (int, float)) else None
+
+    rate = [(i + 1, pct(p.get("rate"))) for i, p in enumerate(points)]
+    upper = [(i + 1, pct(p.get("upper"))) for i, p in enumerate(points)]
+    series = [{"name": "reject rate", "cls": "rate", "points": rate}]
+    if any(u for _, u in upper if u is not None):
+        series.append({"name": "upper limit", "cls": "limit", "points": upper})
+    center = pct(chart.get("center"))
+    if center is not None:
+        series.append(
+            {"name": "centre", "cls": "center", "points": [(1, center), (len(points), center)]}
+        )
+    out = plots.chart(series, "subgroups, oldest to newest", "% rejected")
+    out["firing"] = [str(r) for r in chart.get("active", []) if isinstance(r, str)]
     return out
 
 
@@ -68,6 +95,7 @@ def _station(b, name: str, hours: float) -> dict:
         "model_source": source,
         "strip": latest,
         "alarms": _alarms(b, name),
+        "spc": _spc_chart(b, name),
     }
 
 
