@@ -498,8 +498,55 @@ def test_every_example_station_passes_check(example, tmp_path, monkeypatch, caps
     target = tmp_path / "deploy" / "examples" / example.name
     target.parent.mkdir(parents=True)
     target.write_text(example.read_text())
+    # the model a plant runs there was trained on that station's recordings: it carries the
+    # station's frame setup (a model of other frames is refused, as the next test shows)
+    _as_trained_on(home / "models" / "current" / "model.onnx", target)
     code = main(["check", str(target)])
     assert code == 0, capsys.readouterr().err
+
+
+def _as_trained_on(model: Path, station_yaml: Path) -> None:
+    """Write into ``model``'s manifest the frame setup (geometry, bit depth) that training
+    on ``station_yaml``'s recordings records."""
+    import onnx
+    import yaml
+
+    from inspector.contract.geometry import FrameSetup
+    from inspector.contract.manifest import METADATA_KEY, embed
+    from inspector.station.config import load_config
+
+    if "source" not in (yaml.safe_load(station_yaml.read_text()) or {}):
+        return  # a service's config (review, SPC), not a station's
+    cfg = load_config(station_yaml)
+    setup = FrameSetup(cfg.preprocess.geometry(), cfg.source.bit_depth)
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    manifest = json.loads(props[METADATA_KEY])
+    manifest["preprocess"].update(setup.to_dict())
+    embed(model, manifest, write_sidecar=False)
+
+
+def test_an_example_station_refuses_a_model_of_other_frames(tmp_path, monkeypatch, capsys):
+    """The demo model (whole synthetic frames) on a station that takes a region of a camera's
+    frame: check names both setups and fails, rather than run with silent skew."""
+    home, etc = tmp_path / "var", tmp_path / "etc"
+    assert main(["demo", "--prepare", str(tmp_path / "demo"), "--parts", "4"]) == 0
+    (home / "models" / "current").mkdir(parents=True)
+    shutil.copy(
+        tmp_path / "demo" / "model" / "demo.onnx",
+        home / "models" / "current" / "model.onnx",
+    )
+    etc.mkdir()
+    (etc / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (etc / "broker-password").write_text("secret\n")
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    monkeypatch.setenv("INSPECTOR_ETC", str(etc))
+    monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "secret")
+    example = DEPLOY / "examples" / "usb-free-run.yaml"
+    target = tmp_path / example.name
+    target.write_text(example.read_text())
+    assert main(["check", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "roi" in err and "trained on frames prepared with the whole frame" in err
 
 
 def test_readme_says_what_is_measured_on_a_gpu_and_what_gpu_check_reports():
