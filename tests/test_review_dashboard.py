@@ -114,3 +114,35 @@ def test_dashboard_needs_a_login(dash):
 
     r = TestClient(app).get("/dashboard", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_dashboard_says_why_a_station_is_degraded_and_draws_its_spc_chart(dash):
+    """A degraded station's status detail is shown beside its state; the SPC service's
+    retained reject chart of the station is drawn (rate in % and its upper limit)."""
+    app, broker = dash
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    status = {"state": "degraded", "detail": "source ended: folder replay done",
+              "model_id": "demo-cnn@0123456789ab", "ts": time.time()}  # fmt: skip
+    pub.publish("inspector/line1/status", json.dumps(status), qos=1, retain=True).wait_for_publish()
+    points = [{"t": 1796000000.0 + i, "n": 20, "x": x, "rate": x / 20, "upper": 0.3}
+              for i, x in enumerate([1, 2, 1, 0, 9])]  # fmt: skip
+    chart = {"schema": 1, "station": "line1", "chart": "reject", "center": 0.05,
+             "baseline": 2, "points": points, "active": ["we1_beyond_3s"]}  # fmt: skip
+    pub.publish("inspector/spc/chart/line1", json.dumps(chart), qos=1, retain=True)
+    c, _ = client_as(app, "viewer")
+    deadline = time.time() + 15
+    while True:
+        html = c.get("/dashboard").text
+        line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
+        if ('data-state="degraded"' in line1 and "spc-chart" in line1) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    pub.loop_stop()
+    pub.disconnect()
+    assert "degraded: source ended: folder replay done" in line1
+    svg = line1.split('class="spc-chart"', 1)[1]
+    assert re.search(r'<polyline points="[^"]+" class="line rate"', svg)
+    assert re.search(r'<polyline points="[^"]+" class="line limit"', svg)
+    assert "% rejected" in svg

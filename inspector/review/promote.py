@@ -147,6 +147,7 @@ class StationWatch:
         return {
             "known": True,
             "state": str(status.get("state", "?")),
+            "detail": str(status.get("detail") or "")[:300],
             "model_id": str(model.get("id") or status.get("model_id") or ""),
             "age_s": time.monotonic() - heard,
             "last_change": model.get("last_change"),

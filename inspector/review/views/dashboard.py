@@ -68,7 +68,8 @@ def _health(b, name: str) -> dict:
         return {"state": "unknown", "why": s["why"], "model": None}
     if s["age_s"] > STALE_S:
         return {"state": "unknown", "why": f"no status for {s['age_s']:.0f} s", "model": None}
-    return {"state": s["state"], "why": "", "model": s["model_id"] or None}
+    why = s.get("detail", "") if s["state"] != "online" else ""
+    return {"state": s["state"], "why": why, "model": s["model_id"] or None}
 
 
 def _station(b, name: str, hours: float) -> dict:
