@@ -153,5 +153,13 @@ def evaluate(args) -> int:
     )
     for line in thresholds.evaluation_lines(m):
         print(line)
+    r = m.get("regions")
+    if r and "skipped" in r:
+        print(f"regions: {r['images']} images with boxes, not compared: {r['skipped']}")
+    elif r:
+        print(
+            f"regions: {r['images']} images with boxes drawn in review: heat-map pixel AUROC "
+            f"{f(r['pixel_auroc'])}, map maximum inside a box in {100 * r['max_in_box']:.0f} %"
+        )
     print(f"wrote {args.out}/metrics.json and {args.out}/report.html")
     return 0

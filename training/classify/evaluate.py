@@ -130,6 +130,9 @@ def evaluate(
         frame_setup=setup.to_dict(),
         unreadable=[{"file": f, "why": w} for f, w in bad],
     )
+    regions = _regions(scorer, images, setup)
+    if regions is not None:
+        metrics["regions"] = regions
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     score = defect_score(probs, scorer.classes, scorer.defects)
@@ -156,3 +159,17 @@ def evaluate(
     write_report(out, metrics, truth, score, t, images, scorer.classes, gallery)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _regions(scorer: _Scorer, images, setup) -> dict | None:
+    """The heat maps against the reviewers' boxes (``regions``), for a model with maps."""
+    if scorer.kind != "onnx" or scorer.clf.map_output is None:
+        return None
+    from .regions import region_metrics
+
+    step = scorer.clf.max_batch
+    maps = [
+        scorer.clf.run_with_maps(np.ascontiguousarray(images.x[i : i + step]))[1]
+        for i in range(0, len(images.x), step)
+    ]
+    return region_metrics(np.concatenate(maps), images.files, setup)
