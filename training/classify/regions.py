@@ -53,7 +53,7 @@ def region_metrics(maps: np.ndarray, files: list[str], setup) -> dict | None:
     """The section (see the module), or None when no image has boxes."""
     import cv2
 
-    boxed = [(m, Path(f), b) for m, f in zip(maps, files) if (b := boxes(Path(f)))]
+    boxed = [(m, Path(f), b) for m, f in zip(maps, files, strict=True) if (b := boxes(Path(f)))]
     if not boxed:
         return None
     geometry = setup.geometry if setup is not None else None
