@@ -479,9 +479,9 @@ STATION_EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("example", STATION_EXAMPLES, ids=lambda p: p.name)
-def test_every_example_station_passes_check(example, tmp_path, monkeypatch, capsys):
-    """On a line PC laid out as deploy/README.md says (here under tmp_path), `inspector check` passes."""
+def _line_pc(tmp_path: Path, monkeypatch) -> Path:
+    """A line PC laid out as deploy/README.md says, under tmp_path: the demo model as
+    ``models/current``, the broker's CA and password; returns INSPECTOR_HOME."""
     home, etc = tmp_path / "var", tmp_path / "etc"
     assert main(["demo", "--prepare", str(tmp_path / "demo"), "--parts", "4"]) == 0
     (home / "models" / "current").mkdir(parents=True)
@@ -495,6 +495,13 @@ def test_every_example_station_passes_check(example, tmp_path, monkeypatch, caps
     monkeypatch.setenv("INSPECTOR_HOME", str(home))
     monkeypatch.setenv("INSPECTOR_ETC", str(etc))
     monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "secret")
+    return home
+
+
+@pytest.mark.parametrize("example", STATION_EXAMPLES, ids=lambda p: p.name)
+def test_every_example_station_passes_check(example, tmp_path, monkeypatch, capsys):
+    """On a line PC laid out as deploy/README.md says (here under tmp_path), `inspector check` passes."""
+    home = _line_pc(tmp_path, monkeypatch)
     target = tmp_path / "deploy" / "examples" / example.name
     target.parent.mkdir(parents=True)
     target.write_text(example.read_text())
@@ -528,19 +535,7 @@ def _as_trained_on(model: Path, station_yaml: Path) -> None:
 def test_an_example_station_refuses_a_model_of_other_frames(tmp_path, monkeypatch, capsys):
     """The demo model (whole synthetic frames) on a station that takes a region of a camera's
     frame: check names both setups and fails, rather than run with silent skew."""
-    home, etc = tmp_path / "var", tmp_path / "etc"
-    assert main(["demo", "--prepare", str(tmp_path / "demo"), "--parts", "4"]) == 0
-    (home / "models" / "current").mkdir(parents=True)
-    shutil.copy(
-        tmp_path / "demo" / "model" / "demo.onnx",
-        home / "models" / "current" / "model.onnx",
-    )
-    etc.mkdir()
-    (etc / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-    (etc / "broker-password").write_text("secret\n")
-    monkeypatch.setenv("INSPECTOR_HOME", str(home))
-    monkeypatch.setenv("INSPECTOR_ETC", str(etc))
-    monkeypatch.setenv("INSPECTOR_MQTT_PASSWORD", "secret")
+    _line_pc(tmp_path, monkeypatch)
     example = DEPLOY / "examples" / "usb-free-run.yaml"
     target = tmp_path / example.name
     target.write_text(example.read_text())

@@ -58,6 +58,18 @@ def dash(tmp_path, broker):
     app.state.bench.stop()
 
 
+def line1_once(c, *shown: str, timeout: float = 15) -> str:
+    """Station line1's section of the dashboard once it shows every text in ``shown`` (the
+    retained messages arrive over the broker), or as it is after ``timeout``."""
+    deadline = time.time() + timeout
+    while True:
+        html = c.get("/dashboard").text
+        line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
+        if all(t in line1 for t in shown) or time.time() > deadline:
+            return line1
+        time.sleep(0.2)
+
+
 def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(dash):
     app, broker = dash
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -71,13 +83,7 @@ def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(
         {"station": "line7", "chart": "reject", "rule": "ewma", "since": 1796000000.0}]}  # fmt: skip
     pub.publish("inspector/spc/alarm", json.dumps(alarm), qos=1, retain=True).wait_for_publish()
     c, _ = client_as(app, "viewer")
-    deadline = time.time() + 15
-    while True:
-        html = c.get("/dashboard").text
-        line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
-        if ('data-state="online"' in line1 and "SPC alarm" in line1) or time.time() > deadline:
-            break
-        time.sleep(0.2)
+    line1 = line1_once(c, 'data-state="online"', "SPC alarm")
     pub.loop_stop()
     pub.disconnect()
     assert 'data-state="online"' in line1, "health from the station's retained status"
@@ -101,6 +107,7 @@ def test_dashboard_shows_each_station_yield_reasons_model_health_and_last_parts(
     newest = app.state.bench.store.latest_parts("line1", 1)[0]
     assert int(strip[0][0]) == newest["id"]
     # a station without a broker in the config: health unknown, the model from its parts
+    html = c.get("/dashboard").text
     line2 = html.split('data-station="line2"', 1)[1].split("</section>", 1)[0]
     assert 'data-state="unknown"' in line2 and "the last recorded part" in line2
     assert "SPC alarm" not in line2
@@ -132,13 +139,7 @@ def test_dashboard_says_why_a_station_is_degraded_and_draws_its_spc_chart(dash):
              "baseline": 2, "points": points, "active": ["we1_beyond_3s"]}  # fmt: skip
     pub.publish("inspector/spc/chart/line1", json.dumps(chart), qos=1, retain=True)
     c, _ = client_as(app, "viewer")
-    deadline = time.time() + 15
-    while True:
-        html = c.get("/dashboard").text
-        line1 = html.split('data-station="line1"', 1)[1].split("</section>", 1)[0]
-        if ('data-state="degraded"' in line1 and "spc-chart" in line1) or time.time() > deadline:
-            break
-        time.sleep(0.2)
+    line1 = line1_once(c, 'data-state="degraded"', "spc-chart")
     pub.loop_stop()
     pub.disconnect()
     assert "degraded: source ended: folder replay done" in line1

@@ -86,26 +86,18 @@ def _refused(request: Request, user, status: int, message: str) -> Response:
 
 @page("admin")
 async def promote(request: Request, user) -> Response:
-    b = bench(request)
-    form = await request.form()
-    station = _station(b, field(form, "station", most=200))
-    name = field(form, "model", most=1000)
-    found = await run_in_threadpool(registry.find, b.cfg.models.registry)
-    if station is None or name not in found:
-        what = (
-            f"The workbench knows no station {field(form, 'station', most=200)!r}."
-            if station is None
-            else f"No model {name!r} in the registry folders (was it exported and moved?)."
-        )
-        return _refused(request, user, 404, what)
-    pid = b.promoter.start(station, name, found[name]["folder"], user.name)
-    return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
+    return await _start(request, user, "promote")
 
 
 @page("reviewer")
 async def verify(request: Request, user) -> Response:
     """Check a registry model against a station as a promotion would (the station's config
     and golden set, ``inspector verify``), changing nothing: progress like a promotion's."""
+    return await _start(request, user, "verify")
+
+
+async def _start(request: Request, user, kind: str) -> Response:
+    """Start a promotion or a verification of the form's model on the form's station."""
     b = bench(request)
     form = await request.form()
     station = _station(b, field(form, "station", most=200))
@@ -118,7 +110,7 @@ async def verify(request: Request, user) -> Response:
             else f"No model {name!r} in the registry folders (was it exported and moved?)."
         )
         return _refused(request, user, 404, what)
-    pid = b.promoter.start(station, name, found[name]["folder"], user.name, kind="verify")
+    pid = b.promoter.start(station, name, found[name]["folder"], user.name, kind=kind)
     return RedirectResponse(f"/models#promotion-{pid}", status_code=303)
 
 
