@@ -71,26 +71,30 @@ def nearest_layer_class():
     keras = _keras()
 
     class NearestBank(keras.layers.Layer):
-        """Distance from every patch to its nearest bank patch: |f|^2 - 2 f.m + |m|^2
-        through one matrix product and a min (plain MatMul/ReduceMin in ONNX)."""
+        """Distance from every patch to its nearest bank patch: |f|^2 + min(|m|^2 - 2 f.m)
+        with the bracket as one matrix product plus a bias over all patches of the batch
+        (a 2-D MatMul + Add that ONNX Runtime runs as one Gemm, the -2 folded into the bank
+        matrix) and a min: no element-wise pass over the (patches x bank) product."""
 
         def __init__(self, bank: np.ndarray, **kwargs):
             super().__init__(**kwargs)
             bank = np.asarray(bank, np.float32)
-            self.bank_t = self.add_weight(
+            self.bank_t = self.add_weight(  # -2 m as columns: exact in float32
                 shape=bank.T.shape, initializer="zeros", trainable=False, name="bank_t"
             )
             self.bank_sq = self.add_weight(
                 shape=(len(bank),), initializer="zeros", trainable=False, name="bank_sq"
             )
-            self.bank_t.assign(np.ascontiguousarray(bank.T))
+            self.bank_t.assign(np.ascontiguousarray(-2.0 * bank.T))
             self.bank_sq.assign(np.sum(bank.astype(np.float64) ** 2, axis=1).astype(np.float32))
 
         def call(self, f):  # (N, P, D) -> (N, P)
             ops = keras.ops
-            cross = ops.matmul(f, self.bank_t)  # (N, P, K)
-            d2 = ops.min(self.bank_sq - 2.0 * cross, axis=-1) + ops.sum(f * f, axis=-1)
-            return ops.sqrt(ops.maximum(d2, 0.0))
+            p, d = f.shape[1], f.shape[2]
+            rows = ops.reshape(f, (-1, d))  # (N * P, D)
+            cross = ops.matmul(rows, self.bank_t) + self.bank_sq  # (N * P, K)
+            d2 = ops.min(cross, axis=-1) + ops.sum(rows * rows, axis=-1)
+            return ops.reshape(ops.sqrt(ops.maximum(d2, 0.0)), (-1, p))
 
     return NearestBank
 

@@ -1,0 +1,168 @@
+"""``python -m training.bench.anomalylatency --out docs/bench-anomaly-latency.json``: the
+good-parts-only model's CPU latency at batch 1 against the backbone alone, and where it goes.
+
+Fits and exports the anomaly kind on the generated textured parts of ``bench anomaly``
+(``training.bench.anomaly.bench_generated``: 50 good parts, coreset 0.1, 224 px; image AUROC
+on 100 good and 100 defective parts), builds the backbone alone (the same EfficientNet-Lite0,
+pooled: what a classifier runs) and the anomaly model's own feature extractor without the
+bank (its ``embedder``), and runs the three through ONNX Runtime's CPU provider with the same
+intra-op thread count, alternating run by run: median and p99 of each and the ratio of the
+anomaly model to the backbone. ONNX Runtime's profiler then splits the anomaly model's time
+by operator (the nearest-bank ``MatMul`` and ``ReduceMin`` against the convolutions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .anomaly import SIZE, backbone_onnx, bench_generated
+
+
+def _session(path: Path, threads: int, profile: str | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if profile:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def embedder_onnx(run: Path, path: Path) -> Path:
+    """The anomaly model's feature graph alone (backbone taps, local averaging, upsampling)."""
+    from ..anomaly.graph import load_model
+    from ..common.onnxexport import OPSET
+    from ..common.tf import tf
+
+    _, embed, cfg, _, _ = load_model(run)
+    size = cfg.model.image_size
+    signature = [tf.TensorSpec((None, size, size, 1), tf.uint8, name="image")]
+    embed.export(str(path), format="onnx", input_signature=signature, opset_version=OPSET)
+    return path
+
+
+def interleaved(paths: dict[str, Path], threads: int, runs: int, size: int) -> dict:
+    sessions = {t: _session(p, threads) for t, p in paths.items()}
+    x = np.random.default_rng(0).integers(0, 256, (1, size, size, 1), np.uint8)
+    times = {t: [] for t in sessions}
+    for i in range(runs + 20):
+        for tag, s in sessions.items():
+            feed = {s.get_inputs()[0].name: x}
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            if i >= 20:
+                times[tag].append((time.perf_counter() - t0) * 1000.0)
+    return {
+        t: {
+            "p50_ms": round(float(np.median(v)), 3),
+            "p99_ms": round(float(np.percentile(v, 99)), 3),
+        }
+        for t, v in times.items()
+    }
+
+
+def op_breakdown(path: Path, threads: int, size: int, runs: int = 50) -> dict:
+    """Share of the model's node time by operator type (ONNX Runtime's profiler)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = _session(path, threads, profile=str(Path(tmp) / "p"))
+        x = np.random.default_rng(0).integers(0, 256, (1, size, size, 1), np.uint8)
+        feed = {s.get_inputs()[0].name: x}
+        for _ in range(runs):
+            s.run(None, feed)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    by_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(by_op.values()) or 1.0
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "node_ms_per_run": round(total / runs / 1000.0, 3),
+        "share_by_op": {k: round(v / total, 3) for k, v in top},
+    }
+
+
+def bench(out: Path, work: Path, threads: int, runs: int) -> dict:
+    from ..common.runs import versions
+
+    work.mkdir(parents=True, exist_ok=True)
+    generated = bench_generated(work)
+    run = work / "generated-run"
+    paths = {
+        "anomaly_model": run / "model.onnx",
+        "backbone_alone": backbone_onnx(work / f"backbone-{SIZE}.onnx", "efficientnet-lite0", SIZE),
+        "anomaly_features_only": embedder_onnx(run, work / f"embedder-{SIZE}.onnx"),
+    }
+    lat = interleaved(paths, threads, runs, SIZE)
+    a, b, e = (lat[k]["p50_ms"] for k in paths)
+    bank = generated["bank"]
+    grid = bank["grid"]
+    result = {
+        "setup": f"ONNX Runtime CPUExecutionProvider, batch 1, {SIZE} px grey, intra-op threads "
+        f"{threads}, {runs} runs per model after 20 warm-up, models alternating run by run",
+        "latency": lat,
+        "ratio_p50_anomaly_to_backbone": round(a / b, 3),
+        "ratio_p99_anomaly_to_backbone": round(
+            lat["anomaly_model"]["p99_ms"] / lat["backbone_alone"]["p99_ms"], 3
+        ),
+        "nearest_bank_ms_p50": round(a - e, 3),
+        "nearest_bank_cost": {
+            "patches_per_image": grid[0] * grid[1],
+            "bank_size": bank["bank_size"],
+            "feature_dims": bank["feature_dims"],
+            "multiply_adds": grid[0] * grid[1] * bank["bank_size"] * bank["feature_dims"],
+        },
+        "anomaly_model_ops": op_breakdown(paths["anomaly_model"], threads, SIZE),
+        "backbone_ops": op_breakdown(paths["backbone_alone"], threads, SIZE),
+        "generated": {
+            k: generated[k]
+            for k in ("image_auroc", "map_max_inside_defect_box", "bank", "parity", "fit_seconds")
+        },
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(),
+            "note": "a shared 2-core machine, other jobs running: ratios from one interleaved "
+            "run are comparable, absolute times are upper bounds",
+        },
+        "versions": versions(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.bench.anomalylatency")
+    ap.add_argument("--out", type=Path, default=Path("bench-anomaly-latency.json"))
+    ap.add_argument("--work", type=Path, default=Path("bench-anomaly-latency"))
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--runs", type=int, default=300, help="batch-1 runs per model")
+    args = ap.parse_args(argv)
+    r = bench(args.out, args.work, args.threads, args.runs)
+    lat = r["latency"]
+    print(
+        f"anomaly model p50 {lat['anomaly_model']['p50_ms']} ms (p99 "
+        f"{lat['anomaly_model']['p99_ms']}), backbone alone p50 {lat['backbone_alone']['p50_ms']}"
+        f" ms (p99 {lat['backbone_alone']['p99_ms']}): {r['ratio_p50_anomaly_to_backbone']}x; "
+        f"features only {lat['anomaly_features_only']['p50_ms']} ms, nearest bank "
+        f"{r['nearest_bank_ms_p50']} ms; image AUROC {r['generated']['image_auroc']}"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
