@@ -80,27 +80,30 @@ def test_ewma_and_cusum_find_a_small_sustained_shift():
 
 
 # -- the monitor: an injected shift detected, then cleared ------------------------------------
+def verdict_row(station, seq, fail, t0=1000.0, label="scratch"):
+    """One stored verdict, part ``seq``, 0.1 s after the one before."""
+    t = t0 + seq * 0.1
+    return VerdictRow(
+        station,
+        seq,
+        f"p{seq}",
+        t,
+        t,
+        "fail" if fail else "pass",
+        "defect" if fail else "ok",
+        label if fail else "good",
+        int(fail),
+        "m@1",
+    )
+
+
 def rows(station, rates, n=200, seed=0, t0=1000.0, seq0=0, label="scratch"):
     rng = np.random.default_rng(seed)
     out, seq = [], seq0
     for p in rates:
         fails = set(rng.choice(n, rng.binomial(n, p), replace=False).tolist())
         for i in range(n):
-            fail = i in fails
-            out.append(
-                VerdictRow(
-                    station,
-                    seq,
-                    f"p{seq}",
-                    t0 + seq * 0.1,
-                    t0 + seq * 0.1,
-                    "fail" if fail else "pass",
-                    "defect" if fail else "ok",
-                    label if fail else "good",
-                    int(fail),
-                    "m@1",
-                )
-            )
+            out.append(verdict_row(station, seq, i in fails, t0, label))
             seq += 1
     return out
 

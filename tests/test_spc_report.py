@@ -15,9 +15,9 @@ from matplotlib.text import Text
 
 from inspector.spc.config import ChartsSection
 from inspector.spc.report import write_report
-from inspector.spc.store import Store, VerdictRow
+from inspector.spc.store import Store
 
-from .test_spc import rows
+from .test_spc import rows, verdict_row
 
 T0 = 1_780_000_000.0  # a weekday in 2026; every verdict 0.1 s after the one before
 
@@ -27,22 +27,7 @@ def exact_rows(station, rejects, n=200, t0=T0):
     out = []
     for g, k in enumerate(rejects):
         for i in range(n):
-            seq = g * n + i
-            fail = i < k
-            out.append(
-                VerdictRow(
-                    station,
-                    seq,
-                    f"p{seq}",
-                    t0 + seq * 0.1,
-                    t0 + seq * 0.1,
-                    "fail" if fail else "pass",
-                    "defect" if fail else "ok",
-                    "scratch" if fail else "good",
-                    int(fail),
-                    "m@1",
-                )
-            )
+            out.append(verdict_row(station, g * n + i, i < k, t0))
     return out
 
 

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import InspectorError
+from .demospc import stop_process
 
 USER = "qa"
 PASSWORD_ENV = "INSPECTOR_REVIEW_PASSWORD"
@@ -127,10 +128,4 @@ class DemoWorkbench:
         ]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
