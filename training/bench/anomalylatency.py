@@ -33,6 +33,8 @@ def _session(path: Path, threads: int, profile: str | None = None):
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # no spinning: the idle thread pools of the other sessions would steal the cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile
