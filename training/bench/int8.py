@@ -4,10 +4,11 @@ default classifier (EfficientNet-Lite0, grey, 160 px), side by side.
 Trains a small run on generated parts (``inspector.lab.modelkit.write_parts``; ImageNet
 weights, a few epochs), exports it with ``--int8`` (the variant ``export`` writes today) and
 makes the other INT8 variants from the same FP32 file (``training.classify.quant``): the
-QOperator format, and QDQ with the depthwise convolutions, and the first convolution, kept
+QOperator format, per-tensor weights, and QDQ with the depthwise convolutions, and the first convolution, kept
 in float32. Then, in one process, every model runs batch 1 on the CPU provider with the same
 intra-op thread count, the models alternating run by run so a busy machine slows them
-alike: median and p99 per model and the ratio of FP32's median to each. Accuracy of each at
+alike: median and p99 per model and the ratio of FP32's median to each, and ONNX Runtime's
+profiled kernel time per run (the same ratio, less disturbed by other jobs). Accuracy of each at
 the run's threshold on a seeded held-out set of generated parts, the largest score change
 against FP32, and the operators ONNX Runtime runs after fusing (INT8 ``QLinear*`` kernels vs
 float32 ones). Prints one summary line per model.
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .anomalylatency import op_breakdown
 
 SIZE = 160
 HELD_OUT_SEED = 2026
@@ -111,6 +114,8 @@ def _latency(paths: dict[str, Path], threads: int, runs: int) -> dict:
         opts.log_severity_level = 3
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # no spinning: the idle thread pools of the other sessions would steal the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions[tag] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).integers(0, 256, (1, SIZE, SIZE, 1), np.uint8)
     name = sessions["fp32"].get_inputs()[0].name
@@ -147,6 +152,7 @@ def bench(out: Path, work: Path, threads: int, runs: int, epochs: int, held_out:
     scores = {t: onnx_scores(p, x) for t, p in paths.items()}
     ref = defect_score(scores["fp32"], classes, defects)
     lat = _latency(paths, threads, runs)
+    nodes = {t: op_breakdown(p, threads, SIZE, runs=100) for t, p in paths.items()}
     models = {}
     for tag, path in paths.items():
         s = defect_score(scores[tag], classes, defects)
@@ -158,6 +164,11 @@ def bench(out: Path, work: Path, threads: int, runs: int, epochs: int, held_out:
             "max_abs_score_change_vs_fp32": round(float(np.max(np.abs(s - ref))), 4),
             "decision_flips_vs_fp32": int(np.sum((s >= threshold) != (ref >= threshold))),
             **lat[tag],
+            "node_ms_per_run": nodes[tag]["node_ms_per_run"],
+            "speedup_node_time_vs_fp32": round(
+                nodes["fp32"]["node_ms_per_run"] / nodes[tag]["node_ms_per_run"], 3
+            ),
+            "node_time_share_by_op": nodes[tag]["share_by_op"],
             "runtime_ops": {
                 "int8": {k: v for k, v in ops.items() if k.startswith(("QLinear", "QGemm"))},
                 "float32_conv": sum(
@@ -174,7 +185,9 @@ def bench(out: Path, work: Path, threads: int, runs: int, epochs: int, held_out:
         "held_out": f"{held_out} generated parts (seed {HELD_OUT_SEED}, 40 % defective), "
         f"threshold {threshold} from the run",
         "latency": f"ONNX Runtime CPUExecutionProvider, batch 1, intra-op threads {threads}, "
-        f"{runs} runs per model after 30 warm-up, models alternating run by run",
+        f"{runs} runs per model after 30 warm-up, models alternating run by run; node time: "
+        "ONNX Runtime's profiler, the sum of its kernel times per run over 100 runs (less "
+        "sensitive to other jobs than the wall clock)",
         "calibration": f"{quant.CALIBRATION_IMAGES} training images at most, batch 1, min/max",
         "models": models,
         "note": "convs left in float32 in the file between quantised neighbours are "
@@ -207,7 +220,7 @@ def main(argv=None) -> int:
     for tag, m in r["models"].items():
         print(
             f"{tag}: p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms ({m['speedup_p50_vs_fp32']}x "
-            f"FP32), held-out accuracy {m['held_out_accuracy']}, max score change "
+            f"FP32), node time {m['node_ms_per_run']} ms ({m['speedup_node_time_vs_fp32']}x), held-out accuracy {m['held_out_accuracy']}, max score change "
             f"{m['max_abs_score_change_vs_fp32']}, INT8 kernels {m['runtime_ops']['int8']}, "
             f"float32 convs {m['runtime_ops']['float32_conv']}"
         )
