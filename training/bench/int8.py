@@ -1,11 +1,13 @@
 """``python -m training.bench.int8 --out docs/bench-int8.json``: FP32 against INT8 for the
 default classifier (EfficientNet-Lite0, grey, 160 px), side by side.
 
-Trains a small run on generated parts (``inspector.lab.modelkit.write_parts``; ImageNet
-weights, a few epochs), exports it with ``--int8`` (the variant ``export`` writes today) and
-makes the other INT8 variants from the same FP32 file (``training.classify.quant``): the
-QOperator format, per-tensor weights, and QDQ with the depthwise convolutions, and the first convolution, kept
-in float32. Then, in one process, every model runs batch 1 on the CPU provider with the same
+Trains a small run on generated parts (``write_parts``: the woven surface of
+``training.bench.anomaly`` with drawn defects; ImageNet weights, a few epochs), exports it
+with ``--int8`` (the variant ``export`` writes: QDQ, per-channel weights, after ONNX
+Runtime's ``quant_pre_process``) and makes other INT8 variants from the same FP32 file
+(``training.classify.quant``): without the pre-processing (QDQ and QOperator), per-tensor
+weights with and without it, and QDQ with the depthwise convolutions (and the first
+convolution) kept in float32. Then, in one process, every model runs batch 1 on the CPU provider with the same
 intra-op thread count, the models alternating run by run so a busy machine slows them
 alike: median and p99 per model and the ratio of FP32's median to each, and ONNX Runtime's
 profiled kernel time per run (the same ratio, less disturbed by other jobs). Accuracy of each at
@@ -28,10 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import registry
+from .anomaly import draw_defect, textured_part
 from .anomalylatency import op_breakdown
 
 SIZE = 160
 HELD_OUT_SEED = 2026
+TRAIN_SEED = 21
 EXCLUDED: dict[str, int] = {}  # variant -> Conv nodes left in float32 in its file
 
 
@@ -48,34 +53,49 @@ def _cpu_flags() -> dict:
     return {"model": model, **{f: f in flags for f in wanted}}
 
 
+def write_parts(folder: Path, n: int, seed: int, defect_rate: float = 0.4) -> dict[str, bool]:
+    """``n`` generated parts (the woven surface of ``training.bench.anomaly``, a scratch, spot
+    or smudge on the defective ones) in ``good/`` and ``defect/``; {relative path: defect}."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for i in range(n):
+        defect = bool(rng.random() < defect_rate)
+        img = textured_part(rng, SIZE)
+        if defect:
+            img, _ = draw_defect(rng, img)
+        name = f"{'defect' if defect else 'good'}/{i:05d}.png"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / name), np.clip(img, 0, 255).astype(np.uint8))
+        truth[name] = defect
+    return truth
+
+
 def _train(work: Path, epochs: int) -> tuple[Path, dict]:
-    from inspector.cli import main
-    from inspector.lab.modelkit import write_parts
+    from ..common.config import TrainConfig, override, validate
 
     data, run, model = work / "data", work / "run", work / "model.onnx"
     shutil.rmtree(work, ignore_errors=True)
-    write_parts(data, 240, defect_rate=0.4, seed=21, size=SIZE)
-    argv = ["train", "--data", str(data), "--out", str(run), "--model", "efficientnet-lite0"]
-    argv += ["--epochs", str(epochs), "--image-size", str(SIZE), "--set", "train.head_epochs=1"]
-    if main(argv) != 0:
-        raise SystemExit("training failed")
-    if main(["export", str(run), "--out", str(model), "--int8", "--force"]) != 0:
-        raise SystemExit("export failed")
+    write_parts(data, 240, seed=TRAIN_SEED)
+    cfg = TrainConfig(data=data, name="int8-bench")
+    for key, value in {
+        "model.type": "efficientnet-lite0",
+        "model.image_size": SIZE,
+        "train.epochs": epochs,
+        "train.head_epochs": 1,
+    }.items():
+        cfg = override(cfg, key, value)
+    validate(cfg)
+    kind = registry.get("classify")
+    kind.train(cfg, run)
+    kind.export(run, model, int8=True, force=True)
     return model, json.loads(model.with_suffix(".json").read_text())
 
 
 def _held_out(work: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    from inspector.lab.modelkit import write_parts
-
     folder = work / "held-out"
-    truth = write_parts(folder, n, defect_rate=0.4, seed=HELD_OUT_SEED, size=SIZE)
+    truth = write_parts(folder, n, seed=HELD_OUT_SEED)
     names = sorted(truth)
-    x = np.stack(
-        [
-            cv2.imread(str(folder / ("defect" if truth[k] else "good") / k), cv2.IMREAD_GRAYSCALE)
-            for k in names
-        ]
-    )[..., None]
+    x = np.stack([cv2.imread(str(folder / k), cv2.IMREAD_GRAYSCALE) for k in names])[..., None]
     return x, np.array([truth[k] for k in names])
 
 
@@ -88,16 +108,18 @@ def _variants(model: Path, manifest: dict) -> dict[str, Path]:
     cfg, info = load_run(run)
     train_x = split_images(run, cfg, info, "train").x
     name = manifest["input"]["name"]
-    paths = {"fp32": model, "int8_export_qdq_per_channel": model.with_name("model.int8.onnx")}
-    plans = {
-        "int8_qoperator_per_channel": dict(fmt="qoperator"),
+    paths = {"fp32": model, "int8_export": model.with_name("model.int8.onnx")}
+    plans = {  # the export's variant is QDQ, per-channel, after quant_pre_process
+        "int8_qdq_per_channel_not_preprocessed": dict(),
+        "int8_qoperator_per_channel_not_preprocessed": dict(fmt="qoperator"),
         "int8_qdq_per_channel_fp32_depthwise": dict(
             exclude=quant.excluded_convs(model, depthwise=True)
         ),
         "int8_qdq_per_channel_fp32_depthwise_first": dict(
             exclude=quant.excluded_convs(model, depthwise=True, first=True)
         ),
-        "int8_qdq_per_tensor": dict(per_channel=False),
+        "int8_qdq_per_tensor_not_preprocessed": dict(per_channel=False),
+        "int8_qdq_per_tensor_preprocessed": dict(per_channel=False, preprocess=True),
     }
     for tag, kw in plans.items():
         paths[tag] = quant.quantize(model, model.with_name(f"{tag}.onnx"), train_x, name, **kw)
@@ -181,7 +203,7 @@ def bench(out: Path, work: Path, threads: int, runs: int, epochs: int, held_out:
         }
     result = {
         "model": f"efficientnet-lite0, grey, {SIZE} px, ImageNet weights fine-tuned {epochs} "
-        "epochs on 240 generated parts (inspector.lab.modelkit.write_parts, seed 21)",
+        f"epochs on 240 generated parts (training.bench.int8.write_parts, seed {TRAIN_SEED})",
         "held_out": f"{held_out} generated parts (seed {HELD_OUT_SEED}, 40 % defective), "
         f"threshold {threshold} from the run",
         "latency": f"ONNX Runtime CPUExecutionProvider, batch 1, intra-op threads {threads}, "

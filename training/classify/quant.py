@@ -48,11 +48,14 @@ def quantize(
     exclude: list[str] | None = None,
     images: int = CALIBRATION_IMAGES,
     seed: int = 0,
+    preprocess: bool = False,
 ) -> Path:
     """Write ``out``: ``fp32`` statically quantised (activations uint8, weights int8),
     calibrated (min/max) on up to ``images`` of ``calib_x`` picked with ``seed``.
     ``fmt``: ``qdq`` (QuantizeLinear/DequantizeLinear pairs ONNX Runtime fuses) or
-    ``qoperator`` (QLinearConv etc. written into the file)."""
+    ``qoperator`` (QLinearConv etc. written into the file). ``preprocess``: run ONNX Runtime's
+    ``quant_pre_process`` first (its graph optimisations, e.g. folding constant multiplies and
+    adds into the convolutions, and shape inference), so fewer float ops are left to requantise."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -60,6 +63,25 @@ def quantize(
         quantize_static,
     )
 
+    if preprocess:
+        import tempfile
+
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ready = Path(tmp) / "preprocessed.onnx"
+            quant_pre_process(str(fp32), str(ready), skip_symbolic_shape=True)
+            return quantize(
+                ready,
+                out,
+                calib_x,
+                input_name,
+                per_channel=per_channel,
+                fmt=fmt,
+                exclude=exclude,
+                images=images,
+                seed=seed,
+            )
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(calib_x), size=min(images, len(calib_x)), replace=False)
 
