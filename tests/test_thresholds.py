@@ -124,10 +124,22 @@ def test_max_f1_and_false_reject_policies_report_their_bounds_too():
     assert f1["confidence"]["false_reject_rate"]["n"] == 300
     fr = thresholds.choose(truth, score, "max_false_reject_rate", 0.01)
     f = fr["confidence"]["false_reject_rate"]
-    assert fr["promise"]["of"] == "false_reject_rate" and 0 < f["rate"] <= 0.01
-    # a point estimate of 1 % on 300 good images is no promise of 1 %: said, not hidden
-    assert f["upper"] > 0.01 and not fr["promise"]["held"]
-    assert "false-reject rate's 95 % upper bound" in fr["warning"]
+    # 300 good images promise 1 % only with none rejected (the bound is then 0.99 %)
+    assert fr["promise"]["of"] == "false_reject_rate" and f["k"] == 0
+    assert f["upper"] <= 0.01 and fr["promise"]["held"] and fr["warning"] is None
+    # and it is the lowest such threshold: one step lower rejects a good part
+    lower = np.max(score[score < fr["value"]])
+    assert binary_at(truth, score, lower)["false_reject_rate"] > 0
+
+
+def test_a_false_reject_target_too_small_for_the_good_images_falls_back_and_says_so():
+    truth, score = _scores(np.random.default_rng(4), 120, 60)
+    fr = thresholds.choose(truth, score, "max_false_reject_rate", 0.01)
+    f = fr["confidence"]["false_reject_rate"]
+    assert f["k"] == 0 and not fr["promise"]["held"]  # none rejected, still no promise
+    assert fr["promise"]["more_good_needed"] == 299 - 120
+    assert "120 good validation images cannot promise" in fr["warning"]
+    assert "rejects no good validation image" in fr["warning"]
 
 
 def test_the_curve_is_compact_and_spans_the_trade_off():

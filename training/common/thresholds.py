@@ -17,8 +17,11 @@ that choice is.
   <= x) >= ``confidence`` exactly (no winner's curse from picking the most lenient).
   A rate *measured* on m new defective parts also carries their sampling noise: compare
   it with ``bounds.predicted_upper(k, n, m)``, not with the bound on the true rate;
-- ``max_false_reject_rate: y``: at most a fraction y of good validation parts rejected,
-  and among those the threshold that catches the most defects;
+- ``max_false_reject_rate: y``: the mirror image: the lowest threshold (the one that
+  catches the most defects) whose upper bound on the false-reject rate (good parts
+  rejected / good parts) holds y; too few good validation parts to promise y (1 % at 95 %
+  needs 299) fall back to the lowest threshold that rejects none of them, with the same
+  ``promise`` and ``warning``;
 - ``max_f1``: the threshold with the best F1 for the defect class.
 
 Whatever the policy, the result carries its ``confidence``: the escape and false-reject
@@ -76,7 +79,6 @@ def choose(
     escaped = np.searchsorted(s_def, candidates, side="left")  # defects below t: they pass
     caught = n_def - escaped
     rejected_good = n_good - np.searchsorted(s_good, candidates, side="left")
-    frr = rejected_good / n_good
     if policy == "max_f1":
         f1 = 2 * caught / np.maximum(caught + n_def + rejected_good, 1)
         best = np.flatnonzero(f1 == f1.max())
@@ -92,10 +94,13 @@ def choose(
         first_failing = np.flatnonzero(~holds)
         i = max((first_failing[0] if len(first_failing) else len(candidates)) - 1, 0)
     elif policy == "max_false_reject_rate":
-        ok = np.flatnonzero(frr <= value + 1e-12)
-        if not len(ok):
-            raise TrainingError(f"no threshold keeps false rejects at or below {value}")
-        i = ok.min()  # the lowest such threshold: most defects caught
+        # the mirror of the escape policy: the lowest threshold (most defects caught) whose
+        # false-reject upper bound holds the target; false rejects only fall as t grows, so
+        # the thresholds that hold it are one run at the lenient end. When no count promises
+        # the rate: the lowest threshold that rejects no good validation image.
+        k_max = bounds.largest_k(n_good, value, confidence)
+        ok = np.flatnonzero(rejected_good <= (0 if k_max is None else k_max))
+        i = ok.min()  # never empty: the top candidate rejects nothing
     else:
         raise TrainingError(f"unknown threshold policy {policy!r}")
     t = float(min(max(_midpoint(candidates, i, score), 0.0), 1.0))
@@ -207,6 +212,11 @@ def _promise(
         why += (
             "; the threshold falls back to the strictest sensible one, the most lenient that "
             "lets no validation defect pass, and promises only that bound"
+        )
+    else:
+        why += (
+            "; the threshold falls back to the lowest that rejects no good validation image, "
+            "and promises only that bound"
         )
     out["warning"] = why
     return out
