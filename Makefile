@@ -104,7 +104,7 @@ bench: $(STAMP) mosquitto
 # ELPV accuracy benchmark: the default recipe (ImageNet EfficientNet-Lite0, fine-tuned), about
 # an hour on 2 cores, with its FP16 and INT8 variants (JSON out). --model-type cnn: the earlier one.
 bench-accuracy: $(TRAIN_STAMP)
-	$(VENV)/bin/inspector bench accuracy --out bench-accuracy.json --work /tmp/inspector-bench-accuracy
+	$(VENV)/bin/inspector bench accuracy --tta --out bench-accuracy.json --work /tmp/inspector-bench-accuracy
 
 # The small three-class case (60 images each) a QA engineer tries first: a few minutes.
 bench-small: $(TRAIN_STAMP)

@@ -197,6 +197,13 @@ def add_parsers(sub) -> None:
         "global average pooling + Dense: it costs ~1.0x at batch 1); --heatmap refuses any "
         "other head, --no-heatmap leaves it out",
     )
+    x.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time flips in the graph: every image judged under the flips (and quarter "
+        "turns) the run was trained with, probabilities averaged, the threshold chosen again "
+        "on validation; costs up to 4x or 8x the network per image",
+    )
     x.set_defaults(func=cmd_export)
 
     v = sub.add_parser("evaluate", help="metrics and an HTML report for a model on a dataset")

@@ -92,6 +92,8 @@ def export(args) -> int:
 
     if args.fp16 or args.int8:
         raise TrainingError("--fp16/--int8: not offered for anomaly models yet")
+    if getattr(args, "tta", False):
+        raise TrainingError("--tta: test-time flips are offered for classifiers only")
     out = args.out or Path(args.run) / "model.onnx"
     m = export_run(args.run, out, tolerance=args.tolerance)
     print(f"wrote {out} and {out.with_suffix('.json')} (ONNX opset {m['onnx']['opset']})")

@@ -30,13 +30,20 @@ def bench_accuracy(
     model: str = "efficientnet-lite0",
     reuse: bool = False,
     variants: bool = True,
+    tta: bool = False,
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
     ``efficientnet-lite*`` (the default recipe): ImageNet weights, 2 epochs of the head with
     the backbone frozen, then all blocks fine-tuned with batch norm frozen at a fifth of the
     rate. ``cnn``: the earlier from-scratch
-    recipe (per-image standardisation, 90 epochs at 160 px)."""
+    recipe (per-image standardisation, 90 epochs at 160 px). ``tta``: also export the run with
+    test-time flips in the graph (``export --tta``) and test it beside the plain model (speed
+    side by side); the choice to test it is made before the test set is seen.
+
+    Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
+    bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
+    their counts and exact bounds."""
     pretrained = model.startswith("efficientnet-lite")
     epochs = epochs or (24 if pretrained else 90)
     image_size = image_size or (224 if pretrained else 160)
@@ -118,6 +125,33 @@ def bench_accuracy(
             "speedup_over_fp32": round(vs["throughput_fps"] / again["throughput_fps"], 3),
             "fp32_fps_batch1_alongside": again["throughput_fps"],
         }
+    policy = {"fp32": _at_default_policy(model_path, run_dir)}
+    if tta:
+        started = time.monotonic()
+        tta_path = work / "elpv.tta.onnx"
+        tm = export(run_dir, tta_path, tta=True)
+        export_seconds = time.monotonic() - started
+        vm = evaluate(tta_path, data, work / "report-tta", split="test", run=run_dir)
+        vs = _batch1_speed(Classifier(ModelSection(path=tta_path, warmup_runs=0)))
+        again = _batch1_speed(clf)
+        variant_results["tta"] = {
+            "transforms": tm["tta"]["transforms"],
+            "threshold": tm["thresholds"]["defect"]["value"],
+            "threshold_without_tta": tm["tta"]["threshold_without_tta"],
+            "test_accuracy": vm["accuracy"],
+            "test_auroc": vm["auroc"],
+            "test_accuracy_change": vm["accuracy"] - metrics["accuracy"],
+            "test_auroc_change": vm["auroc"] - metrics["auroc"],
+            "escape_rate": vm["escape_rate"],
+            "false_reject_rate": vm["false_reject_rate"],
+            "export_seconds": round(export_seconds, 1),
+            "cpu_fps_batch1": vs["throughput_fps"],
+            "cpu_latency_ms_batch1": vs["latency_ms"],
+            "speedup_over_fp32": round(vs["throughput_fps"] / again["throughput_fps"], 3),
+            "fp32_fps_batch1_alongside": again["throughput_fps"],
+            "parity": tm["parity"],
+        }
+        policy["tta"] = _at_default_policy(tta_path, run_dir)
     counts = run["dataset"]["counts"]
     result = {
         "protocol": "ELPV binarised at 0.5; seeded stratified 75/25 split; validation carved "
@@ -139,6 +173,7 @@ def bench_accuracy(
         "cpu_fps_batch1": speed["throughput_fps"],
         "cpu_latency_ms_batch1": speed["latency_ms"],
         "variants": variant_results,
+        "at_default_policy": policy,
         "train_seconds": round(train_seconds, 1),
         "time_spent": {
             "head_seconds": (run["training"].get("fine_tuning") or {}).get("head_seconds"),
@@ -163,6 +198,40 @@ def bench_accuracy(
     }
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _at_default_policy(model_path: Path, run_dir: Path) -> dict:
+    """The default threshold policy applied to ``model_path``'s validation scores, and the
+    escape and false-reject rates it gives on the test split, with counts and exact bounds."""
+    from inspector.station.classifier import Classifier
+    from inspector.station.config import ModelSection
+
+    from ..classify.export import split_images
+    from ..common import thresholds
+    from ..common.config import ThresholdConfig
+    from ..common.metrics import defect_score, is_defect
+    from ..common.runs import load_run
+
+    cfg, info = load_run(run_dir)
+    classes, defects = info["classes"], info["defect_classes"]
+    clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
+    scores = {}
+    for split in ("val", "test"):
+        part = split_images(run_dir, cfg, info, split)
+        probs = clf.run_all(part.x)
+        scores[split] = (is_defect(part.y, classes, defects), defect_score(probs, classes, defects))
+    d = ThresholdConfig()
+    chosen = thresholds.choose(*scores["val"], d.policy, d.value, confidence=d.confidence)
+    return {
+        "policy": d.policy,
+        "target": d.value,
+        "level": d.confidence,
+        "threshold": chosen["value"],
+        "promise": chosen["promise"],
+        "warning": chosen["warning"],
+        "validation": chosen["confidence"],
+        "test": thresholds.confidence_at(*scores["test"], chosen["value"], d.confidence, "test"),
+    }
 
 
 def _batch1_speed(clf, runs: int = 500) -> dict:
@@ -205,6 +274,7 @@ def cmd_bench_accuracy(args) -> int:
         max_minutes=args.max_minutes,
         model=args.model_type,
         reuse=args.reuse,
+        tta=args.tta,
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -212,6 +282,19 @@ def cmd_bench_accuracy(args) -> int:
         f"{r['model_bytes'] / 1e6:.2f} MB, {r['cpu_fps_batch1']:.0f} frames/s at batch 1 "
         f"(CPU); trained in {r['train_seconds'] / 60:.1f} min"
     )
+    for tag, p in r["at_default_policy"].items():
+        esc, frr = p["test"]["escape_rate"], p["test"]["false_reject_rate"]
+        print(
+            f"{tag} at the default policy ({p['policy']} {p['target']}): threshold "
+            f"{p['threshold']:.4f}; test escapes {esc['k']}/{esc['n']} (upper {esc['upper']}), "
+            f"false rejects {frr['k']}/{frr['n']} (upper {frr['upper']})"
+        )
+    if "tta" in r["variants"]:
+        v = r["variants"]["tta"]
+        print(
+            f"with test-time flips ({v['transforms']} views): accuracy {v['test_accuracy']:.4f}, "
+            f"AUROC {v['test_auroc']:.4f}, {v['speedup_over_fp32']}x the plain model's frames/s"
+        )
     print(f"wrote {args.out}")
     return 0
 
@@ -231,4 +314,9 @@ def add_args(b) -> None:
         "--reuse",
         action="store_true",
         help="bench accuracy: export, test and time the run already in --work (no training)",
+    )
+    g.add_argument(
+        "--tta",
+        action="store_true",
+        help="bench accuracy: also test the run exported with test-time flips (export --tta)",
     )

@@ -102,6 +102,7 @@ def export(args) -> int:
         int8=args.int8,
         force=args.force,
         heatmap=args.heatmap,
+        tta=getattr(args, "tta", False),
     )
     if not m["quality_gate"]["passed"]:
         print(
@@ -117,6 +118,12 @@ def export(args) -> int:
         f"max |diff| {p['max_abs_diff']:.2e}, {p['flips']} decision flips"
         + (f"; class map max rel diff {p['map_max_rel_diff']:.2e}" if "outputs" in m else "")
     )
+    if "tta" in m:
+        print(
+            f"test-time flips: {m['tta']['transforms']} views per image; threshold "
+            f"{m['thresholds'][m['defect_classes'][0]]['value']:.4f} chosen again on validation "
+            f"(without: {m['tta']['threshold_without_tta']:.4f})"
+        )
     for tag, v in m.get("variants", {}).items():
         print(
             f"variant {tag}: {v['file']} ({v['bytes'] / 1e6:.2f} MB), max |diff| "

@@ -20,7 +20,7 @@ import numpy as np
 from inspector.contract.manifest import embed
 
 from .. import TrainingError
-from ..common import guard
+from ..common import guard, thresholds
 from ..common.config import TrainConfig
 from ..common.metrics import defect_score, is_defect
 from ..common.onnxexport import manifest_for, rename_output, to_onnx
@@ -32,6 +32,7 @@ from .models import load_best
 from .parity import compare as _compare
 from .parity import onnx_scores as _onnx_scores
 from .parity import onnx_scores_and_maps as _onnx_scores_and_maps
+from .tta import transforms_of, tta_model
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,32 @@ def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     return data
 
 
+def _rechoose_threshold(net, cfg: TrainConfig, info: dict, val, has_map: bool, n: int) -> dict:
+    """``info`` with the threshold chosen again, by the run's policy, on the validation scores
+    of the test-time-flipped network, and a ``tta`` record (the run's own threshold beside)."""
+    probs = net.predict(val.x, batch_size=16, verbose=0)
+    probs = (probs[0] if has_map else probs).astype(np.float64)
+    classes, defects = info["classes"], info["defect_classes"]
+    chosen = thresholds.choose(
+        is_defect(val.y, classes, defects),
+        defect_score(probs, classes, defects),
+        cfg.threshold.policy,
+        cfg.threshold.value,
+        confidence=cfg.threshold.confidence,
+        band=cfg.threshold.band,
+    )
+    if chosen["warning"]:
+        log.warning("threshold: %s", chosen["warning"])
+    record = {
+        "transforms": n,
+        "meaning": "each image judged under the flips"
+        + (" and quarter turns" if n == 8 else "")
+        + " the run was trained with; the mean of the probabilities",
+        "threshold_without_tta": info["threshold"]["value"],
+    }
+    return {**info, "threshold": chosen, "tta": record}
+
+
 def export(
     run: Path,
     out: Path,
@@ -53,12 +80,15 @@ def export(
     int8: bool = False,
     force: bool = False,
     heatmap: bool | None = None,
+    tta: bool = False,
 ) -> dict:
     """Write ``out`` (+ sidecar JSON, + variants); returns the manifest.
 
     ``heatmap``: add the class-activation map output ``class_map`` (``cam_model``); None (the
     default) adds it where the head allows an exact one, True refuses a head that does not
-    (TrainingError), False leaves it out.
+    (TrainingError), False leaves it out. ``tta``: the graph judges every image under the
+    flips (and quarter turns) the run was trained with and averages (``classify.tta``); the
+    threshold is then chosen again on validation with the run's policy.
 
     Refuses (TrainingError, exit 2) a run that learned too little (``training.guard``)
     unless ``force``; a forced export records that in the manifest's ``quality_gate``."""
@@ -76,17 +106,25 @@ def export(
             if heatmap:
                 raise
             log.info("no class map: %s", exc)
+    has_map = net is not model
+    val = split_images(run, cfg, info, "val")
+    if not len(val.y):
+        raise TrainingError(f"{run}: the validation split is empty; parity cannot be checked")
+    if tta:
+        transforms = transforms_of(cfg.augment)
+        net = tta_model(net, transforms)
+        info = _rechoose_threshold(net, cfg, info, val, has_map, len(transforms))
     size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
     out.parent.mkdir(parents=True, exist_ok=True)
     graph = to_onnx(net, size, channels)
     input_name = graph.graph.input[0].name
     outputs = {len(o.type.tensor_type.shape.dim): o.name for o in graph.graph.output}
     output_name = outputs[2]
-    if net is not model:
+    if has_map:
         rename_output(graph.graph, outputs[3], MAP_OUTPUT)
     onnx.save(graph, str(out))
     manifest = manifest_for(cfg, info, input_name, output_name)
-    if net is not model:
+    if has_map:
         grid = [int(d) for d in net.outputs[1].shape[1:]]
         manifest["outputs"] = {
             "class_map": {
@@ -95,18 +133,18 @@ def export(
                 "shape": [None, *grid],
                 "meaning": "class-activation map of the last feature map: logit of the most "
                 "probable defect class minus that of the most probable good class at each "
-                "location (its mean is that logit difference)",
+                "location (its mean is that logit difference)"
+                + ("; the mean over the test-time flips, each turned back" if tta else ""),
             }
         }
+    if tta:
+        manifest["tta"] = info["tta"]
     manifest["parity"] = {"status": "pending"}
     embed(out, manifest, write_sidecar=False)
 
-    val = split_images(run, cfg, info, "val")
-    if not len(val.y):
-        raise TrainingError(f"{run}: the validation split is empty; parity cannot be checked")
     reference = net.predict(val.x, batch_size=64, verbose=0)
     threshold = info["threshold"]["value"]
-    if net is model:
+    if not has_map:
         reference = reference.astype(np.float64)
         parity = _compare(reference, _onnx_scores(out, val.x), val.y, info, threshold, tolerance)
     else:
@@ -152,7 +190,8 @@ def export(
     if variants:
         manifest["variants"] = variants
     # the Keras twin (float32, no optimizer state): the baseline of `inspector bench`
-    model.save(str(out.with_suffix(".keras")))
+    twin = tta_model(model, transforms_of(cfg.augment)) if tta else model
+    twin.save(str(out.with_suffix(".keras")))
     manifest["keras_twin"] = out.with_suffix(".keras").name
     embed(out, manifest)
     log.info("exported %s (parity max |d| %.1e, %d flips)", out, parity["max_abs_diff"], 0)
