@@ -52,16 +52,8 @@ def _rechoose_threshold(net, cfg: TrainConfig, info: dict, val, has_map: bool, n
     probs = net.predict(val.x, batch_size=16, verbose=0)
     probs = (probs[0] if has_map else probs).astype(np.float64)
     classes, defects = info["classes"], info["defect_classes"]
-    chosen = thresholds.choose(
-        is_defect(val.y, classes, defects),
-        defect_score(probs, classes, defects),
-        cfg.threshold.policy,
-        cfg.threshold.value,
-        confidence=cfg.threshold.confidence,
-        band=cfg.threshold.band,
-    )
-    if chosen["warning"]:
-        log.warning("threshold: %s", chosen["warning"])
+    truth, score = is_defect(val.y, classes, defects), defect_score(probs, classes, defects)
+    chosen = thresholds.choose_by(cfg.threshold, truth, score)
     record = {
         "transforms": n,
         "meaning": "each image judged under the flips"

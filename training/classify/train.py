@@ -174,16 +174,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     best = load_best(out, cfg.model, n_classes)  # float32, exactly what export converts
     probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
     score = defect_score(probs, data.classes, data.defect_classes)
-    chosen = thresholds.choose(
-        val_truth,
-        score,
-        cfg.threshold.policy,
-        cfg.threshold.value,
-        confidence=cfg.threshold.confidence,
-        band=cfg.threshold.band,
-    )
-    if chosen["warning"]:
-        log.warning("threshold: %s", chosen["warning"])
+    chosen = thresholds.choose_by(cfg.threshold, val_truth, score)
     gate = guard.check(val_truth, score, chosen["value"])
     if not gate["passed"]:
         log.warning(

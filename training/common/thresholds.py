@@ -38,6 +38,7 @@ good and defective images is an error: no threshold can be chosen honestly from 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -47,6 +48,7 @@ from . import bounds
 from .metrics import binary_at
 
 CURVE_POINTS = 20
+log = logging.getLogger(__name__)
 
 
 def choose(
@@ -113,6 +115,22 @@ def choose(
         confidence=confidence,
         band=band,
     )
+
+
+def choose_by(setting, truth: np.ndarray, score: np.ndarray) -> dict:
+    """``choose`` with a ``ThresholdConfig``'s policy, rate, confidence and uncertain band;
+    its warning goes to the log too."""
+    chosen = choose(
+        truth,
+        score,
+        setting.policy,
+        setting.value,
+        confidence=setting.confidence,
+        band=setting.band,
+    )
+    if chosen["warning"]:
+        log.warning("threshold: %s", chosen["warning"])
+    return chosen
 
 
 def describe(
