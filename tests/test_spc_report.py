@@ -155,3 +155,20 @@ def test_signals_and_alarms_are_sentences_not_python_dicts(tmp_path, saved):
     sentence = f"{when}, reject chart: {rule1}"
     assert sentence in text, text
     assert "one point beyond 3 sigma" in text.split("Alarms", 1)[1]  # the alarm table too
+
+
+def test_the_page_says_the_span_of_its_verdicts_not_1970(tmp_path):
+    """``inspector spc report`` without --from/--to: the header gives the first and last
+    verdict's minute, not the epoch and a far future."""
+    page = report(tmp_path, exact_rows("L1", [0, 1, 2, 1], n=50))
+    first = time.strftime("%Y-%m-%d %H:%M", time.localtime(T0))
+    last = time.strftime("%Y-%m-%d %H:%M", time.localtime(T0 + 0.1 * 199))
+    assert f"<p>{first} to {last};" in page
+    assert "1970" not in page
+
+
+def test_a_report_of_an_empty_store_is_a_clear_error(tmp_path):
+    from inspector.errors import InspectorError
+
+    with pytest.raises(InspectorError, match="no verdicts stored yet"):
+        report(tmp_path, [])

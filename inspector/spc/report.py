@@ -91,6 +91,10 @@ def _table(head: list[str], rows: list[list]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _minute(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(min(t, 4e9)))
+
+
 def write_report(
     db: str | Path, out: Path, t_from: float, t_to: float, cfg: ChartsSection | None = None
 ) -> Path:
@@ -101,12 +105,20 @@ def write_report(
     store = Store(db)
     try:
         stations = store.stations()
+        columns = {st: store.verdicts(st, t_from, t_to) for st in stations}
+        seen = [c["t_verdict"] for c in columns.values() if len(c["t_verdict"])]
+        # the span the page shows: the verdicts' own, within what was asked (an open
+        # --from is not 1970)
+        if seen:
+            shown_from = max(t_from, min(float(t.min()) for t in seen))
+            shown_to = min(t_to, max(float(t.max()) for t in seen))
         parts = [
             "<!doctype html><meta charset=utf-8><title>SPC report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
             "collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style>",
-            f"<h1>Quality over time</h1><p>{time.strftime('%Y-%m-%d %H:%M', time.localtime(t_from))}"
-            f" to {time.strftime('%Y-%m-%d %H:%M', time.localtime(min(t_to, 4e9)))}; subgroups of "
+            "<h1>Quality over time</h1><p>"
+            + (f"{_minute(shown_from)} to {_minute(shown_to)}" if seen else "no verdicts")
+            + f"; subgroups of "
             f"{cfg.subgroup_window_s or cfg.subgroup_parts} {'s' if cfg.subgroup_window_s else 'parts'}"
             f"; run rules: {'; '.join(SIGNALS.get(r, r) for r in cfg.rules)}; EWMA λ "
             f"{cfg.ewma_lambda:g}, limit at {cfg.ewma_L:g} sigma; CUSUM k {cfg.cusum_k:g}, "
@@ -114,7 +126,7 @@ def write_report(
         ]
         drawn = 0
         for st in stations:
-            cols = store.verdicts(st, t_from, t_to)
+            cols = columns[st]
             if not len(cols["t_verdict"]):
                 continue
             sg = subgroups(cols, cfg)
