@@ -131,6 +131,18 @@ def test_swap_by_command_switches_at_one_part_and_rollback_restores(
         assert wait(
             lambda: (line.statuses[-1].get("model") or {}).get("id", "").startswith("model-a")
         )
+
+        # `inspector model shadow` and `shadow-stop` end with 0 when the station did it (a
+        # shadow that started once exited 1, and deploy scripts stop on that)
+        assert main(["model", "shadow", str(cfg.config_path), str(models["b"]), "--user", ""]) == 0
+        assert station.models.shadow and station.models.shadow.model_id.startswith("model-b")
+        assert main(["model", "shadow-stop", str(cfg.config_path), "--user", ""]) == 0
+        assert station.models.shadow is None
+        # and 1 when it refused: a file that is not a model
+        junk = cfg.config_path.with_name("junk.onnx")
+        junk.write_bytes(b"not a model")
+        assert main(["model", "shadow", str(cfg.config_path), str(junk), "--user", ""]) == 1
+        assert station.models.shadow is None
     finally:
         admin.close()
         station.stop()

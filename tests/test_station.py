@@ -489,37 +489,61 @@ def test_health_of_a_triggered_camera_idle_between_parts_and_stuck_on_one(
 
 
 def test_frames_that_do_not_fit_the_geometry_degrade_the_station_until_they_fit_again(
-    make_config, station_factory, line, monkeypatch
+    make_config, station_factory, line, parts_dir, tmp_path
 ):
-    from inspector.contract.preprocess import GeometryMismatch
-    from inspector.station import pipeline
+    """Someone changes the camera's resolution: the frames really are smaller than the model's
+    region of interest. Each part fails as unreadable with the reason, the station is degraded
+    while it lasts and online again once the frames fit."""
+    import cv2
 
-    real_preprocess = pipeline.preprocess
-    wrong = {"on": False}
-    why = "frame is 48x48; the station's geometry was built for 640x480"
+    from .test_unit_acceptance import roi_model
 
-    def preprocess(*args, **kwargs):
-        if wrong["on"]:
-            raise GeometryMismatch(why)
-        return real_preprocess(*args, **kwargs)
+    model = roi_model(tmp_path / "roi.onnx", roi=(4, 4, 40, 40))  # needs 44x44 frames at least
+    camera = tmp_path / "cam"
+    shutil.copytree(parts_dir, camera)
+    images = sorted(camera.rglob("*.png"))
+    originals = {p: p.read_bytes() for p in images}
 
-    monkeypatch.setattr(pipeline, "preprocess", preprocess)
-    station = station_factory(make_config(trigger="mqtt"))
+    def frames_of(size: int | None) -> None:
+        for p in images:
+            tmp = p.with_name("new-" + p.name)  # same extension: the writer goes by it
+            if size is None:
+                tmp.write_bytes(originals[p])
+            else:
+                frame = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+                cv2.imwrite(str(tmp), cv2.resize(frame, (size, size)))
+            tmp.replace(p)  # the camera never hands over half a file
+
+    cfg = make_config(
+        trigger="mqtt",
+        model=model,
+        parts=camera,
+        extra="preprocess: {roi: [4, 4, 40, 40]}\n",
+    )
+    cfg = replace(cfg, source=replace(cfg.source, cache_mb=0.0))  # read each frame as it is now
+    station = station_factory(cfg)
     station.start()
     assert line.wait_status("online")
-    wrong["on"] = True  # e.g. someone changed the camera's resolution
+    line.trigger("fits-before")
+    assert line.wait_for(1)[0]["reason"] in ("ok", "defect")
+
+    frames_of(32)  # the camera now sends 32x32 frames
+    time.sleep(0.3)  # frames read before the change have gone by
     line.trigger("odd")
-    (v,) = line.wait_for(1)
-    assert (v["result"], v["reason"]) == ("fail", "unreadable_frame") and why in v["detail"]
+    v = line.wait_for(2)[-1]
+    assert v["part_id"] == "odd"
+    assert (v["result"], v["reason"]) == ("fail", "unreadable_frame")
+    assert "outside the 32x32 frame" in v["detail"], v["detail"]
     status = line.wait_status("degraded", timeout=3)
-    assert status and status["camera"] == "ok" and why in status["detail"]
+    assert status and status["camera"] == "ok" and "32x32" in status["detail"]
     validate("status", status)
     code, body = _health(station)
-    assert code == 503 and body["state"] == "degraded" and why in body["reason"]
+    assert code == 503 and body["state"] == "degraded" and "32x32" in body["reason"]
 
-    wrong["on"] = False
+    frames_of(None)  # back to the resolution the model was trained for
+    time.sleep(0.3)
     line.trigger("fits")
-    line.wait_for(2)
+    line.wait_for(3)
     assert line.by_id()["fits"]["reason"] in ("ok", "defect")
     status = line.wait_status("online", timeout=3)
     assert status and status["detail"] == ""
