@@ -348,6 +348,42 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path):
         broker.stop()
 
 
+def test_no_broker_and_no_recordings_are_said_at_once_and_the_service_connects_when_it_can(
+    tmp_path, caplog
+):
+    """A newcomer's SPC service with no broker on its port and a backfill folder that is not
+    there: each said in the log at start (it said nothing, or "0 new verdicts"), then it
+    connects once a broker answers on that port."""
+    import logging
+
+    from inspector.lab.broker import Mosquitto, free_port
+    from inspector.spc.service import SpcService
+
+    class Nowhere:
+        host, port = "127.0.0.1", free_port()
+
+    cfg = spc_yaml(
+        tmp_path, Nowhere, extra=f'backfill: [{{station: st1, path: "{tmp_path / "rec"}"}}]\n'
+    )
+    caplog.set_level(logging.INFO, logger="inspector.spc")
+    svc = SpcService(cfg)
+    svc.start()
+    broker = None
+    try:
+        said = lambda text: any(text in r.getMessage() for r in caplog.records)  # noqa: E731
+        assert wait(lambda: said(f"cannot reach the MQTT broker at 127.0.0.1:{Nowhere.port}"), 5)
+        assert said(f"backfill st1: {tmp_path / 'rec'} is not a folder")
+        assert not svc.ingest.connected.is_set()
+        assert not svc.health()[0], "healthy without a broker"
+        broker = Mosquitto(port=Nowhere.port).start()
+        assert svc.ingest.connected.wait(10)
+        assert wait(lambda: said(f"reached the MQTT broker at 127.0.0.1:{Nowhere.port}"), 5)
+    finally:
+        svc.stop()
+        if broker:
+            broker.stop()
+
+
 def test_the_reject_chart_is_retained_for_the_dashboard(tmp_path, broker):
     """Each closed subgroup updates the station's retained reject chart (the workbench's
     dashboard draws it): its points' rates are the subgroups' reject rates, with limits."""

@@ -60,6 +60,14 @@ def backfill(
     station kept them (rejects, uncertain and a sample of passes)."""
     new: list[VerdictRow] = []
     bad = 0
+    if not Path(root).is_dir():
+        log.warning(
+            "backfill %s: %s is not a folder: no recordings read (check backfill[].path; it "
+            "is the station's recorder.path)",
+            station,
+            root,
+        )
+        return new, bad
     pending: list[VerdictRow] = []
     for path in sidecars(root):
         try:
@@ -183,6 +191,8 @@ class Ingest:
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._warn = _Throttle()
+        self._unreachable_since: float | None = None  # the broker could not be reached since
+        self._last_unreachable_log = 0.0
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or mqtt_cfg.client_id or "inspector-spc",
@@ -193,6 +203,7 @@ class Ingest:
         secure(self.client, mqtt_cfg)
         self.client.reconnect_delay_set(0.1, max(mqtt_cfg.reconnect_max_s, 0.1))
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -241,10 +252,36 @@ class Ingest:
             self.client.loop_stop()
         self._writer.join(5)
 
+    def _on_connect_fail(self, _c, _u) -> None:
+        """No broker at the address (nothing listens, no route): said at once, then once a
+        minute while it lasts; paho alone retries without a word."""
+        now = time.monotonic()
+        first = self._unreachable_since is None
+        if first or now - self._last_unreachable_log >= 60.0:
+            self._last_unreachable_log = now
+            since = "" if first else f" for {now - self._unreachable_since:.0f} s"
+            log.warning(
+                "cannot reach the MQTT broker at %s:%d%s: no verdicts are received or stored "
+                "until it answers (retrying; check mqtt.host and mqtt.port)",
+                self.cfg.host,
+                self.cfg.port,
+                since,
+            )
+        if first:
+            self._unreachable_since = now
+
     def _on_connect(self, client, _u, flags, rc, _props=None) -> None:
         if rc.is_failure:
             log.error("broker refused the SPC service: %s", rc)
             return
+        if self._unreachable_since is not None:
+            log.warning(
+                "reached the MQTT broker at %s:%d after %.0f s",
+                self.cfg.host,
+                self.cfg.port,
+                time.monotonic() - self._unreachable_since,
+            )
+            self._unreachable_since = None
         self._session += 1
         self._overflow = False
         self.counts.connects += 1
