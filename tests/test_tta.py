@@ -112,3 +112,51 @@ def test_a_run_trained_without_flips_is_refused_with_the_reason():
         transforms_of(SimpleNamespace(flip=False, rot90=False))
     assert len(transforms_of(SimpleNamespace(flip=True, rot90=False))) == 4
     assert len(transforms_of(SimpleNamespace(flip=False, rot90=True))) == 8
+
+
+def test_the_workbench_exports_a_finished_run_again_with_test_time_flips(exported, tmp_path):
+    """The train page's Export button: a finished run exported with the flips into a new model
+    folder the models page lists; 'even if it learned too little' is the admin's alone."""
+    import re
+    import shutil
+    import time
+
+    from .review_helpers import workbench
+    from .test_review import client_as
+
+    run = exported[0]
+    _cfg, app = workbench(tmp_path, parts=6)
+    copy = tmp_path / "registry" / "bars"  # a run kept in a registry folder
+    shutil.copytree(run, copy)
+    store = app.state.bench.store
+    rid = store.add_run("bars", str(copy), "reviewer", 10)
+    store.set_run(rid, status="done", ended=time.time())
+
+    reviewer, rtoken = client_as(app, "reviewer")
+    page = reviewer.get("/train").text
+    assert f'action="/train/{rid}/export"' in page and 'name="tta"' in page
+    assert 'name="force"' not in page, "the force option is the admin's"
+    r = reviewer.post(f"/train/{rid}/export", data={"csrf": rtoken, "tta": "on", "force": "on"})
+    assert r.status_code == 403 and not list(copy.glob("export-*"))
+
+    admin, atoken = client_as(app, "admin")
+    assert 'name="force"' in admin.get("/train").text
+    r = admin.post(f"/train/{rid}/export", data={"csrf": atoken, "tta": "on", "force": "on"})
+    assert r.status_code == 200 and r.url.path.startswith("/train/export/"), r.text[-1500:]
+    deadline = time.time() + 300
+    while 'data-status="running"' in r.text and time.time() < deadline:
+        time.sleep(0.5)
+        r = admin.get(r.url.path, headers={"HX-Request": "1"})
+    assert 'data-status="done"' in r.text and 'id="exported"' in r.text, r.text[-3000:]
+    (folder,) = copy.glob("export-*-tta")
+    manifest = json.loads((folder / "model.json").read_text())
+    assert manifest["tta"]["transforms"] == 8
+    name = re.search(r'id="to-models">([^<]+)<', r.text).group(1)
+    assert name == f"registry/bars/{folder.name}"
+    assert f'data-model="{name}"' in admin.get("/models").text, "the models page lists it"
+
+    # a run that has not finished training has nothing to export: said, nothing started
+    rid2 = store.add_run("fresh", str(tmp_path / "runs" / "fresh"), "admin", 3)
+    r = admin.post(f"/train/{rid2}/export", data={"csrf": atoken})
+    assert r.status_code == 400 and "has not finished training" in r.text
+    assert admin.post("/train/999999/export", data={"csrf": atoken}).status_code == 404

@@ -23,6 +23,7 @@ from . import index
 from .config import ReviewConfig
 from .dataset import Labeller
 from .evaluations import Evaluations
+from .exports import Exports
 from .inputs import ModelSpecs
 from .jobs import Jobs
 from .promote import Promoter
@@ -140,6 +141,7 @@ class Workbench:
         self.jobs = Jobs(cfg.training, cfg.dataset.path, self.store)
         self.promoter = Promoter(cfg.models.stations, self.store)
         self.evaluations = Evaluations(cfg.dataset.path, cfg.reports)
+        self.exports = Exports(cfg.models.registry)
         self._stop = threading.Event()
         self._scanner: threading.Thread | None = None
 
@@ -164,6 +166,7 @@ class Workbench:
         self._stop.set()
         self.promoter.stop()
         self.evaluations.stop()
+        self.exports.stop()
 
 
 async def _http_error(request, exc: HTTPException):
@@ -213,6 +216,8 @@ def create_app(cfg: ReviewConfig, store: Store | None = None, scan: bool = True)
         Route("/train", train.start, methods=["POST"]),
         Route("/train/{rid:rowid}", train.progress, methods=["GET"]),
         Route("/train/{rid:rowid}/cancel", train.cancel, methods=["POST"]),
+        Route("/train/{rid:rowid}/export", train.export, methods=["POST"]),
+        Route("/train/export/{xid:rowid}", train.export_progress, methods=["GET"]),
         Route("/compare", compare.compare_page, methods=["GET"]),
         Route("/models", models.models_page, methods=["GET"]),
         Route("/models/promote", models.promote, methods=["POST"]),

@@ -1,4 +1,5 @@
-"""Training runs from the page: start (one at a time), progress (polled by htmx), cancel."""
+"""Training runs from the page: start (one at a time), progress (polled by htmx), cancel,
+export a finished run again (test-time flips, variants)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ..exports import OPTIONS
 from .common import bench, error, field, page, render
 
 
@@ -32,6 +34,7 @@ async def train_page(request: Request, user) -> Response:
         command=shlex.join(b.jobs.command(b.cfg.training.runs / name, epochs)),
         no_tensorflow=_install_hint(),
         progress={r["id"]: b.jobs.progress(r) for r in runs[:5]},
+        export_options=OPTIONS,
     )
 
 
@@ -57,7 +60,7 @@ async def progress(request: Request, user) -> Response:
     if run is None:
         return error(request, user, 404, "no such run")
     name = "_run.html" if request.headers.get("hx-request") else "run.html"
-    return render(request, name, run=run, p=b.jobs.progress(run))
+    return render(request, name, run=run, p=b.jobs.progress(run), export_options=OPTIONS)
 
 
 @page("reviewer")
@@ -67,6 +70,36 @@ async def cancel(request: Request, user) -> Response:
     if not await run_in_threadpool(b.jobs.cancel, rid):  # waits up to 15 s for the process
         return error(request, user, 409, "that run is not running")
     return RedirectResponse(f"/train#run-{rid}", status_code=303)
+
+
+@page("reviewer")
+async def export(request: Request, user) -> Response:
+    """``inspector export`` of a finished run into a new model folder of that run."""
+    b = bench(request)
+    run = b.store.run(request.path_params["rid"])
+    if run is None:
+        return error(request, user, 404, "No such run.")
+    form = await request.form()
+    options = [key for key in OPTIONS if field(form, key, most=8)]
+    if "force" in options and not user.can("admin"):
+        return error(request, user, 403, "Exporting a run that learned too little needs the "
+                     "admin role.", title="Not exported", back_url="/train")  # fmt: skip
+    xid = await run_in_threadpool(
+        b.exports.start, Path(run["out"]), run["name"], options, user.name
+    )
+    return RedirectResponse(f"/train/export/{xid}", status_code=303)
+
+
+@page("viewer")
+async def export_progress(request: Request, user) -> Response:
+    """One export's block (the htmx poll target; a whole page without htmx)."""
+    x = bench(request).exports.get(request.path_params["xid"])
+    if x is None:
+        return error(
+            request, user, 404, "No such export (the workbench keeps them until it restarts)."
+        )
+    name = "_export.html" if request.headers.get("hx-request") else "export.html"
+    return render(request, name, x=x)
 
 
 def _install_hint() -> str | None:
