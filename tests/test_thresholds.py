@@ -17,7 +17,7 @@ from inspector.lab.modelkit import build_contrast_model
 from inspector.station.config import load_config
 from inspector.station.unit import load_unit
 from training.bench import thresholds as bench
-from training.common import bounds, thresholds
+from training.common import bounds, thresholds, thresholdtext
 from training.common.config import ThresholdConfig
 from training.common.metrics import binary_at
 
@@ -83,7 +83,7 @@ def test_a_small_validation_set_falls_back_and_says_how_many_more_images_it_need
     assert t["value"] < score[truth].min()
     assert not (score[~truth] >= t["value"]).all()
     assert t["confidence"]["escape_rate"]["upper"] == pytest.approx(1 - 0.05 ** (1 / 60))
-    lines = "\n".join(thresholds.summary_lines(t))
+    lines = "\n".join(thresholdtext.summary_lines(t))
     assert "WARNING" in lines and "<- chosen" in lines and "uncertain band" in lines
 
 

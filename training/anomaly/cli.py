@@ -15,7 +15,7 @@ from pathlib import Path
 from inspector.contract.schema import describe_schema
 
 from .. import TrainingError
-from ..common import thresholds
+from ..common import thresholdtext
 from ..common.config import (
     ModelConfig,
     TrainConfig,
@@ -79,7 +79,7 @@ def train(args, parts) -> int:
         f"validation: false reject rate {m['false_reject_rate']:.3f}"
         + ("" if recall is None else f", defect recall {recall:.3f}")
     )
-    for line in thresholds.summary_lines(t):
+    for line in thresholdtext.summary_lines(t):
         print(line)
     print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
     return 0

@@ -19,6 +19,9 @@ uncertain band) and then measured on 20,000 new test parts (~2,000 defective):
 
 A 95 % bound is missed by chance in about 1 seed of 20 (``expected_pass_probability``:
 the chance that an exact 95 % bound is met in at least 95 % of the seeds).
+
+Why one module: the generator, the scorer, one seed's run and the summary over seeds are one
+experiment, read together to judge whether its figures mean what they say.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from inspector.contract.schema import describe_schema
 
-from ..common import thresholds
+from ..common import thresholdtext
 from ..common.config import (
     TrainConfig,
     apply_flags,
@@ -61,7 +61,7 @@ def train(args, parts) -> int:
         f"{m['accuracy']:.3f}, defect recall {m['defect_recall']:.3f}, "
         f"false reject rate {m['false_reject_rate']:.3f}"
     )
-    for line in thresholds.summary_lines(t):
+    for line in thresholdtext.summary_lines(t):
         print(line, file=sys.stderr if "WARNING" in line else sys.stdout)
     gate = run.get("quality_gate") or {"passed": True}
     if not gate["passed"]:
@@ -158,7 +158,7 @@ def evaluate(args) -> int:
         f"{f(m['balanced_accuracy'])}, F1 {f(m['f1'])}, AUROC {f(m['auroc'])}, "
         f"escape rate {f(m['escape_rate'])}, false reject rate {f(m['false_reject_rate'])}"
     )
-    for line in thresholds.evaluation_lines(m):
+    for line in thresholdtext.evaluation_lines(m):
         print(line)
     r = m.get("regions")
     if r and "skipped" in r:

@@ -46,6 +46,7 @@ import numpy as np
 from .. import TrainingError
 from . import bounds
 from .metrics import binary_at
+from .thresholdtext import a_or_an, pct
 
 CURVE_POINTS = 20
 log = logging.getLogger(__name__)
@@ -207,22 +208,22 @@ def _promise(
     if held:
         return out
     what = "escape rate" if of == "escape_rate" else "false-reject rate"
-    pct, cpct = _pct(target), _pct(confidence)
+    tpct, cpct = pct(target), pct(confidence)
     if block["n"] == 0:
         why = f"there are no {kind} validation images, so the {what} is unknown"
     elif need is None:
-        why = f"no finite validation set can promise {_a(what)} of 0"
+        why = f"no finite validation set can promise {a_or_an(what)} of 0"
     elif block["n"] < need:
         why = (
-            f"{block['n']} {kind} validation images cannot promise {_a(what)} of {pct} at "
+            f"{block['n']} {kind} validation images cannot promise {a_or_an(what)} of {tpct} at "
             f"{cpct} confidence (even with none wrong the bound is "
-            f"{_pct(bounds.upper(0, block['n'], confidence))}); that needs {need} "
+            f"{pct(bounds.upper(0, block['n'], confidence))}); that needs {need} "
             f"({need - block['n']} more)"
         )
     else:
         why = (
-            f"the {what}'s {cpct} upper bound at this threshold is {_pct(block['upper'])}, "
-            f"above {pct} ({block['k']} of {block['n']})"
+            f"the {what}'s {cpct} upper bound at this threshold is {pct(block['upper'])}, "
+            f"above {tpct} ({block['k']} of {block['n']})"
         )
     if fallback:
         why += f"; {fallback}"
@@ -310,14 +311,14 @@ def uncertain_band(truth, score, t: float, band, confidence: float = 0.95) -> di
     warning = None
     if not budget:
         warning = (
-            f"no band: {_pct(band.max_review_rate)} of {n_good} good validation images is "
+            f"no band: {pct(band.max_review_rate)} of {n_good} good validation images is "
             "less than one part to review"
         )
     elif not held:
         need = bounds.trials_needed(band.escape_rate, confidence)
         warning = (
-            f"the band cannot promise an escape rate of {_pct(band.escape_rate)} within "
-            f"{_pct(band.max_review_rate)} of good parts to review"
+            f"the band cannot promise an escape rate of {pct(band.escape_rate)} within "
+            f"{pct(band.max_review_rate)} of good parts to review"
             + (
                 f" ({n_def} defective validation images; that needs at least {need})"
                 if need is not None and n_def < need
@@ -367,102 +368,6 @@ def band_margin(threshold: dict | None) -> float:
     """The uncertain band's width a manifest's (or run's) threshold carries; 0 without one."""
     band = (threshold or {}).get("uncertain_band") or {}
     return float(band.get("margin") or 0.0)
-
-
-def summary_lines(t: dict, rows: int = 7) -> list[str]:
-    """What ``train`` prints about a chosen threshold: the point, its bounds, the warning,
-    a few points of the trade-off curve with the chosen one marked, and the band."""
-    lines = []
-    c = t.get("confidence")
-    if not c:
-        return lines
-    lvl = _pct(c["level"])
-    e, f = c["escape_rate"], c["false_reject_rate"]
-    lines.append(
-        f"  escapes {_count(e)} ({lvl} upper bound {_pct(e['upper'])}), "
-        f"false rejects {_count(f)} ({lvl} upper bound {_pct(f['upper'])}) on {c['on']}"
-    )
-    p = t.get("promise")
-    if p and p["held"]:
-        name = "escape" if p["of"] == "escape_rate" else "false-reject"
-        lines.append(f"  promise held: {name} rate <= {_pct(p['rate'])} at {lvl} confidence")
-    if t.get("warning"):
-        lines.append(f"  WARNING: {t['warning']}")
-    cv = t.get("curve")
-    if cv and cv["points"]:
-        pts = cv["points"]
-        pick = sorted(set(np.linspace(0, len(pts) - 1, min(rows, len(pts))).round().astype(int)))
-        lines.append(
-            f"  trade-off on validation ({cv['defective']} defective, {cv['good']} good): "
-            "threshold, escapes (upper bound), false rejects (upper bound)"
-        )
-        shown = [pts[i] for i in pick]
-        chosen = min(pts, key=lambda q: abs(q["threshold"] - cv["chosen"]))
-        if chosen not in shown:
-            shown = sorted([*shown, chosen], key=lambda q: q["threshold"])
-        for q in shown:
-            mark = "  <- chosen" if q is chosen else ""
-            lines.append(
-                f"    {q['threshold']:<10.6g}  {q['escapes']:>5} ({_pct(q['escape_upper'])})"
-                f"  {q['false_rejects']:>5} ({_pct(q['false_reject_upper'])}){mark}"
-            )
-    b = t.get("uncertain_band")
-    if b and not b["margin"]:
-        lines.append(f"  uncertain band: {b['warning'] or 'none needed'}")
-    elif b:
-        lines.append(
-            f"  uncertain band [{b['lower']:.6g}, {t['value']:.6g}): {_count(b['review_rate'])} "
-            f"good parts to review; escapes with it {_count(b['escape_rate'])} "
-            f"({lvl} upper bound {_pct(b['escape_rate']['upper'])})"
-        )
-        if b.get("warning"):
-            lines.append(f"  note: {b['warning']}")
-    return lines
-
-
-def evaluation_lines(metrics: dict) -> list[str]:
-    """What ``evaluate`` prints under its figures: the operating point's rates with their
-    counts and bounds, and the uncertain band's effect when the model carries one."""
-    c = metrics.get("confidence")
-    if not c:
-        return []
-    lvl = _pct(c["level"])
-    e, f = c["escape_rate"], c["false_reject_rate"]
-    lines = [
-        f"  escapes {_count(e)} ({lvl} interval {_interval(e)}), false rejects {_count(f)} "
-        f"({lvl} interval {_interval(f)})"
-    ]
-    b = metrics.get("uncertain_band")
-    if b:
-        lines.append(
-            f"  with the model's uncertain band (width {b['margin']:.4f}): "
-            f"{_count(b['review_rate'])} good parts to review, "
-            f"{_pct(b['review_share'])} of all parts; escapes {_count(b['escape_rate'])} "
-            f"(without it {_count(b['escape_rate_without'])})"
-        )
-    return lines
-
-
-def _interval(block: dict) -> str:
-    iv = block["interval"]
-    return "n/a" if iv is None else f"{_pct(iv[0])} to {_pct(iv[1])}"
-
-
-def _count(block: dict) -> str:
-    rate = "n/a" if block["rate"] is None else _pct(block["rate"])
-    return f"{block['k']} of {block['n']} = {rate}"
-
-
-def _a(what: str) -> str:
-    return ("an " if what[0] in "aeiou" else "a ") + what
-
-
-def _pct(x) -> str:
-    if x is None:
-        return "n/a"
-    if x >= 0.1 and round(100 * x, 1) == round(100 * x):
-        return f"{100 * x:.0f} %"
-    return f"{100 * x:.1f} %" if x >= 0.001 or x == 0 else f"{100 * x:.2f} %"
 
 
 def _short(t: float) -> float:
