@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Every install takes its versions from the lock (see its header; `make constraints` refreshes it).
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo test test-deps lint bench bench-accuracy bench-small demo-model soak install mosquitto aravis clean constraints
+.PHONY: demo test test-deps screenshots lint bench bench-accuracy bench-small demo-model soak install mosquitto aravis clean constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ test-deps:
 
 test: $(TRAIN_STAMP) $(GENICAM_STAMP) mosquitto test-deps
 	$(PY) -m pytest -q -ra
+
+# The README's screenshots of the workbench, remade by the browser tests that walk its pages
+# (the demo journey trains a small model: a few minutes).
+screenshots: $(TRAIN_STAMP) mosquitto test-deps
+	INSPECTOR_SCREENSHOTS=docs $(PY) -m pytest -q -k browser tests/test_review.py tests/test_journey_demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector calibration training tests deploy
