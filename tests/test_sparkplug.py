@@ -131,6 +131,41 @@ def test_births_carry_every_metric_with_its_datatype(node_factory, host):
     assert not host.problems, host.problems
 
 
+def test_a_cameras_counters_are_metrics_of_their_own(node_factory, host):
+    """A GenICam station's camera_stats (status) reach the plant: counters as Int64, measures
+    as Double (null until measured), the camera's identity as strings; a counter that moves is
+    sent as data, a counter that appears later comes with a new birth."""
+    view, station = node_factory()
+    camera = {
+        "frames": 120,
+        "lost": 0,
+        "incomplete": 2,
+        "clock_offset_s": None,
+        "clock_jitter_ms": 0.4,
+        "temperature_c": 41,
+        "link_speed": "1000 Mb/s",
+        "camera": {"vendor": "Aravis", "model": "Fake", "serial": "CAM-1"},
+    }
+    status = {**STATUS, "camera_stats": camera}
+    view.start(Handlers(status=lambda: json.loads(json.dumps(status)), command=station._command))
+    d = host.wait("DBIRTH")[0].metrics
+    assert d["Camera/Frames"] == (INT64, 120) and d["Camera/Incomplete"] == (INT64, 2)
+    assert d["Camera/Clock Offset S"] == (DOUBLE, None)
+    assert d["Camera/Clock Jitter Ms"] == (DOUBLE, pytest.approx(0.4))
+    assert d["Camera/Temperature C"] == (DOUBLE, 41.0)
+    assert d["Camera/Link Speed"] == (STRING, "1000 Mb/s")
+    assert d["Camera/Info/Serial"] == (STRING, "CAM-1")
+
+    view.status({**status, "camera_stats": {**camera, "frames": 180, "lost": 1}})
+    assert host.wait_value("Camera/Frames", 180) and host.current("Camera/Lost") == 1
+    births = len(host.of("DBIRTH"))
+    grown = {**camera, "frames": 181, "stream_n_resent_packets": 7}
+    view.status({**status, "camera_stats": grown})
+    assert host.wait_value("Camera/Stream N Resent Packets", 7)
+    assert len(host.of("DBIRTH")) == births + 1, "a new metric comes with a new birth"
+    assert not host.problems, host.problems[:5]
+
+
 def test_data_by_exception_seq_wraps_and_ndeath_matches_the_birth(node_factory, host):
     view, station = node_factory(report_interval_s=0.005)
     view.start(station.handlers())

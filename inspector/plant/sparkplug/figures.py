@@ -7,6 +7,11 @@ payloads through the node's queue.
 Device metrics (``DBIRTH``/``DDATA``), with their Sparkplug datatypes:
 
 - ``Health/State``, ``Health/Detail``, ``Camera/State`` (String): the station's status
+- ``Camera/COUNTER`` for each counter of a camera source's ``camera_stats`` (Int64: frames,
+  incomplete, lost, triggers, the stream's missing and resent packets …; Double: the clock
+  offset, jitter and drift, the temperature), ``Camera/Info/FIELD`` (String: vendor, model,
+  serial …) and ``Camera/Link Speed``; a metric that appears later (a stream's counters once
+  it opens) comes with a new birth
 - ``Model/Id``, ``Model/Name``, ``Model/Version`` (the file digest in the id), ``Model/Path``,
   ``Model/Anomaly Id``, ``Model/Shadow Id``, ``Model/Last Change`` (String)
 - ``Verdicts/Total``, ``Verdicts/Pass``, ``Verdicts/Fail``, ``Verdicts/Late`` and
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ...contract.records import Reason, Verdict
-from .payload import BOOLEAN, DATETIME, DOUBLE, STRING, UINT32, UINT64
+from .payload import BOOLEAN, DATETIME, DOUBLE, INT64, STRING, UINT32, UINT64
 
 RESET = "Commands/Reset Counters"
 PROMOTE = "Commands/Promote Model"
@@ -101,6 +106,7 @@ class Figures:
             "Model/Shadow Id": (STRING, model.get("shadow")),
             "Model/Last Change": (STRING, _change_text(last_change) if last_change else None),
         }
+        out.update(camera_metrics(s.get("camera_stats") or {}))
         for k, n in self.counts.items():
             out[f"Verdicts/{k}"] = (UINT64, n)
         for k, n in self.by_reason.items():
@@ -165,6 +171,33 @@ class Figures:
         if name.startswith("Quality/"):
             return abs(before) * self.deadband_quality if math.isfinite(before) else None
         return None
+
+
+_MEASURES = ("_s", "_ms", "_ppm", "_c")  # a camera figure in these units is a Double
+
+
+def camera_metrics(stats: dict) -> Metrics:
+    """A camera source's ``camera_stats`` as metrics: counters (Int64), measures (Double,
+    their unit in the name), its identity and text fields (String). A figure with no value
+    yet keeps its type when its unit says it (else it waits for its first value)."""
+    out: Metrics = {}
+    for key, value in sorted(stats.items()):
+        name = "Camera/" + key.replace("_", " ").title()
+        if isinstance(value, dict):  # the camera's identity
+            for field, text in sorted(value.items()):
+                label = field.replace("_", " ").title()
+                out[f"Camera/Info/{label}"] = (STRING, None if text is None else str(text))
+        elif isinstance(value, bool):
+            out[name] = (BOOLEAN, value)
+        elif key.endswith(_MEASURES) and (value is None or isinstance(value, int | float)):
+            out[name] = (DOUBLE, None if value is None else float(value))
+        elif isinstance(value, int):
+            out[name] = (INT64, value)
+        elif isinstance(value, float):
+            out[name] = (DOUBLE, value)
+        elif isinstance(value, str):
+            out[name] = (STRING, value)
+    return out
 
 
 def _change_text(c: dict) -> str:
