@@ -220,7 +220,11 @@ LONG = 400
 
 def test_a_long_module_says_why_in_its_docstring():
     """A module past ~400 lines holds two jobs, or says in its docstring why it holds one."""
-    for path in [*MODULES, *(ROOT / "calibration").rglob("*.py"), *(ROOT / "training").rglob("*.py")]:
+    for path in [
+        *MODULES,
+        *(ROOT / "calibration").rglob("*.py"),
+        *(ROOT / "training").rglob("*.py"),
+    ]:
         lines = path.read_text(encoding="utf-8").count("\n")
         if lines <= LONG:
             continue

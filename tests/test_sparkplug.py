@@ -284,6 +284,39 @@ def test_dcmd_reset_and_promote_and_nothing_else(node_factory, host, caplog):
     assert not host.problems, host.problems
 
 
+def test_dcmd_promotes_a_model_by_its_id(node_factory, host, tmp_path):
+    """A SCADA knows models by the id the station reports (Model/Id): the file beside the live
+    model with that content is promoted through the one path; an unknown id is refused."""
+    import hashlib
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.onnx").write_bytes(b"model a")
+    (models / "b.onnx").write_bytes(b"model b")
+    digest = hashlib.sha256(b"model b").hexdigest()[:12]
+    status = {**STATUS, "model": {**STATUS["model"], "path": str(models / "a.onnx")}}
+    view, station = node_factory()
+    view.start(Handlers(status=lambda: dict(status), command=station._command))
+    assert host.wait("DBIRTH")
+
+    host.dcmd("st-1", "vision", {"Commands/Promote Model": (STRING, f"model-b@{digest}")})
+    assert host.wait_value(
+        "Commands/Last Result",
+        f"promote {models / 'b.onnx'}: swapped (model-b@fedcba987654)",
+    )
+    assert json.loads(station.commands[-1]) == {
+        "action": "promote",
+        "path": str(models / "b.onnx"),
+    }
+    host.dcmd("st-1", "vision", {"Commands/Promote Model": (STRING, "model-c@0123456789ab")})
+    assert host.wait_value(
+        "Commands/Last Result",
+        f"refused: no model file in {models} with id model-c@0123456789ab",
+    )
+    assert len(station.commands) == 1
+    assert not host.problems, host.problems
+
+
 def test_waits_for_the_primary_host_and_leaves_when_it_goes_offline(node_factory, broker):
     scada = Host(broker, GROUP, host_id="scada-1")
     try:

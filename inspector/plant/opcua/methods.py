@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 
-from .recipes import is_live
+from ..recipes import is_live
 from .states import Refused
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ except ModuleNotFoundError as exc:  # pragma: no cover - a station installed wit
     raise ConfigError(
         f"plant.opcua needs {exc.name}: pip install 'defect-inspector[opcua]'"
     ) from None
+from ..recipes import RecipeFolder
 from .config import OpcUaSection
 from .methods import ENGINEER, OPERATOR, Methods
-from .recipes import RecipeFolder
 from .states import CONTINUOUS, VisionStates
 from .users import load_users
 from .wire import Part

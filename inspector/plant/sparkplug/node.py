@@ -17,8 +17,9 @@ DISCONNECT. An offline STATE from the primary host (timestamp not older than the
 ends the session the same way and starts the next. The broker gone: reconnect with backoff.
 
 Commands: NCMD ``Node Control/Rebirth`` = true; DCMD ``Commands/Reset Counters`` = true
-and ``Commands/Promote Model`` = PATH (the station's one promotion path:
-``handlers.command({"action": "promote", "path": PATH})``). Anything else is refused and
+and ``Commands/Promote Model`` = PATH, or a model id NAME@DIGEST of a file beside the live
+model (the station's one promotion path: ``handlers.command({"action": "promote", "path":
+PATH})``). Anything else is refused and
 logged, and so is a payload that is not Sparkplug B; ``Commands/Last Result`` says what
 happened.
 
@@ -44,6 +45,7 @@ import paho.mqtt.client as mqtt
 from ... import __version__
 from ...contract.mqtt import MqttSection, new_client
 from ...contract.records import Verdict
+from ..recipes import RecipeFolder, by_model_id
 from .bdseq import BdSeqStore, default_path
 from .config import SparkplugSection
 from .figures import PROMOTE, RESET, WRITABLE, Figures, Metrics
@@ -94,6 +96,7 @@ class SparkplugView:
         self._backoff = 0.1
         self._next_attempt = 0.0
         self._rebirth = False
+        self._recipes = RecipeFolder(None)  # the live model's folder: ids to files
         self._leave = False  # the primary host went offline: end this session
         self._connect_deadline = 0.0
         self._unreachable = False  # said once that the broker cannot be reached
@@ -379,6 +382,16 @@ class SparkplugView:
                 log.warning("sparkplug: DCMD %s = %r ignored", m.name, m.value)
 
     def _promote(self, path: str) -> None:
+        if "@" in path and "/" not in path:  # a model id: the file beside the live model
+            live = (self.figures.status.get("model") or {}).get("path")
+            found = by_model_id(self._recipes.scan(live), path)
+            if len(found) != 1:
+                where = self._recipes.folder(live) or "(no live model)"
+                why = "no model file" if not found else f"{len(found)} model files"
+                self.figures.last_result = f"refused: {why} in {where} with id {path}"
+                log.warning("sparkplug: promote %s refused: %s in %s", path, why, where)
+                return
+            path = str(found[0].path)
         command = getattr(self.handlers, "command", None)
         if command is None:
             self.figures.last_result = "refused: this station takes no model requests"

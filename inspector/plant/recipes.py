@@ -1,7 +1,8 @@
 """Recipes are the station's model files: every ``*.onnx`` in the recipes folder (by default
-the live model's folder) is one recipe, named by its file name. Preparing one asks the
-station to promote it through its one command path (load, acceptance rule, golden set,
-swap between batches); the station's answer is the method's answer."""
+the live model's folder) is one recipe, named by its file name. Preparing one (OPC UA) or
+promoting one by its model id (Sparkplug B) asks the station to promote it through its one
+command path (load, acceptance rule, golden set, swap between batches); the station's answer
+is the method's answer."""
 
 from __future__ import annotations
 
@@ -61,6 +62,16 @@ class RecipeFolder:
             if r.name == name:
                 return r
         return None
+
+
+def by_model_id(recipes: list[Recipe], model_id: str) -> list[Recipe]:
+    """The files whose content the station's model id ``NAME@DIGEST`` names (DIGEST: the
+    first 12 hex digits of the file's SHA-256, as the station gives it; the manifest's name is
+    not read). Empty when the id is not of that form."""
+    _, at, digest = model_id.rpartition("@")
+    if not at or len(digest) != 12 or any(c not in "0123456789abcdef" for c in digest):
+        return []
+    return [r for r in recipes if r.sha256.hex().startswith(digest)]
 
 
 def is_live(recipe: Recipe, live_model_path: str | None) -> bool:
