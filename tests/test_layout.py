@@ -17,7 +17,7 @@ SHARED = {"inspector", "inspector.errors", "inspector.logs", "inspector.httpd"}
 ALLOWED = {
     "contract": set(),
     "station": {"contract", "plant"},  # plant: its config section only
-    "gate": {"contract"},
+    "gate": {"contract", "plant"},  # plant: the gate's Sparkplug B view
     "lab": {"contract", "station", "gate"},
     "plant": {"contract"},  # Sparkplug B, OPC UA: views beside the station's link
     "review": {"contract"},  # the QA workbench: runs training as a process, never imports it

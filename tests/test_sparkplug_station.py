@@ -151,3 +151,79 @@ def test_acl_lets_only_the_scada_user_command_the_node(secured, station_factory)
         assert not scada.problems, scada.problems
     finally:
         scada.close()
+
+
+def test_the_reject_gate_is_an_edge_node_of_its_own(broker, tmp_path):
+    """``sparkplug:`` in a gate's config: the plant sees what the gate did with each part
+    (passed, rejected by reason, missed), its health and the last decision; it may reset the
+    counts and nothing else."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from inspector.contract.mqtt import MqttSection
+    from inspector.gate.config import GateConfig, GateHttpSection, GateSection
+    from inspector.gate.service import GateService
+
+    prefix = "inspector/st-9"
+    section = SparkplugSection(
+        group_id="line-9",
+        device_id="gate",
+        report_interval_s=0.05,
+        state_file=tmp_path / "gate-bdseq.json",
+    )
+    gate = GateService(
+        GateConfig(
+            gate=GateSection(id="gate-9", station_prefix=prefix, travel_ms=300),
+            mqtt=MqttSection(host=broker.host, port=broker.port, keepalive_s=2),
+            http=GateHttpSection(enabled=False),
+            sparkplug=section,
+        )
+    )
+    host = Host(broker, "line-9")
+    station = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="st-9")
+    station.connect(broker.host, broker.port)
+    station.loop_start()
+    gate.start()
+    try:
+        birth = host.wait("DBIRTH")[0]
+        assert (birth.node, birth.device) == ("gate-9", "gate")
+        d = birth.metrics
+        assert d["Parts/Passed"] == (UINT64, 0) and d["Parts/Rejected By Reason/defect"] == (
+            UINT64,
+            0,
+        )
+        assert "Commands/Promote Model" not in d, "a gate takes no model"
+        assert gate.connected.wait(5)
+
+        def send(topic: str, payload: dict) -> None:
+            station.publish(f"{prefix}/{topic}", json.dumps(payload), qos=1).wait_for_publish(5)
+
+        send("status", {"state": "online"})
+        now = time.time()
+        for pid in ("p1", "p2", "p3"):
+            send("trigger", {"part_id": pid, "ts": now})
+        send("verdict", {"part_id": "p1", "result": "pass", "reason": "ok", "seq": 1})
+        send("verdict", {"part_id": "p2", "result": "fail", "reason": "defect", "seq": 2})
+        # p3 gets no verdict: rejected when it reaches the gate
+        assert host.wait_value("Parts/Total", 3, timeout=10)
+        assert host.current("Parts/Passed") == 1 and host.current("Parts/Rejected") == 2
+        assert host.current("Parts/Rejected By Reason/defect") == 1
+        assert host.current("Parts/Rejected By Reason/no_verdict") == 1
+        assert host.current("Gate/Broker Connected") is True
+        assert host.current("Gate/Station State") == "online"
+
+        host.dcmd("gate-9", "gate", {"Commands/Reset Counters": (BOOLEAN, True)})
+        assert host.wait_value("Parts/Total", 0)
+        host.dcmd("gate-9", "gate", {"Commands/Promote Model": (STRING, "b.onnx")})
+        assert host.wait_value(
+            "Commands/Last Result", "refused: Commands/Promote Model is not writable"
+        )
+        nbirth = host.of("NBIRTH")[-1]
+    finally:
+        gate.stop()
+        station.loop_stop()
+    ndeath = host.wait("NDEATH")
+    assert ndeath and ndeath[0].metrics["bdSeq"] == nbirth.metrics["bdSeq"]
+    assert not host.problems, host.problems[:5]
+    host.close()

@@ -8,6 +8,7 @@ from ..contract.mqtt import MqttSection
 from ..contract.schema import Tagged, load_yaml, setting
 from ..contract.triggers import MAX_PART_ID_CHARS, MAX_PAYLOAD_BYTES, SAME_PART_WINDOW_S
 from ..logs import LoggingSection
+from ..plant.sparkplug.config import SparkplugSection
 from .actuators import ACTUATOR_TYPES, LogActuatorConfig
 
 
@@ -66,6 +67,11 @@ class GateConfig:
     )
     logging: LoggingSection = setting(factory=LoggingSection, help="")
     http: GateHttpSection = setting(factory=GateHttpSection, help="health and metrics")
+    sparkplug: SparkplugSection | None = setting(
+        None,
+        "the gate as a Sparkplug B edge node of its own (passed, rejected by reason, missed, "
+        "health; docs/sparkplug.md); edge_node_id defaults to the gate id",
+    )
 
 
 def load_gate_config(path) -> GateConfig:

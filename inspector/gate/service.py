@@ -8,9 +8,11 @@ import json
 import logging
 import threading
 import time
+from types import SimpleNamespace
 
 from ..contract.mqtt import new_client
 from ..contract.topics import Topics
+from ..plant.sparkplug.gatefigures import GateEvent
 from .actuators import make_actuator
 from .config import GateConfig
 from .core import GateCore
@@ -44,6 +46,14 @@ class GateService:
         self._ticker = threading.Thread(target=self._tick_loop, name="gate-tick", daemon=True)
         self._last_tick = 0.0
         self.http = None
+        self.sparkplug = None
+        if cfg.sparkplug is not None:  # the plant's view of the gate
+            from ..plant.sparkplug.gatefigures import GateFigures
+            from ..plant.sparkplug.node import SparkplugView
+
+            self.sparkplug = SparkplugView(
+                cfg.sparkplug, g.id, cfg.mqtt, figures=GateFigures(self.health)
+            )
 
     def health(self) -> tuple[bool, dict]:
         """Healthy while connected to the broker and deciding (the ticker runs)."""
@@ -78,9 +88,13 @@ class GateService:
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive_s)
         self.client.loop_start()
         self._ticker.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start(SimpleNamespace(status=dict, command=None))
 
     def stop(self) -> None:
         self._stop.set()
+        if self.sparkplug is not None:
+            self.sparkplug.stop()
         self._ticker.join(2)
         if self.http is not None:
             self.http.stop()
@@ -121,6 +135,8 @@ class GateService:
     def _emit(self, event: dict) -> None:
         self.events.append(event)
         self.client.publish(self.topics["gate"], json.dumps(event), qos=1)
+        if self.sparkplug is not None:
+            self.sparkplug.verdict(GateEvent(event))
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(0.005):

@@ -55,6 +55,8 @@ def _score(v: Verdict) -> float | None:
 
 
 class Figures:
+    writable = WRITABLE  # the metrics a DCMD may write
+
     def __init__(self, window: int, deadband_latency_ms: float, deadband_quality: float) -> None:
         self.deadband_latency_ms = deadband_latency_ms
         self.deadband_quality = deadband_quality

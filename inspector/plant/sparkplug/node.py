@@ -48,7 +48,7 @@ from ...contract.records import Verdict
 from ..recipes import RecipeFolder, by_model_id
 from .bdseq import BdSeqStore, default_path
 from .config import SparkplugSection
-from .figures import PROMOTE, RESET, WRITABLE, Figures, Metrics
+from .figures import PROMOTE, RESET, Figures, Metrics
 from .payload import BOOLEAN, INT64, STRING, UINT64, BadPayload, Topics, decode_command, encode
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ STOP_WAIT_S = 2.0  # for the NDEATH's PUBACK on a clean stop
 class SparkplugView:
     """``plant.sparkplug``: the station as a Sparkplug B edge node with one device."""
 
-    def __init__(self, section: SparkplugSection, station_id: str, mqtt_cfg: MqttSection) -> None:
+    def __init__(
+        self, section: SparkplugSection, station_id: str, mqtt_cfg: MqttSection, figures=None
+    ) -> None:
         self.section = section
         self.station_id = station_id
         node = section.edge_node_id or station_id
@@ -72,7 +74,8 @@ class SparkplugView:
         self.client_id = section.client_id or f"inspector-spb-{station_id}"
         self.interval = section.report_interval_s
         self.tick = min(TICK_S, self.interval)
-        self.figures = Figures(
+        # a station's figures, or another process's (the gate's: gatefigures.GateFigures)
+        self.figures = figures or Figures(
             section.latency_window, section.deadband_latency_ms, section.deadband_quality
         )
         self.handlers = None
@@ -175,14 +178,14 @@ class SparkplugView:
             if n % DRAIN_CHUNK == 0:
                 time.sleep(0)  # let the station's threads have the GIL between chunks
             item = inbox.popleft()
-            if isinstance(item, Verdict):
-                figures.verdict(item)
-            elif isinstance(item, dict):
+            if isinstance(item, dict):
                 figures.status = item
-            else:  # (label, outcome) of a model request, from the models thread
+            elif isinstance(item, tuple):  # (label, outcome) of a model request
                 label, outcome = item
                 figures.last_result = _outcome_text(label, outcome)
                 log.info("sparkplug: %s", figures.last_result)
+            else:  # a station's verdict, a gate's event
+                figures.verdict(item)
 
     # -- session -------------------------------------------------------------------------------
     def _where(self) -> str:
@@ -366,7 +369,7 @@ class SparkplugView:
             self.figures.last_result = f"refused: {exc}"
             return
         for m in metrics:
-            want = WRITABLE.get(m.name)
+            want = self.figures.writable.get(m.name)
             if want is None or m.datatype != want:
                 why = "not writable" if want is None else "wrong datatype"
                 log.warning("sparkplug: DCMD metric %r refused (%s)", m.name, why)
