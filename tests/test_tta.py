@@ -160,3 +160,5 @@ def test_the_workbench_exports_a_finished_run_again_with_test_time_flips(exporte
     r = admin.post(f"/train/{rid2}/export", data={"csrf": atoken})
     assert r.status_code == 400 and "has not finished training" in r.text
     assert admin.post("/train/999999/export", data={"csrf": atoken}).status_code == 404
+    gone = admin.get("/train/export/999999")
+    assert gone.status_code == 404 and "No such export" in gone.text

@@ -71,6 +71,18 @@ def error(request: Request, user, status: int, message: str, **page) -> Response
     return render(request, "error.html", status=status, user=user, message=message, **page)
 
 
+def process_block(request: Request, user, found: dict | None, what: str, **name) -> Response:
+    """The block of a process started from a page (an evaluation, an export): the htmx poll
+    gets the block, a plain request the whole page; ``name`` is the template's one variable
+    (``e=...``), named like the templates (``_evaluation.html`` and ``evaluation.html``)."""
+    if found is None:
+        text = f"No such {what} (the workbench keeps them until it restarts)."
+        return error(request, user, 404, text)
+    ((key, template),) = name.items()
+    partial = request.headers.get("hx-request")
+    return render(request, f"_{template}.html" if partial else f"{template}.html", **{key: found})
+
+
 def fmt_time(t: float | None) -> str:
     if t is None:
         return ""

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .. import modelcard, registry
-from .common import bench, error, field, page, render
+from .common import bench, error, field, page, process_block, render
 
 DONE = ("swapped", "unchanged", "linked")
 
@@ -155,9 +155,4 @@ async def evaluate(request: Request, user) -> Response:
 async def evaluation(request: Request, user) -> Response:
     """One evaluation's block (the htmx poll target; a whole page without htmx)."""
     e = bench(request).evaluations.get(request.path_params["eid"])
-    if e is None:
-        return error(
-            request, user, 404, "No such evaluation (the workbench keeps them until it restarts)."
-        )
-    name = "_evaluation.html" if request.headers.get("hx-request") else "evaluation.html"
-    return render(request, name, e=e)
+    return process_block(request, user, e, "evaluation", e="evaluation")

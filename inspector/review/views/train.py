@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..exports import OPTIONS
-from .common import bench, error, field, page, render
+from .common import bench, error, field, page, process_block, render
 
 
 @page("viewer")
@@ -94,12 +94,7 @@ async def export(request: Request, user) -> Response:
 async def export_progress(request: Request, user) -> Response:
     """One export's block (the htmx poll target; a whole page without htmx)."""
     x = bench(request).exports.get(request.path_params["xid"])
-    if x is None:
-        return error(
-            request, user, 404, "No such export (the workbench keeps them until it restarts)."
-        )
-    name = "_export.html" if request.headers.get("hx-request") else "export.html"
-    return render(request, name, x=x)
+    return process_block(request, user, x, "export", x="export")
 
 
 def _install_hint() -> str | None:
