@@ -31,6 +31,7 @@ def bench_accuracy(
     reuse: bool = False,
     variants: bool = True,
     tta: bool = False,
+    soft_labels: str = "",
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
@@ -39,7 +40,9 @@ def bench_accuracy(
     rate. ``cnn``: the earlier from-scratch
     recipe (per-image standardisation, 90 epochs at 160 px). ``tta``: also export the run with
     test-time flips in the graph (``export --tta``) and test it beside the plain model (speed
-    side by side); the choice to test it is made before the test set is seen.
+    side by side); the choice to test it is made before the test set is seen. ``soft_labels``:
+    train towards the experts' defect probabilities (the manifest's ``probability`` column)
+    instead of 0/1; the split, validation, threshold and test still use the 0.5 labels.
 
     Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
     bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
@@ -60,7 +63,10 @@ def bench_accuracy(
     data = work / "elpv"
     if not (data / "manifest.csv").exists():
         import_elpv(data)
-    cfg = TrainConfig(data=data, name=f"elpv-{model}-{image_size}")
+    # the manifest carries the probabilities; its paths and labels, and so the seeded split,
+    # are the folders'
+    source = data / "manifest.csv" if soft_labels else data
+    cfg = TrainConfig(data=source, name=f"elpv-{model}-{image_size}")
     for key, value in {
         "model.type": model,
         "model.image_size": image_size,
@@ -81,6 +87,7 @@ def bench_accuracy(
         "train.patience": 30,
         "train.max_minutes": max_minutes,
         "threshold.policy": "max_f1",
+        "soft_labels": soft_labels,
     }.items():
         cfg = override(cfg, key, value)
     if pretrained:  # the network normalises as it was trained (in the graph)
@@ -158,6 +165,7 @@ def bench_accuracy(
         "from the training part; test used once",
         "model": model,
         "image_size": image_size,
+        "soft_labels": soft_labels or None,
         "split_counts": counts,
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": metrics["balanced_accuracy"],
@@ -275,6 +283,7 @@ def cmd_bench_accuracy(args) -> int:
         model=args.model_type,
         reuse=args.reuse,
         tta=args.tta,
+        soft_labels="probability" if args.soft_labels else "",
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -314,6 +323,11 @@ def add_args(b) -> None:
         "--reuse",
         action="store_true",
         help="bench accuracy: export, test and time the run already in --work (no training)",
+    )
+    g.add_argument(
+        "--soft-labels",
+        action="store_true",
+        help="bench accuracy: train towards the experts' defect probabilities, not 0/1",
     )
     g.add_argument(
         "--tta",
