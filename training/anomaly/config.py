@@ -22,9 +22,26 @@ class AnomalyConfig:
         help="backbone layers whose outputs are the patch features (the first sets the grid)",
     )
     neighbourhood: int = setting(3, "average each feature over this many cells square (odd)")
+    statistics: str = setting(
+        "bank",
+        "bank: distance to the nearest good patch anywhere in the image (PatchCore; parts in "
+        "any position); position: distance to Gaussians of each image region (PaDiM-style; "
+        "parts that sit in the same place, e.g. solar cells or fixtured parts; faster)",
+    )
+    components: int = setting(
+        2,
+        "position: Gaussians per region, one per cluster of good training images (k-means "
+        "on their mean features: e.g. two kinds of good part); a patch takes the nearest",
+    )
+    region: int = setting(
+        2, "position: feature-grid cells per side that share one region's Gaussians"
+    )
+    shrinkage: float = setting(0.3, "position: added to the diagonal of every covariance")
     coreset: float = setting(0.01, "fraction of the training patches kept in the memory bank")
     max_bank: int = setting(16384, "at most this many patches in the bank")
-    max_bank_mb: float = setting(64.0, "refuse a bank larger than this (float32 bytes)")
+    max_bank_mb: float = setting(
+        64.0, "refuse a bank (or position statistics) larger than this (float32 bytes)"
+    )
     max_patches: int = setting(
         250_000, "coreset candidates: a random subset of the training patches when more"
     )
@@ -42,6 +59,14 @@ class AnomalyConfig:
             yield "layers", "name at least one backbone layer"
         if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
             yield "neighbourhood", "an odd number >= 1"
+        if self.statistics not in ("bank", "position"):
+            yield "statistics", "bank or position"
+        if not 1 <= self.components <= 16:
+            yield "components", "1 to 16"
+        if self.region < 1:
+            yield "region", "at least 1"
+        if not self.shrinkage > 0:
+            yield "shrinkage", "must be positive"
         if not 0 < self.coreset <= 1:
             yield "coreset", "a fraction in (0, 1]"
         if self.max_bank < 1:

@@ -29,9 +29,8 @@ from ..common import thresholds
 from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
 from ..data import datasets, frames
-from .bank import raw_scores
 from .config import METHOD
-from .graph import features, load_model
+from .graph import features, load_model, load_statistics, reference_scores
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def export(run: Path, out: Path, tolerance: float = 1e-4) -> dict:
             "name": scores_name,
             "kind": "softmax",
             "meaning": "[1 - n, n] over (good, anomaly): n = s / (s + t), s the image's "
-            "largest patch distance to the memory bank, t the threshold; fail at n >= 0.5",
+            f"largest patch distance {_to_what(info)}, t the threshold; fail at n >= 0.5",
         },
         thresholds={"anomaly": {k: t[k] for k in ("value", "raw", "policy", "target", "metrics")}},
         anomaly={
@@ -159,7 +158,7 @@ def _verify(run: Path, onnx_path: Path, tolerance, model, embedder, info, cfg):
     rel = np.abs(ref_scores - got) / np.maximum(np.abs(ref_scores), 1e-6)
     flips = int(np.sum((ref_scores[:, 1] >= 0.5) != (got[:, 1] >= 0.5)))
     t = info["threshold"]["raw"]
-    s = raw_scores(_features(embedder, val.x), np.load(Path(run) / "bank.npy"))
+    s = reference_scores(_features(embedder, val.x), load_statistics(run))
     numpy_n = s / (s + t)
     parity = {
         "images": int(len(val.y)),
@@ -183,10 +182,23 @@ def _features(embedder, x):
     return features(embedder, x, 8)
 
 
+def _to_what(info: dict) -> str:
+    if info["anomaly"].get("statistics") == "position":
+        return "to the nearest Gaussian of its image region"
+    return "to the memory bank"
+
+
 def describe(manifest: dict) -> str:
     p, a = manifest["parity"], manifest["anomaly"]
+    if a.get("statistics") == "position":
+        what = (
+            f"{a['components']} Gaussian(s) x {a['regions'][0]}x{a['regions'][1]} regions x "
+            f"{a['feature_dims']} features"
+        )
+    else:
+        what = f"{a['bank_size']:,} bank patches x {a['feature_dims']} features"
     return (
-        f"anomaly model: {a['bank_size']:,} bank patches x {a['feature_dims']} features "
+        f"anomaly model: {what} "
         f"({a['bank_bytes'] / 2**20:.1f} MB), {manifest['onnx']['bytes'] / 2**20:.1f} MB ONNX; "
         f"parity on {p['images']} validation images: max relative |diff| "
         f"{p['max_rel_diff']:.1e}, {p['flips']} decision flips"

@@ -14,6 +14,9 @@
    memory does not grow with the number of images (20,000 good images fit as 2,000 do);
    the fit logs its peak resident memory and records it in ``run.json``
    (``training.memory``);
+   or, with ``anomaly.statistics: position`` (parts that sit in the same place), a
+   Gaussian per image region and cluster of good images instead (``training.anomaly.gaussian``,
+   PaDiM-style: two streaming passes, no bank);
 3. a graph that scores a part: the distance of every patch to its nearest bank patch
    (matrix products and a min, no custom operators), the image score ``s`` = the largest
    of them, normalised to ``n = s / (s + t)`` so that the threshold ``t`` maps to 0.5.
@@ -50,9 +53,10 @@ from ..common.config import TrainConfig, as_dict
 from ..common.memory import peak_rss_bytes, rss_bytes
 from ..common.runs import setup_of, spec_of, versions, write_json
 from ..data import datasets
-from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset, raw_scores
+from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset
 from .config import CLASSES, METHOD, AnomalyConfig
-from .graph import embedder, features
+from .gaussian import RegionAccumulator, cluster, regions_of, statistics_bytes
+from .graph import embedder, features, reference_scores
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,11 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         raise TrainingError(f"the training split has {len(good_train)} good image(s); need more")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
     _, h, w, dim = embed.output.shape
-    bank_plan(len(good_train) * h * w, dim, acfg)  # refuse before the work, not after
+    position = acfg.statistics == "position"
+    if position:  # refuse before the work, not after
+        position_plan((h, w), dim, acfg)
+    else:
+        bank_plan(len(good_train) * h * w, dim, acfg)
     listed = {name: Listed() for name in datasets.SPLITS}
     unreadable: list[tuple[str, str]] = []
 
@@ -141,42 +149,61 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             yield split
 
     t0 = time.monotonic()
-    reservoir = PatchReservoir(acfg.max_patches, dim, acfg.seed, expected=len(good_train) * h * w)
     stats = datasets.ImageStats()
-    for split in stream("train"):
-        x = split.x[split.y == gi]
-        if len(x):
-            reservoir.add(features(embed, x, acfg.batch_size))
-            stats.add(x)
-    n_good = len(stats.rows)
-    if n_good < 2:
-        raise TrainingError(f"the training split has {n_good} good image(s); need more")
-    k, _ = bank_plan(reservoir.seen, dim, acfg)
-    candidates = reservoir.sample()
-    k = min(k, len(candidates))
-    feature_seconds = time.monotonic() - t0
-    t1 = time.monotonic()
-    bank = np.ascontiguousarray(
-        candidates[greedy_coreset(candidates, k, acfg.projection, acfg.seed)]
-    )
-    del candidates
-    coreset_seconds = time.monotonic() - t1
-    log.info(
-        "bank: %d of %d patches (%d x %d grid, %d features), %.1f MB; features %.1f s, "
-        "coreset %.1f s",
-        len(bank),
-        reservoir.seen,
-        h,
-        w,
-        dim,
-        bank.nbytes / 2**20,
-        feature_seconds,
-        coreset_seconds,
-    )
+    if position:
+        normal, seen = _fit_position(embed, data, good_train, stream, stats, acfg)
+        n_good = len(stats.rows)
+        feature_seconds, coreset_seconds, candidates_kept = time.monotonic() - t0, 0.0, 0
+        log.info(
+            "region Gaussians: %d component(s) (good images %s) x %d regions, %d features, "
+            "%.1f MB; %.1f s",
+            len(normal.mean),
+            normal.images.tolist(),
+            normal.mean.shape[1],
+            dim,
+            normal.nbytes / 2**20,
+            feature_seconds,
+        )
+        sample_bytes = 0
+    else:
+        reservoir = PatchReservoir(
+            acfg.max_patches, dim, acfg.seed, expected=len(good_train) * h * w
+        )
+        for split in stream("train"):
+            x = split.x[split.y == gi]
+            if len(x):
+                reservoir.add(features(embed, x, acfg.batch_size))
+                stats.add(x)
+        n_good = len(stats.rows)
+        if n_good < 2:
+            raise TrainingError(f"the training split has {n_good} good image(s); need more")
+        k, _ = bank_plan(reservoir.seen, dim, acfg)
+        candidates = reservoir.sample()
+        k = min(k, len(candidates))
+        feature_seconds = time.monotonic() - t0
+        t1 = time.monotonic()
+        normal = np.ascontiguousarray(
+            candidates[greedy_coreset(candidates, k, acfg.projection, acfg.seed)]
+        )
+        del candidates
+        coreset_seconds = time.monotonic() - t1
+        seen, candidates_kept, sample_bytes = reservoir.seen, len(reservoir), reservoir.nbytes
+        log.info(
+            "bank: %d of %d patches (%d x %d grid, %d features), %.1f MB; features %.1f s, "
+            "coreset %.1f s",
+            len(normal),
+            reservoir.seen,
+            h,
+            w,
+            dim,
+            normal.nbytes / 2**20,
+            feature_seconds,
+            coreset_seconds,
+        )
     scores, truth = [], []
     for split in stream("val"):
         if len(split.y):
-            scores.append(raw_scores(features(embed, split.x, acfg.batch_size), bank))
+            scores.append(reference_scores(features(embed, split.x, acfg.batch_size), normal))
             truth.append(split.y == gi)
     for _ in stream("test"):  # read once, as the classifier's split does: counts, unreadable
         pass
@@ -187,7 +214,10 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         log.warning("skipped unreadable image %s: %s", path, why)
     data.report["unreadable"] = [{"file": f, "why": why} for f, why in unreadable]
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "bank.npy", bank)
+    if position:
+        normal.save(out)
+    else:
+        np.save(out / "bank.npy", normal)
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
     (out / "anomaly.yaml").write_text(yaml.safe_dump(as_dict(acfg), sort_keys=False))
     prepared = datasets.Prepared(data.classes, [], data.spec, listed, data.report)
@@ -195,7 +225,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     memory = {
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_at_start_bytes": rss_start,
-        "patch_sample_bytes": reservoir.nbytes,
+        "patch_sample_bytes": sample_bytes,
         "measured": "the process's peak resident set size at the end of the fit "
         "(getrusage ru_maxrss): it includes whatever the process held before the fit",
     }
@@ -203,7 +233,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         "memory: peak RSS %.0f MB (%.0f MB at the start; patch sample %.0f MB) for %d good images",
         memory["peak_rss_bytes"] / 2**20,
         rss_start / 2**20,
-        reservoir.nbytes / 2**20,
+        sample_bytes / 2**20,
         n_good,
     )
     spec = data.spec
@@ -228,13 +258,8 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "neighbourhood": acfg.neighbourhood,
             "grid": [int(h), int(w)],
             "feature_dims": int(dim),
-            "bank_size": int(len(bank)),
-            "bank_bytes": int(bank.nbytes),
-            "training_patches": int(reservoir.seen),
-            "coreset_candidates": int(len(reservoir)),
-            "coreset_fraction": round(len(bank) / reservoir.seen, 6),
-            "coreset": f"greedy k-center in a {acfg.projection}-d random projection",
-            "score": "image: max over patches of the distance to the nearest bank patch",
+            "training_patches": int(seen),
+            **_normal_summary(normal, acfg, seen, candidates_kept),
             "normalisation": {"formula": "n = s / (s + t)", "t": threshold["raw"]},
         },
         "image_stats": stats.result(),
@@ -248,7 +273,8 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "fingerprint": "",
         },
         "training": {
-            "model": f"anomaly ({cfg.model.type} patch features + memory bank)",
+            "model": f"anomaly ({cfg.model.type} patch features + "
+            + ("region Gaussians)" if position else "memory bank)"),
             "method": METHOD,
             "parameters": 0,
             "good_images": int(n_good),
@@ -263,3 +289,68 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     }
     write_json(out / "run.json", run)
     return run
+
+
+def position_plan(grid: tuple[int, int], dim: int, acfg: AnomalyConfig) -> int:
+    """Bytes of the region Gaussians; refuses a grid the regions do not tile, or a size
+    over the cap."""
+    regions_of(grid, acfg.region)
+    nbytes = statistics_bytes(acfg.components, grid, acfg.region, dim)
+    if nbytes > acfg.max_bank_mb * 1024 * 1024:
+        raise TrainingError(
+            f"anomaly: the region Gaussians would take {nbytes / 2**20:.1f} MB "
+            f"({acfg.components} component(s) x {dim}x{dim} covariances per region), over the "
+            f"cap anomaly.max_bank_mb = {acfg.max_bank_mb:g} MB; raise anomaly.region, lower "
+            f"anomaly.components, or raise the cap"
+        )
+    return nbytes
+
+
+def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig):
+    """Two passes over the good training images: the first (which also lists the split and
+    its image statistics) clusters their mean features, the second sums each cluster's
+    region statistics. Returns (Gaussians, patches seen)."""
+    gi = data.classes.index(data.good)
+    means = []
+    for split in stream("train"):
+        x = split.x[split.y == gi]
+        if len(x):
+            means.append(features(embed, x, acfg.batch_size).mean((1, 2)))
+            stats.add(x)
+    if len(stats.rows) < 2:
+        raise TrainingError(f"the training split has {len(stats.rows)} good image(s); need more")
+    _, h, w, dim = embed.output.shape
+    centroids = cluster(np.concatenate(means), acfg.components, acfg.seed)
+    acc = RegionAccumulator(centroids, (h, w), acfg.region, dim)
+    for split, _ in datasets.batches(good_train, data.spec, data.classes, acfg.batch_size):
+        if len(split.x):
+            acc.add(features(embed, split.x, acfg.batch_size))
+    return acc.gaussians(acfg.shrinkage), int(len(stats.rows) * h * w)
+
+
+def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> dict:
+    """run.json's account of the model of normal (``bank_size``/``bank_bytes``: what the
+    graph carries, patches or Gaussians)."""
+    if acfg.statistics == "position":
+        k, p = normal.mean.shape[:2]
+        return {
+            "statistics": "position",
+            "components": int(k),
+            "component_images": normal.images.tolist(),
+            "region": acfg.region,
+            "regions": list(regions_of(normal.grid, normal.region)),
+            "shrinkage": acfg.shrinkage,
+            "bank_size": int(k * p),
+            "bank_bytes": normal.nbytes,
+            "score": "image: max over patches of the Mahalanobis distance to the nearest "
+            "Gaussian of the patch's region",
+        }
+    return {
+        "statistics": "bank",
+        "bank_size": int(len(normal)),
+        "bank_bytes": int(normal.nbytes),
+        "coreset_candidates": int(candidates),
+        "coreset_fraction": round(len(normal) / seen, 6),
+        "coreset": f"greedy k-center in a {acfg.projection}-d random projection",
+        "score": "image: max over patches of the distance to the nearest bank patch",
+    }

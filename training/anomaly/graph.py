@@ -1,9 +1,11 @@
 """The anomaly model as one Keras graph: backbone taps -> patch features -> nearest-bank
-distance -> the normalised score and the heat map (see ``training.anomaly.fit``).
+(or region-Gaussian) distance -> the normalised score and the heat map (see
+``training.anomaly.fit``).
 
 ``embedder`` turns uint8 images into patch features; ``scorer`` adds the memory bank
-(plain MatMul/ReduceMin in ONNX, no custom operators); ``load_model`` rebuilds both from a
-run folder.
+(plain MatMul/ReduceMin in ONNX, no custom operators) or the region Gaussians
+(``training.anomaly.gaussian``: batched MatMul); ``load_model`` rebuilds both from a run
+folder.
 """
 
 from __future__ import annotations
@@ -99,14 +101,20 @@ def nearest_layer_class():
     return NearestBank
 
 
-def scorer(embed, bank: np.ndarray, t: float):
-    """The whole anomaly model: ``scores`` [1 - n, n] and ``anomaly_map`` (N, h, w)."""
+def scorer(embed, statistics, t: float):
+    """The whole anomaly model: ``scores`` [1 - n, n] and ``anomaly_map`` (N, h, w).
+    ``statistics``: the memory bank (an array) or the region Gaussians (``Gaussians``)."""
+    from .gaussian import Gaussians, gaussian_layer_class
+
     keras = _keras()
     ops = keras.ops
     feats = embed.output
     _, h, w, d = feats.shape
     flat = keras.layers.Reshape((h * w, d), name="patches")(feats)
-    dist = nearest_layer_class()(bank, name="nearest_bank")(flat)
+    if isinstance(statistics, Gaussians):
+        dist = gaussian_layer_class()(statistics, name="region_gaussians")(flat)
+    else:
+        dist = nearest_layer_class()(statistics, name="nearest_bank")(flat)
     t = float(t)
     norm = keras.layers.Lambda(lambda v: v / (v + t), name="normalise_score")
     score = norm(ops.max(dist, axis=-1, keepdims=True))
@@ -132,6 +140,25 @@ def load_model(run: Path):
     run = Path(run)
     cfg, info = load_run(run)
     acfg = load_anomaly_config(run / "anomaly.yaml")
-    bank = np.load(run / "bank.npy")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
-    return scorer(embed, bank, info["threshold"]["raw"]), embed, cfg, acfg, info
+    return scorer(embed, load_statistics(run), info["threshold"]["raw"]), embed, cfg, acfg, info
+
+
+def load_statistics(run: Path):
+    """A run's model of normal: its memory bank (``bank.npy``) or its region Gaussians."""
+    from .gaussian import FILE, Gaussians
+
+    run = Path(run)
+    if (run / FILE).is_file():
+        return Gaussians.load(run)
+    return np.load(run / "bank.npy")
+
+
+def reference_scores(feats: np.ndarray, statistics) -> np.ndarray:
+    """The numpy reference of the graph's image score for either model of normal."""
+    from .bank import raw_scores
+    from .gaussian import Gaussians
+
+    if isinstance(statistics, Gaussians):
+        return statistics.scores(feats)
+    return raw_scores(feats, statistics)

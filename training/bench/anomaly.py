@@ -151,8 +151,9 @@ def bench_generated(work: Path) -> dict:
 
 def _bank(manifest: dict) -> dict:
     a = manifest["anomaly"]
-    keys = ("bank_size", "bank_bytes", "feature_dims", "grid", "coreset_fraction", "layers")
-    return {k: a[k] for k in keys}
+    keys = ("statistics", "bank_size", "bank_bytes", "feature_dims", "grid", "coreset_fraction")
+    keys += ("layers", "components", "component_images", "region", "regions", "shrinkage")
+    return {k: a[k] for k in keys if k in a}
 
 
 # -- latency ---------------------------------------------------------------------------------

