@@ -42,25 +42,27 @@ def write_good(root: Path, n: int, size: int, seed: int = 7) -> None:
             cv2.imwrite(str(folder / f"{i:05d}.png"), img)
 
 
-def fit_child(data: Path, run: Path, size: int) -> None:
+def fit_child(data: Path, run: Path, size: int, statistics: str = "bank") -> None:
     """The fit, in this process: what the parent measures."""
     import logging
 
     from .. import registry
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg, settings = registry.configure("anomaly", data, {"model.image_size": size})
+    values = {"model.image_size": size, "anomaly.statistics": statistics}
+    cfg, settings = registry.configure("anomaly", data, values)
     registry.get("anomaly").train(cfg, run, settings)
 
 
-def measure(images: int, size: int, work: Path) -> dict:
+def measure(images: int, size: int, work: Path, statistics: str = "bank") -> dict:
     data, run = work / "data", work / "run"
     t0 = time.monotonic()
     write_good(data, images, size)
     write_seconds = time.monotonic() - t0
     code = (
         "import pathlib, sys; from training.bench.anomalymem import fit_child; "
-        f"fit_child(pathlib.Path({str(data)!r}), pathlib.Path({str(run)!r}), {size})"
+        f"fit_child(pathlib.Path({str(data)!r}), pathlib.Path({str(run)!r}), {size}, "
+        f"{statistics!r})"
     )
     t1 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -73,9 +75,12 @@ def measure(images: int, size: int, work: Path) -> dict:
     tr, a = info["training"], info["anomaly"]
     mem = tr["memory"]
     return {
-        "what": f"anomaly fit (default settings, efficientnet-lite0, {size} px grey) on "
-        f"{images} generated good images (+{VAL_IMAGES} for the threshold), in a fresh process",
-        "command": f"python -m training.bench.anomalymem --images {images} --size {size}",
+        "what": f"anomaly fit (default settings, statistics: {statistics}, efficientnet-lite0, "
+        f"{size} px grey) on {images} generated good images (+{VAL_IMAGES} for the threshold), "
+        "in a fresh process",
+        "command": f"python -m training.bench.anomalymem --images {images} --size {size}"
+        + ("" if statistics == "bank" else f" --statistics {statistics}"),
+        "statistics": statistics,
         "images": images,
         "image_size": size,
         "peak_rss_bytes": mem["peak_rss_bytes"],
@@ -87,7 +92,7 @@ def measure(images: int, size: int, work: Path) -> dict:
         "patch_sample_mb": round(mem["patch_sample_bytes"] / 2**20, 1),
         "all_patch_features_mb": round(a["training_patches"] * a["feature_dims"] * 4 / 2**20, 1),
         "training_patches": a["training_patches"],
-        "coreset_candidates": a["coreset_candidates"],
+        "coreset_candidates": a.get("coreset_candidates"),
         "bank_size": a["bank_size"],
         "bank_mb": round(a["bank_bytes"] / 2**20, 2),
         "good_images": tr["good_images"],
@@ -112,11 +117,17 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=224, help="image and model input size (px)")
     ap.add_argument("--out", type=Path, default=Path("docs/bench-anomaly-memory.json"))
     ap.add_argument("--work", type=Path, help="keep the images and the run here")
+    ap.add_argument(
+        "--statistics",
+        choices=("bank", "position"),
+        default="bank",
+        help="the model of normal (anomaly.statistics): the bank, or region Gaussians",
+    )
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="anomalymem-"))
     try:
         shutil.rmtree(work / "run", ignore_errors=True)
-        r = measure(args.images, args.size, work)
+        r = measure(args.images, args.size, work, args.statistics)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
