@@ -135,3 +135,33 @@ def test_an_unknown_statistics_value_is_refused_with_the_choices(fitted, tmp_pat
     code = main([*argv, "--set", "anomaly.statistics=gaussian", "--out", str(tmp_path / "r")])
     assert code != 0
     assert "statistics" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_the_line_fails_a_misplaced_mark_with_reason_anomaly(
+    fitted, make_config, station_factory, line, tmp_path
+):
+    _, run, _ = fitted
+    parts, rng, truth = tmp_path / "parts", np.random.default_rng(42), {}
+    for i in range(10):
+        defect = i % 3 == 0
+        name = f"{i:05d}_{'defect' if defect else 'good'}.png"
+        at = _jitter(rng, ELSEWHERE if defect else HOME)
+        (parts / ("defect" if defect else "good")).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(parts / ("defect" if defect else "good") / name), _part(rng, at, i % 2))
+        truth[name] = defect
+    station = station_factory(
+        make_config(
+            model=run / "model.onnx",
+            parts=parts,
+            trigger="free-run",
+            loop=False,
+            rate=50,
+            deadline_ms=15000,
+        )
+    )
+    station.start()
+    verdicts = line.wait_for(len(truth), timeout=30)
+    assert len(verdicts) == len(truth)
+    for v in verdicts:
+        expected = ("fail", "anomaly") if truth[v["frame"]] else ("pass", "ok")
+        assert (v["result"], v["reason"]) == expected, v
