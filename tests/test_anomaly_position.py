@@ -165,3 +165,17 @@ def test_the_line_fails_a_misplaced_mark_with_reason_anomaly(
     for v in verdicts:
         expected = ("fail", "anomaly") if truth[v["frame"]] else ("pass", "ok")
         assert (v["result"], v["reason"]) == expected, v
+
+
+def test_the_shipped_elpv_anomaly_config_is_valid():
+    from training.cli import TrainingYaml
+    from training.common.config import validate
+
+    parts = TrainingYaml(Path(__file__).parents[1] / "training/configs/elpv-anomaly.yaml")
+    assert parts.method == "anomaly"
+    cfg = parts.load(TrainConfig, parts.rest)
+    acfg = parts.load(AnomalyConfig, parts.sections["anomaly"])
+    validate(cfg)
+    validate(acfg)
+    assert acfg.statistics == "position" and acfg.components == 2
+    assert cfg.split.seed == 2019 and cfg.model.image_size == 224
