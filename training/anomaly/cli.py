@@ -66,17 +66,12 @@ def train(args, parts) -> int:
     run = fit(cfg, acfg, out)
     a, t, tr = run["anomaly"], run["threshold"], run["training"]
     m = t["metrics"]
-    if a.get("statistics") == "position":
-        normal = (
-            f"{a['components']} Gaussian(s) per region (good images {a['component_images']}), "
-            f"{a['regions'][0]}x{a['regions'][1]} regions"
-        )
-    else:
-        normal = f"{a['bank_size']:,} of {a['training_patches']:,} patches in the bank"
+    from .export import normal_text
+
     print(
         f"fitted an anomaly model on {tr['good_images']} good images in {tr['fit_seconds']:.0f} "
-        f"s: {normal} ({a['bank_bytes'] / 2**20:.1f} MB, {a['feature_dims']} features, grid "
-        f"{a['grid'][0]}x{a['grid'][1]})"
+        f"s: {normal_text(a)}, {a['bank_bytes'] / 2**20:.1f} MB, from "
+        f"{a['training_patches']:,} patches on a {a['grid'][0]}x{a['grid'][1]} grid"
     )
     print(f"peak memory (RSS) {tr['memory']['peak_rss_bytes'] / 2**20:,.0f} MB")
     recall = m["defect_recall"]

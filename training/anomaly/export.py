@@ -188,17 +188,20 @@ def _to_what(info: dict) -> str:
     return "to the memory bank"
 
 
+def normal_text(a: dict) -> str:
+    """The model of normal in words, from run.json's or the manifest's ``anomaly``."""
+    if a.get("statistics") == "position":
+        return (
+            f"{a['components']} Gaussian(s) x {a['regions'][0]}x{a['regions'][1]} regions x "
+            f"{a['feature_dims']} features (good images per component {a['component_images']})"
+        )
+    return f"{a['bank_size']:,} bank patches x {a['feature_dims']} features"
+
+
 def describe(manifest: dict) -> str:
     p, a = manifest["parity"], manifest["anomaly"]
-    if a.get("statistics") == "position":
-        what = (
-            f"{a['components']} Gaussian(s) x {a['regions'][0]}x{a['regions'][1]} regions x "
-            f"{a['feature_dims']} features"
-        )
-    else:
-        what = f"{a['bank_size']:,} bank patches x {a['feature_dims']} features"
     return (
-        f"anomaly model: {what} "
+        f"anomaly model: {normal_text(a)} "
         f"({a['bank_bytes'] / 2**20:.1f} MB), {manifest['onnx']['bytes'] / 2**20:.1f} MB ONNX; "
         f"parity on {p['images']} validation images: max relative |diff| "
         f"{p['max_rel_diff']:.1e}, {p['flips']} decision flips"

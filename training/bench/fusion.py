@@ -87,6 +87,11 @@ def bench(cls_val: Path, cls_test: Path, an_val: Path, an_test: Path) -> dict:
     def rate(k, n):
         return bounds.rate_block(int(k), int(n))
 
+    def figures(x, y):
+        aurocs = {"classifier": auroc(y, x[:, 0]), "anomaly": auroc(y, x[:, 1])}
+        aurocs["fused"] = auroc(y, fused(x))
+        return {"images": int(len(y)), "defective": int(y.sum()), "auroc": aurocs}
+
     return {
         "inputs": {
             "classifier": [str(cls_val), str(cls_test)],
@@ -94,24 +99,10 @@ def bench(cls_val: Path, cls_test: Path, an_val: Path, an_test: Path) -> dict:
         },
         "protocol": "logistic fusion of the two models' log-odds fitted on validation only; "
         "test used once",
-        "validation": {
-            "images": int(len(yv)),
-            "defective": int(yv.sum()),
-            "auroc": {
-                "classifier": auroc(yv, xv[:, 0]),
-                "anomaly": auroc(yv, xv[:, 1]),
-                "fused": auroc(yv, fused(xv)),
-            },
-        },
+        "validation": figures(xv, yv),
         "weights": {"classifier": float(w[0] / sd[0]), "anomaly": float(w[1] / sd[1])},
         "test": {
-            "images": int(len(yt)),
-            "defective": int(yt.sum()),
-            "auroc": {
-                "classifier": auroc(yt, xt[:, 0]),
-                "anomaly": auroc(yt, xt[:, 1]),
-                "fused": auroc(yt, fused(xt)),
-            },
+            **figures(xt, yt),
             "either_fails": {
                 "escape_rate": rate(np.sum(yt & ~failed), yt.sum()),
                 "false_reject_rate": rate(np.sum(~yt & failed), (~yt).sum()),
