@@ -50,8 +50,8 @@ def _settings() -> type:
 
 KIND = ModelKind(
     name="anomaly",
-    help="anomaly: a model of good parts only (memory bank of pretrained patch features) "
-    "that flags the rest",
+    help="anomaly: a model of good parts only (a memory bank of pretrained patch features, "
+    "or Gaussians per image region) that flags the rest",
     train=_train,
     export=_export,
     evaluate=_evaluate,
