@@ -85,6 +85,11 @@ class PatchReservoir:
         order = np.argsort(self._order[:n], kind="stable")
         return self._buf[:n][order]
 
+    def positions(self) -> np.ndarray:
+        """The stream position of each patch of ``sample()`` (its image: position // patches
+        per image)."""
+        return np.sort(self._order[: len(self)], kind="stable")
+
 
 def bank_plan(n_patches: int, dim: int, acfg: AnomalyConfig) -> tuple[int, int]:
     """(patches kept, bytes) for ``n_patches`` candidates; refuses a bank over the cap."""
@@ -148,7 +153,12 @@ GOOD_ONLY_FALLBACK = (
 
 
 def choose_threshold(
-    good: np.ndarray, defect: np.ndarray, cfg: TrainConfig, acfg: AnomalyConfig
+    good: np.ndarray,
+    defect: np.ndarray,
+    cfg: TrainConfig,
+    acfg: AnomalyConfig,
+    on: str = "validation",
+    images: str = "validation images",
 ) -> dict:
     """The raw-distance threshold ``t`` and how it was chosen (``raw``; ``value`` is 0.5),
     with its confidence, promise and warning (``training.common.thresholds.describe``).
@@ -158,7 +168,9 @@ def choose_threshold(
     ``anomaly.false_reject_rate`` at ``threshold.confidence``: it rejects at most
     ``bounds.largest_k(n, rate)`` of them. Too few good images to promise the rate (1 % at
     95 % needs 299): the lowest threshold that rejects none of them, and a warning that
-    says how many more it needs. Labelled defects too: the classifier's policy."""
+    says how many more it needs. Labelled defects too: the classifier's policy. ``on`` and
+    ``images`` name where the scores come from (``anomaly.folds``: validation and
+    out-of-fold)."""
     good, defect = np.sort(np.asarray(good, np.float64)), np.asarray(defect, np.float64)
     if not len(good):
         raise TrainingError(
@@ -192,6 +204,8 @@ def choose_threshold(
         target=target,
         confidence=confidence,
         fallback=fallback,
+        on=on,
+        images=images,
     )
     if described["warning"]:
         log.warning("threshold: %s", described["warning"])
@@ -201,7 +215,7 @@ def choose_threshold(
         "policy": policy,
         "target": target,
         "fallback": fallback,
-        "metrics": {"on": "validation", **binary_at(truth, scores / (scores + t), 0.5)},
+        "metrics": {"on": on, **binary_at(truth, scores / (scores + t), 0.5)},
         **{k: described[k] for k in ("confidence", "promise", "warning")},
     }
 

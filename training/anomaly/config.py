@@ -51,6 +51,12 @@ class AnomalyConfig:
         "good parts only: the false-reject rate the threshold promises (its upper bound on "
         "held-out good parts at threshold.confidence holds this)",
     )
+    folds: int = setting(
+        0,
+        "0: the threshold's false-reject bound rests on the good validation images alone; "
+        "K (2 to 20): also on every good training image, scored by a model fitted on the "
+        "other K-1 folds (out-of-fold), for lines with few validation images",
+    )
     seed: int = setting(0, "seed of the projection and the subsets")
     batch_size: int = setting(16, "images per feature-extraction batch")
 
@@ -73,6 +79,8 @@ class AnomalyConfig:
             yield "max_bank", "at least 1"
         if self.max_bank_mb <= 0:
             yield "max_bank_mb", "must be positive"
+        if self.folds != 0 and not 2 <= self.folds <= 20:
+            yield "folds", "0 (validation only) or 2 to 20"
         if not 0 <= self.false_reject_rate < 1:
             yield "false_reject_rate", "a rate in [0, 1)"
 

@@ -29,6 +29,7 @@ from ..common import thresholds
 from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
 from ..data import datasets, frames
+from . import folds as oof
 from .config import METHOD
 from .graph import features, load_model, load_statistics, reference_scores
 
@@ -93,7 +94,7 @@ def export(run: Path, out: Path, tolerance: float = 1e-4) -> dict:
         out.unlink(missing_ok=True)
         raise
     manifest["parity"] = parity
-    manifest["thresholds"]["anomaly"].update(_confidence(cfg, info, val, got[:, 1]))
+    manifest["thresholds"]["anomaly"].update(_confidence(cfg, info, val, got[:, 1], run))
     manifest["quality_gate"] = {"passed": True, "problems": [], "forced": False}
     manifest["onnx"]["bytes"] = out.stat().st_size
     embed(out, manifest)
@@ -116,13 +117,20 @@ def verify(
     return _verify(Path(run), Path(onnx_path), tolerance, model, embedder, info, cfg)[0]
 
 
-def _confidence(cfg, info: dict, val: datasets.Split, n: np.ndarray) -> dict:
+def _confidence(cfg, info: dict, val: datasets.Split, n: np.ndarray, run: Path) -> dict:
     """The threshold's confidence on the validation images, from the scores the line
     computes (``n``, fail at 0.5): escape and false-reject rates with exact bounds, the
-    promise of the run's policy, the trade-off curve and the uncertain band."""
+    promise of the run's policy, the trade-off curve and the uncertain band; with
+    ``anomaly.folds``, the good training images' out-of-fold scores count too."""
     good = [i for i, c in enumerate(info["data_classes"]) if c.lower() in datasets.GOOD_NAMES]
     truth = ~np.isin(val.y, good)
     t = info["threshold"]
+    where, held_out = {}, {"held_out_good": t.get("held_out_good")}
+    extra = oof.load(run)
+    if extra is not None:  # raw distances of good images -> the line's n = s / (s + t)
+        n = np.r_[n, extra / (extra + t["raw"])]
+        truth = np.r_[truth, np.zeros(len(extra), bool)]
+        where = {"on": oof.ON, "images": oof.IMAGES}
     out = thresholds.describe(
         truth,
         n,
@@ -132,11 +140,12 @@ def _confidence(cfg, info: dict, val: datasets.Split, n: np.ndarray) -> dict:
         confidence=cfg.threshold.confidence,
         band=cfg.threshold.band,
         fallback=t.get("fallback"),
+        **where,
     )
     if out["warning"]:
         log.warning("threshold: %s", out["warning"])
     keep = ("confidence", "promise", "warning", "curve", "uncertain_band")
-    return {k: out[k] for k in keep}
+    return {**{k: out[k] for k in keep}, **held_out}
 
 
 def _verify(run: Path, onnx_path: Path, tolerance, model, embedder, info, cfg):

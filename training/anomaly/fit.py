@@ -28,7 +28,8 @@ The threshold ``t``: with only good validation images, the lowest one whose exac
 (Clopper-Pearson) upper bound on the false-reject rate holds ``anomaly.false_reject_rate``
 at ``threshold.confidence`` (1 % at 95 % needs 299 good validation images; fewer: the
 lowest that rejects none of them, and a warning in the log, ``run.json`` and the manifest
-that says how many more it needs); with labelled defects in validation, the classifier's
+that says how many more it needs; ``anomaly.folds`` adds every good training image, scored
+out-of-fold, to them: ``training.anomaly.folds``); with labelled defects in validation, the classifier's
 policy (``threshold.policy``). ``bank.choose_threshold`` chooses it. The run folder holds ``config.yaml`` (the training config),
 ``anomaly.yaml`` (this method's settings), ``bank.npy``, ``split.json`` and ``run.json``
 with ``method: anomaly``; ``training.anomaly.export`` turns it into one ONNX file.
@@ -53,6 +54,7 @@ from ..common.config import TrainConfig, as_dict
 from ..common.memory import peak_rss_bytes, rss_bytes
 from ..common.runs import setup_of, spec_of, versions, write_json
 from ..data import datasets
+from . import folds as oof
 from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset
 from .config import CLASSES, METHOD, AnomalyConfig
 from .gaussian import RegionAccumulator, cluster, regions_of, statistics_bytes
@@ -137,6 +139,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         position_plan((h, w), dim, acfg)
     else:
         bank_plan(len(good_train) * h * w, dim, acfg)
+    folds = oof.assign(len(good_train), acfg)
     listed = {name: Listed() for name in datasets.SPLITS}
     unreadable: list[tuple[str, str]] = []
 
@@ -150,8 +153,11 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
 
     t0 = time.monotonic()
     stats = datasets.ImageStats()
+    fold_models = None
     if position:
-        normal, seen = _fit_position(embed, data, good_train, stream, stats, acfg)
+        normal, seen, fold_models = _fit_position(
+            embed, data, good_train, stream, stats, acfg, folds
+        )
         n_good = len(stats.rows)
         feature_seconds, coreset_seconds, candidates_kept = time.monotonic() - t0, 0.0, 0
         log.info(
@@ -185,8 +191,12 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         normal = np.ascontiguousarray(
             candidates[greedy_coreset(candidates, k, acfg.projection, acfg.seed)]
         )
-        del candidates
         coreset_seconds = time.monotonic() - t1
+        if folds is not None:
+            fold_models = oof.fold_banks(
+                candidates, reservoir.positions(), h * w, folds, len(normal), acfg
+            )
+        del candidates
         seen, candidates_kept, sample_bytes = reservoir.seen, len(reservoir), reservoir.nbytes
         log.info(
             "bank: %d of %d patches (%d x %d grid, %d features), %.1f MB; features %.1f s, "
@@ -209,11 +219,24 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         pass
     s = np.concatenate(scores) if scores else np.zeros(0)
     is_good = np.concatenate(truth) if truth else np.zeros(0, bool)
-    threshold = choose_threshold(s[is_good], s[~is_good], cfg, acfg)
+    held_out, out_of_fold_seconds = {"validation_good": int(is_good.sum())}, 0.0
+    where, oof_scores = {}, None
+    good_scores = s[is_good]
+    if fold_models is not None:
+        o = oof.out_of_fold_scores(embed, data, good_train, folds, fold_models, acfg)
+        good_scores, out_of_fold_seconds = np.r_[good_scores, o["scores"]], o["seconds"]
+        held_out.update(out_of_fold_good=len(o["scores"]), folds=acfg.folds)
+        del fold_models
+        where = dict(on=oof.ON, images=oof.IMAGES)
+        oof_scores = o["scores"]
+    threshold = choose_threshold(good_scores, s[~is_good], cfg, acfg, **where)
+    threshold["held_out_good"] = held_out
     for path, why in unreadable:
         log.warning("skipped unreadable image %s: %s", path, why)
     data.report["unreadable"] = [{"file": f, "why": why} for f, why in unreadable]
     out.mkdir(parents=True, exist_ok=True)
+    if oof_scores is not None:
+        oof.save(out, oof_scores)
     if position:
         normal.save(out)
     else:
@@ -280,6 +303,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "good_images": int(n_good),
             "feature_seconds": round(feature_seconds, 1),
             "coreset_seconds": round(coreset_seconds, 1),
+            "out_of_fold_seconds": round(out_of_fold_seconds, 1),
             "fit_seconds": round(time.monotonic() - t0, 1),
             "total_seconds": round(time.monotonic() - started, 1),
             "memory": memory,
@@ -306,10 +330,11 @@ def position_plan(grid: tuple[int, int], dim: int, acfg: AnomalyConfig) -> int:
     return nbytes
 
 
-def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig):
+def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig, folds=None):
     """Two passes over the good training images: the first (which also lists the split and
     its image statistics) clusters their mean features, the second sums each cluster's
-    region statistics. Returns (Gaussians, patches seen)."""
+    region statistics (per fold, with ``folds``). Returns (Gaussians, patches seen, each
+    fold's Gaussians or None)."""
     gi = data.classes.index(data.good)
     means = []
     for split in stream("train"):
@@ -321,11 +346,21 @@ def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig):
         raise TrainingError(f"the training split has {len(stats.rows)} good image(s); need more")
     _, h, w, dim = embed.output.shape
     centroids = cluster(np.concatenate(means), acfg.components, acfg.seed)
-    acc = RegionAccumulator(centroids, (h, w), acfg.region, dim)
+    parts = [
+        RegionAccumulator(centroids, (h, w), acfg.region, dim)
+        for _ in range(1 if folds is None else acfg.folds)
+    ]
+    at = 0
     for split, _ in datasets.batches(good_train, data.spec, data.classes, acfg.batch_size):
         if len(split.x):
-            acc.add(features(embed, split.x, acfg.batch_size))
-    return acc.gaussians(acfg.shrinkage), int(len(stats.rows) * h * w)
+            f = features(embed, split.x, acfg.batch_size)
+            which = np.zeros(len(f), int) if folds is None else folds[at : at + len(f)]
+            at += len(f)
+            for k in np.unique(which):
+                parts[k].add(f[which == k])
+    total = RegionAccumulator.merged(parts) if len(parts) > 1 else parts[0]
+    fold_models = None if folds is None else oof.fold_gaussians(parts, acfg.shrinkage)
+    return total.gaussians(acfg.shrinkage), int(len(stats.rows) * h * w), fold_models
 
 
 def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> dict:

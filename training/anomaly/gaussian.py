@@ -111,6 +111,18 @@ class RegionAccumulator:
             self.count[k] += x.shape[1]
             self.images[k] += int(np.sum(which == k))
 
+    @classmethod
+    def merged(cls, parts: list[RegionAccumulator]) -> RegionAccumulator:
+        """One accumulator holding the sums of several (same clusters, grid and region)."""
+        first = parts[0]
+        acc = cls(first.centroids, first.grid, first.region, first.dim)
+        for p in parts:
+            acc.count += p.count
+            acc.images += p.images
+            acc.s1 += p.s1
+            acc.s2 += p.s2
+        return acc
+
     def gaussians(self, shrinkage: float) -> Gaussians:
         if np.any(self.images < 2):
             raise TrainingError(

@@ -145,16 +145,18 @@ def describe(
     band=None,
     on: str = "validation",
     fallback: str | None = None,
+    images: str = "validation images",
 ) -> dict:
     """The threshold as the manifest carries it, for a threshold already chosen: its
     metrics, confidence, promise, curve and uncertain band on these scores. ``fallback``:
     what the threshold fell back to when the promise is not held (the warning says it;
-    default: the escape-rate policy's fallback)."""
+    default: the escape-rate policy's fallback); ``images``: what the scores are of, as the
+    warning names them."""
     truth = np.asarray(truth, bool)
     score = np.asarray(score, np.float64)
     t = float(threshold)
     conf = confidence_at(truth, score, t, confidence, on)
-    promise = _promise(policy, target, conf, confidence, fallback)
+    promise = _promise(policy, target, conf, confidence, fallback, images)
     return {
         "value": t,
         "policy": policy,
@@ -186,7 +188,12 @@ def confidence_at(
 
 
 def _promise(
-    policy, target, conf: dict, confidence: float, fallback: str | None = None
+    policy,
+    target,
+    conf: dict,
+    confidence: float,
+    fallback: str | None = None,
+    images: str = "validation images",
 ) -> dict | None:
     """Whether the bound of the policy's rate holds its target, and what it would take."""
     if policy not in ("max_escape_rate", "max_false_reject_rate") or target is None:
@@ -210,12 +217,12 @@ def _promise(
     what = "escape rate" if of == "escape_rate" else "false-reject rate"
     tpct, cpct = pct(target), pct(confidence)
     if block["n"] == 0:
-        why = f"there are no {kind} validation images, so the {what} is unknown"
+        why = f"there are no {kind} {images}, so the {what} is unknown"
     elif need is None:
         why = f"no finite validation set can promise {a_or_an(what)} of 0"
     elif block["n"] < need:
         why = (
-            f"{block['n']} {kind} validation images cannot promise {a_or_an(what)} of {tpct} at "
+            f"{block['n']} {kind} {images} cannot promise {a_or_an(what)} of {tpct} at "
             f"{cpct} confidence (even with none wrong the bound is "
             f"{pct(bounds.upper(0, block['n'], confidence))}); that needs {need} "
             f"({need - block['n']} more)"
