@@ -153,7 +153,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
 
     t0 = time.monotonic()
     stats = datasets.ImageStats()
-    fold_models = None
+    fold_models, fold_seconds = None, 0.0  # fold_seconds: building the fold banks
     if position:
         normal, seen, fold_models = _fit_position(
             embed, data, good_train, stream, stats, acfg, folds
@@ -193,9 +193,11 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         )
         coreset_seconds = time.monotonic() - t1
         if folds is not None:
+            t2 = time.monotonic()
             fold_models = oof.fold_banks(
                 candidates, reservoir.positions(), h * w, folds, len(normal), acfg
             )
+            fold_seconds = time.monotonic() - t2
         del candidates
         seen, candidates_kept, sample_bytes = reservoir.seen, len(reservoir), reservoir.nbytes
         log.info(
@@ -224,7 +226,8 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     good_scores = s[is_good]
     if fold_models is not None:
         o = oof.out_of_fold_scores(embed, data, good_train, folds, fold_models, acfg)
-        good_scores, out_of_fold_seconds = np.r_[good_scores, o["scores"]], o["seconds"]
+        good_scores = np.r_[good_scores, o["scores"]]
+        out_of_fold_seconds = fold_seconds + o["seconds"]
         held_out.update(out_of_fold_good=len(o["scores"]), folds=acfg.folds)
         del fold_models
         where = dict(on=oof.ON, images=oof.IMAGES)
