@@ -278,6 +278,23 @@ def test_generated_parts_keep_the_promise_quickly():
     assert "escape_within_prediction_bound_in_95pct_of_seeds" in enough["acceptance"]
 
 
+def test_a_line_can_state_its_bounds_at_99_percent():
+    """docs/bench-thresholds-99.json: on the same seed, threshold.confidence 0.99 holds 2 %
+    with a stricter threshold (fewer validation escapes allowed), and the command that made
+    the figures says so."""
+    sc = (bench.Scenario("enough", val_parts=3000, test_parts=2000),)
+    at95 = bench.bench(1, sc, coverage_seeds=0, reference_parts=0)["scenarios"][0]["seeds"][0]
+    r = bench.bench(
+        1, sc, policy=ThresholdConfig(confidence=0.99), coverage_seeds=0, reference_parts=0
+    )
+    at99 = r["scenarios"][0]["seeds"][0]
+    assert "--confidence 0.99" in r["command"] and r["policy"]["confidence"] == 0.99
+    assert at99["promise_held"] and at99["reported"]["escape_upper"] <= 0.02
+    assert at99["threshold"] < at95["threshold"]  # fail at >= threshold: stricter
+    assert at99["reported"]["escapes"] < at95["reported"]["escapes"]
+    assert at99["measured"]["escape_rate"] <= at95["measured"]["escape_rate"]
+
+
 # -- valid after the selection -------------------------------------------------------------
 
 
