@@ -3,6 +3,8 @@ rate, because every good training image is scored by a model that never saw it."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -44,7 +46,8 @@ def _write(root: Path, seed: int = 3) -> Path:
     return root
 
 
-def _train(root: Path, run: Path, folds: int, statistics: str = "bank") -> int:
+def _train(root: Path, run: Path, folds: int, statistics: str = "bank") -> str:
+    """Train and export; what ``train`` printed."""
     config = root / f"a{folds}{statistics}.yaml"
     config.write_text(
         f"model: {{image_size: {SIZE}}}\n"
@@ -53,23 +56,26 @@ def _train(root: Path, run: Path, folds: int, statistics: str = "bank") -> int:
         f"statistics: {statistics}}}\n"
     )
     argv = ["train", str(config), "--method", "anomaly", "--data", str(root)]
-    assert main([*argv, "--out", str(run)]) == 0
-    return main(["export", str(run)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*argv, "--out", str(run)]) == 0
+    assert main(["export", str(run)]) == 0
+    return printed.getvalue()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = _write(tmp_path_factory.mktemp("folds") / "data")
-    out = {}
+    out, printed = {}, {}
     for name, folds in (("validation only", 0), ("folds", 4)):
         run = root.parent / name.replace(" ", "-")
-        assert _train(root, run, folds) == 0
+        printed[name] = _train(root, run, folds)
         out[name] = run
-    return root, out
+    return root, out, printed
 
 
 def test_validation_alone_cannot_promise_and_says_so(runs):
-    _, r = runs
+    _, r, _ = runs
     t = _manifest(r["validation only"] / "model.onnx")["thresholds"]["anomaly"]
     assert not t["promise"]["held"]
     assert t["confidence"]["false_reject_rate"]["n"] == VAL_GOOD
@@ -77,7 +83,7 @@ def test_validation_alone_cannot_promise_and_says_so(runs):
 
 
 def test_out_of_fold_scores_make_the_promise_and_name_where_they_come_from(runs):
-    _, r = runs
+    _, r, _ = runs
     run = r["folds"]
     t = _manifest(run / "model.onnx")["thresholds"]["anomaly"]
     f = t["confidence"]["false_reject_rate"]
@@ -92,12 +98,16 @@ def test_out_of_fold_scores_make_the_promise_and_name_where_they_come_from(runs)
     info = json.loads((run / "run.json").read_text())
     assert info["threshold"]["held_out_good"] == t["held_out_good"]
     assert info["training"]["out_of_fold_seconds"] > 0
+    text = runs[2]["folds"]
+    assert "on validation and out-of-fold training images: false reject rate" in text
+    assert "10 validation + 64 training images scored out-of-fold (4 folds" in text
+    assert "out-of-fold" not in runs[2]["validation only"]
 
 
 def test_out_of_fold_scores_are_held_out_not_in_sample(runs):
     """A training image scored by the final bank (which holds its own patches) looks more
     normal than when scored by the fold model that never saw it."""
-    root, r = runs
+    root, r, _ = runs
     run = r["folds"]
     raw = np.load(run / "out_of_fold.npy")
     runner = AnomalyRunner(run / "model.onnx")
@@ -110,7 +120,7 @@ def test_out_of_fold_scores_are_held_out_not_in_sample(runs):
 
 
 def test_new_good_parts_are_rejected_within_the_promised_rate(runs):
-    _, r = runs
+    _, r, _ = runs
     runner = AnomalyRunner(r["folds"] / "model.onnx")
     rng = np.random.default_rng(77)
     new = np.stack([_plate(rng) for _ in range(200)])[..., None]

@@ -77,9 +77,16 @@ def train(args, parts) -> int:
     recall = m["defect_recall"]
     print(
         f"threshold: distance {t['raw']:.4g} ({t['policy']} {t['target']}) -> score 0.5; on "
-        f"validation: false reject rate {m['false_reject_rate']:.3f}"
+        f"{m['on']}: false reject rate {m['false_reject_rate']:.3f}"
         + ("" if recall is None else f", defect recall {recall:.3f}")
     )
+    held = t.get("held_out_good") or {}
+    if held.get("folds"):
+        print(
+            f"held-out good images behind the bound: {held['validation_good']} validation + "
+            f"{held['out_of_fold_good']} training images scored out-of-fold "
+            f"({held['folds']} folds, {tr['out_of_fold_seconds']:.0f} s)"
+        )
     for line in thresholdtext.summary_lines(t):
         print(line)
     print(f"run folder: {out}\nnext: inspector export {out} --out {out}/model.onnx")
