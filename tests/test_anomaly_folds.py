@@ -90,6 +90,7 @@ def test_out_of_fold_scores_make_the_promise_and_name_where_they_come_from(runs)
     assert f["n"] == VAL_GOOD + TRAIN_GOOD and f["upper"] <= 0.05
     assert t["promise"]["held"] and t["warning"] is None
     assert t["confidence"]["on"] == "validation and out-of-fold training images"
+    assert t["curve"]["on"] == t["confidence"]["on"] and t["curve"]["good"] == 74
     assert t["held_out_good"] == {
         "validation_good": VAL_GOOD,
         "out_of_fold_good": TRAIN_GOOD,

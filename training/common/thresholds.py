@@ -165,7 +165,7 @@ def describe(
         "confidence": conf,
         "promise": promise,
         "warning": promise["warning"] if promise else None,
-        "curve": curve(truth, score, confidence, t),
+        "curve": curve(truth, score, confidence, t, on),
         "uncertain_band": uncertain_band(truth, score, t, band, confidence),
     }
 
@@ -248,7 +248,9 @@ def _promise(
     return out
 
 
-def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float) -> dict:
+def curve(
+    truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float, on: str = "validation"
+) -> dict:
     """The trade-off on these scores at ~``CURVE_POINTS`` thresholds (quantiles of all
     scores, strict to lenient), each with escapes and false rejects and their upper
     bounds; ``chosen`` is the threshold in use."""
@@ -272,7 +274,7 @@ def curve(truth: np.ndarray, score: np.ndarray, confidence: float, chosen: float
             }
         )
     return {
-        "on": "validation",
+        "on": on,
         "level": confidence,
         "defective": n_def,
         "good": n_good,

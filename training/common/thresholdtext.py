@@ -31,7 +31,8 @@ def summary_lines(t: dict, rows: int = 7) -> list[str]:
         pts = cv["points"]
         pick = sorted(set(np.linspace(0, len(pts) - 1, min(rows, len(pts))).round().astype(int)))
         lines.append(
-            f"  trade-off on validation ({cv['defective']} defective, {cv['good']} good): "
+            f"  trade-off on {cv.get('on', 'validation')} ({cv['defective']} defective, "
+            f"{cv['good']} good): "
             "threshold, escapes (upper bound), false rejects (upper bound)"
         )
         shown = [pts[i] for i in pick]
