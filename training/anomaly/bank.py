@@ -128,8 +128,13 @@ def greedy_coreset(x: np.ndarray, k: int, projection: int, seed: int) -> np.ndar
     return chosen
 
 
-def raw_scores(feats: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """The numpy reference of the graph: per image, the largest nearest-bank distance."""
+def raw_scores(
+    feats: np.ndarray, bank: np.ndarray, chunk: int = 4096, top_k: int = 1
+) -> np.ndarray:
+    """The numpy reference of the graph: per image, the mean of the ``top_k`` largest
+    nearest-bank distances."""
+    from .graph import image_scores
+
     n = len(feats)
     flat = feats.reshape(n, -1, feats.shape[-1])
     mm = np.sum(bank.astype(np.float64) ** 2, axis=1)
@@ -141,7 +146,7 @@ def raw_scores(feats: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.nda
             b = bank[j : j + chunk].astype(np.float64)
             np.minimum(d2, (mm[j : j + chunk] - 2.0 * f @ b.T).min(axis=1), out=d2)
         d2 += np.sum(f * f, axis=1)
-        out[i] = math.sqrt(max(float(d2.max()), 0.0))
+        out[i] = image_scores(np.sqrt(np.maximum(d2, 0.0))[None], top_k)[0]
     return out
 
 

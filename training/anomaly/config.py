@@ -37,6 +37,11 @@ class AnomalyConfig:
         2, "position: feature-grid cells per side that share one region's Gaussians"
     )
     shrinkage: float = setting(0.3, "position: added to the diagonal of every covariance")
+    top_k: int = setting(
+        1,
+        "the image score: the mean of its k largest patch distances (1: the largest; more "
+        "lets a defect spread over several patches outscore one noisy patch of a good part)",
+    )
     coreset: float = setting(0.01, "fraction of the training patches kept in the memory bank")
     max_bank: int = setting(16384, "at most this many patches in the bank")
     max_bank_mb: float = setting(
@@ -69,6 +74,8 @@ class AnomalyConfig:
             yield "statistics", "bank or position"
         if not 1 <= self.components <= 16:
             yield "components", "1 to 16"
+        if not 1 <= self.top_k <= 64:
+            yield "top_k", "1 to 64 patches"
         if self.region < 1:
             yield "region", "at least 1"
         if not self.shrinkage > 0:

@@ -30,7 +30,7 @@ from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
 from ..data import datasets, frames
 from . import folds as oof
-from .config import METHOD
+from .config import METHOD, load_anomaly_config
 from .graph import features, load_model, load_statistics, reference_scores
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def export(run: Path, out: Path, tolerance: float = 1e-4) -> dict:
             "name": scores_name,
             "kind": "softmax",
             "meaning": "[1 - n, n] over (good, anomaly): n = s / (s + t), s the image's "
-            f"largest patch distance {_to_what(info)}, t the threshold; fail at n >= 0.5",
+            f"{_aggregate(a)} {_to_what(info)}, t the threshold; fail at n >= 0.5",
         },
         thresholds={"anomaly": {k: t[k] for k in ("value", "raw", "policy", "target", "metrics")}},
         anomaly={
@@ -167,7 +167,8 @@ def _verify(run: Path, onnx_path: Path, tolerance, model, embedder, info, cfg):
     rel = np.abs(ref_scores - got) / np.maximum(np.abs(ref_scores), 1e-6)
     flips = int(np.sum((ref_scores[:, 1] >= 0.5) != (got[:, 1] >= 0.5)))
     t = info["threshold"]["raw"]
-    s = reference_scores(_features(embedder, val.x), load_statistics(run))
+    top_k = load_anomaly_config(Path(run) / "anomaly.yaml").top_k
+    s = reference_scores(_features(embedder, val.x), load_statistics(run), top_k)
     numpy_n = s / (s + t)
     parity = {
         "images": int(len(val.y)),
@@ -195,6 +196,11 @@ def _to_what(info: dict) -> str:
     if info["anomaly"].get("statistics") == "position":
         return "to the nearest Gaussian of its image region"
     return "to the memory bank"
+
+
+def _aggregate(a: dict) -> str:
+    k = int(a.get("top_k", 1))
+    return "largest patch distance" if k == 1 else f"mean of its {k} largest patch distances"
 
 
 def normal_text(a: dict) -> str:

@@ -215,7 +215,9 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     scores, truth = [], []
     for split in stream("val"):
         if len(split.y):
-            scores.append(reference_scores(features(embed, split.x, acfg.batch_size), normal))
+            scores.append(
+                reference_scores(features(embed, split.x, acfg.batch_size), normal, acfg.top_k)
+            )
             truth.append(split.y == gi)
     for _ in stream("test"):  # read once, as the classifier's split does: counts, unreadable
         pass
@@ -282,6 +284,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "weights": "imagenet",
             "layers": list(acfg.layers),
             "neighbourhood": acfg.neighbourhood,
+            "top_k": acfg.top_k,
             "grid": [int(h), int(w)],
             "feature_dims": int(dim),
             "training_patches": int(seen),

@@ -115,7 +115,7 @@ def out_of_fold_scores(embed, data, good_train, folds: np.ndarray, models, acfg)
         at += len(f)
         s = np.empty(len(f))
         for k in np.unique(which):
-            s[which == k] = reference_scores(f[which == k], models[k])
+            s[which == k] = reference_scores(f[which == k], models[k], acfg.top_k)
         out.append(s)
     scores = np.concatenate(out) if out else np.zeros(0)
     seconds = time.monotonic() - t0

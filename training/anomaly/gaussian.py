@@ -196,10 +196,14 @@ class Gaussians:
             best = d2 if best is None else np.minimum(best, d2)
         return np.sqrt(np.maximum(_from_regions(best, n, h, w, self.region), 0.0))
 
-    def scores(self, feats: np.ndarray, chunk: int = 64) -> np.ndarray:
-        """The numpy reference of the graph: per image, the largest patch distance."""
+    def scores(self, feats: np.ndarray, chunk: int = 64, top_k: int = 1) -> np.ndarray:
+        """The numpy reference of the graph: per image, the mean of the ``top_k`` largest
+        patch distances."""
+        from .graph import image_scores
+
         out = [
-            self.patch_distances(feats[i : i + chunk]).max(1) for i in range(0, len(feats), chunk)
+            image_scores(self.patch_distances(feats[i : i + chunk]), top_k)
+            for i in range(0, len(feats), chunk)
         ]
         return np.concatenate(out) if out else np.zeros(0)
 

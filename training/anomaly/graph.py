@@ -101,9 +101,10 @@ def nearest_layer_class():
     return NearestBank
 
 
-def scorer(embed, statistics, t: float):
+def scorer(embed, statistics, t: float, top_k: int = 1):
     """The whole anomaly model: ``scores`` [1 - n, n] and ``anomaly_map`` (N, h, w).
-    ``statistics``: the memory bank (an array) or the region Gaussians (``Gaussians``)."""
+    ``statistics``: the memory bank (an array) or the region Gaussians (``Gaussians``);
+    the image score is the mean of the ``top_k`` largest patch distances."""
     from .gaussian import Gaussians, gaussian_layer_class
 
     keras = _keras()
@@ -117,7 +118,12 @@ def scorer(embed, statistics, t: float):
         dist = nearest_layer_class()(statistics, name="nearest_bank")(flat)
     t = float(t)
     norm = keras.layers.Lambda(lambda v: v / (v + t), name="normalise_score")
-    score = norm(ops.max(dist, axis=-1, keepdims=True))
+    if top_k > 1:
+        largest = ops.top_k(dist, min(int(top_k), h * w), sorted=False)[0]
+        raw = ops.mean(largest, axis=-1, keepdims=True)
+    else:
+        raw = ops.max(dist, axis=-1, keepdims=True)
+    score = norm(raw)
     scores = keras.layers.Concatenate(name="scores")([1.0 - score, score])
     amap = keras.layers.Reshape((h, w), name="anomaly_map")(norm(dist))
     return keras.Model(embed.input, {"scores": scores, "anomaly_map": amap}, name="anomaly")
@@ -141,7 +147,8 @@ def load_model(run: Path):
     cfg, info = load_run(run)
     acfg = load_anomaly_config(run / "anomaly.yaml")
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
-    return scorer(embed, load_statistics(run), info["threshold"]["raw"]), embed, cfg, acfg, info
+    model = scorer(embed, load_statistics(run), info["threshold"]["raw"], acfg.top_k)
+    return model, embed, cfg, acfg, info
 
 
 def load_statistics(run: Path):
@@ -154,11 +161,21 @@ def load_statistics(run: Path):
     return np.load(run / "bank.npy")
 
 
-def reference_scores(feats: np.ndarray, statistics) -> np.ndarray:
+def reference_scores(feats: np.ndarray, statistics, top_k: int = 1) -> np.ndarray:
     """The numpy reference of the graph's image score for either model of normal."""
     from .bank import raw_scores
     from .gaussian import Gaussians
 
     if isinstance(statistics, Gaussians):
-        return statistics.scores(feats)
-    return raw_scores(feats, statistics)
+        return statistics.scores(feats, top_k=top_k)
+    return raw_scores(feats, statistics, top_k=top_k)
+
+
+def image_scores(dist: np.ndarray, top_k: int = 1) -> np.ndarray:
+    """(N, P) patch distances -> (N,) image scores: the mean of the ``top_k`` largest, as the
+    graph computes them (``top_k`` 1: the largest)."""
+    dist = np.asarray(dist, np.float64)
+    k = min(int(top_k), dist.shape[1])
+    if k <= 1:
+        return dist.max(axis=1)
+    return np.partition(dist, dist.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
