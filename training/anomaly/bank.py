@@ -133,7 +133,7 @@ def raw_scores(
 ) -> np.ndarray:
     """The numpy reference of the graph: per image, the mean of the ``top_k`` largest
     nearest-bank distances."""
-    from .graph import image_scores
+    from .score import image_scores
 
     n = len(feats)
     flat = feats.reshape(n, -1, feats.shape[-1])

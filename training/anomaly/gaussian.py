@@ -199,7 +199,7 @@ class Gaussians:
     def scores(self, feats: np.ndarray, chunk: int = 64, top_k: int = 1) -> np.ndarray:
         """The numpy reference of the graph: per image, the mean of the ``top_k`` largest
         patch distances."""
-        from .graph import image_scores
+        from .score import image_scores
 
         out = [
             image_scores(self.patch_distances(feats[i : i + chunk]), top_k)

@@ -169,13 +169,3 @@ def reference_scores(feats: np.ndarray, statistics, top_k: int = 1) -> np.ndarra
     if isinstance(statistics, Gaussians):
         return statistics.scores(feats, top_k=top_k)
     return raw_scores(feats, statistics, top_k=top_k)
-
-
-def image_scores(dist: np.ndarray, top_k: int = 1) -> np.ndarray:
-    """(N, P) patch distances -> (N,) image scores: the mean of the ``top_k`` largest, as the
-    graph computes them (``top_k`` 1: the largest)."""
-    dist = np.asarray(dist, np.float64)
-    k = min(int(top_k), dist.shape[1])
-    if k <= 1:
-        return dist.max(axis=1)
-    return np.partition(dist, dist.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
