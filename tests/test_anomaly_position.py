@@ -129,12 +129,13 @@ def test_settings_that_cannot_work_are_refused_by_name(fitted, tmp_path, setting
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-def test_an_unknown_statistics_value_is_refused_with_the_choices(fitted, tmp_path, capsys):
+@pytest.mark.parametrize("name, value", [("statistics", "gaussian"), ("top_k", "0")])
+def test_a_setting_out_of_range_is_refused_by_name(fitted, tmp_path, capsys, name, value):
     root, _, _ = fitted
     argv = ["train", "--method", "anomaly", "--data", str(root / "data")]
-    code = main([*argv, "--set", "anomaly.statistics=gaussian", "--out", str(tmp_path / "r")])
+    code = main([*argv, "--set", f"anomaly.{name}={value}", "--out", str(tmp_path / "r")])
     assert code != 0
-    assert "statistics" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert name in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_the_line_fails_a_misplaced_mark_with_reason_anomaly(
@@ -206,11 +207,3 @@ def test_an_image_scored_by_its_k_largest_patches_keeps_parity_and_says_so(fitte
         np.testing.assert_allclose(n, s / (s + t), rtol=1e-4, atol=1e-6)
         n_of[name] = n
     assert min(n_of["mark elsewhere"].min(), n_of["mark missing"].min()) > n_of["good"].max()
-
-
-def test_a_top_k_out_of_range_is_refused_by_name(fitted, tmp_path, capsys):
-    root, _, _ = fitted
-    argv = ["train", "--method", "anomaly", "--data", str(root / "data")]
-    code = main([*argv, "--set", "anomaly.top_k=0", "--out", str(tmp_path / "r")])
-    assert code != 0
-    assert "top_k" in capsys.readouterr().err and not (tmp_path / "r").exists()
