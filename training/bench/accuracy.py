@@ -32,6 +32,7 @@ def bench_accuracy(
     variants: bool = True,
     tta: bool = False,
     soft_labels: str = "",
+    soup: bool = False,
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
@@ -43,6 +44,8 @@ def bench_accuracy(
     side by side); the choice to test it is made before the test set is seen. ``soft_labels``:
     train towards the experts' defect probabilities (the manifest's ``probability`` column)
     instead of 0/1; the split, validation, threshold and test still use the 0.5 labels.
+    ``soup``: ``train.soup: greedy``, the best epochs' weights averaged while validation loss
+    does not rise.
 
     Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
     bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
@@ -88,6 +91,7 @@ def bench_accuracy(
         "train.max_minutes": max_minutes,
         "threshold.policy": "max_f1",
         "soft_labels": soft_labels,
+        "train.soup": "greedy" if soup else "none",
     }.items():
         cfg = override(cfg, key, value)
     if pretrained:  # the network normalises as it was trained (in the graph)
@@ -166,6 +170,7 @@ def bench_accuracy(
         "model": model,
         "image_size": image_size,
         "soft_labels": soft_labels or None,
+        "soup": run["training"].get("soup"),
         "split_counts": counts,
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": metrics["balanced_accuracy"],
@@ -284,6 +289,7 @@ def cmd_bench_accuracy(args) -> int:
         reuse=args.reuse,
         tta=args.tta,
         soft_labels="probability" if args.soft_labels else "",
+        soup=args.soup,
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -328,6 +334,11 @@ def add_args(b) -> None:
         "--soft-labels",
         action="store_true",
         help="bench accuracy: train towards the experts' defect probabilities, not 0/1",
+    )
+    g.add_argument(
+        "--soup",
+        action="store_true",
+        help="bench accuracy: average the best epochs (train.soup: greedy)",
     )
     g.add_argument(
         "--tta",

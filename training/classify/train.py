@@ -4,7 +4,9 @@ The run folder ``runs/<name>/`` holds:
 
 - ``config.yaml`` (the resolved config), ``split.json`` (files and counts per split),
   ``data_report.json`` (unreadable files, duplicates across splits, warnings);
-- ``best.keras`` (lowest validation loss) and ``last.keras``; ``backup/`` while a run is
+- ``best.keras`` (lowest validation loss; with ``train.soup: greedy`` the average of the
+  epochs that lower it most, the single best epoch kept as ``best-epoch.keras``: see
+  ``soup``) and ``last.keras``; ``backup/`` while a run is
   in progress (``--resume`` continues from it after a crash or Ctrl-C);
 - ``history.csv`` (one row per epoch), ``tensorboard/``;
 - ``run.json``: classes, the threshold chosen on validation by the configured policy with
@@ -30,7 +32,7 @@ from ..common.config import TrainConfig, as_dict
 from ..common.metrics import defect_score, is_defect
 from ..common.runs import setup_of, spec_of, versions, write_json
 from ..data import datasets
-from . import recipe
+from . import recipe, soup
 from .inputs import targets, train_dataset
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
+    if cfg.train.soup == "greedy":  # every epoch's weights, for the soup made at the end
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(soup.epoch_file(out), save_weights_only=True)
+        )
     if cfg.train.max_minutes:
         callbacks.append(_time_limit(cfg.train.max_minutes * 60, keras))
     if verbose is None:
@@ -172,6 +178,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
     from .models import load_best
 
     best = load_best(out, cfg.model, n_classes)  # float32, exactly what export converts
+    losses = _val_losses(out) or history.history.get("val_loss", [])
+    made = soup.greedy(best, out, va.x, va.y, losses) if cfg.train.soup == "greedy" else None
     probs = best.predict(va.x, batch_size=64, verbose=0).astype(np.float64)
     score = defect_score(probs, data.classes, data.defect_classes)
     chosen = thresholds.choose_by(cfg.threshold, val_truth, score)
@@ -182,7 +190,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "(--force overrides and says so in the manifest)",
             "; ".join(gate["problems"]),
         )
-    losses = _val_losses(out) or history.history.get("val_loss", [])
     run = {
         "name": cfg.name or out.name,
         "classes": data.classes,
@@ -211,6 +218,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "best_val_loss": float(np.min(losses)) if losses else None,
             "fit_seconds": round(fit_seconds, 1),
             "fine_tuning": fine_tuning,
+            "soup": made,
             "total_seconds": round(time.monotonic() - started, 1),
             "mixed_precision": bool(mixed),
             "strategy": cfg.train.strategy,

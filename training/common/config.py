@@ -119,6 +119,11 @@ class TrainSection:
     freeze_bn: Literal["auto", "yes", "no"] = setting(
         "auto", "keep batch-norm statistics frozen while fine-tuning (auto: under 5,000 images)"
     )
+    soup: Literal["none", "greedy"] = setting(
+        "none",
+        "greedy: average the best epochs' weights, each joining only if the validation loss "
+        "does not rise (no extra training; the soup becomes best.keras)",
+    )
 
     def problems(self):
         if self.epochs < 1:
