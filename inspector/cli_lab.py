@@ -27,6 +27,7 @@ def _cmd_simulate(args) -> int:
             out=args.out,
             broker=args.broker,
             deadline_ms=args.deadline_ms,
+            timeout_margin_ms=args.timeout_margin_ms,
             travel_ms=args.travel_ms,
             fault_s=args.fault_seconds,
             seed=args.seed,
@@ -128,6 +129,12 @@ def add_parsers(sub) -> argparse._ActionsContainer:
     )
     sm.add_argument("--fault-seconds", type=float, default=2.0, help="how long the fault lasts")
     sm.add_argument("--deadline-ms", type=float, default=1000.0, help="the inspector's deadline")
+    sm.add_argument(
+        "--timeout-margin-ms",
+        type=float,
+        default=20.0,
+        help="the inspector fails a part without a verdict this long before its deadline",
+    )
     sm.add_argument("--travel-ms", type=float, default=1200.0, help="trigger to reject gate")
     sm.add_argument("--broker", default=None, metavar="HOST:PORT", help="use this broker")
     sm.add_argument("--seed", type=int, default=0)

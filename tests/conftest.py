@@ -49,13 +49,14 @@ def station_yaml(
     rate: float = 30.0,
     loop: bool = True,
     deadline_ms: float = 2000,
+    timeout_margin_ms: float = 20,
     extra: str = "",
 ) -> str:
     trigger_line = "" if "trigger:" in extra else f"trigger: {{type: {trigger}}}\n"
     return f"""\
 station: {{id: test}}
 source: {{type: folder, path: "{parts}", recursive: true, rate_fps: {rate}, loop: {str(loop).lower()}}}
-{trigger_line}part: {{deadline_ms: {deadline_ms}}}
+{trigger_line}part: {{deadline_ms: {deadline_ms}, timeout_margin_ms: {timeout_margin_ms}}}
 model: {{path: "{model}", warmup_runs: 1}}
 mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_max_s: 0.3}}
 metrics: {{port: 0}}

@@ -69,6 +69,7 @@ class SimOptions:
     out: Path | None = None
     broker: str | None = None  # HOST:PORT of an existing broker
     deadline_ms: float = 1000.0  # the inspector's deadline after the trigger
+    timeout_margin_ms: float = 20.0  # the inspector fails a part this long before its deadline
     travel_ms: float = 1200.0  # trigger -> gate
     fault_at: float = 0.3  # fraction of the run when the fault starts
     fault_s: float = 2.0  # how long it lasts
@@ -105,7 +106,7 @@ def _station_yaml(o: SimOptions, model: Path, host: str, port: int, work: Path) 
 station: {{id: sim}}
 source: {{type: spool, path: "{work / "camera"}"}}
 trigger: {{type: mqtt, max_pending: 256, max_age_ms: 150, match_by: timestamp, max_frame_wait_ms: {_camera_delay(o) * 1000 + min(100.0, 0.5 * 60000 / o.rate_ppm)}}}
-part: {{deadline_ms: {o.deadline_ms}}}
+part: {{deadline_ms: {o.deadline_ms}, timeout_margin_ms: {o.timeout_margin_ms}}}
 model: {{path: "{model.resolve()}", max_batch: 8}}
 mqtt: {{host: {host}, port: {port}, keepalive_s: 1, reconnect_max_s: 0.25, status_interval_s: 0.5}}
 recorder: {{path: "{work / "recordings"}", pass_sample_rate: 0.0}}
