@@ -18,6 +18,9 @@ from . import genicam_camera
 
 SPACING_S = 0.25  # parts 250 ms apart; the fake answers a trigger within 40 ms (25 Hz grid)
 MAX_WAIT_MS = 150  # a frame later than this after a part's trigger is not its frame
+# a part's fail verdict is due 100 ms before its deadline (20 by default): on a machine whose
+# cores other work shares, a watchdog 20 ms short of the deadline can wake too late, and a
+# verdict that would arrive late is never sent, so the part would have none on the wire
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ source:
   transport: {{packet_resend: false}}
   heartbeat_s: 0.5
 trigger: {{type: mqtt, match_by: timestamp, max_frame_wait_ms: {MAX_WAIT_MS}}}
-part: {{deadline_ms: 1000}}
+part: {{deadline_ms: 1000, timeout_margin_ms: 100}}
 model: {{path: "{model_path}", warmup_runs: 1}}
 mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_max_s: 0.3}}
 metrics: {{port: 0}}
