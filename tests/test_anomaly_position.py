@@ -207,3 +207,39 @@ def test_an_image_scored_by_its_k_largest_patches_keeps_parity_and_says_so(fitte
         np.testing.assert_allclose(n, s / (s + t), rtol=1e-4, atol=1e-6)
         n_of[name] = n
     assert min(n_of["mark elsewhere"].min(), n_of["mark missing"].min()) > n_of["good"].max()
+
+
+def test_with_flips_a_good_parts_mirror_image_passes_and_a_new_mark_still_fails(fitted, tmp_path):
+    """``anomaly.flips``: for parts whose mirror image is a good part too, the Gaussians
+    learn the three mirror images of every good training image. A plate with its mark in the
+    mirrored corner then passes (it fails without flips), a mark in the middle still fails,
+    and the run counts its good images once, not four times."""
+    root, plain, parts = fitted
+    run = tmp_path / "run"
+    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
+    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
+    sets += ["anomaly.statistics=position", "anomaly.flips=true"]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["export", str(run)]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["anomaly"]["flips"] is True
+    plain_info = json.loads((plain / "run.json").read_text())
+    assert sum(info["anomaly"]["component_images"]) == sum(
+        plain_info["anomaly"]["component_images"]
+    )
+    new = np.random.default_rng(7)
+    mirrored = np.stack([_part(new, _jitter(new, (SIZE - 24, 24)), i % 2) for i in range(12)])
+    middle = np.stack([_part(new, _jitter(new, (48, 48)), i % 2) for i in range(12)])
+    flipped, unflipped = AnomalyRunner(run / "model.onnx"), AnomalyRunner(plain / "model.onnx")
+
+    def mirrored_above_good(model) -> float:  # the share of pairs: AUROC, mirrored vs good
+        m, g = model(mirrored[..., None])[0], model(parts["good"][..., None])[0]
+        return float(np.mean(m[:, None] > g[None, :]))
+
+    # without flips every mirrored part scores above every good one; with them the model
+    # cannot tell them from good parts, and every plate with a mark in the middle still
+    # scores above every good part and fails
+    assert mirrored_above_good(unflipped) == 1.0
+    assert mirrored_above_good(flipped) < 0.75
+    marked, good = flipped(middle[..., None])[0], flipped(parts["good"][..., None])[0]
+    assert np.all(marked >= 0.5) and marked.min() > good.max()

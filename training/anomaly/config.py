@@ -37,6 +37,12 @@ class AnomalyConfig:
         2, "position: feature-grid cells per side that share one region's Gaussians"
     )
     shrinkage: float = setting(0.3, "position: added to the diagonal of every covariance")
+    flips: bool = setting(
+        False,
+        "position: the Gaussians also learn each good training image flipped left-right, "
+        "upside down and both (for parts whose mirror image is a good part too, e.g. solar "
+        "cells): four times the samples per region, four times the second pass's time",
+    )
     top_k: int = setting(
         1,
         "the image score: the mean of its k largest patch distances (1: the largest; more "

@@ -358,15 +358,25 @@ def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig, f
     ]
     at = 0
     for split, _ in datasets.batches(good_train, data.spec, data.classes, acfg.batch_size):
-        if len(split.x):
-            f = features(embed, split.x, acfg.batch_size)
-            which = np.zeros(len(f), int) if folds is None else folds[at : at + len(f)]
-            at += len(f)
+        if not len(split.x):
+            continue
+        which = np.zeros(len(split.x), int) if folds is None else folds[at : at + len(split.x)]
+        at += len(split.x)
+        for v, x in enumerate(_views(split.x, acfg.flips)):
+            f = features(embed, x, acfg.batch_size)
             for k in np.unique(which):
-                parts[k].add(f[which == k])
+                parts[k].add(f[which == k], images=v == 0)
     total = RegionAccumulator.merged(parts) if len(parts) > 1 else parts[0]
     fold_models = None if folds is None else oof.fold_gaussians(parts, acfg.shrinkage)
     return total.gaussians(acfg.shrinkage), int(len(stats.rows) * h * w), fold_models
+
+
+def _views(x: np.ndarray, flips: bool) -> list[np.ndarray]:
+    """The images a fit learns from: (N, H, W, C) as they are, and with ``flips`` also
+    mirrored left-right, upside down and both."""
+    if not flips:
+        return [x]
+    return [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
 
 
 def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> dict:
@@ -381,6 +391,7 @@ def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> 
             "region": acfg.region,
             "regions": list(regions_of(normal.grid, normal.region)),
             "shrinkage": acfg.shrinkage,
+            "flips": acfg.flips,
             "bank_size": int(k * p),
             "bank_bytes": normal.nbytes,
             "score": "image: max over patches of the Mahalanobis distance to the nearest "

@@ -101,7 +101,9 @@ class RegionAccumulator:
         self.s1 = np.zeros((k, p, dim))
         self.s2 = np.zeros((k, p, dim, dim))
 
-    def add(self, feats: np.ndarray) -> None:
+    def add(self, feats: np.ndarray, images: bool = True) -> None:
+        """Add good images' patch features (N, h, w, D) to their clusters' sums;
+        ``images=False`` for further views of images already counted (mirror images)."""
         feats = np.asarray(feats, np.float32)
         which = nearest(feats.mean((1, 2)), self.centroids)
         for k in np.unique(which):
@@ -109,7 +111,7 @@ class RegionAccumulator:
             self.s1[k] += x.sum(1)
             self.s2[k] += np.einsum("pmd,pme->pde", x, x, optimize=True)
             self.count[k] += x.shape[1]
-            self.images[k] += int(np.sum(which == k))
+            self.images[k] += int(np.sum(which == k)) if images else 0
 
     @classmethod
     def merged(cls, parts: list[RegionAccumulator]) -> RegionAccumulator:

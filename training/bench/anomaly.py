@@ -199,7 +199,7 @@ def batch1_ms(path: Path, size: int, runs: int = 200) -> dict:
 
 
 def bench_latency(work: Path, anomaly_model: Path, variant: str, size: int) -> dict:
-    backbone = work / f"backbone-{size}.onnx"
+    backbone = work / f"backbone-{variant}-{size}.onnx"
     if not backbone.is_file():
         backbone_onnx(backbone, variant, size)
     # interleaved, twice each: a busy machine slows both alike

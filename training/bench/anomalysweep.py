@@ -9,7 +9,8 @@ backbone alone are recorded, since a setting that wins AUROC may lose the latenc
 The candidates are the bank's settings (neighbourhood, layers, image size) and the region
 Gaussians of ``anomaly.statistics: position`` with one, two and three components, at 288 px,
 with the bank's three layers, and scoring an image by the mean of its 4 or 16 largest patch
-distances (``anomaly.top_k``).
+distances (``anomaly.top_k``), the Gaussians fitted on the cells' mirror images too
+(``anomaly.flips``), and the larger ImageNet backbones Lite1 and Lite2.
 """
 
 from __future__ import annotations
@@ -62,6 +63,29 @@ CANDIDATES: dict[str, dict] = {
         "anomaly.layers": ["block4_add", "block7_add", "block10_add"],
         "anomaly.max_bank_mb": 96.0,
     },
+    # the cells' mirror images are good cells too: four times the samples per region for
+    # the 152x152 covariances
+    "region Gaussians, 2 components, flips": {
+        "anomaly.statistics": "position",
+        "anomaly.flips": True,
+    },
+    # a larger ImageNet backbone sees more of the surface: Lite1 and Lite2 have 3, 3, 4, 4, 5
+    # blocks in their middle stages, so the stride-8 stage ends at block6 and the stride-16
+    # one at block14 (Lite2 at 256 px, not its native 260, so that the grids divide)
+    "region Gaussians, 2 components, Lite1 240 px": {
+        "anomaly.statistics": "position",
+        "model.type": "efficientnet-lite1",
+        "model.image_size": 240,
+        "anomaly.layers": ["block6_add", "block14_add"],
+        "anomaly.max_bank_mb": 96.0,
+    },
+    "region Gaussians, 2 components, Lite2 256 px": {
+        "anomaly.statistics": "position",
+        "model.type": "efficientnet-lite2",
+        "model.image_size": 256,
+        "anomaly.layers": ["block6_add", "block14_add"],
+        "anomaly.max_bank_mb": 96.0,
+    },
 }
 
 
@@ -86,7 +110,8 @@ def sweep(out: Path, work: Path, names: list[str] | None = None) -> dict:
         manifest, info, fit_seconds = _fit_and_export(data / "manifest.csv", run, values)
         m = kind.evaluate(run / "model.onnx", data, work / f"val-{i}", split="val", run=run)
         size = values["model.image_size"]
-        lat = bench_latency(work, run / "model.onnx", "efficientnet-lite0", size)
+        variant = values.get("model.type", "efficientnet-lite0")
+        lat = bench_latency(work, run / "model.onnx", variant, size)
         results[name] = {
             "settings": CANDIDATES[name],
             "validation_image_auroc": m["image_auroc"],
