@@ -82,7 +82,7 @@ test-deps:
 	else echo "the tests want:$$missing (sudo apt-get install -y$$missing); they skip without" >&2; fi
 
 test: $(TRAIN_STAMP) $(GENICAM_STAMP) mosquitto test-deps
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 # The README's screenshots of the workbench, remade by the browser tests that walk its pages
 # (the demo journey trains a small model: a few minutes).

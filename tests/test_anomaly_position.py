@@ -129,7 +129,9 @@ def test_settings_that_cannot_work_are_refused_by_name(fitted, tmp_path, setting
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-@pytest.mark.parametrize("name, value", [("statistics", "gaussian"), ("top_k", "0")])
+@pytest.mark.parametrize(
+    "name, value", [("statistics", "gaussian"), ("top_k", "0"), ("standardise", "-5")]
+)
 def test_a_setting_out_of_range_is_refused_by_name(fitted, tmp_path, capsys, name, value):
     root, _, _ = fitted
     argv = ["train", "--method", "anomaly", "--data", str(root / "data")]
@@ -243,3 +245,34 @@ def test_with_flips_a_good_parts_mirror_image_passes_and_a_new_mark_still_fails(
     assert mirrored_above_good(flipped) < 0.75
     marked, good = flipped(middle[..., None])[0], flipped(parts["good"][..., None])[0]
     assert np.all(marked >= 0.5) and marked.min() > good.max()
+
+
+def test_standardised_images_judge_parts_alike_under_another_lamp(fitted, tmp_path):
+    """``anomaly.standardise``: each image is brought to one mean and spread in the graph, so
+    good parts photographed brighter and with more contrast (another lamp, the sensor's
+    gain) score as they did, where the model fitted on the images as they came fails them
+    all; a mark in the wrong place still fails, and export's parity check holds with the
+    step in the graph."""
+    root, plain, parts = fitted
+    run = tmp_path / "run"
+    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
+    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
+    sets += ["anomaly.statistics=position", "anomaly.standardise=45"]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["export", str(run)]) == 0
+    m = json.loads((run / "model.json").read_text())
+    assert m["anomaly"]["standardise"] == 45
+    assert m["parity"]["flips"] == 0
+    standardised, as_given = AnomalyRunner(run / "model.onnx"), AnomalyRunner(plain / "model.onnx")
+
+    def lamp(x):  # 2.5 times the contrast, 25 grey levels brighter
+        f = x.astype(np.float32)
+        mean = f.mean(axis=(1, 2), keepdims=True)
+        return np.clip((f - mean) * 2.5 + mean + 25, 0, 255).astype(np.uint8)[..., None]
+
+    good, bad = parts["good"], parts["mark elsewhere"]
+    assert np.all(as_given(lamp(good))[0] >= 0.5)
+    under_lamp, as_shot = standardised(lamp(good))[0], standardised(good[..., None])[0]
+    np.testing.assert_allclose(under_lamp, as_shot, atol=0.05)  # uint8 rounding, clipping
+    marked = standardised(lamp(bad))[0]
+    assert np.all(marked >= 0.5) and marked.min() > under_lamp.max()

@@ -22,6 +22,13 @@ class AnomalyConfig:
         help="backbone layers whose outputs are the patch features (the first sets the grid)",
     )
     neighbourhood: int = setting(3, "average each feature over this many cells square (odd)")
+    standardise: float = setting(
+        0.0,
+        "0: images as the camera gives them; S > 0: in the graph, each image shifted and "
+        "scaled to mean 128 and standard deviation S grey levels before the backbone (parts "
+        "whose brightness and contrast vary with the lamp or the sensor's gain, e.g. "
+        "electroluminescence images of solar cells)",
+    )
     statistics: str = setting(
         "bank",
         "bank: distance to the nearest good patch anywhere in the image (PatchCore; parts in "
@@ -76,6 +83,8 @@ class AnomalyConfig:
             yield "layers", "name at least one backbone layer"
         if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
             yield "neighbourhood", "an odd number >= 1"
+        if not 0 <= self.standardise <= 128:
+            yield "standardise", "0 (off) or a standard deviation in grey levels up to 128"
         if self.statistics not in ("bank", "position"):
             yield "statistics", "bank or position"
         if not 1 <= self.components <= 16:

@@ -284,6 +284,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
             "weights": "imagenet",
             "layers": list(acfg.layers),
             "neighbourhood": acfg.neighbourhood,
+            "standardise": acfg.standardise,
             "top_k": acfg.top_k,
             "grid": [int(h), int(w)],
             "feature_dims": int(dim),

@@ -33,6 +33,8 @@ def embedder(variant: str, size: int, color: str, acfg: AnomalyConfig, weights="
     channels = 1 if color == "gray" else 3
     inputs = keras.Input((size, size, channels), dtype="uint8", name="image")
     x = keras.ops.cast(inputs, "float32")
+    if acfg.standardise > 0:
+        x = keras.layers.Lambda(_standardiser(acfg.standardise), name="standardise")(x)
     if channels == 1:
         x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
     elif color == "bgr":
@@ -67,6 +69,21 @@ def embedder(variant: str, size: int, color: str, acfg: AnomalyConfig, weights="
         parts.append(m)
     feats = keras.layers.Concatenate(name="patch_features")(parts) if len(parts) > 1 else parts[0]
     return keras.Model(inputs, feats, name="embedder")
+
+
+def _standardiser(spread: float):
+    """Each image (N, H, W, C) shifted and scaled to mean 128 and standard deviation
+    ``spread`` over all its pixels, kept within 0..255: the lamp's brightness and the
+    sensor's gain leave the features alone. A flat image becomes mid-grey."""
+    ops = _keras().ops
+
+    def standardise(x):
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        centred = x - mean
+        sd = ops.sqrt(ops.mean(centred * centred, axis=(1, 2, 3), keepdims=True))
+        return ops.clip(centred / (sd + 1e-3) * spread + 128.0, 0.0, 255.0)
+
+    return standardise
 
 
 def nearest_layer_class():
