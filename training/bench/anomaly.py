@@ -219,21 +219,28 @@ def bench_latency(work: Path, anomaly_model: Path, variant: str, size: int) -> d
 
 
 # -- ELPV ------------------------------------------------------------------------------------
-def bench_elpv(work: Path, limit: int = 0) -> dict:
-    from ..data.elpv import SEED, import_elpv
+def elpv_values() -> dict:
+    """The ELPV benches' settings under every recipe: the Deitsch split, validation carved
+    from the training part."""
+    from ..data.elpv import SEED
 
-    data = work / ("elpv" if not limit else f"elpv-{limit}")
-    if not (data / "manifest.csv").exists():
-        import_elpv(data, limit=limit)
-    run = work / ("elpv-run" if not limit else f"elpv-{limit}-run")
-    values = {
+    return {
         "model.image_size": SIZE,
         "split.test": 0.25,
         "split.val": 0.75 * 0.15,
         "split.seed": SEED,
         "threshold.policy": "max_f1",
     }
-    manifest, info, fit_seconds = _fit_and_export(data / "manifest.csv", run, values)
+
+
+def bench_elpv(work: Path, limit: int = 0) -> dict:
+    from ..data.elpv import import_elpv
+
+    data = work / ("elpv" if not limit else f"elpv-{limit}")
+    if not (data / "manifest.csv").exists():
+        import_elpv(data, limit=limit)
+    run = work / ("elpv-run" if not limit else f"elpv-{limit}-run")
+    manifest, info, fit_seconds = _fit_and_export(data / "manifest.csv", run, elpv_values())
     kind = registry.get("anomaly")
     m = kind.evaluate(run / "model.onnx", data, work / "elpv-report", split="test", run=run)
     return {

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import TrainingError, registry
-from .anomalysweep import CANDIDATES, elpv_values
+from .anomaly import elpv_values
+from .anomalysweep import CANDIDATES
 
 
 def _auroc(defective: np.ndarray, good: np.ndarray) -> float:

@@ -114,10 +114,12 @@ def bench(out: Path, work: Path, threads: int, runs: int, run: Path | None = Non
     else:
         manifest = json.loads((Path(run) / "model.json").read_text())
         source = {"run": str(run), "bank": _bank(manifest), "parity": manifest["parity"]}
-    size = json.loads((Path(run) / "model.json").read_text())["input"]["shape"][1]
+    model = json.loads((Path(run) / "model.json").read_text())
+    size = model["input"]["shape"][1]
+    variant = model["anomaly"].get("backbone", "efficientnet-lite0")
     paths = {
         "anomaly_model": run / "model.onnx",
-        "backbone_alone": backbone_onnx(work / f"backbone-{size}.onnx", "efficientnet-lite0", size),
+        "backbone_alone": backbone_onnx(work / f"backbone-{variant}-{size}.onnx", variant, size),
         "anomaly_features_only": embedder_onnx(run, work / f"embedder-{size}.onnx"),
     }
     lat = interleaved(paths, threads, runs, size)

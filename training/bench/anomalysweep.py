@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .. import registry
-from .anomaly import SIZE, _bank, _fit_and_export, bench_latency
+from .anomaly import _bank, _fit_and_export, bench_latency, elpv_values
 
 # name -> dotted settings over the bench's ELPV values (``bench_elpv``)
 CANDIDATES: dict[str, dict] = {
@@ -108,20 +108,6 @@ CANDIDATES: dict[str, dict] = {
         "anomaly.max_bank_mb": 96.0,
     },
 }
-
-
-def elpv_values() -> dict:
-    """The bench's ELPV settings under every candidate: the Deitsch split, validation carved
-    from the training part."""
-    from ..data.elpv import SEED
-
-    return {
-        "model.image_size": SIZE,
-        "split.test": 0.25,
-        "split.val": 0.75 * 0.15,
-        "split.seed": SEED,
-        "threshold.policy": "max_f1",
-    }
 
 
 def sweep(out: Path, work: Path, names: list[str] | None = None) -> dict:
