@@ -41,6 +41,17 @@ def _jitter(rng, at):
 HOME, ELSEWHERE = (24, 24), (72, 70)
 
 
+def _fit_and_export(root: Path, run: Path, *settings: str) -> Path:
+    """Fit the fixture's parts with region Gaussians and ``settings`` (``anomaly.X=V``) and
+    export the run, as a QA engineer would with ``--set``."""
+    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
+    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
+    sets += ["anomaly.statistics=position", *settings]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["export", str(run)]) == 0
+    return run
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("position")
@@ -189,12 +200,7 @@ def test_an_image_scored_by_its_k_largest_patches_keeps_parity_and_says_so(fitte
     distances of its own heat map, Keras, numpy and ONNX Runtime agree, and every misplaced
     or missing mark scores above every new good part."""
     root, _, parts = fitted
-    run = tmp_path / "run"
-    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
-    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
-    sets += ["anomaly.statistics=position", "anomaly.top_k=4"]
-    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
-    assert main(["export", str(run)]) == 0
+    run = _fit_and_export(root, tmp_path / "run", "anomaly.top_k=4")
     m = json.loads((run / "model.json").read_text())
     assert m["anomaly"]["top_k"] == 4
     assert "mean of its 4 largest patch distances" in m["output"]["meaning"]
@@ -217,12 +223,7 @@ def test_with_flips_a_good_parts_mirror_image_passes_and_a_new_mark_still_fails(
     mirrored corner then passes (it fails without flips), a mark in the middle still fails,
     and the run counts its good images once, not four times."""
     root, plain, parts = fitted
-    run = tmp_path / "run"
-    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
-    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
-    sets += ["anomaly.statistics=position", "anomaly.flips=true"]
-    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
-    assert main(["export", str(run)]) == 0
+    run = _fit_and_export(root, tmp_path / "run", "anomaly.flips=true")
     info = json.loads((run / "run.json").read_text())
     assert info["anomaly"]["flips"] is True
     plain_info = json.loads((plain / "run.json").read_text())
@@ -254,12 +255,7 @@ def test_standardised_images_judge_parts_alike_under_another_lamp(fitted, tmp_pa
     all; a mark in the wrong place still fails, and export's parity check holds with the
     step in the graph."""
     root, plain, parts = fitted
-    run = tmp_path / "run"
-    argv = ["train", "--method", "anomaly", "--data", str(root / "data"), "--out", str(run)]
-    sets = ["model.image_size=96", "split.val=0.25", "split.test=0", "split.seed=1"]
-    sets += ["anomaly.statistics=position", "anomaly.standardise=45"]
-    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
-    assert main(["export", str(run)]) == 0
+    run = _fit_and_export(root, tmp_path / "run", "anomaly.standardise=45")
     m = json.loads((run / "model.json").read_text())
     assert m["anomaly"]["standardise"] == 45
     assert m["parity"]["flips"] == 0

@@ -57,7 +57,7 @@ from ..data import datasets
 from . import folds as oof
 from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset
 from .config import CLASSES, METHOD, AnomalyConfig
-from .gaussian import RegionAccumulator, cluster, regions_of, statistics_bytes
+from .gaussian import RegionAccumulator, cluster, mirror_views, position_plan, regions_of
 from .graph import embedder, features, reference_scores
 
 log = logging.getLogger(__name__)
@@ -322,21 +322,6 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     return run
 
 
-def position_plan(grid: tuple[int, int], dim: int, acfg: AnomalyConfig) -> int:
-    """Bytes of the region Gaussians; refuses a grid the regions do not tile, or a size
-    over the cap."""
-    regions_of(grid, acfg.region)
-    nbytes = statistics_bytes(acfg.components, grid, acfg.region, dim)
-    if nbytes > acfg.max_bank_mb * 1024 * 1024:
-        raise TrainingError(
-            f"anomaly: the region Gaussians would take {nbytes / 2**20:.1f} MB "
-            f"({acfg.components} component(s) x {dim}x{dim} covariances per region), over the "
-            f"cap anomaly.max_bank_mb = {acfg.max_bank_mb:g} MB; raise anomaly.region, lower "
-            f"anomaly.components, or raise the cap"
-        )
-    return nbytes
-
-
 def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig, folds=None):
     """Two passes over the good training images: the first (which also lists the split and
     its image statistics) clusters their mean features, the second sums each cluster's
@@ -363,21 +348,13 @@ def _fit_position(embed, data, good_train, stream, stats, acfg: AnomalyConfig, f
             continue
         which = np.zeros(len(split.x), int) if folds is None else folds[at : at + len(split.x)]
         at += len(split.x)
-        for v, x in enumerate(_views(split.x, acfg.flips)):
+        for v, x in enumerate(mirror_views(split.x, acfg.flips)):
             f = features(embed, x, acfg.batch_size)
             for k in np.unique(which):
                 parts[k].add(f[which == k], images=v == 0)
     total = RegionAccumulator.merged(parts) if len(parts) > 1 else parts[0]
     fold_models = None if folds is None else oof.fold_gaussians(parts, acfg.shrinkage)
     return total.gaussians(acfg.shrinkage), int(len(stats.rows) * h * w), fold_models
-
-
-def _views(x: np.ndarray, flips: bool) -> list[np.ndarray]:
-    """The images a fit learns from: (N, H, W, C) as they are, and with ``flips`` also
-    mirrored left-right, upside down and both."""
-    if not flips:
-        return [x]
-    return [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
 
 
 def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> dict:

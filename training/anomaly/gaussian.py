@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import TrainingError
+from .config import AnomalyConfig
 
 FILE = "gaussians.npz"
 
@@ -51,6 +52,29 @@ def regions_of(grid: tuple[int, int], region: int) -> tuple[int, int]:
 def statistics_bytes(components: int, grid: tuple[int, int], region: int, dim: int) -> int:
     hh, ww = regions_of(grid, region)
     return components * hh * ww * (dim * dim + dim) * 4
+
+
+def position_plan(grid: tuple[int, int], dim: int, acfg: AnomalyConfig) -> int:
+    """Bytes of the region Gaussians; refuses a grid the regions do not tile, or a size
+    over the cap."""
+    regions_of(grid, acfg.region)
+    nbytes = statistics_bytes(acfg.components, grid, acfg.region, dim)
+    if nbytes > acfg.max_bank_mb * 1024 * 1024:
+        raise TrainingError(
+            f"anomaly: the region Gaussians would take {nbytes / 2**20:.1f} MB "
+            f"({acfg.components} component(s) x {dim}x{dim} covariances per region), over the "
+            f"cap anomaly.max_bank_mb = {acfg.max_bank_mb:g} MB; raise anomaly.region, lower "
+            f"anomaly.components, or raise the cap"
+        )
+    return nbytes
+
+
+def mirror_views(x: np.ndarray, flips: bool) -> list[np.ndarray]:
+    """The images a fit learns from: (N, H, W, C) as they are, and with ``flips`` also
+    mirrored left-right, upside down and both."""
+    if not flips:
+        return [x]
+    return [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
 
 
 def _to_regions(f: np.ndarray, region: int) -> np.ndarray:

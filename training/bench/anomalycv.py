@@ -38,8 +38,8 @@ def _auroc(defective: np.ndarray, good: np.ndarray) -> float:
 
 def candidate_folds(manifest: Path, name: str, folds: int, seed: int) -> dict:
     """One candidate's out-of-fold AUROC on the training part, per fold."""
-    from ..anomaly.fit import _views, load_data
-    from ..anomaly.gaussian import RegionAccumulator, cluster
+    from ..anomaly.fit import load_data
+    from ..anomaly.gaussian import RegionAccumulator, cluster, mirror_views
     from ..anomaly.graph import embedder, features, reference_scores
     from ..data import datasets
 
@@ -55,7 +55,9 @@ def candidate_folds(manifest: Path, name: str, folds: int, seed: int) -> dict:
         views = []
         for split, _ in datasets.batches(samples, data.spec, data.classes, 64):
             if len(split.x):
-                views.append([features(embed, x, acfg.batch_size) for x in _views(split.x, flips)])
+                views.append(
+                    [features(embed, x, acfg.batch_size) for x in mirror_views(split.x, flips)]
+                )
         return [np.concatenate(v) for v in zip(*views, strict=True)]
 
     train = data.samples["train"]
