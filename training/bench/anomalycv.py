@@ -5,8 +5,9 @@ Validation holds 295 cells, 92 of them defective: its AUROC moves by about 0.02 
 sample to the next, as much as the settings differ, and a choice made on it did not carry
 to the test set (three layers: validation 0.910, test 0.896). The good-only model never
 sees the training part's 524 defective cells, so they can judge it: the 1,149 good training
-cells are dealt into K folds (seeded); a model fitted on K-1 folds scores the good cells of
-the fold left out and every defective training cell, and the fold's AUROC is theirs. The
+cells are dealt into K folds as the fit's ``anomaly.folds`` deals them (seeded), the model
+fitted on the other K-1 folds scores the good cells of the fold left out and every defective
+training cell, and the fold's AUROC is theirs. The
 folds are paired: each setting is fitted and judged on the same cells, so the per-fold
 differences between two settings say more than either mean. Validation and test are not
 touched. The candidates are the sweep's (``training.bench.anomalysweep``), region-Gaussian
@@ -30,69 +31,61 @@ from .anomaly import elpv_values
 from .anomalysweep import CANDIDATES
 
 
-def _auroc(defective: np.ndarray, good: np.ndarray) -> float:
-    """P(a defective cell outscores a good one), ties counted half."""
-    d, g = np.asarray(defective)[:, None], np.asarray(good)[None, :]
-    return float(np.mean(d > g) + 0.5 * np.mean(d == g))
-
-
-def candidate_folds(manifest: Path, name: str, folds: int, seed: int) -> dict:
-    """One candidate's out-of-fold AUROC on the training part, per fold."""
-    from ..anomaly.fit import load_data
-    from ..anomaly.gaussian import RegionAccumulator, cluster, mirror_views
+def candidate_folds(manifest: Path, name: str, folds: int) -> dict:
+    """One candidate's out-of-fold AUROC on the training part, per fold: the fit's own fold
+    path (``anomaly.folds``: the good training cells dealt into folds, each fold's
+    complement fitted, the fold's cells scored by it), and every defective training cell
+    scored by each fold's model."""
+    from ..anomaly import folds as oof
+    from ..anomaly.fit import _fit_position, load_data
     from ..anomaly.graph import embedder, features, reference_scores
+    from ..common.metrics import auroc
     from ..data import datasets
 
-    cfg, acfg = registry.configure("anomaly", manifest, {**elpv_values(), **CANDIDATES[name]})
+    values = {**elpv_values(), **CANDIDATES[name], "anomaly.folds": folds}
+    cfg, acfg = registry.configure("anomaly", manifest, values)
     if acfg.statistics != "position":
         raise TrainingError(f"{name}: only region-Gaussian candidates are judged out-of-fold")
     t0 = time.monotonic()
     data = load_data(cfg)
     embed = embedder(cfg.model.type, cfg.model.image_size, cfg.model.color, acfg)
-    _, h, w, dim = embed.output.shape
 
-    def feats(samples, flips=False):  # -> [(N, h, w, D)] per view
-        views = []
-        for split, _ in datasets.batches(samples, data.spec, data.classes, 64):
-            if len(split.x):
-                views.append(
-                    [features(embed, x, acfg.batch_size) for x in mirror_views(split.x, flips)]
-                )
-        return [np.concatenate(v) for v in zip(*views, strict=True)]
+    def stream(split_name: str):
+        for split, _ in datasets.batches(
+            data.samples[split_name], data.spec, data.classes, acfg.batch_size
+        ):
+            yield split
 
     train = data.samples["train"]
-    good = feats([s for s in train if s.label == data.good], acfg.flips)
-    defective = feats([s for s in train if s.label != data.good])[0]
-    fold = np.random.default_rng(seed).permutation(len(good[0])) % folds
-    per_fold = []
-    for k in range(folds):
-        keep = fold != k
-        acc = RegionAccumulator(
-            cluster(good[0][keep].mean((1, 2)), acfg.components, acfg.seed),
-            (h, w),
-            acfg.region,
-            dim,
-        )
-        for v, f in enumerate(good):
-            acc.add(f[keep], images=v == 0)
-        g = acc.gaussians(acfg.shrinkage)
-        per_fold.append(
-            _auroc(
-                reference_scores(defective, g, acfg.top_k),
-                reference_scores(good[0][~keep], g, acfg.top_k),
+    good = [s for s in train if s.label == data.good]
+    fold = oof.assign(len(good), acfg)
+    _, _, models = _fit_position(embed, data, good, stream, datasets.ImageStats(), acfg, fold)
+    held_out = oof.out_of_fold_scores(embed, data, good, fold, models, acfg)["scores"]
+    defective = np.concatenate(
+        [
+            features(embed, split.x, acfg.batch_size)
+            for split, _ in datasets.batches(
+                [s for s in train if s.label != data.good], data.spec, data.classes, 64
             )
-        )
+            if len(split.x)
+        ]
+    )
+    per_fold = []
+    for k, model in enumerate(models):
+        s = np.r_[reference_scores(defective, model, acfg.top_k), held_out[fold == k]]
+        truth = np.r_[np.ones(len(defective), bool), np.zeros(int(np.sum(fold == k)), bool)]
+        per_fold.append(auroc(truth, s))
     return {
         "settings": CANDIDATES[name],
         "per_fold_auroc": [round(a, 4) for a in per_fold],
         "mean_auroc": round(float(np.mean(per_fold)), 4),
-        "good_cells": len(good[0]),
+        "good_cells": len(held_out),
         "defective_cells": len(defective),
         "seconds": round(time.monotonic() - t0, 1),
     }
 
 
-def run(out: Path, work: Path, names: list[str], folds: int, seed: int) -> dict:
+def run(out: Path, work: Path, names: list[str], folds: int) -> dict:
     from ..common.runs import versions
     from ..data.elpv import import_elpv
 
@@ -101,7 +94,7 @@ def run(out: Path, work: Path, names: list[str], folds: int, seed: int) -> dict:
         import_elpv(data)
     results = {}
     for name in names:
-        results[name] = candidate_folds(data / "manifest.csv", name, folds, seed)
+        results[name] = candidate_folds(data / "manifest.csv", name, folds)
         logging.getLogger(__name__).info(
             "%s: out-of-fold AUROC %.4f %s",
             name,
@@ -118,9 +111,10 @@ def run(out: Path, work: Path, names: list[str], folds: int, seed: int) -> dict:
         }
     result = {
         "protocol": f"ELPV binarised at 0.5, the Deitsch split's training part only: its good "
-        f"cells in {folds} seeded folds (seed {seed}); per fold, region Gaussians fitted on the "
-        "other folds' good cells score that fold's good cells and every defective training "
-        "cell; validation and test untouched",
+        f"cells in {folds} seeded folds (anomaly.folds: the clusters from all good training "
+        "cells, each fold's region Gaussians from the other folds' cells); per fold, that "
+        "model scores the fold's good cells and every defective training cell; validation "
+        "and test untouched",
         "folds": folds,
         "candidates": results,
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
@@ -143,10 +137,9 @@ def main(argv=None) -> int:
         help="candidates, the first the reference (default: all region-Gaussian ones)",
     )
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    r = run(args.out, args.work, args.only or position, args.folds, args.seed)
+    r = run(args.out, args.work, args.only or position, args.folds)
     for name, c in r["candidates"].items():
         vs = c.get("vs_first")
         extra = f", better in {vs['folds_better']} of {r['folds']} folds" if vs else ""
