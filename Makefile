@@ -87,7 +87,7 @@ test: $(TRAIN_STAMP) $(GENICAM_STAMP) mosquitto test-deps
 # The README's screenshots of the workbench, remade by the browser tests that walk its pages
 # (the demo journey trains a small model: a few minutes).
 screenshots: $(TRAIN_STAMP) mosquitto test-deps
-	INSPECTOR_SCREENSHOTS=docs $(PY) -m pytest -q -k browser tests/test_review.py tests/test_journey_demo.py
+	INSPECTOR_SCREENSHOTS=docs $(PY) -m pytest -q -k browser tests/test_review_browser.py tests/test_journey_demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector calibration training tests deploy

@@ -173,3 +173,13 @@ def station_factory():
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def bench(tmp_path):
+    """The review workbench over tmp_path (tests/review_helpers.workbench): (tmp, cfg, app).
+    A test module may define its own ``bench`` to add to it (test_review_pages.py does)."""
+    from .review_helpers import workbench
+
+    cfg, app = workbench(tmp_path)
+    return tmp_path, cfg, app

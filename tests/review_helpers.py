@@ -1,5 +1,6 @@
 """Helpers of the review app's tests: recordings written by the real recorder, a config,
-users, evaluation reports in ``inspector evaluate``'s format, a seeded dataset."""
+users, evaluation reports in ``inspector evaluate``'s format, a seeded dataset, and a
+logged-in in-process client with the few readers of its pages that many tests share."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlencode
 
 import cv2
 import numpy as np
+from starlette.testclient import TestClient
 
 from inspector.contract.records import Reason, Verdict
 from inspector.review import auth
@@ -148,6 +150,29 @@ def workbench(tmp: Path, parts: int = 30):
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def client_as(app, role: str) -> tuple[TestClient, str]:
+    """An in-process client logged in as the user ``role`` (workbench's users share the
+    role's name); the session's CSRF token."""
+    c = TestClient(app)
+    token = csrf_of(c.get("/login").text)
+    r = c.post("/login", data={"name": role, "password": PASSWORD, "csrf": token, "next": "/"})
+    assert r.status_code == 200 and r.url.path == "/"
+    return c, csrf_of(r.text)
+
+
+def total(html: str) -> int:
+    """The inbox's count of the parts its filters match."""
+    return int(re.search(r"<small>(\d+) part\(s\)", html).group(1))
+
+
+def ids(app, station: str = "line1") -> dict[str, dict]:
+    """part_id -> the store's row (ids follow the order the indexer found the files)."""
+    from inspector.review.store import PartFilter
+
+    rows = app.state.bench.store.parts(PartFilter(station=station), 0, 1000)
+    return {r["part_id"]: r for r in rows}
 
 
 @contextlib.contextmanager

@@ -1,18 +1,35 @@
-"""Compare's operating-point slider: escapes against false rejects at each threshold, on
-both reports' images and on the recorded parts (what that threshold would have done)."""
+"""Compare: two reports side by side (what B fixed and what it broke), and the
+operating-point slider: escapes against false rejects at each threshold, on both reports'
+images and on the recorded parts (what that threshold would have done)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from .review_helpers import workbench
-from .test_review import client_as, ids
+from .review_helpers import client_as, ids, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
+
+
+def test_compare_two_reports(bench):
+    tmp, cfg, app = bench
+    c, _ = client_as(app, "viewer")
+    page = c.get("/compare").text
+    assert "reports/a" in page and "reports/b" in page
+    r = c.get("/compare?a=reports/a&b=reports/b")
+    assert r.status_code == 200
+    fixed, broke = r.text.count('<tr class="fixed">'), r.text.count('<tr class="broke">')
+    assert fixed and broke and f"fixed {fixed}, broke {broke}" in r.text
+    assert r.text.count("<caption>") == 2 and "/media/dataset/" in r.text
+    link = r.text.split('href="/media/dataset/')[1].split('"')[0]
+    assert c.get("/media/dataset/" + link).status_code == 200
+    assert c.get("/compare?a=reports/a&b=nope").status_code == 404
 
 
 def cells(html: str) -> dict[str, str]:
@@ -59,3 +76,46 @@ def test_the_slider_shows_what_each_threshold_trades(tmp_path):
     # every point travels with the page for the slider's script
     points = re.search(r'data-points="([^"]+)"', html).group(1)
     assert points.count("&#34;t&#34;") == int(slider.group(1)) + 1
+
+
+def test_compare_shows_each_reports_escapes_per_value_of_a_manifest_column(tmp_path):
+    """``evaluate``'s figures per manifest column (here: which of two lots a part came from)
+    side by side: where B lets fewer defects through and where it lets more."""
+    from training.common.groups import by_columns
+
+    _cfg, app = workbench(tmp_path)
+    lots = {}
+    for name in ("a", "b"):
+        report = tmp_path / "reports" / name
+        rows = list(csv.DictReader((report / "predictions.csv").read_text().splitlines()))
+        lots[name] = [{"lot": "L1" if i < len(rows) // 2 else "L2"} for i in range(len(rows))]
+        truth = np.array([r["label"] != "good" for r in rows])
+        score = np.array([float(r["defect_score"]) for r in rows])
+        m = json.loads((report / "metrics.json").read_text())
+        m["by_column"] = by_columns(truth, score, lots[name], threshold=0.5)
+        (report / "metrics.json").write_text(json.dumps(m))
+    c, _ = client_as(app, "viewer")
+    html = c.get("/compare?a=reports/a&b=reports/b").text
+    assert '<h2 id="by-lot">By lot' in html
+    table = html.split('<h2 id="by-lot">')[1].split("</table>")[0]
+    got = re.findall(
+        r"<tr><td>(L\d)</td><td>([^<]*)</td><td>([^<]*)</td><td[^>]*>([^<]*)</td>", table
+    )
+    assert [g[0] for g in got] == ["L1", "L2"]
+    for lot, counts, a_esc, b_esc in got:
+        for name, shown in (("a", a_esc), ("b", b_esc)):
+            rows = list(csv.DictReader((tmp_path / "reports" / name / "predictions.csv").open()))
+            bad = [
+                r
+                for r, m in zip(rows, lots[name], strict=True)
+                if m["lot"] == lot and r["label"] != "good"
+            ]
+            esc = sum(r["result"] == "pass" for r in bad)
+            assert shown.startswith(f"{esc} of {len(bad)} ("), (lot, name, shown)
+        assert counts.startswith(f"{len(bad)} defective")
+    # a report without the column: its cells say so, the page still renders
+    m = json.loads((tmp_path / "reports" / "a" / "metrics.json").read_text())
+    m["by_column"] = {"lot": "not a table"}
+    (tmp_path / "reports" / "a" / "metrics.json").write_text(json.dumps(m))
+    r = c.get("/compare?a=reports/a&b=reports/b")
+    assert r.status_code == 200 and "<td>–</td>" in r.text.split('<h2 id="by-lot">')[1]

@@ -14,8 +14,7 @@ from inspector.review.app import create_app
 from inspector.review.config import load_review_config
 from inspector.review.linestats import line_yield
 
-from .review_helpers import make_recordings, seed_dataset, write_config
-from .test_review import client_as
+from .review_helpers import client_as, make_recordings, seed_dataset, write_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 

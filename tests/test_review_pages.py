@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .review_helpers import workbench
-from .test_review import client_as
+from .review_helpers import client_as, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 DEMO = Path(__file__).resolve().parents[1] / "inspector" / "models" / "demo"

@@ -13,9 +13,10 @@ import pytest
 from inspector.review import auth
 from inspector.review.app import create_app
 from inspector.review.config import load_review_config
-from inspector.review.store import MIGRATIONS, PartFilter, Store
+from inspector.review.schema import MIGRATIONS
+from inspector.review.store import PartFilter, Store
 
-from . import test_review as sqlite_suite
+from . import test_review, test_review_inbox, test_review_labels
 from .pg import postgres_url  # noqa: F401 (fixture)
 from .review_helpers import (
     PASSWORD,
@@ -179,13 +180,15 @@ def pg_bench(tmp_path, review_url):
 @pytest.mark.parametrize(
     "journey",
     [
-        "test_login_is_required_and_checked",
-        "test_inbox_filters_sorts_and_pages",
-        "test_relabel_writes_the_dataset_the_log_and_undo_takes_it_back",
-        "test_bulk_labels_and_roles",
-        "test_dataset_page_counts",
+        test_review.test_login_is_required_and_checked,
+        test_review_inbox.test_inbox_filters_sorts_and_pages,
+        test_review_labels.test_relabel_writes_the_dataset_the_log_and_undo_takes_it_back,
+        test_review_labels.test_bulk_labels_and_roles,
+        test_review_labels.test_dataset_page_counts,
     ],
+    ids=lambda journey: journey.__name__,
 )
 def test_routes_on_postgresql(pg_bench, journey):
-    """The same journeys, the same assertions as tests/test_review.py on SQLite."""
-    getattr(sqlite_suite, journey)(pg_bench)
+    """The same journeys, the same assertions as on SQLite (test_review.py, test_review_inbox.py,
+    test_review_labels.py)."""
+    journey(pg_bench)

@@ -9,8 +9,7 @@ import pytest
 
 from inspector.review.plots import roc_pr
 
-from .review_helpers import workbench
-from .test_review import client_as
+from .review_helpers import client_as, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .review_helpers import workbench
-from .test_review import client_as, ids
+from .review_helpers import client_as, ids, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 

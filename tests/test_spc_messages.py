@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 
 from inspector.spc.messages import read_message
-from inspector.spc.store import MIGRATIONS, DeadLetter, Store, VerdictRow
+from inspector.spc.schema import MIGRATIONS
+from inspector.spc.store import DeadLetter, Store, VerdictRow
 
 from .test_spc import verdict
 

@@ -1,18 +1,16 @@
-"""Every SQL statement of the review app: the one data-access module.
+"""Every query of the review app: the one data-access module (the schema is in ``schema.py``).
 
 SQLite by default (a file path); PostgreSQL by URL (``postgresql://user@host/db``, psycopg 3),
-for a plant that reviews many stations from one server: the same schema and migrations, the
-dialect differences (placeholders, ids, ``INSERT OR IGNORE``, dates, the schema version) kept
-in this module. The schema is versioned: ``MIGRATIONS[i]`` takes a database from version ``i``
-to ``i + 1`` (SQLite: ``PRAGMA user_version``; PostgreSQL: the table ``review_schema``), applied
-in order at open. The label log is append-only: a label is undone by a new ``undo`` row, never
-by changing or deleting the old one; ``current`` is the derived "latest label per part" that
-the inbox filters on.
+for a plant that reviews many stations from one server: the same schema and migrations
+(``schema.MIGRATIONS``, applied in order at open). The dialects' column types and differing
+statements are in ``schema.py``; placeholders, new ids and the schema version are handled
+here. The label log is append-only: a label is undone by a new ``undo`` row, never by changing
+or deleting the old one; ``current`` is the derived "latest label per part" that the inbox
+filters on.
 
-Why one module: the design keeps every SQL statement of the workbench in one data-access
-module (docs: DESIGN.md, "Web app"), so that the dialect differences and the schema live in
-one place; it grows with each table (users, sessions, parts, labels, runs, promotions,
-login attempts), not with a second job.
+Why one module: the design keeps every query of the workbench in one data-access module
+(docs: DESIGN.md, "Web app"); it grows with each table (users, sessions, parts, labels, runs,
+promotions, login attempts), not with a second job.
 """
 
 from __future__ import annotations
@@ -25,99 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InspectorError
+from .schema import DIALECT_SQL, DIALECT_TYPES, MIGRATIONS, connect_postgresql
 
 MAX_ID = 2**63 - 1  # the largest row id either database stores; a larger one is no row
 
-# {id}, {int}, {float}: the column types that differ between the dialects (DIALECT_TYPES);
-# {nulls_first}: score indexes in SQLite's order (a part without a score sorts lowest), which
-# PostgreSQL's sorts follow too; "user" is quoted because PostgreSQL reserves the word.
-MIGRATIONS = [
-    """
-    CREATE TABLE users (name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL,
-                        created {float} NOT NULL);
-    CREATE TABLE sessions (token TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users(name),
-                           csrf TEXT NOT NULL, expires {float} NOT NULL);
-    CREATE TABLE parts (
-        id {id}, station TEXT NOT NULL, sidecar TEXT NOT NULL, image TEXT NOT NULL,
-        part_id TEXT NOT NULL, seq {int}, t {float} NOT NULL, result TEXT NOT NULL,
-        reason TEXT NOT NULL, class TEXT, score {float}, model_id TEXT NOT NULL,
-        UNIQUE (station, sidecar));
-    CREATE INDEX parts_t ON parts (t);
-    CREATE INDEX parts_station_t ON parts (station, t);
-    CREATE INDEX parts_score ON parts (score{nulls_first});
-    CREATE TABLE labels (
-        id {id}, part {int} NOT NULL REFERENCES parts(id), "user" TEXT NOT NULL,
-        t {float} NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('label', 'undo')),
-        label TEXT, undoes {int} REFERENCES labels(id), station TEXT NOT NULL,
-        recording TEXT NOT NULL, line_result TEXT NOT NULL, line_class TEXT);
-    CREATE INDEX labels_part ON labels (part);
-    CREATE TABLE current (part {int} PRIMARY KEY REFERENCES parts(id),
-                          label_id {int} NOT NULL, label TEXT NOT NULL,
-                          disagrees TEXT);
-    CREATE INDEX current_label ON current (label);
-    CREATE TABLE runs (id {id}, name TEXT NOT NULL UNIQUE, out TEXT NOT NULL,
-                       pid {int}, "user" TEXT NOT NULL, started {float} NOT NULL, ended {float},
-                       epochs {int} NOT NULL, status TEXT NOT NULL, returncode {int});
-    CREATE TABLE promotions (id {id}, station TEXT NOT NULL, model TEXT NOT NULL,
-                             folder TEXT NOT NULL, previous TEXT, "user" TEXT NOT NULL,
-                             t {float} NOT NULL, verify TEXT NOT NULL);
-    """,
-    # the inbox's other filters, each with the default sort (newest first) behind it
-    """
-    CREATE INDEX parts_model_t ON parts (model_id, t);
-    CREATE INDEX parts_reason_t ON parts (reason, t);
-    CREATE INDEX parts_class_t ON parts (class, t);
-    CREATE INDEX parts_station_score ON parts (station, score{nulls_first});
-    """,
-    # every login attempt (the audit of who tried what from where; the throttle reads it)
-    """
-    CREATE TABLE login_attempts (id {id}, t {float} NOT NULL, name TEXT NOT NULL,
-                                 address TEXT NOT NULL, ok {int} NOT NULL);
-    CREATE INDEX login_attempts_name_t ON login_attempts (name, t);
-    CREATE INDEX login_attempts_address_t ON login_attempts (address, t);
-    """,
-    # promotions run in a worker and report their progress: status, how, when they ended
-    """
-    ALTER TABLE promotions ADD COLUMN status TEXT NOT NULL DEFAULT 'done';
-    ALTER TABLE promotions ADD COLUMN via TEXT;
-    ALTER TABLE promotions ADD COLUMN ended {float};
-    ALTER TABLE promotions ADD COLUMN kind TEXT NOT NULL DEFAULT 'promote';
-    """,
-    # regions (boxes) people draw on a part where the defect is, in the recorded image's pixels
-    """
-    CREATE TABLE regions (id {id}, part {int} NOT NULL REFERENCES parts(id),
-                          "user" TEXT NOT NULL, t {float} NOT NULL, x {float} NOT NULL,
-                          y {float} NOT NULL, w {float} NOT NULL, h {float} NOT NULL,
-                          label TEXT, removed {float});
-    CREATE INDEX regions_part ON regions (part);
-    """,
-]
-DIALECT_TYPES = {
-    "sqlite": {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "float": "REAL", "nulls_first": ""},
-    # REAL is 4 bytes in PostgreSQL: a Unix time would lose its minutes
-    "postgresql": {
-        "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
-        "int": "BIGINT",
-        "float": "DOUBLE PRECISION",
-        "nulls_first": " NULLS FIRST",
-    },
-}
-# statements that differ between the dialects
-DIALECT_SQL = {
-    "sqlite": {
-        "insert_ignore": "INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})",
-        "day": "date(t, 'unixepoch')",
-        "nulls_first": "",
-        "nulls_last": "",
-    },
-    "postgresql": {
-        "insert_ignore": "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-        "day": "to_char(to_timestamp(t) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-        "nulls_first": " NULLS FIRST",  # SQLite's order; PostgreSQL's own is the other way
-        "nulls_last": " NULLS LAST",
-    },
-}
 
 SORTS = {
     "time": "p.t DESC, p.id DESC",
@@ -179,7 +88,7 @@ class Store:
         self._choices: dict[str, list[str]] | None = None
         if self.path.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
-            self.db = _connect_postgresql(self.path)
+            self.db = connect_postgresql(self.path)
         else:
             self.dialect = "sqlite"
             if self.path != ":memory:":
@@ -629,26 +538,3 @@ class Store:
 
 def _valid_id(value) -> bool:
     return isinstance(value, int) and 0 < value <= MAX_ID
-
-
-def _connect_postgresql(url: str):
-    try:
-        import psycopg
-        from psycopg.rows import dict_row
-    except ImportError:
-        raise InspectorError(
-            "a PostgreSQL database needs psycopg: pip install 'defect-inspector[review]'"
-        ) from None
-    try:  # autocommit: one statement is one transaction unless _transaction() groups them
-        return psycopg.connect(url, autocommit=True, row_factory=dict_row)
-    except psycopg.Error as exc:
-        raise InspectorError(f"cannot connect to {_redact(url)}: {exc}") from None
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
-    return url

@@ -1,16 +1,17 @@
-"""The one data-access module of the SPC room: every SQL statement lives here.
+"""The one data-access module of the SPC room: every query lives here (the schema: schema.py).
 
 SQLite by default (a file path: WAL journal, indexes on station and time, retention by age);
 PostgreSQL (or TimescaleDB) by URL, ``postgresql://user@host/db``, with the same schema.
-The schema is versioned: ``MIGRATIONS`` lists each version's statements and ``Store`` applies
-the ones a database lacks, in order, in one transaction each.
+The schema is versioned (``schema.py``: each version's statements, and the column types that
+differ between the dialects); ``Store`` applies the ones a database lacks, in order, in one
+transaction each.
 
 The ingest writes each batch of messages in one transaction (``write``): verdicts, gate events,
 context and dead letters together, all or nothing. A PostgreSQL connection that broke (the
 server restarted) is opened again on the next statement.
 
-Why one module: every SQL statement of the SPC room lives here (one data-access module, as the
-design asks), so a schema change and every query it touches are read together.
+Why one module: every query of the SPC room lives here (one data-access module, as the
+design asks); the schema it queries is in ``schema.py``.
 
 A verdict is one row per part: the key is station + seq + part id + trigger time (the
 contract's part identity: a PLC id that came round after a power cycle, with a station that
@@ -34,81 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InspectorError
+from .schema import DIALECT_TYPES, MIGRATIONS, TABLES, redact
 
 log = logging.getLogger(__name__)
 
-# {bytes}, {float}: column types that differ between the dialects.
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (
-        1,
-        [
-            """CREATE TABLE verdicts (
-                station TEXT NOT NULL, seq BIGINT NOT NULL, part_id TEXT NOT NULL,
-                t_trigger {float} NOT NULL, t_verdict {float} NOT NULL,
-                result TEXT NOT NULL, reason TEXT NOT NULL, class TEXT,
-                defects INTEGER NOT NULL, model_id TEXT NOT NULL, origin TEXT NOT NULL,
-                PRIMARY KEY (station, seq, part_id, t_trigger))""",
-            "CREATE INDEX verdicts_station_time ON verdicts (station, t_verdict)",
-            "CREATE INDEX verdicts_time ON verdicts (t_verdict)",
-            """CREATE TABLE gate_events (
-                gate TEXT NOT NULL, part_id TEXT NOT NULL, t_trigger {float} NOT NULL,
-                outcome TEXT NOT NULL, reason TEXT NOT NULL, t_decided {float} NOT NULL,
-                PRIMARY KEY (gate, part_id, t_trigger))""",
-            "CREATE INDEX gate_events_time ON gate_events (t_decided)",
-            """CREATE TABLE context (
-                topic TEXT NOT NULL, ts {float} NOT NULL, value TEXT NOT NULL,
-                PRIMARY KEY (topic, ts, value))""",
-            "CREATE INDEX context_time ON context (ts)",
-            """CREATE TABLE rejected_messages (
-                topic TEXT NOT NULL, ts {float} NOT NULL, payload {bytes} NOT NULL,
-                error TEXT NOT NULL)""",
-        ],
-    ),
-    (
-        2,
-        [
-            """CREATE TABLE alarms (
-                station TEXT NOT NULL, chart TEXT NOT NULL, rule TEXT NOT NULL,
-                since {float} NOT NULL, cleared {float}, detail TEXT NOT NULL,
-                PRIMARY KEY (station, chart, rule, since))""",
-            "CREATE INDEX alarms_time ON alarms (since)",
-        ],
-    ),
-    (
-        3,
-        [
-            # dead letters: messages that could not be read, or that the store refused; kept
-            # with their size and (up to DEAD_LETTER_BYTES of) their payload
-            """CREATE TABLE dead_letters (
-                topic TEXT NOT NULL, ts {float} NOT NULL, kind TEXT NOT NULL,
-                error TEXT NOT NULL, size BIGINT NOT NULL, payload {bytes} NOT NULL)""",
-            "INSERT INTO dead_letters (topic, ts, kind, error, size, payload) "
-            "SELECT topic, ts, 'unknown', error, LENGTH(payload), payload FROM rejected_messages",
-            "DROP TABLE rejected_messages",
-            "CREATE INDEX dead_letters_time ON dead_letters (ts)",
-            # the MQTT packet id of a context message: a redelivery (same topic, value and id
-            # within the broker's session) is stored once
-            "ALTER TABLE context ADD COLUMN mid INTEGER NOT NULL DEFAULT 0",
-            "CREATE INDEX context_topic_value ON context (topic, value, mid)",
-        ],
-    ),
-    (
-        4,
-        [
-            # a dead letter's payload digest (SHA-256 of all of it) and MQTT packet id: a
-            # re-delivered one is kept once
-            "ALTER TABLE dead_letters ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
-            "ALTER TABLE dead_letters ADD COLUMN mid INTEGER NOT NULL DEFAULT 0",
-            "CREATE INDEX dead_letters_digest ON dead_letters (topic, digest, mid)",
-        ],
-    ),
-]
 DEAD_LETTER_BYTES = 64 * 1024  # of a dead letter's payload kept (its size is kept in full)
-TABLES = ("verdicts", "gate_events", "context", "dead_letters", "alarms")
-DIALECT_TYPES = {
-    "sqlite": {"float": "REAL", "bytes": "BLOB"},
-    "postgresql": {"float": "DOUBLE PRECISION", "bytes": "BYTEA"},
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +109,7 @@ class Store:
             try:
                 self._db = psycopg.connect(text, autocommit=False)
             except psycopg.Error as exc:
-                raise InspectorError(f"cannot connect to {_redact(text)}: {exc}") from None
+                raise InspectorError(f"cannot connect to {redact(text)}: {exc}") from None
             self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         else:
             self.dialect = "sqlite"
@@ -204,7 +135,7 @@ class Store:
             with contextlib.suppress(psycopg.Error):
                 self._db.close()
             self._db = psycopg.connect(self._url, autocommit=False, connect_timeout=5)
-            log.info("reconnected to the SPC database %s", _redact(self._url))
+            log.info("reconnected to the SPC database %s", redact(self._url))
         return self._db
 
     def _rollback(self) -> None:
@@ -562,12 +493,3 @@ def _dead_params(d: DeadLetter) -> tuple:
         _digest(d),
         d.mid,
     )
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
-    return url
