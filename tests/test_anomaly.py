@@ -154,6 +154,29 @@ def test_evaluate_reports_image_auroc_the_operating_point_and_a_heat_map_gallery
     assert len(list((out / "gallery").glob("*.png"))) == shown
 
 
+def test_evaluate_splits_its_figures_by_the_manifests_columns(exported, tmp_path, capsys):
+    _, model, _ = exported
+    parts = write_parts(tmp_path / "data", 16, defect_rate=0.5, seed=8, size=SIZE)
+    rows = ["path,label,lot,serial"]
+    for i, (name, defective) in enumerate(sorted(parts.items())):
+        label = "defect" if defective else "good"
+        rows.append(f"{label}/{name},{label},{'A' if i % 4 else 'B'},{i}")
+    (tmp_path / "data" / "parts.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    csv_ = tmp_path / "data" / "parts.csv"
+    assert main(["evaluate", str(model), "--data", str(csv_), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["by_column"]) == ["lot"]  # a serial per part is no grouping
+    lots = m["by_column"]["lot"]
+    assert sum(g["images"] for g in lots.values()) == m["images"] == 16
+    assert sum(g["defective"] for g in lots.values()) == m["defective"]
+    escapes = sum(g["escape_rate"]["k"] for g in lots.values())
+    assert escapes == m["operating_point"]["fn"]
+    assert all(g["auroc_vs_all_good"] >= 0.9 for g in lots.values() if g["defective"])
+    printed = capsys.readouterr().out
+    assert f"lot = B: {lots['B']['defective']} defective (AUROC against all good" in printed
+
+
 def test_the_fit_streams_images_and_keeps_a_bounded_patch_sample(tmp_path, monkeypatch, caplog):
     """20,000 good images must fit as 2,000 do: features are computed one batch at a time,
     never for the whole training set at once, and at most ``max_patches`` patches are kept;

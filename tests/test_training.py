@@ -161,6 +161,25 @@ def test_keras_checkpoint_and_onnx_report_the_same(trained, tmp_path):
         assert a[key] == want, key
 
 
+def test_evaluate_shows_the_figures_per_value_of_a_manifest_column(trained, tmp_path):
+    from training.classify.evaluate import evaluate
+
+    files = sorted(trained["data"].rglob("*.png"))[::3]
+    rows = ["path,label,shift"]
+    rows += [f"{f},{f.parent.name},{'night' if i % 3 == 0 else 'day'}" for i, f in enumerate(files)]
+    (tmp_path / "parts.csv").write_text("\n".join(rows) + "\n")
+    m = evaluate(trained["model"], tmp_path / "parts.csv", tmp_path / "report")
+    shifts = m["by_column"]["shift"]
+    assert sum(g["images"] for g in shifts.values()) == m["images"] == len(files)
+    with open(tmp_path / "report" / "predictions.csv") as f:
+        passed = {r["file"] for r in csv.DictReader(f) if r["result"] == "pass"}
+    night = {str(f) for i, f in enumerate(files) if i % 3 == 0 and f.parent.name != "good"}
+    assert shifts["night"]["escape_rate"]["k"] == len(night & passed)
+    assert shifts["night"]["escape_rate"]["n"] == len(night)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "By shift" in page and "escapes (bound)" in page
+
+
 def test_training_refuses_recordings_from_two_station_setups(tmp_path):
     from training.classify.train import train
     from training.common.config import ModelConfig, TrainConfig

@@ -1,5 +1,6 @@
 """Evaluation reports (``inspector evaluate``: ``metrics.json``, ``predictions.csv``) and
-their comparison: metrics with deltas, confusion matrices, parts whose decision changed.
+their comparison: metrics with deltas, confusion matrices, the figures per value of a
+manifest column, parts whose decision changed.
 
 Nothing here recomputes a metric: the numbers are the ones ``evaluate`` wrote.
 """
@@ -81,11 +82,74 @@ def compare(a: dict, b: dict) -> dict:
     return {
         "metrics": rows,
         "confusion": [_confusion(a["metrics"]), _confusion(b["metrics"])],
+        "by_column": by_column(a, b),
         "changed": changed,
         "fixed": sum(c["change"] == "fixed" for c in changed),
         "broke": sum(c["change"] == "broke" for c in changed),
         "only_a": len(set(a["predictions"]) - set(b["predictions"])),
         "only_b": len(set(b["predictions"]) - set(a["predictions"])),
+    }
+
+
+def by_column(a: dict, b: dict) -> list[dict]:
+    """The figures ``evaluate`` split by a manifest column (``by_column``: ELPV's label
+    confidence, a plant's lot or shift), A and B side by side per value: escapes and false
+    rejects at each report's threshold, and how well the value's defects are told from every
+    good part. A column only one report has is shown with the other's cells empty."""
+    ga, gb = _columns(a["metrics"]), _columns(b["metrics"])
+    out = []
+    for column in dict.fromkeys([*ga, *gb]):
+        va, vb = ga.get(column, {}), gb.get(column, {})
+        rows = []
+        for value in sorted(set(va) | set(vb)):
+            ca, cb = _group(va.get(value)), _group(vb.get(value))
+            ra, rb = ca["escape_rate"], cb["escape_rate"]
+            rows.append(
+                {
+                    "value": value,
+                    "counts": ca["counts"] if ca["counts"] != "–" else cb["counts"],
+                    "a": ca,
+                    "b": cb,
+                    "better": None if ra is None or rb is None or ra == rb else rb < ra,
+                }
+            )
+        out.append({"column": column, "rows": rows})
+    return out
+
+
+def _columns(metrics: dict) -> dict[str, dict]:
+    by = metrics.get("by_column")
+    if not isinstance(by, dict):
+        return {}
+    return {
+        str(c): {str(v): g for v, g in values.items() if isinstance(g, dict)}
+        for c, values in by.items()
+        if isinstance(values, dict)
+    }
+
+
+def _group(g: dict | None) -> dict:
+    """One report's cells for one value (dashes where it has none)."""
+    if g is None:
+        return {"counts": "–", "esc": "–", "fr": "–", "auroc": "–", "escape_rate": None}
+
+    def rate(block) -> tuple[str, float | None]:
+        if not isinstance(block, dict) or not block.get("n"):
+            return "–", None
+        k, n = block.get("k", 0), block["n"]
+        upper = block.get("upper")
+        bound = f", ≤ {100 * upper:.1f} %" if isinstance(upper, (int, float)) else ""
+        return f"{k} of {n} ({100 * k / n:.1f} %{bound})", k / n
+
+    esc, esc_rate = rate(g.get("escape_rate"))
+    fr, _ = rate(g.get("false_reject_rate"))
+    auc = g.get("auroc_vs_all_good")
+    return {
+        "counts": f"{g.get('defective', 0)} defective, {g.get('good', 0)} good",
+        "esc": esc,
+        "fr": fr,
+        "auroc": f"{auc:.4f}" if isinstance(auc, (int, float)) else "–",
+        "escape_rate": esc_rate,
     }
 
 

@@ -130,5 +130,7 @@ def evaluate(args) -> int:
         f"{f(m['image_auroc'])}, pixel AUROC {f(m['pixel_auroc'])}; at the threshold: "
         f"escape rate {f(op['escape_rate'])}, false reject rate {f(op['false_reject_rate'])}"
     )
+    for line in thresholdtext.group_lines(m):
+        print(line)
     print(f"wrote {args.out}/metrics.json, predictions.csv and gallery/index.html")
     return 0

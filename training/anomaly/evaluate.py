@@ -25,6 +25,7 @@ import numpy as np
 from inspector.station.heatmap import overlay, upsample
 
 from .. import TrainingError
+from ..common import groups
 from ..common.metrics import auroc, binary_at
 from ..common.thresholds import band_effect, band_margin, confidence_at
 from ..data import datasets
@@ -155,6 +156,7 @@ def evaluate_anomaly(
         # uncertain band (decision.uncertainty_margin: auto) does here
         "confidence": confidence_at(truth, n, t, 0.95, on=split or "all"),
         "uncertain_band": band_effect(truth, n, t, band) if band else None,
+        "by_column": groups.by_columns(truth, n, images.meta, t),
         "threshold": t,
         "score": "n = s / (s + t_raw), fail at n >= 0.5 (see the manifest's anomaly section)",
     }

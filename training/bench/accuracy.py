@@ -179,6 +179,8 @@ def bench_accuracy(
         "escape_rate": metrics["escape_rate"],
         "false_reject_rate": metrics["false_reject_rate"],
         "confusion_matrix": metrics["confusion_matrix"],
+        # ELPV's columns: the annotators' defect probability and the cell type, on test
+        "by_column": metrics["by_column"],
         "threshold": manifest["thresholds"]["defect"]["value"],
         "always_good_accuracy": counts["test"]["good"] / max(sum(counts["test"].values()), 1),
         "model_bytes": model_path.stat().st_size,

@@ -252,6 +252,8 @@ def bench_elpv(work: Path, limit: int = 0) -> dict:
         "test_images": m["images"],
         "image_auroc": m["image_auroc"],
         "operating_point": m["operating_point"],
+        # ELPV's columns: the annotators' defect probability and the cell type, on test
+        "by_column": m["by_column"],
         "fit_seconds": round(fit_seconds, 1),
         "fit_breakdown_seconds": {
             k: info["training"][k] for k in ("feature_seconds", "coreset_seconds", "total_seconds")

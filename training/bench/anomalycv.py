@@ -10,8 +10,11 @@ fitted on the other K-1 folds scores the good cells of the fold left out and eve
 training cell, and the fold's AUROC is theirs. The
 folds are paired: each setting is fitted and judged on the same cells, so the per-fold
 differences between two settings say more than either mean. Validation and test are not
-touched. The candidates are the sweep's (``training.bench.anomalysweep``), region-Gaussian
-ones only (a bank per fold would cost a coreset each).
+touched. Each candidate's AUROCs are also split by the manifest's columns
+(``training.common.groups``): on ELPV by the annotators' defect probability and the cell
+type, which says which cells the model loses. The candidates are the sweep's
+(``training.bench.anomalysweep``), region-Gaussian ones only (a bank per fold would cost a
+coreset each).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def candidate_folds(manifest: Path, name: str, folds: int) -> dict:
     from ..anomaly import folds as oof
     from ..anomaly.fit import _fit_position, load_data
     from ..anomaly.graph import embedder, features, reference_scores
+    from ..common import groups
     from ..common.metrics import auroc
     from ..data import datasets
 
@@ -61,26 +65,37 @@ def candidate_folds(manifest: Path, name: str, folds: int) -> dict:
     fold = oof.assign(len(good), acfg)
     _, _, models = _fit_position(embed, data, good, stream, datasets.ImageStats(), acfg, fold)
     held_out = oof.out_of_fold_scores(embed, data, good, fold, models, acfg)["scores"]
+    bad = [s for s in train if s.label != data.good]
     defective = np.concatenate(
         [
             features(embed, split.x, acfg.batch_size)
-            for split, _ in datasets.batches(
-                [s for s in train if s.label != data.good], data.spec, data.classes, 64
-            )
+            for split, _ in datasets.batches(bad, data.spec, data.classes, 64)
             if len(split.x)
         ]
     )
-    per_fold = []
+    bad_meta, good_meta = [dict(s.meta) for s in bad], [dict(s.meta) for s in good]
+    columns = groups.groupable(bad_meta + good_meta)
+    per_fold, per_fold_groups = [], []
     for k, model in enumerate(models):
         s = np.r_[reference_scores(defective, model, acfg.top_k), held_out[fold == k]]
         truth = np.r_[np.ones(len(defective), bool), np.zeros(int(np.sum(fold == k)), bool)]
         per_fold.append(auroc(truth, s))
+        meta = bad_meta + [m for m, f in zip(good_meta, fold, strict=True) if f == k]
+        per_fold_groups.append(groups.by_columns(truth, s, meta, columns=columns))
+    by_column = groups.mean_over(per_fold_groups)
+    for c, values in by_column.items():  # every training cell once: the folds share defects
+        for v, entry in values.items():
+            entry["defective_cells"] = sum(m[c] == v for m in bad_meta)
+            entry["good_cells"] = sum(m[c] == v for m in good_meta)
     return {
         "settings": CANDIDATES[name],
         "per_fold_auroc": [round(a, 4) for a in per_fold],
         "mean_auroc": round(float(np.mean(per_fold)), 4),
         "good_cells": len(held_out),
         "defective_cells": len(defective),
+        # the mean over the folds, per value of each manifest column (ELPV: the annotators'
+        # defect probability and the cell type): which cells the model loses
+        "by_column": by_column,
         "seconds": round(time.monotonic() - t0, 1),
     }
 
@@ -144,6 +159,17 @@ def main(argv=None) -> int:
         vs = c.get("vs_first")
         extra = f", better in {vs['folds_better']} of {r['folds']} folds" if vs else ""
         print(f"{name}: out-of-fold AUROC {c['mean_auroc']:.4f} {c['per_fold_auroc']}{extra}")
+        for column, values in c["by_column"].items():
+            for v, g in values.items():
+                vs = [
+                    f"{g['defective_cells']} defective vs all good {g['auroc_vs_all_good']}"
+                    if g["defective_cells"]
+                    else "",
+                    f"{g['good_cells']} good vs all defective {g['auroc_vs_all_defective']}"
+                    if g["good_cells"]
+                    else "",
+                ]
+                print(f"  {column} = {v}: " + "; ".join(x for x in vs if x))
     print(f"wrote {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import TrainingError
+from ..common import groups
 from ..common.metrics import defect_score, is_defect, report
 from ..common.thresholds import band_effect, band_margin, confidence_at
 from ..data import datasets, frames
@@ -141,6 +142,8 @@ def evaluate(
     # and what the model's uncertain band (decision.uncertainty_margin: auto) does here
     metrics["confidence"] = confidence_at(truth, score, t, 0.95, on=split or "all")
     metrics["uncertain_band"] = band_effect(truth, score, t, scorer.band) if scorer.band else None
+    # where the model loses: the figures per value of each of the manifest's columns
+    metrics["by_column"] = groups.by_columns(truth, score, images.meta, t)
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "defect_score", "result", *[f"p_{c}" for c in scorer.classes]])

@@ -94,6 +94,30 @@ def _f(v, digits=4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _by_column(column: str, values: dict) -> str:
+    """One manifest column's groups: counts, AUROCs and the rates at the threshold."""
+    e = html.escape
+
+    def rate(block) -> str:
+        if not block or block["rate"] is None:
+            return "&ndash;"
+        return f"{block['k']}/{block['n']} ({block['rate']:.1%}, &le; {block['upper']:.1%})"
+
+    rows = "".join(
+        f"<tr><td>{e(v)}</td><td>{g['defective']}</td><td>{g['good']}</td>"
+        f"<td>{_f(g['auroc'])}</td><td>{_f(g['auroc_vs_all_good'])}</td>"
+        f"<td>{_f(g['auroc_vs_all_defective'])}</td><td>{rate(g.get('escape_rate'))}</td>"
+        f"<td>{rate(g.get('false_reject_rate'))}</td></tr>"
+        for v, g in values.items()
+    )
+    return (
+        f"<h2>By {e(column)}</h2><table><tr><th>{e(column)}</th><th>defective</th>"
+        "<th>good</th><th>AUROC</th><th>AUROC, its defects vs all good</th>"
+        "<th>AUROC, its good vs all defects</th><th>escapes (bound)</th>"
+        f"<th>false rejects (bound)</th></tr>{rows}</table>"
+    )
+
+
 def _page(m: dict, classes: list[str], galleries: dict) -> str:
     e = html.escape
     rows = "".join(
@@ -119,6 +143,7 @@ def _page(m: dict, classes: list[str], galleries: dict) -> str:
         f"<td>{_f(v['f1'])}</td><td>{v['support']}</td></tr>"
         for c, v in m["per_class"].items()
     )
+    by = "".join(_by_column(c, values) for c, values in (m.get("by_column") or {}).items())
     gal = ""
     for title, items in galleries.items():
         figs = (
@@ -144,6 +169,7 @@ Operating point: a part fails when its defect score &ge; {m["threshold"]:.4f}.</
 <table><tr><th></th>{head}</tr>{body}</table>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per}</table>
+{by}
 <h2>Curves</h2>
 <img src="plots/roc.png"> <img src="plots/pr.png"><br><img src="plots/scores.png">
 {gal}

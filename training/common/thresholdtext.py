@@ -79,6 +79,33 @@ def evaluation_lines(metrics: dict) -> list[str]:
             f"{pct(b['review_share'])} of all parts; escapes {_count(b['escape_rate'])} "
             f"(without it {_count(b['escape_rate_without'])})"
         )
+    return lines + group_lines(metrics)
+
+
+def group_lines(metrics: dict) -> list[str]:
+    """One line per value of each manifest column ``evaluate`` split its figures by."""
+    lines = []
+    for column, values in (metrics.get("by_column") or {}).items():
+        for v, g in values.items():
+            parts = []
+            if g["defective"]:
+                auc = g["auroc_vs_all_good"]
+                parts.append(
+                    f"{g['defective']} defective (AUROC against all good "
+                    f"{'n/a' if auc is None else f'{auc:.4f}'}"
+                    + (f", escapes {_count(g['escape_rate'])}" if "escape_rate" in g else "")
+                    + ")"
+                )
+            if g["good"]:
+                parts.append(
+                    f"{g['good']} good"
+                    + (
+                        f" (false rejects {_count(g['false_reject_rate'])})"
+                        if "false_reject_rate" in g
+                        else ""
+                    )
+                )
+            lines.append(f"  {column} = {v}: " + ", ".join(parts))
     return lines
 
 

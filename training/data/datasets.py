@@ -348,7 +348,24 @@ def samples_of_run(run: Path, split: str) -> list[Sample]:
     """The samples of one split as a run folder's ``split.json`` names them."""
     saved = json.loads((Path(run) / "split.json").read_text())
     root = Path(saved["root"])
-    return [Sample(root / f["path"], f["label"], split) for f in saved["files"][split]]
+    meta = _manifest_meta(root)
+    samples = []
+    for f in saved["files"][split]:
+        path = root.parent / f["path"] if root.is_file() else root / f["path"]
+        samples.append(Sample(path, f["label"], split, meta.get(str(path.resolve()), ())))
+    return samples
+
+
+def _manifest_meta(root: Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    """A CSV manifest's extra columns per resolved file path (none for a folder layout, or
+    for a manifest that is gone or changed so that it no longer reads)."""
+    if not root.is_file():
+        return {}
+    try:
+        samples = _scan_csv(root).samples
+    except TrainingError:
+        return {}
+    return {str(s.path.resolve()): s.meta for s in samples if s.meta}
 
 
 def split_file(prepared: Prepared, root: Path) -> dict:
