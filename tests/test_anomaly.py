@@ -256,3 +256,22 @@ def test_runs_and_model_files_are_told_apart_by_the_registry(exported, tmp_path)
     plain.with_suffix(".json").write_text(json.dumps({"classes": ["good", "defect"]}))
     assert registry.of_model(plain).name == "classify"  # manifests without kind: classifiers
     assert registry.of_run(tmp_path).name == "classify"  # no run.json: the classifier's error
+
+
+def test_latency_bench_times_runs_side_by_side_with_the_backbone(exported, tmp_path, capsys):
+    from training.bench.anomalylatency import main as latency
+
+    run, _, _ = exported
+    out = tmp_path / "side.json"
+    argv = ["--work", str(tmp_path / "w"), "--out", str(out), "--runs", "5"]
+    assert latency([*argv, "--side-by-side", f"one={run}", f"again={run}"]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["latency"]) == {"backbone_alone", "one", "again"}
+    assert set(r["ratio_p50_to_backbone"]) == {"one", "again"}
+    assert all(v > 0 for v in r["ratio_p50_to_backbone"].values())
+    probe = r["elementwise_probe"]
+    assert probe["one_channel_rank4_constant_ms"] > 0 and probe["one_channel_rank0_constant_ms"] > 0
+    assert "x the backbone" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        latency([*argv, "--side-by-side", f"one={tmp_path}"])  # no model.onnx there
+    assert "give NAME=RUN" in capsys.readouterr().err

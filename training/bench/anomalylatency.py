@@ -9,6 +9,10 @@ bank (its ``embedder``), and runs the three through ONNX Runtime's CPU provider 
 intra-op thread count, alternating run by run: median and p99 of each and the ratio of the
 anomaly model to the backbone. ONNX Runtime's profiler then splits the anomaly model's time
 by operator (the nearest-bank ``MatMul`` and ``ReduceMin`` against the convolutions).
+
+``--side-by-side NAME=RUN ...`` times several exported runs and the backbone alone in one
+alternating loop instead (settings, or one setting built by two versions of the code), with
+a probe of ONNX Runtime's element-wise cost by the shapes of image and constant.
 """
 
 from __future__ import annotations
@@ -152,6 +156,86 @@ def bench(out: Path, work: Path, threads: int, runs: int, run: Path | None = Non
     return result
 
 
+def side_by_side(out: Path, work: Path, threads: int, runs: int, named: dict[str, Path]) -> dict:
+    """Several exported anomaly runs and the backbone alone, alternating run by run in one
+    loop: settings (or the same setting built by two versions of the code) compared on the
+    same machine at the same moment, each as a ratio to the backbone."""
+    from ..common.runs import versions
+    from .anomaly import _bank
+
+    work.mkdir(parents=True, exist_ok=True)
+    models = {name: json.loads((Path(r) / "model.json").read_text()) for name, r in named.items()}
+    sizes = {m["input"]["shape"][1] for m in models.values()}
+    variants = {m["anomaly"].get("backbone", "efficientnet-lite0") for m in models.values()}
+    if len(sizes) != 1 or len(variants) != 1:
+        raise ValueError(f"one backbone and input size to compare against: {variants} {sizes}")
+    size, variant = sizes.pop(), variants.pop()
+    paths = {
+        "backbone_alone": backbone_onnx(work / f"backbone-{variant}-{size}.onnx", variant, size)
+    }
+    paths.update({name: Path(r) / "model.onnx" for name, r in named.items()})
+    lat = interleaved(paths, threads, runs, size)
+    base = lat["backbone_alone"]
+    result = {
+        "setup": f"ONNX Runtime CPUExecutionProvider, batch 1, {size} px grey, intra-op threads "
+        f"{threads}, {runs} runs per model after 20 warm-up, all models alternating run by run",
+        "latency": lat,
+        "ratio_p50_to_backbone": {n: round(lat[n]["p50_ms"] / base["p50_ms"], 3) for n in named},
+        "ratio_p99_to_backbone": {n: round(lat[n]["p99_ms"] / base["p99_ms"], 3) for n in named},
+        "runs": {
+            n: {
+                "run": str(named[n]),
+                "standardise": models[n]["anomaly"].get("standardise"),
+                "bank": _bank(models[n]),
+                "parity": models[n]["parity"],
+            }
+            for n in named
+        },
+        "elementwise_probe": elementwise_probe(size, threads),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
+        "versions": versions(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def elementwise_probe(size: int, threads: int, runs: int = 300) -> dict:
+    """One ``Mul`` of an image by a constant in ONNX Runtime, by the shapes of the two: a
+    one-channel image (1, H, W, 1) with a rank-0 constant takes the slow broadcasting path;
+    the same constant shaped (1, 1, 1, 1), or a three-channel image, does not. Median ms."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def median_ms(image: tuple, constant: tuple) -> float:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(image))
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        c = numpy_helper.from_array(np.full(constant, 0.5, np.float32), "c")
+        graph = helper.make_graph([helper.make_node("Mul", ["x", "c"], ["y"])], "g", [x], [y], [c])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = min(model.ir_version, 8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+        feed = {"x": np.random.default_rng(0).random(image, np.float32)}
+        times = []
+        for i in range(runs + 20):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            if i >= 20:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        return round(float(np.median(times)), 4)
+
+    one, three = (1, size, size, 1), (1, size, size, 3)
+    return {
+        "op": "Mul of a float image by a constant, batch 1",
+        "one_channel_rank0_constant_ms": median_ms(one, ()),
+        "one_channel_rank4_constant_ms": median_ms(one, (1, 1, 1, 1)),
+        "three_channel_rank0_constant_ms": median_ms(three, ()),
+    }
+
+
 def _cost(bank: dict, grid) -> dict:
     """Multiply-adds of the bank search or of the region Gaussians, per image."""
     patches, d = grid[0] * grid[1], bank["feature_dims"]
@@ -177,7 +261,27 @@ def main(argv=None) -> int:
         type=Path,
         help="time this exported anomaly run (its model.onnx) instead of the generated model",
     )
+    ap.add_argument(
+        "--side-by-side",
+        nargs="+",
+        metavar="NAME=RUN",
+        help="time these exported runs and the backbone alone together, alternating run by run",
+    )
     args = ap.parse_args(argv)
+    if args.side_by_side:
+        named = {}
+        for item in args.side_by_side:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not (Path(path) / "model.onnx").is_file():
+                ap.error(f"--side-by-side {item!r}: give NAME=RUN, a run folder with model.onnx")
+            named[name] = Path(path)
+        r = side_by_side(args.out, args.work, args.threads, args.runs, named)
+        for name, ratio in r["ratio_p50_to_backbone"].items():
+            lat = r["latency"][name]
+            print(f"{name}: p50 {lat['p50_ms']} ms (p99 {lat['p99_ms']}), {ratio}x the backbone")
+        print(f"backbone alone: p50 {r['latency']['backbone_alone']['p50_ms']} ms")
+        print(f"wrote {args.out}")
+        return 0
     r = bench(args.out, args.work, args.threads, args.runs, args.run)
     lat = r["latency"]
     print(
