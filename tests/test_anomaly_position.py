@@ -192,6 +192,7 @@ def test_the_shipped_elpv_anomaly_config_is_valid():
     validate(cfg)
     validate(acfg)
     assert acfg.statistics == "position" and acfg.components == 2
+    assert acfg.standardise == 45 and acfg.layers == ["block4_add", "block7_add", "block10_add"]
     assert cfg.split.seed == 2019 and cfg.model.image_size == 224
 
 
