@@ -112,3 +112,12 @@ class Throttled:
             self.period,
             last,
         )
+
+
+def redact_url(url: str) -> str:
+    """A URL (a database's, a broker's) without its password, for messages and logs."""
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
+    return url

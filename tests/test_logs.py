@@ -1,9 +1,12 @@
-"""Failure logging under overload: the first of each kind at once, then one summary."""
+"""Logging: failures under overload (the first of each kind at once, then one summary), and
+URLs named without their passwords."""
 
 from __future__ import annotations
 
 import logging
 import time
+
+import pytest
 
 from inspector.logs import Throttled
 
@@ -28,3 +31,18 @@ def test_a_flood_of_failures_becomes_one_line_and_a_summary(caplog):
         assert len(caplog.records) == 3  # timeout had nothing suppressed
         t.warning("overflow", "p1000", "part %r failed safe: overflow", "p1000")
         assert caplog.records[-1].getMessage() == "part 'p1000' failed safe: overflow"
+
+
+@pytest.mark.parametrize("room", ["review", "spc"])
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(room):
+    pytest.importorskip("psycopg", reason="the review and spc extras install it")
+    import importlib
+
+    from inspector.errors import InspectorError
+
+    store = importlib.import_module(f"inspector.{room}.store")
+    url = "postgresql://inspector:s3cret-pw@127.0.0.1:1/quality"  # port 1: nothing listens
+    with pytest.raises(InspectorError) as caught:
+        store.Store(url)
+    assert "postgresql://inspector:***@127.0.0.1:1/quality" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)

@@ -10,6 +10,7 @@ written differently (``DIALECT_SQL``), and opening a PostgreSQL database (psycop
 from __future__ import annotations
 
 from ..errors import InspectorError
+from ..logs import redact_url
 
 # {id}, {int}, {float}: the column types that differ between the dialects (DIALECT_TYPES);
 # {nulls_first}: score indexes in SQLite's order (a part without a score sorts lowest), which
@@ -113,13 +114,4 @@ def connect_postgresql(url: str):
     try:  # autocommit: one statement is one transaction unless _transaction() groups them
         return psycopg.connect(url, autocommit=True, row_factory=dict_row)
     except psycopg.Error as exc:
-        raise InspectorError(f"cannot connect to {redact(url)}: {exc}") from None
-
-
-def redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
-    return url
+        raise InspectorError(f"cannot connect to {redact_url(url)}: {exc}") from None

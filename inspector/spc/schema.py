@@ -4,7 +4,7 @@
 database lacks (the table ``spc_schema`` keeps the versions applied), one transaction each, so
 a change to the schema is a new version at the end. ``TABLES``: the tables the latest version
 holds. What differs between the dialects: the column types (``DIALECT_TYPES``); a PostgreSQL
-(or TimescaleDB) URL is named in messages without its password (``redact``).
+(or TimescaleDB) URL is named in messages without its password (``logs.redact_url``).
 """
 
 from __future__ import annotations
@@ -80,12 +80,3 @@ DIALECT_TYPES = {
     "sqlite": {"float": "REAL", "bytes": "BLOB"},
     "postgresql": {"float": "DOUBLE PRECISION", "bytes": "BYTEA"},
 }
-
-
-def redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
-    return url

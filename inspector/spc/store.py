@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InspectorError
-from .schema import DIALECT_TYPES, MIGRATIONS, TABLES, redact
+from ..logs import redact_url
+from .schema import DIALECT_TYPES, MIGRATIONS, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Store:
             try:
                 self._db = psycopg.connect(text, autocommit=False)
             except psycopg.Error as exc:
-                raise InspectorError(f"cannot connect to {redact(text)}: {exc}") from None
+                raise InspectorError(f"cannot connect to {redact_url(text)}: {exc}") from None
             self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         else:
             self.dialect = "sqlite"
@@ -135,7 +136,7 @@ class Store:
             with contextlib.suppress(psycopg.Error):
                 self._db.close()
             self._db = psycopg.connect(self._url, autocommit=False, connect_timeout=5)
-            log.info("reconnected to the SPC database %s", redact(self._url))
+            log.info("reconnected to the SPC database %s", redact_url(self._url))
         return self._db
 
     def _rollback(self) -> None:
