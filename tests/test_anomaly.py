@@ -175,6 +175,13 @@ def test_evaluate_splits_its_figures_by_the_manifests_columns(exported, tmp_path
     assert all(g["auroc_vs_all_good"] >= 0.9 for g in lots.values() if g["defective"])
     printed = capsys.readouterr().out
     assert f"lot = B: {lots['B']['defective']} defective (AUROC against all good" in printed
+    # a column asked for by name, even one value per part; one the manifest lacks is refused
+    argv = ["evaluate", str(model), "--data", str(csv_), "--out", str(tmp_path / "by")]
+    assert main([*argv, "--by", "serial", "--by", "lot"]) == 0
+    m = json.loads((tmp_path / "by" / "metrics.json").read_text())
+    assert list(m["by_column"]) == ["serial", "lot"] and len(m["by_column"]["serial"]) == 16
+    assert main([*argv, "--by", "shift"]) != 0
+    assert "'shift'" in capsys.readouterr().err
 
 
 def test_the_fit_streams_images_and_keeps_a_bounded_patch_sample(tmp_path, monkeypatch, caplog):

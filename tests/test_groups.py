@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training import TrainingError
 from training.common import groups
 
 
@@ -59,6 +60,10 @@ def test_metadata_that_does_not_match_the_images_is_refused():
     truth, score, meta = _scores()
     with pytest.raises(ValueError, match="300 images but 299 metadata rows"):
         groups.by_columns(truth, score, meta[:-1])
-    with pytest.raises(ValueError, match="column"):
-        groups.by_columns(truth, score, meta[:-1] + [{"serial": "x"}], columns=["probability"])
+    with pytest.raises(TrainingError, match=r"data.csv: not every image has .*'probability'.*"
+                       r"columns: \['serial'\]"):  # fmt: skip
+        odd = [{"serial": "x"} for _ in meta]
+        groups.by_columns(truth, score, odd, columns=["probability"], data="data.csv")
+    # asked for by name, a column with a value per part is split all the same
+    assert len(groups.by_columns(truth, score, meta, columns=["serial"])["serial"]) == 300
     assert groups.by_columns(truth, score, [{} for _ in meta]) == {}

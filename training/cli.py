@@ -215,6 +215,13 @@ def add_parsers(sub) -> None:
     v.add_argument("--run", type=Path, help="the run folder whose split.json names the split")
     v.add_argument("--threshold", type=float, help="override the model's threshold")
     v.add_argument("--geometry", type=Path, metavar="STATION.yaml", help=GEOMETRY_HELP)
+    v.add_argument(
+        "--by",
+        action="append",
+        metavar="COLUMN",
+        help="split the figures by this column of the CSV manifest (repeatable; default: every "
+        "column with 2 to 12 values)",
+    )
     v.set_defaults(func=_evaluate_args)
 
 

@@ -119,7 +119,15 @@ def evaluate(args) -> int:
     data = args.data or getattr(args, "data_pos", None)
     if data is None:
         raise TrainingError("give the images to evaluate: --data DIR")
-    m = evaluate_anomaly(args.model, data, args.out, args.split, args.run, args.threshold)
+    m = evaluate_anomaly(
+        args.model,
+        data,
+        args.out,
+        args.split,
+        args.run,
+        args.threshold,
+        by=getattr(args, "by", None),
+    )
 
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"

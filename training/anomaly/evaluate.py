@@ -132,6 +132,7 @@ def evaluate_anomaly(
     run: Path | None = None,
     threshold: float | None = None,
     gallery: int = 8,
+    by: list[str] | None = None,
 ) -> dict:
     runner = AnomalyRunner(model)
     if run is None and Path(model).is_dir():
@@ -156,7 +157,7 @@ def evaluate_anomaly(
         # uncertain band (decision.uncertainty_margin: auto) does here
         "confidence": confidence_at(truth, n, t, 0.95, on=split or "all"),
         "uncertain_band": band_effect(truth, n, t, band) if band else None,
-        "by_column": groups.by_columns(truth, n, images.meta, t),
+        "by_column": groups.by_columns(truth, n, images.meta, t, by, data),
         "threshold": t,
         "score": "n = s / (s + t_raw), fail at n >= 0.5 (see the manifest's anomaly section)",
     }

@@ -148,6 +148,7 @@ def evaluate(args) -> int:
         args.run,
         args.threshold,
         geometry=args.geometry,
+        by=getattr(args, "by", None),
     )
 
     def f(v):

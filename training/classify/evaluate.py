@@ -110,6 +110,7 @@ def evaluate(
     threshold: float | None = None,
     gallery: int = 12,
     geometry: Path | None = None,
+    by: list[str] | None = None,
 ) -> dict:
     """Score the images, write metrics.json, predictions.csv and report.html; return metrics.
 
@@ -143,7 +144,7 @@ def evaluate(
     metrics["confidence"] = confidence_at(truth, score, t, 0.95, on=split or "all")
     metrics["uncertain_band"] = band_effect(truth, score, t, scorer.band) if scorer.band else None
     # where the model loses: the figures per value of each of the manifest's columns
-    metrics["by_column"] = groups.by_columns(truth, score, images.meta, t)
+    metrics["by_column"] = groups.by_columns(truth, score, images.meta, t, by, data)
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "defect_score", "result", *[f"p_{c}" for c in scorer.classes]])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import TrainingError
 from . import bounds
 from .metrics import auroc
 
@@ -79,14 +80,22 @@ def by_columns(
     meta: list[dict[str, str]],
     threshold: float | None = None,
     columns: list[str] | None = None,
+    data=None,
 ) -> dict[str, dict[str, dict]]:
-    """``by_group`` for each of ``columns`` (default: every ``groupable`` one)."""
+    """``by_group`` for each of ``columns`` (default: every ``groupable`` one). A column
+    asked for that some image lacks is a TrainingError naming the columns there are
+    (``data``: the dataset, for the message)."""
     if len(meta) != len(truth):
         raise ValueError(f"{len(truth)} images but {len(meta)} metadata rows")
     columns = groupable(meta) if columns is None else columns
     missing = [c for c in columns if not all(c in m for m in meta)]
     if missing:
-        raise ValueError(f"not every image has the column(s) {missing}")
+        have = sorted({c for m in meta for c in m})
+        where = f"{data}: " if data is not None else ""
+        raise TrainingError(
+            f"{where}not every image has the column(s) {missing} to split the figures by "
+            f"(the manifest's columns: {have or 'none besides path, label and split'})"
+        )
     return {c: by_group(truth, score, [m[c] for m in meta], threshold) for c in columns}
 
 
