@@ -126,7 +126,7 @@ def evaluate(args) -> int:
         args.split,
         args.run,
         args.threshold,
-        by=getattr(args, "by", None),
+        by=args.by,
     )
 
     def f(v):

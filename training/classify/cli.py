@@ -148,7 +148,7 @@ def evaluate(args) -> int:
         args.run,
         args.threshold,
         geometry=args.geometry,
-        by=getattr(args, "by", None),
+        by=args.by,
     )
 
     def f(v):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import TrainingError
-from . import bounds
 from .metrics import auroc
+from .thresholds import confidence_at
 
 MAX_VALUES = 12  # a column with more distinct values (file names, serials) is no grouping
 
@@ -62,13 +62,11 @@ def by_group(
             "auroc_vs_all_good": auroc(truth[bad | ~truth], score[bad | ~truth]),
             "auroc_vs_all_defective": auroc(truth[good | truth], score[good | truth]),
         }
-        if threshold is not None:
-            fail = score >= threshold
-            entry["escape_rate"] = bounds.rate_block(
-                int(np.sum(bad & ~fail)), int(bad.sum()), confidence
-            )
-            entry["false_reject_rate"] = bounds.rate_block(
-                int(np.sum(good & fail)), int(good.sum()), confidence
+        if threshold is not None:  # the operating point's rates, as evaluate reports them
+            at = confidence_at(truth[sel], score[sel], threshold, confidence)
+            entry["escape_rate"], entry["false_reject_rate"] = (
+                at["escape_rate"],
+                at["false_reject_rate"],
             )
         out[str(v)] = entry
     return out
