@@ -111,12 +111,20 @@ def test_duplicates_across_splits_are_reported(tmp_path):
     assert any("look the same" in w for w in data.report["warnings"])
 
 
+def write_manifest(folder, n: int, header: str, columns) -> None:
+    """``n`` textures ``0.png``... and ``data.csv``: path, label (odd ones defective), then
+    ``columns(i)``'s cells under ``header``'s."""
+    rows = [f"path,label,{header}"]
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), texture(i))
+        rows.append(f"{i}.png,{'defect' if i % 2 else 'good'},{columns(i)}")
+    (folder / "data.csv").write_text("\n".join(rows) + "\n")
+
+
 def test_csv_manifest_with_split_and_metadata(tmp_path):
-    rows = ["path,label,split,probability"]
-    for i in range(8):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), texture(i))
-        rows.append(f"{i}.png,{'defect' if i % 2 else 'good'},{'test' if i < 2 else 'train'},0.{i}")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    write_manifest(
+        tmp_path, 8, "split,probability", lambda i: f"{'test' if i < 2 else 'train'},0.{i}"
+    )
     ds = datasets.scan(tmp_path / "data.csv")
     assert ds.classes == ["defect", "good"]
     assert dict(ds.samples[3].meta) == {"probability": "0.3"}
@@ -127,11 +135,7 @@ def test_csv_manifest_with_split_and_metadata(tmp_path):
 
 
 def test_a_runs_split_keeps_the_manifests_columns_for_evaluate(tmp_path):
-    rows = ["path,label,probability"]
-    for i in range(20):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), texture(i))
-        rows.append(f"{i}.png,{'defect' if i % 2 else 'good'},{i % 3}")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    write_manifest(tmp_path, 20, "probability", lambda i: i % 3)
     data = datasets.prepare(tmp_path / "data.csv", SPEC, [], val=0.2, test=0.2, seed=1)
     run = tmp_path / "run"
     run.mkdir()
