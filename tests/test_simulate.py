@@ -70,7 +70,7 @@ def test_clean_run_scores_perfectly_and_every_message_keeps_the_contract(
     finally:
         sub.loop_stop()
     assert_safe(card)
-    assert card["false_rejects"] == 0 and card["failsafe_rejects"] == {}
+    assert card["false_rejects"] == 0 and card["failsafe_rejects"] == {}, card["failsafe_examples"]
     assert card["correct_passes"] + card["correct_rejects"] == card["parts"]
     assert card["image_mismatches"] == 0 and card["deadline_misses"] == 0
     assert card["latency_ms"]["p99"] < 1000
@@ -106,11 +106,16 @@ def test_fault_never_passes_an_uninspected_part_and_inspection_resumes(
     card = simulate(options(line_data, tmp_path, fault=fault, **margin))
     assert_safe(card)
     assert card["false_rejects"] == 0
-    assert set(card["failsafe_rejects"]) <= reasons, card["failsafe_rejects"]
+    assert set(card["failsafe_rejects"]) <= reasons, card["failsafe_examples"]
+    examples = card["failsafe_examples"]
     if reasons:
         assert sum(card["failsafe_rejects"].values()) > 0  # the fault did bite
+        assert examples and {e["gate_reason"] for e in examples} <= reasons
     else:
         assert card["gate_counts"]["malformed_triggers"] > 0
+    if fault in ("source-loss", "slow-model", "model-error"):  # the station's own verdict says why
+        said = [e for e in examples if e.get("verdict_reason") in reasons]
+        assert said and all(e["detail"] for e in said), examples
     recovery = card["fault"]["recovery_s"]
     assert recovery is not None and recovery <= RECOVERY_BOUND_S, card["fault"]
     assert card["image_mismatches"] == 0
@@ -124,7 +129,8 @@ def test_a_part_counter_that_wraps_mid_run_never_passes_an_uninspected_part(line
     card = simulate(options(line_data, tmp_path, part_id_wrap=32))
     assert_safe(card)
     assert card["parts"] == 48 and card["gate_counts"]["parts"] == 48
-    assert card["failsafe_rejects"] == {} and card["false_rejects"] == 0
+    assert card["failsafe_rejects"] == {}, card["failsafe_examples"]
+    assert card["false_rejects"] == 0
     assert card["correct_passes"] + card["correct_rejects"] == card["parts"]
     assert card["image_mismatches"] == 0 and card["deadline_misses"] == 0
 

@@ -178,7 +178,7 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
         "image_mismatches": 0,
         "deadline_misses": 0,
     }
-    latencies, recovery, mismatches = [], None, []
+    latencies, recovery, mismatches, failsafe = [], None, [], []
     judged = {True: 0, False: 0}  # parts accounted for, defective and good
     for key, (defect, image) in truth.items():
         part_id, t_trig = key
@@ -227,6 +227,10 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
                 card["correct_rejects" if defect else "false_rejects"] += 1
             else:
                 card["failsafe_rejects"][reason] = card["failsafe_rejects"].get(reason, 0) + 1
+                if (
+                    len(failsafe) < 10
+                ):  # what the station said, so a fail-safe reject explains itself
+                    failsafe.append(_failsafe_example(part_id, t_trig, reason, v))
                 if defect:
                     card["correct_rejects"] += 1
         if (
@@ -244,6 +248,7 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
         "n": len(latencies),
     }
     card["image_mismatch_examples"] = mismatches
+    card["failsafe_examples"] = failsafe
     card["late_verdicts"] = gate.core.counts["late_verdicts"]
     card["duplicate_verdicts_on_wire"] = observer.duplicates
     card["gate_counts"] = dict(gate.core.counts)
@@ -266,6 +271,18 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
         "data": str(o.data),
     }
     return card
+
+
+def _failsafe_example(part_id: str, t_trigger: float, reason: str, verdict: dict | None) -> dict:
+    """One fail-safe reject as the wire showed it: the gate's reason, and the station's own
+    verdict for the part (its reason and detail, and when it arrived after the trigger) when
+    one came at all."""
+    example = {"part_id": part_id, "t_trigger": t_trigger, "gate_reason": reason}
+    if verdict is not None:
+        example["verdict_reason"] = verdict.get("reason")
+        example["detail"] = verdict.get("detail")
+        example["received_ms"] = round((verdict["_received"] - t_trigger) * 1000.0, 1)
+    return example
 
 
 def _card_rates(card: dict, judged: dict, o) -> dict:
