@@ -12,7 +12,7 @@ from inspector.spc.config import ChartsSection
 from inspector.spc.monitor import Monitor
 from inspector.spc.report import subgroups
 
-from .test_spc import rows
+from .spc_helpers import rows
 
 CFG = ChartsSection(baseline_subgroups=10, per_class=False, reorder_parts=0)
 

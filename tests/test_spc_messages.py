@@ -13,7 +13,7 @@ from inspector.spc.messages import read_message
 from inspector.spc.schema import MIGRATIONS
 from inspector.spc.store import DeadLetter, Store, VerdictRow
 
-from .test_spc import verdict
+from .spc_helpers import verdict
 
 
 def with_field(key, value) -> bytes:

@@ -8,7 +8,7 @@ import dataclasses
 from inspector.spc.config import ChartsSection
 from inspector.spc.monitor import Monitor
 
-from .test_spc import rows
+from .spc_helpers import rows
 
 CFG = ChartsSection(baseline_subgroups=25, per_class=False)
 

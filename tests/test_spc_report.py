@@ -17,7 +17,7 @@ from inspector.spc.config import ChartsSection
 from inspector.spc.report import write_report
 from inspector.spc.store import Store
 
-from .test_spc import rows, verdict_row
+from .spc_helpers import rows, verdict_row
 
 T0 = 1_780_000_000.0  # a weekday in 2026; every verdict 0.1 s after the one before
 
@@ -172,3 +172,17 @@ def test_a_report_of_an_empty_store_is_a_clear_error(tmp_path):
 
     with pytest.raises(InspectorError, match="no verdicts stored yet"):
         report(tmp_path, [])
+
+
+def test_report_writes_an_html_page_with_charts(tmp_path):
+    from inspector.spc.report import write_report
+
+    store = Store(tmp_path / "spc.sqlite")
+    store.add_verdicts(rows("s1", [0.02] * 30 + [0.06] * 10, seed=5))
+    store.close()
+    out = tmp_path / "report"
+    page = write_report(tmp_path / "spc.sqlite", out, 0, 1e12, ChartsSection(baseline_subgroups=20))
+    html = page.read_text()
+    assert "s1" in html and "Pareto" in html
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "s1-reject.png" in pngs and (out / "s1-reject.svg").is_file()
