@@ -10,12 +10,13 @@ import re
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .review_helpers import client_as, workbench
+from .review_helpers import client_as, ids, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 DEMO = Path(__file__).resolve().parents[1] / "inspector" / "models" / "demo"
@@ -303,12 +304,35 @@ def test_evaluate_a_model_from_its_page_and_compare_the_report(bench):
     block = evaluate()
     assert 'data-status="failed"' in block and "scratch" in block, block[-2000:]
     (tmp / "data" / "scratch").rename(tmp / "data" / "defect")
+    # parts labelled here carry the review (station, what the line said) into the dataset
+    line1, line2 = ids(app, "line1").values(), ids(app, "line2").values()
+    chosen = [
+        next(p for p in line1 if p["result"] == "fail"),
+        next(p for p in line1 if p["result"] == "pass"),
+        next(iter(line2)),
+    ]
+    for p in chosen:
+        c.post(f"/part/{p['id']}/label", data={"label": "good", "csrf": token})
     block = evaluate()
     assert 'data-status="done"' in block, block[-2000:]
     report = re.search(r"Report <code>([^<]+)</code> written", block).group(1)
     assert report.startswith("reports/registry-demo-")
     page = c.get(f"/compare?a=reports/a&b={report}")
     assert page.status_code == 200 and 'id="metrics"' in page.text
+    by_line = re.search(r'id="by-line_result".*?</table>', page.text, re.S).group(0)
+    values = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", by_line)
+    seeded = len(list((tmp / "data").rglob("seed_*.png")))
+    said = Counter(p["result"] for p in chosen)
+    assert dict(values) == {
+        **{r: f"0 defective, {n} good" for r, n in said.items()},
+        "not reviewed": f"{seeded // 2} defective, {seeded // 2} good",
+    }
+    stations = re.search(r'id="by-station".*?</table>', page.text, re.S).group(0)
+    assert [v for v, _ in re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", stations)] == [
+        "line1",
+        "line2",
+        "not reviewed",
+    ]
     assert c.post("/models/evaluate", data={"csrf": token, "model": "nope"}).status_code == 404
     viewer, vtoken = client_as(app, "viewer")
     assert (

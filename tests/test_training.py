@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -178,6 +181,42 @@ def test_evaluate_shows_the_figures_per_value_of_a_manifest_column(trained, tmp_
     assert shifts["night"]["escape_rate"]["n"] == len(night)
     page = (tmp_path / "report" / "report.html").read_text()
     assert "By shift" in page and "escapes (bound)" in page
+
+
+def test_a_reviewed_folder_splits_the_figures_by_what_the_line_said(trained, tmp_path):
+    """The workbench's dataset is a folder whose sidecars carry the review: a defect the line
+    passed is one of its escapes, so a candidate's figures on those parts say how many of
+    the line's escapes it would still let through."""
+    from training.classify.evaluate import evaluate
+
+    data = tmp_path / "reviewed"
+    files = sorted(trained["data"].rglob("*.png"))[::2]
+    line = {}
+    for i, f in enumerate(files):
+        (data / f.parent.name).mkdir(parents=True, exist_ok=True)
+        target = data / f.parent.name / f.name
+        shutil.copy(f, target)
+        line[str(target)] = "pass" if i % 3 else "fail"
+        review = {"label": f.parent.name, "station": "st1", "line_result": line[str(target)]}
+        target.with_suffix(".json").write_text(json.dumps({**SIDECAR, "review": review}))
+    odd = sorted(data.rglob("*.png"))[:2]  # a sidecar without a review block, one not a dict
+    odd[0].with_suffix(".json").write_text(json.dumps(SIDECAR))
+    odd[1].with_suffix(".json").write_text(json.dumps({**SIDECAR, "review": ["pass"]}))
+    for f in odd:
+        line[str(f)] = "not reviewed"
+    m = evaluate(trained["model"], data, tmp_path / "report")
+    assert list(m["by_column"]) == ["station", "line_result"]
+    assert {v: g["images"] for v, g in m["by_column"]["station"].items()} == {
+        "st1": m["images"] - 2,
+        "not reviewed": 2,
+    }
+    by_line = m["by_column"]["line_result"]
+    assert {v: g["images"] for v, g in by_line.items()} == dict(Counter(line.values()))
+    with open(tmp_path / "report" / "predictions.csv") as f:
+        passed = {r["file"] for r in csv.DictReader(f) if r["result"] == "pass"}
+    escaped = {f for f, said in line.items() if said == "pass" and Path(f).parent.name != "good"}
+    assert by_line["pass"]["escape_rate"]["n"] == len(escaped) > 0
+    assert by_line["pass"]["escape_rate"]["k"] == len(escaped & passed)
 
 
 def test_training_refuses_recordings_from_two_station_setups(tmp_path):
