@@ -148,6 +148,26 @@ def test_a_runs_split_keeps_the_manifests_columns_for_evaluate(tmp_path):
     assert [s.meta for s in datasets.samples_of_run(run, "test")] == [()] * len(test)
 
 
+def test_a_run_trained_on_the_folder_takes_the_columns_of_a_manifest_it_is_given(tmp_path):
+    write_manifest(tmp_path, 20, "probability", lambda i: i % 3)
+    folder = tmp_path / "layout"
+    for i in range(20):  # the same images as a folder layout, as import-elpv writes both
+        label = "defect" if i % 2 else "good"
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / f"{i}.png").write_bytes((tmp_path / f"{i}.png").read_bytes())
+    rows = [f"layout/{label}/{i}.png,{label},{i % 3}" for i, label in
+            ((i, "defect" if i % 2 else "good") for i in range(20))]  # fmt: skip
+    (tmp_path / "layout.csv").write_text("path,label,probability\n" + "\n".join(rows) + "\n")
+    data = datasets.prepare(folder, SPEC, [], val=0.2, test=0.2, seed=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps(datasets.split_file(data, folder)))
+    assert all(s.meta == () for s in datasets.samples_of_run(run, "test"))
+    test = datasets.samples_of_run(run, "test", tmp_path / "layout.csv")
+    assert [s.path for s in test] == [Path(f) for f in data.splits["test"].files]
+    assert all(dict(s.meta) == {"probability": str(int(s.path.stem) % 3)} for s in test)
+
+
 def test_defect_classes_need_a_good_class(tmp_path):
     assert datasets.defect_classes(["crack", "good", "spot"], []) == ["crack", "spot"]
     with pytest.raises(TrainingError, match="name the good class"):

@@ -76,7 +76,7 @@ class AnomalyRunner:
 def load_images(data: Path, spec, split: str | None = None, run: Path | None = None):
     """(split, truth, good class, masks or None) of a labelled folder, through ``spec``."""
     if split and run is not None and (Path(run) / "split.json").is_file():
-        samples = datasets.samples_of_run(run, split)
+        samples = datasets.samples_of_run(run, split, data)
     else:
         samples = datasets.scan(data).samples
         if split:

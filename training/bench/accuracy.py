@@ -116,7 +116,10 @@ def bench_accuracy(
         train_seconds = time.monotonic() - started
     model_path = work / "elpv.onnx"
     manifest = export(run_dir, model_path, fp16=variants, int8=variants)
-    metrics = evaluate(model_path, data, work / "report", split="test", run=run_dir)
+    # the run's test split, split by the manifest's columns (probability, cell type)
+    metrics = evaluate(
+        model_path, data / "manifest.csv", work / "report", split="test", run=run_dir
+    )
     clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
     speed = _batch1_speed(clf)
     variant_results = {}

@@ -75,7 +75,7 @@ def _images(data: Path, scorer: _Scorer, split: str | None, run: Path | None, gi
     """The model inputs of the images, prepared as the model's station prepares frames."""
     classes = scorer.classes
     if split and run is not None and (Path(run) / "split.json").is_file():
-        samples = datasets.samples_of_run(run, split)
+        samples = datasets.samples_of_run(run, split, data)
     else:
         ds = datasets.scan(data)
         samples = ds.samples

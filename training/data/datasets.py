@@ -381,11 +381,16 @@ def prepare(
     return prepared
 
 
-def samples_of_run(run: Path, split: str) -> list[Sample]:
-    """The samples of one split as a run folder's ``split.json`` names them."""
+def samples_of_run(run: Path, split: str, data: Path | None = None) -> list[Sample]:
+    """The samples of one split as a run folder's ``split.json`` names them, with the
+    metadata of the dataset the run was trained on and, for files that one has none for,
+    of ``data`` (a CSV manifest of the same files: a run trained on the folder layout,
+    evaluated with the manifest's columns)."""
     saved = json.loads((Path(run) / "split.json").read_text())
     root = Path(saved["root"])
     meta = _meta(root)
+    if data is not None and Path(data).resolve() != root.resolve():
+        meta = {**_meta(Path(data)), **meta}
     samples = []
     for f in saved["files"][split]:
         path = root.parent / f["path"] if root.is_file() else root / f["path"]
