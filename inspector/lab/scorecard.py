@@ -227,9 +227,8 @@ def scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end) ->
                 card["correct_rejects" if defect else "false_rejects"] += 1
             else:
                 card["failsafe_rejects"][reason] = card["failsafe_rejects"].get(reason, 0) + 1
-                if (
-                    len(failsafe) < 10
-                ):  # what the station said, so a fail-safe reject explains itself
+                # what the station said, so that a fail-safe reject explains itself
+                if len(failsafe) < 10:
                     failsafe.append(_failsafe_example(part_id, t_trig, reason, v))
                 if defect:
                     card["correct_rejects"] += 1
