@@ -3,11 +3,8 @@
 Two layouts are read:
 
 - a folder ``ROOT/<class>/*.{png,jpg,jpeg,bmp,tif,tiff}``, optionally already split as
-  ``ROOT/{train,val,test}/<class>/*``. An image the review workbench labelled has the
-  recorder's sidecar beside it (``<stem>.json`` with a ``review`` block): its ``station`` and
-  the line's verdict on the part (``line_result``: pass or fail) become the image's
-  metadata, so figures split by them (a defect the line passed is one of its escapes).
-  Other images in such a folder count as ``not reviewed``;
+  ``ROOT/{train,val,test}/<class>/*``; an image the review workbench labelled keeps its
+  station and what the line said of it as metadata (``training.data.reviewed``);
 - a CSV file with a header and the columns ``path`` and ``label`` (and optionally
   ``split``; other columns are kept as metadata). Paths are relative to the CSV.
 
@@ -36,6 +33,7 @@ from inspector.station.quality import MEASURES, baseline, measure
 
 from .. import TrainingError
 from .duplicates import cross_split_duplicates
+from .reviewed import reviewed, with_unreviewed
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -73,48 +71,18 @@ def scan(data: Path) -> Dataset:
             raise TrainingError(f"{data}: a split layout needs a train/ folder")
         for split_dir in presplit:
             for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                samples += [
-                    Sample(f, class_dir.name, split_dir.name, reviewed(f))
-                    for f in _images(class_dir)
-                ]
+                found = _images(class_dir)
+                samples += [Sample(f, class_dir.name, split_dir.name, reviewed(f)) for f in found]
     else:
         for class_dir in subdirs:
             samples += [Sample(f, class_dir.name, None, reviewed(f)) for f in _images(class_dir)]
     if any(s.meta for s in samples):  # images added by hand beside the labelled ones
-        samples = [replace(s, meta=_with_unreviewed(s.meta)) for s in samples]
+        samples = [replace(s, meta=with_unreviewed(s.meta)) for s in samples]
     if not samples:
         raise TrainingError(
             f"{data}: no images found (expected {data}/<class>/*.png or a train/val/test split)"
         )
     return Dataset(data, samples, sorted({s.label for s in samples}))
-
-
-SIDECAR_MAX_BYTES = 1 << 20
-REVIEW_COLUMNS = ("station", "line_result")
-NOT_REVIEWED = "not reviewed"  # an image in a reviewed folder without a review of its own
-
-
-def reviewed(image: Path) -> tuple[tuple[str, str], ...]:
-    """The metadata of an image the review workbench labelled: from the sidecar beside it
-    (``<stem>.json``), its ``review`` block's station and the line's verdict on the part.
-    Nothing for an image without one, or with a sidecar that is not such a record."""
-    sidecar = image.with_suffix(".json")
-    try:
-        if not sidecar.is_file() or sidecar.stat().st_size > SIDECAR_MAX_BYTES:
-            return ()
-        review = json.loads(sidecar.read_text(encoding="utf-8")).get("review")
-    except (OSError, ValueError, AttributeError):
-        return ()
-    if not isinstance(review, dict):
-        return ()
-    return tuple(
-        (k, review[k]) for k in REVIEW_COLUMNS if isinstance(review.get(k), str) and review[k]
-    )
-
-
-def _with_unreviewed(meta: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    have = dict(meta)
-    return tuple((k, have.get(k, NOT_REVIEWED)) for k in REVIEW_COLUMNS)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -383,9 +351,8 @@ def prepare(
 
 def samples_of_run(run: Path, split: str, data: Path | None = None) -> list[Sample]:
     """The samples of one split as a run folder's ``split.json`` names them, with the
-    metadata of the dataset the run was trained on and, for files that one has none for,
-    of ``data`` (a CSV manifest of the same files: a run trained on the folder layout,
-    evaluated with the manifest's columns)."""
+    metadata of the run's dataset and, for files it has none for, of ``data`` (a CSV
+    manifest of the same files: a run trained on the folder, split by its columns)."""
     saved = json.loads((Path(run) / "split.json").read_text())
     root = Path(saved["root"])
     meta = _meta(root)

@@ -1,0 +1,38 @@
+"""What the review workbench says of an image it labelled: the sidecar it writes beside the
+image in the dataset folder (``<stem>.json``, the recorder's sidecar with a ``review`` block)
+names the station and what the line said of the part. ``datasets.scan`` keeps them as the
+image's metadata, so figures split by them like a CSV manifest's columns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SIDECAR_MAX_BYTES = 1 << 20
+REVIEW_COLUMNS = ("station", "line_result")
+NOT_REVIEWED = "not reviewed"  # an image in a reviewed folder without a review of its own
+
+
+def reviewed(image: Path) -> tuple[tuple[str, str], ...]:
+    """The metadata of an image the review workbench labelled: from the sidecar beside it
+    (``<stem>.json``), its ``review`` block's station and the line's verdict on the part.
+    Nothing for an image without one, or with a sidecar that is not such a record."""
+    sidecar = image.with_suffix(".json")
+    try:
+        if not sidecar.is_file() or sidecar.stat().st_size > SIDECAR_MAX_BYTES:
+            return ()
+        review = json.loads(sidecar.read_text(encoding="utf-8")).get("review")
+    except (OSError, ValueError, AttributeError):
+        return ()
+    if not isinstance(review, dict):
+        return ()
+    return tuple(
+        (k, review[k]) for k in REVIEW_COLUMNS if isinstance(review.get(k), str) and review[k]
+    )
+
+
+def with_unreviewed(meta: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """An image's review columns, ``not reviewed`` where it has none (an image added to a
+    reviewed folder by hand)."""
+    have = dict(meta)
+    return tuple((k, have.get(k, NOT_REVIEWED)) for k in REVIEW_COLUMNS)
