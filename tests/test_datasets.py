@@ -17,7 +17,7 @@ from inspector.lab.modelkit import write_parts
 from training import TrainingError
 from training.common import bounds, thresholds
 from training.common.metrics import auroc, binary_at
-from training.data import datasets
+from training.data import datasets, runsplit
 
 SPEC = PreprocessSpec(size=(32, 32), color="gray")
 
@@ -42,7 +42,7 @@ def test_split_is_stratified_seeded_and_saved(parts, tmp_path):
     for split, frac in (("val", 0.2), ("test", 0.2)):
         for c, n in totals.items():
             assert abs(counts[split][c] - n * frac) <= 1, (split, c, counts)
-    saved = datasets.split_file(data, parts)
+    saved = runsplit.split_file(data, parts)
     files = [f["path"] for s in saved["files"].values() for f in s]
     assert len(files) == len(set(files)) == 100  # every image in exactly one split
     assert saved["counts"] == counts
@@ -139,13 +139,13 @@ def test_a_runs_split_keeps_the_manifests_columns_for_evaluate(tmp_path):
     data = datasets.prepare(tmp_path / "data.csv", SPEC, [], val=0.2, test=0.2, seed=1)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "split.json").write_text(json.dumps(datasets.split_file(data, tmp_path / "data.csv")))
-    test = datasets.samples_of_run(run, "test")
+    (run / "split.json").write_text(json.dumps(runsplit.split_file(data, tmp_path / "data.csv")))
+    test = runsplit.samples_of_run(run, "test")
     assert [s.path for s in test] == [Path(f) for f in data.splits["test"].files]
     assert [dict(s.meta) for s in test] == data.splits["test"].meta
     assert all(dict(s.meta)["probability"] == str(int(s.path.stem) % 3) for s in test)
     (tmp_path / "data.csv").unlink()  # the manifest gone: the files still, without columns
-    assert [s.meta for s in datasets.samples_of_run(run, "test")] == [()] * len(test)
+    assert [s.meta for s in runsplit.samples_of_run(run, "test")] == [()] * len(test)
 
 
 def test_a_run_trained_on_the_folder_takes_the_columns_of_a_manifest_it_is_given(tmp_path):
@@ -161,9 +161,9 @@ def test_a_run_trained_on_the_folder_takes_the_columns_of_a_manifest_it_is_given
     data = datasets.prepare(folder, SPEC, [], val=0.2, test=0.2, seed=1)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "split.json").write_text(json.dumps(datasets.split_file(data, folder)))
-    assert all(s.meta == () for s in datasets.samples_of_run(run, "test"))
-    test = datasets.samples_of_run(run, "test", tmp_path / "layout.csv")
+    (run / "split.json").write_text(json.dumps(runsplit.split_file(data, folder)))
+    assert all(s.meta == () for s in runsplit.samples_of_run(run, "test"))
+    test = runsplit.samples_of_run(run, "test", tmp_path / "layout.csv")
     assert [s.path for s in test] == [Path(f) for f in data.splits["test"].files]
     assert all(dict(s.meta) == {"probability": str(int(s.path.stem) % 3)} for s in test)
 

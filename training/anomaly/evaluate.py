@@ -28,7 +28,7 @@ from .. import TrainingError
 from ..common import groups
 from ..common.metrics import auroc, binary_at
 from ..common.thresholds import band_effect, band_margin, confidence_at
-from ..data import datasets
+from ..data import datasets, runsplit
 from .config import METHOD
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class AnomalyRunner:
 def load_images(data: Path, spec, split: str | None = None, run: Path | None = None):
     """(split, truth, good class, masks or None) of a labelled folder, through ``spec``."""
     if split and run is not None and (Path(run) / "split.json").is_file():
-        samples = datasets.samples_of_run(run, split, data)
+        samples = runsplit.samples_of_run(run, split, data)
     else:
         samples = datasets.scan(data).samples
         if split:

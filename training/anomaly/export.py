@@ -28,7 +28,7 @@ from .. import TrainingError
 from ..common import thresholds
 from ..common.onnxexport import manifest_for, to_onnx
 from ..common.runs import spec_of
-from ..data import datasets, frames
+from ..data import datasets, frames, runsplit
 from . import folds as oof
 from .config import METHOD, load_anomaly_config
 from .graph import features, load_model, load_statistics, reference_scores
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def validation_images(run: Path, info: dict, spec) -> datasets.Split:
-    samples = datasets.samples_of_run(run, "val")
+    samples = runsplit.samples_of_run(run, "val")
     data, bad = datasets.load_split(samples, spec, info["data_classes"])
     if bad:
         log.warning("%d validation image(s) are no longer readable", len(bad))

@@ -53,7 +53,7 @@ from .. import TrainingError
 from ..common.config import TrainConfig, as_dict
 from ..common.memory import peak_rss_bytes, rss_bytes
 from ..common.runs import setup_of, spec_of, versions, write_json
-from ..data import datasets
+from ..data import datasets, runsplit
 from . import folds as oof
 from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset
 from .config import CLASSES, METHOD, AnomalyConfig
@@ -249,7 +249,7 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
     (out / "anomaly.yaml").write_text(yaml.safe_dump(as_dict(acfg), sort_keys=False))
     prepared = datasets.Prepared(data.classes, [], data.spec, listed, data.report)
-    write_json(out / "split.json", datasets.split_file(prepared, Path(cfg.data)))
+    write_json(out / "split.json", runsplit.split_file(prepared, Path(cfg.data)))
     memory = {
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_at_start_bytes": rss_start,

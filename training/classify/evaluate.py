@@ -23,7 +23,7 @@ from .. import TrainingError
 from ..common import groups
 from ..common.metrics import defect_score, is_defect, report
 from ..common.thresholds import band_effect, band_margin, confidence_at
-from ..data import datasets, frames
+from ..data import datasets, frames, runsplit
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _images(data: Path, scorer: _Scorer, split: str | None, run: Path | None, gi
     """The model inputs of the images, prepared as the model's station prepares frames."""
     classes = scorer.classes
     if split and run is not None and (Path(run) / "split.json").is_file():
-        samples = datasets.samples_of_run(run, split, data)
+        samples = runsplit.samples_of_run(run, split, data)
     else:
         ds = datasets.scan(data)
         samples = ds.samples

@@ -25,7 +25,7 @@ from ..common.config import TrainConfig
 from ..common.metrics import defect_score, is_defect
 from ..common.onnxexport import manifest_for, rename_output, to_onnx
 from ..common.runs import load_run, spec_of
-from ..data import datasets, frames
+from ..data import datasets, frames, runsplit
 from . import variants as _variants
 from .cam import MAP_OUTPUT, cam_model
 from .models import load_best
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     """The images of one split of the run, through the runtime's preprocessing."""
-    samples = datasets.samples_of_run(run, split)
+    samples = runsplit.samples_of_run(run, split)
     data, bad = datasets.load_split(samples, spec_of(cfg, frames.of_run(info)), info["classes"])
     if bad:
         log.warning("%d image(s) of the %s split are no longer readable", len(bad), split)

@@ -31,7 +31,7 @@ from ..common import guard, thresholds
 from ..common.config import TrainConfig, as_dict
 from ..common.metrics import defect_score, is_defect
 from ..common.runs import setup_of, spec_of, versions, write_json
-from ..data import datasets
+from ..data import datasets, runsplit
 from . import recipe, soup
 from .inputs import targets, train_dataset
 
@@ -80,7 +80,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             "cannot be chosen; add images or change split.val"
         )
     (out / "config.yaml").write_text(yaml.safe_dump(as_dict(cfg), sort_keys=False))
-    write_json(out / "split.json", datasets.split_file(data, Path(cfg.data)))
+    write_json(out / "split.json", runsplit.split_file(data, Path(cfg.data)))
     write_json(out / "data_report.json", data.report)
 
     gpus = tf.config.list_physical_devices("GPU")
