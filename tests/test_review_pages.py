@@ -328,6 +328,11 @@ def test_evaluate_a_model_from_its_page_and_compare_the_report(bench):
         **{r: f"0 defective, {n} good" for r, n in said.items()},
         "not reviewed": f"{seeded // 2} defective, {seeded // 2} good",
     }
+    rec = {"line1": tmp / "rec1", "line2": tmp / "rec2"}
+    live = {json.loads((rec[p["station"]] / p["sidecar"]).read_text())["model_id"] for p in chosen}
+    by_model = re.search(r'id="by-line_model".*?</table>', page.text, re.S).group(0)
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", by_model)
+    assert {v for v, _ in rows} == live | {"not reviewed"}
     stations = re.search(r'id="by-station".*?</table>', page.text, re.S).group(0)
     assert [v for v, _ in re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", stations)] == [
         "line1",

@@ -198,14 +198,20 @@ def test_a_reviewed_folder_splits_the_figures_by_what_the_line_said(trained, tmp
         shutil.copy(f, target)
         line[str(target)] = "pass" if i % 3 else "fail"
         review = {"label": f.parent.name, "station": "st1", "line_result": line[str(target)]}
-        target.with_suffix(".json").write_text(json.dumps({**SIDECAR, "review": review}))
+        live = "demo@1" if i < len(files) // 2 else "demo@2"  # a model swap half-way
+        record = {**SIDECAR, "model_id": live, "review": review}
+        target.with_suffix(".json").write_text(json.dumps(record))
     odd = sorted(data.rglob("*.png"))[:2]  # a sidecar without a review block, one not a dict
     odd[0].with_suffix(".json").write_text(json.dumps(SIDECAR))
     odd[1].with_suffix(".json").write_text(json.dumps({**SIDECAR, "review": ["pass"]}))
     for f in odd:
         line[str(f)] = "not reviewed"
     m = evaluate(trained["model"], data, tmp_path / "report")
-    assert list(m["by_column"]) == ["station", "line_result"]
+    assert list(m["by_column"]) == ["station", "line_result", "line_model"]
+    models = {v: g["images"] for v, g in m["by_column"]["line_model"].items()}
+    assert (
+        set(models) == {"demo@1", "demo@2", "not reviewed"} and sum(models.values()) == m["images"]
+    )
     assert {v: g["images"] for v, g in m["by_column"]["station"].items()} == {
         "st1": m["images"] - 2,
         "not reviewed": 2,

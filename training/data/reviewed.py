@@ -1,7 +1,8 @@
 """What the review workbench says of an image it labelled: the sidecar it writes beside the
 image in the dataset folder (``<stem>.json``, the recorder's sidecar with a ``review`` block)
-names the station and what the line said of the part. ``datasets.scan`` keeps them as the
-image's metadata, so figures split by them like a CSV manifest's columns."""
+names the station and what the line said of the part, and the recorder's part of it the model
+that was live then. ``datasets.scan`` keeps them as the image's metadata (``station``,
+``line_result``, ``line_model``), so figures split by them like a CSV manifest's columns."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 from pathlib import Path
 
 SIDECAR_MAX_BYTES = 1 << 20
-REVIEW_COLUMNS = ("station", "line_result")
+REVIEW_COLUMNS = ("station", "line_result", "line_model")
 NOT_REVIEWED = "not reviewed"  # an image in a reviewed folder without a review of its own
 
 
@@ -21,14 +22,14 @@ def reviewed(image: Path) -> tuple[tuple[str, str], ...]:
     try:
         if not sidecar.is_file() or sidecar.stat().st_size > SIDECAR_MAX_BYTES:
             return ()
-        review = json.loads(sidecar.read_text(encoding="utf-8")).get("review")
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        review = record.get("review")
     except (OSError, ValueError, AttributeError):
         return ()
     if not isinstance(review, dict):
         return ()
-    return tuple(
-        (k, review[k]) for k in REVIEW_COLUMNS if isinstance(review.get(k), str) and review[k]
-    )
+    said = {**review, "line_model": record.get("model_id")}
+    return tuple((k, said[k]) for k in REVIEW_COLUMNS if isinstance(said.get(k), str) and said[k])
 
 
 def with_unreviewed(meta: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
