@@ -236,3 +236,29 @@ def test_image_stats_match_the_runtime_quality_measures(parts):
     assert stats["mean"]["p50"] == pytest.approx(np.median(means))
     assert stats["mean"]["p5"] <= stats["mean"]["p50"] <= stats["mean"]["p95"]
     assert set(stats) >= {"focus", "clipped_dark", "clipped_bright", "uniformity"}
+
+
+def test_a_run_on_a_reviewed_folder_reads_the_review_of_its_split_only(tmp_path):
+    folder = tmp_path / "reviewed"
+    write_manifest(tmp_path, 20, "probability", lambda i: 0)
+    for i in range(20):
+        label = "defect" if i % 2 else "good"
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / f"{i}.png").write_bytes((tmp_path / f"{i}.png").read_bytes())
+        if i % 4:  # every fourth image added by hand: no review of its own
+            said = {"station": "st1", "line_result": "pass" if i % 3 else "fail"}
+            record = {"model_id": "m@1", "review": said}
+            (folder / label / f"{i}.json").write_text(json.dumps(record))
+    data = datasets.prepare(folder, SPEC, [], val=0.2, test=0.2, seed=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps(runsplit.split_file(data, folder)))
+    test = runsplit.samples_of_run(run, "test")
+    assert [dict(s.meta) for s in test] == data.splits["test"].meta
+    by_stem = {int(s.path.stem): dict(s.meta) for s in test}
+    for i, m in by_stem.items():
+        if i % 4:
+            said = "pass" if i % 3 else "fail"
+            assert m == {"station": "st1", "line_result": said, "line_model": "m@1"}
+        else:
+            assert set(m.values()) == {"not reviewed"} and len(m) == 3

@@ -31,8 +31,8 @@ from inspector.contract.preprocess import FrameError, PreprocessSpec, preprocess
 from inspector.station.quality import MEASURES, baseline, measure
 
 from .. import TrainingError
+from . import reviewed
 from .duplicates import cross_split_duplicates
-from .reviewed import reviewed, with_unreviewed
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -70,13 +70,12 @@ def scan(data: Path) -> Dataset:
             raise TrainingError(f"{data}: a split layout needs a train/ folder")
         for split_dir in presplit:
             for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                found = _images(class_dir)
-                samples += [Sample(f, class_dir.name, split_dir.name, reviewed(f)) for f in found]
+                samples += [Sample(f, class_dir.name, split_dir.name) for f in _images(class_dir)]
     else:
         for class_dir in subdirs:
-            samples += [Sample(f, class_dir.name, None, reviewed(f)) for f in _images(class_dir)]
-    if any(s.meta for s in samples):  # images added by hand beside the labelled ones
-        samples = [replace(s, meta=with_unreviewed(s.meta)) for s in samples]
+            samples += [Sample(f, class_dir.name) for f in _images(class_dir)]
+    review = reviewed.metadata([s.path for s in samples])
+    samples = [replace(s, meta=m) for s, m in zip(samples, review, strict=True)]
     if not samples:
         raise TrainingError(
             f"{data}: no images found (expected {data}/<class>/*.png or a train/val/test split)"

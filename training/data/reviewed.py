@@ -32,8 +32,11 @@ def reviewed(image: Path) -> tuple[tuple[str, str], ...]:
     return tuple((k, said[k]) for k in REVIEW_COLUMNS if isinstance(said.get(k), str) and said[k])
 
 
-def with_unreviewed(meta: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """An image's review columns, ``not reviewed`` where it has none (an image added to a
-    reviewed folder by hand)."""
-    have = dict(meta)
-    return tuple((k, have.get(k, NOT_REVIEWED)) for k in REVIEW_COLUMNS)
+def metadata(images: list[Path]) -> list[tuple[tuple[str, str], ...]]:
+    """Each image's review columns. Where any of them was reviewed, the others get
+    ``not reviewed`` in every column (images added to a reviewed folder by hand), so the
+    columns are every image's; where none was, no image has any."""
+    found = [reviewed(p) for p in images]
+    if not any(found):
+        return found
+    return [tuple((k, dict(m).get(k, NOT_REVIEWED)) for k in REVIEW_COLUMNS) for m in found]

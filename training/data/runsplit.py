@@ -8,30 +8,36 @@ import json
 from pathlib import Path
 
 from .. import TrainingError
-from . import datasets
+from . import datasets, reviewed
 
 
 def samples_of_run(run: Path, split: str, data: Path | None = None) -> list[datasets.Sample]:
     """The samples of one split as a run folder's ``split.json`` names them, with the
-    metadata of the run's dataset and, for files it has none for, of ``data`` (a CSV
-    manifest of the same files: a run trained on the folder, split by its columns)."""
+    metadata of the run's dataset (a CSV manifest's columns; a folder's review sidecars of
+    these files) and, for files it has none for, of ``data`` (a CSV manifest of the same
+    files: a run trained on the folder, split by its columns)."""
     saved = json.loads((Path(run) / "split.json").read_text())
     root = Path(saved["root"])
-    meta = _meta(root)
-    if data is not None and Path(data).resolve() != root.resolve():
-        meta = {**_meta(Path(data)), **meta}
-    samples = []
-    for f in saved["files"][split]:
-        path = root.parent / f["path"] if root.is_file() else root / f["path"]
-        samples.append(datasets.Sample(path, f["label"], split, meta.get(str(path.resolve()), ())))
-    return samples
+    files = saved["files"][split]
+    paths = [root.parent / f["path"] if root.is_file() else root / f["path"] for f in files]
+    if root.is_file():
+        own = _manifest_meta(root)
+        meta = [own.get(str(p.resolve()), ()) for p in paths]
+    else:
+        meta = reviewed.metadata(paths)
+    if data is not None and Path(data).is_file() and Path(data).resolve() != root.resolve():
+        given = _manifest_meta(Path(data))
+        meta = [m or given.get(str(p.resolve()), ()) for m, p in zip(meta, paths, strict=True)]
+    return [
+        datasets.Sample(p, f["label"], split, m) for p, f, m in zip(paths, files, meta, strict=True)
+    ]
 
 
-def _meta(root: Path) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Every image's metadata per resolved file path: a CSV manifest's extra columns, or a
-    folder's review sidecars (none for a dataset that is gone or no longer reads)."""
+def _manifest_meta(manifest: Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    """A CSV manifest's extra columns per resolved file path (none for a manifest that is
+    gone or changed so that it no longer reads)."""
     try:
-        samples = datasets.scan(root).samples
+        samples = datasets.scan(manifest).samples
     except TrainingError:
         return {}
     return {str(s.path.resolve()): s.meta for s in samples if s.meta}
