@@ -113,8 +113,16 @@ def by_column(a: dict, b: dict) -> list[dict]:
                     "better": None if ra is None or rb is None or ra == rb else rb < ra,
                 }
             )
-        out.append({"column": column, "rows": rows})
+        out.append({"column": column, "rows": rows, "note": COLUMN_NOTES.get(column)})
     return out
+
+
+# what the columns of the workbench's own dataset mean (the review sidecars' metadata)
+COLUMN_NOTES = {
+    "line_result": "What the line said of each labelled part: the defects in the pass row are "
+    "the line's escapes, so a model's escapes there are the ones it would still let through; "
+    "the good parts in the fail row are the line's false rejects.",
+}
 
 
 def _columns(metrics: dict) -> dict[str, dict]:
