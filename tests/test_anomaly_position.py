@@ -141,7 +141,8 @@ def test_settings_that_cannot_work_are_refused_by_name(fitted, tmp_path, setting
 
 
 @pytest.mark.parametrize(
-    "name, value", [("statistics", "gaussian"), ("top_k", "0"), ("standardise", "-5")]
+    "name, value",
+    [("statistics", "gaussian"), ("top_k", "0"), ("standardise", "-5"), ("patch_scale", "z")],
 )
 def test_a_setting_out_of_range_is_refused_by_name(fitted, tmp_path, capsys, name, value):
     root, _, _ = fitted
@@ -193,6 +194,7 @@ def test_the_shipped_elpv_anomaly_config_is_valid():
     validate(acfg)
     assert acfg.statistics == "position" and acfg.components == 2
     assert acfg.standardise == 45 and acfg.layers == ["block4_add", "block7_add", "block10_add"]
+    assert acfg.patch_scale == "position"
     assert cfg.split.seed == 2019 and cfg.model.image_size == 224
 
 
@@ -293,3 +295,50 @@ def test_standardised_images_judge_parts_alike_under_another_lamp(fitted, tmp_pa
     assert all(ranks.get(x) != 0 for n in elementwise for x in n.input), [
         (n.op_type, [ranks.get(x) for x in n.input]) for n in elementwise
     ]
+
+
+def _busy_and_quiet(rng, faint: bool) -> np.ndarray:
+    """A plate with a busy place, a mark whose size and darkness differ a lot from one good
+    part to the next (a label, a weld), and, on a defective part, a faint small mark in a
+    quiet place."""
+    img = rng.normal(130, 6, (SIZE, SIZE))
+    at = (int(24 + rng.integers(-4, 5)), int(24 + rng.integers(-4, 5)))
+    cv2.circle(img, at, int(rng.integers(3, 10)), float(130 - rng.integers(10, 90)), -1)
+    if faint:
+        cv2.circle(img, _jitter(rng, ELSEWHERE), 3, 130 - 14.0, -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_on_its_positions_own_scale_a_faint_mark_in_a_quiet_place_outranks_good_parts(tmp_path):
+    """``anomaly.patch_scale: position``: without it, the largest patch of a good part sits
+    in its busy place, where good parts differ most, and a faint mark in a quiet place must
+    outscore that; with every position's distances on one scale it ranks above more good
+    parts. The scale travels in the ONNX file with parity, with out-of-fold thresholds
+    (each fold's model has its own scale), and the model says what it does."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "data" / "good").mkdir(parents=True)
+    for i in range(48):
+        cv2.imwrite(str(tmp_path / "data" / "good" / f"g{i:03d}.png"), _busy_and_quiet(rng, False))
+    new = np.random.default_rng(99)
+    good = np.stack([_busy_and_quiet(new, False) for _ in range(24)])[..., None]
+    faint = np.stack([_busy_and_quiet(new, True) for _ in range(24)])[..., None]
+    plain = _fit_and_export(tmp_path, tmp_path / "plain")
+    scaled = _fit_and_export(
+        tmp_path, tmp_path / "scaled", "anomaly.patch_scale=position", "anomaly.folds=3"
+    )
+
+    def ranked_above_good(run) -> float:  # the share of pairs: AUROC, faint vs good
+        runner = AnomalyRunner(run / "model.onnx")
+        f, g = runner(faint)[0], runner(good)[0]
+        return float(np.mean(f[:, None] > g[None, :]))
+
+    before, after = ranked_above_good(plain), ranked_above_good(scaled)
+    assert after >= before + 0.03 and after >= 0.9, (before, after)
+    m = json.loads((scaled / "model.json").read_text())
+    assert m["anomaly"]["patch_scale"] == "position"
+    assert "on its position's scale" in m["output"]["meaning"]
+    assert m["parity"]["flips"] == 0 and m["parity"]["numpy_reference_max_abs_diff"] <= 1e-4
+    info = json.loads((scaled / "run.json").read_text())
+    assert info["threshold"]["held_out_good"]["out_of_fold_good"] == 36
+    a, b = np.load(scaled / "gaussians.npz")["scale"]
+    assert a.shape == (144,) and np.all(a > 0) and a.std() > 0.05  # positions differ

@@ -44,6 +44,13 @@ class AnomalyConfig:
         2, "position: feature-grid cells per side that share one region's Gaussians"
     )
     shrinkage: float = setting(0.3, "position: added to the diagonal of every covariance")
+    patch_scale: str = setting(
+        "none",
+        "position: none, or position: each grid position's distances brought to one scale "
+        "(their mean and spread over the good training images, a third pass), so that the "
+        "image's largest patch compares like with like: a busbar or an edge that varies more "
+        "among good parts no longer outscores a defect in a quiet region",
+    )
     flips: bool = setting(
         False,
         "position: the Gaussians also learn each good training image flipped left-right, "
@@ -87,6 +94,10 @@ class AnomalyConfig:
             yield "standardise", "0 (off) or a standard deviation in grey levels up to 128"
         if self.statistics not in ("bank", "position"):
             yield "statistics", "bank or position"
+        if self.patch_scale not in ("none", "position"):
+            yield "patch_scale", "none or position"
+        elif self.patch_scale == "position" and self.statistics != "position":
+            yield "patch_scale", "position needs statistics: position (a bank has no positions)"
         if not 1 <= self.components <= 16:
             yield "components", "1 to 16"
         if not 1 <= self.top_k <= 64:

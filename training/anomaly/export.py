@@ -194,6 +194,8 @@ def _features(embedder, x):
 
 def _to_what(info: dict) -> str:
     if info["anomaly"].get("statistics") == "position":
+        if info["anomaly"].get("patch_scale") == "position":
+            return "to the nearest Gaussian of its image region, on its position's scale"
         return "to the nearest Gaussian of its image region"
     return "to the memory bank"
 

@@ -59,6 +59,7 @@ from .bank import PatchReservoir, bank_plan, choose_threshold, greedy_coreset
 from .config import CLASSES, METHOD, AnomalyConfig
 from .gaussian import RegionAccumulator, cluster, mirror_views, position_plan, regions_of
 from .graph import embedder, features, reference_scores
+from .patchscale import fit_scales
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ def fit(cfg: TrainConfig, acfg: AnomalyConfig, out: Path) -> dict:
         normal, seen, fold_models = _fit_position(
             embed, data, good_train, stream, stats, acfg, folds
         )
+        if acfg.patch_scale == "position":
+            normal, fold_models = fit_scales(
+                embed, data, good_train, acfg, normal, folds, fold_models
+            )
         n_good = len(stats.rows)
         feature_seconds, coreset_seconds, candidates_kept = time.monotonic() - t0, 0.0, 0
         log.info(
@@ -370,10 +375,16 @@ def _normal_summary(normal, acfg: AnomalyConfig, seen: int, candidates: int) -> 
             "regions": list(regions_of(normal.grid, normal.region)),
             "shrinkage": acfg.shrinkage,
             "flips": acfg.flips,
+            "patch_scale": acfg.patch_scale,
             "bank_size": int(k * p),
             "bank_bytes": normal.nbytes,
             "score": "image: max over patches of the Mahalanobis distance to the nearest "
-            "Gaussian of the patch's region",
+            "Gaussian of the patch's region"
+            + (
+                ", each grid position's distances brought to the grid's mean and spread"
+                if acfg.patch_scale == "position"
+                else ""
+            ),
         }
     return {
         "statistics": "bank",

@@ -27,7 +27,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +183,18 @@ class Gaussians:
     grid: tuple[int, int]
     region: int
     images: np.ndarray  # good training images per component
+    scale: np.ndarray | None = None  # (2, H * W): patch_scale's a and b per grid position
 
     @property
     def nbytes(self) -> int:
-        return int(self.mean.nbytes + self.chol.nbytes)
+        extra = 0 if self.scale is None else self.scale.nbytes
+        return int(self.mean.nbytes + self.chol.nbytes + extra)
+
+    def scaled(self, scale: np.ndarray) -> Gaussians:
+        return replace(self, scale=np.asarray(scale, np.float32))
 
     def save(self, run: Path) -> None:
+        extra = {} if self.scale is None else {"scale": self.scale}
         np.savez(
             Path(run) / FILE,
             mean=self.mean,
@@ -197,6 +203,7 @@ class Gaussians:
             grid=np.array(self.grid),
             region=np.array(self.region),
             images=self.images,
+            **extra,
         )
 
     @classmethod
@@ -209,6 +216,7 @@ class Gaussians:
             tuple(int(v) for v in z["grid"]),
             int(z["region"]),
             z["images"],
+            z["scale"] if "scale" in z.files else None,
         )
 
     def patch_distances(self, feats: np.ndarray) -> np.ndarray:
@@ -220,7 +228,11 @@ class Gaussians:
             z = np.matmul(x - mean[:, None, :], chol.astype(np.float64))
             d2 = np.sum(z * z, axis=-1)
             best = d2 if best is None else np.minimum(best, d2)
-        return np.sqrt(np.maximum(_from_regions(best, n, h, w, self.region), 0.0))
+        d = np.sqrt(np.maximum(_from_regions(best, n, h, w, self.region), 0.0))
+        if self.scale is None:
+            return d
+        a, b = self.scale.astype(np.float64)
+        return np.maximum(d * a + b, 0.0)
 
     def scores(self, feats: np.ndarray, chunk: int = 64, top_k: int = 1) -> np.ndarray:
         """The numpy reference of the graph: per image, the mean of the ``top_k`` largest
@@ -261,6 +273,12 @@ def gaussian_layer_class():
                 c.assign(g.chol[i])
                 self.means.append(m)
                 self.chols.append(c)
+            self.scale = None
+            if g.scale is not None:  # patch_scale: a d + b per grid position, floored at 0
+                self.scale = self.add_weight(
+                    shape=g.scale.shape, initializer="zeros", trainable=False, name="scale"
+                )
+                self.scale.assign(g.scale)
 
         def call(self, f):
             ops = keras.ops
@@ -276,6 +294,9 @@ def gaussian_layer_class():
                 best = d2 if best is None else ops.minimum(best, d2)
             best = ops.reshape(best, (hh, ww, -1, r, r))
             best = ops.transpose(best, (2, 0, 3, 1, 4))
-            return ops.sqrt(ops.maximum(ops.reshape(best, (-1, h * w)), 0.0))
+            d = ops.sqrt(ops.maximum(ops.reshape(best, (-1, h * w)), 0.0))
+            if self.scale is None:
+                return d
+            return ops.maximum(d * self.scale[0] + self.scale[1], 0.0)
 
     return RegionGaussians

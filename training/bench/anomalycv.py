@@ -42,6 +42,7 @@ def candidate_folds(manifest: Path, name: str, folds: int) -> dict:
     from ..anomaly import folds as oof
     from ..anomaly.fit import _fit_position, load_data
     from ..anomaly.graph import embedder, features, reference_scores
+    from ..anomaly.patchscale import fit_scales
     from ..common import groups
     from ..common.metrics import auroc
     from ..data import datasets
@@ -63,7 +64,9 @@ def candidate_folds(manifest: Path, name: str, folds: int) -> dict:
     train = data.samples["train"]
     good = [s for s in train if s.label == data.good]
     fold = oof.assign(len(good), acfg)
-    _, _, models = _fit_position(embed, data, good, stream, datasets.ImageStats(), acfg, fold)
+    normal, _, models = _fit_position(embed, data, good, stream, datasets.ImageStats(), acfg, fold)
+    if acfg.patch_scale == "position":  # each fold's model on its own fit images' scale
+        _, models = fit_scales(embed, data, good, acfg, normal, fold, models)
     held_out = oof.out_of_fold_scores(embed, data, good, fold, models, acfg)["scores"]
     bad = [s for s in train if s.label != data.good]
     defective = np.concatenate(

@@ -81,6 +81,15 @@ CANDIDATES: dict[str, dict] = {
         "anomaly.layers": ["block4_add", "block7_add", "block10_add"],
         "anomaly.max_bank_mb": 96.0,
     },
+    # every grid position's distances on one scale (``anomaly.patch_scale``): the busbars
+    # and the cells' edges vary more among good cells than their quiet middles
+    "region Gaussians, 2 components, standardised, three layers, patch scale": {
+        "anomaly.statistics": "position",
+        "anomaly.standardise": 45.0,
+        "anomaly.layers": ["block4_add", "block7_add", "block10_add"],
+        "anomaly.max_bank_mb": 96.0,
+        "anomaly.patch_scale": "position",
+    },
     # the spread itself: ELPV cells' median is 26 grey levels at 224 px (5-95 %: 19-37)
     "region Gaussians, 2 components, standardised to 30": {
         "anomaly.statistics": "position",
