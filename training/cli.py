@@ -89,7 +89,12 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     _verbose()
-    return registry.of_run(args.run).cli_export(args)
+    kind = registry.of_run(args.run)
+    if getattr(args, "members", None) and kind.name != "classify":
+        raise TrainingError(
+            f"--with: only classifier runs make an ensemble; {args.run} is {kind.name}"
+        )
+    return kind.cli_export(args)
 
 
 def cmd_evaluate(args) -> int:
@@ -203,6 +208,16 @@ def add_parsers(sub) -> None:
         help="test-time flips in the graph: every image judged under the flips (and quarter "
         "turns) the run was trained with, probabilities averaged, the threshold chosen again "
         "on validation; costs up to 4x or 8x the network per image",
+    )
+    x.add_argument(
+        "--with",
+        dest="members",
+        action="append",
+        type=Path,
+        metavar="RUN2",
+        help="an ensemble: also this run (repeat for more; the same split and classes), the "
+        "members' probabilities averaged in one graph and the threshold chosen again on "
+        "validation; costs about one network per member",
     )
     x.set_defaults(func=cmd_export)
 

@@ -103,6 +103,7 @@ def export(args) -> int:
         force=args.force,
         heatmap=args.heatmap,
         tta=getattr(args, "tta", False),
+        members=getattr(args, "members", None) or [],
     )
     if not m["quality_gate"]["passed"]:
         print(
@@ -123,6 +124,12 @@ def export(args) -> int:
             f"test-time flips: {m['tta']['transforms']} views per image; threshold "
             f"{m['thresholds'][m['defect_classes'][0]]['value']:.4f} chosen again on validation "
             f"(without: {m['tta']['threshold_without_tta']:.4f})"
+        )
+    if "ensemble" in m:
+        print(
+            f"ensemble of {len(m['ensemble']['members'])} runs; threshold "
+            f"{m['thresholds'][m['defect_classes'][0]]['value']:.4f} chosen again on validation "
+            f"(the first run's own: {m['ensemble']['threshold_of_first_run']:.4f})"
         )
     for tag, v in m.get("variants", {}).items():
         print(

@@ -24,10 +24,11 @@ from ..common import guard, thresholds
 from ..common.config import TrainConfig
 from ..common.metrics import defect_score, is_defect
 from ..common.onnxexport import manifest_for, rename_output, to_onnx
-from ..common.runs import load_run, spec_of
+from ..common.runs import spec_of
 from ..data import datasets, frames, runsplit
 from . import variants as _variants
 from .cam import MAP_OUTPUT, cam_model
+from .ensemble import check_members, ensemble_model, ensemble_record
 from .models import load_best
 from .parity import compare as _compare
 from .parity import onnx_scores as _onnx_scores
@@ -46,22 +47,37 @@ def split_images(run: Path, cfg: TrainConfig, info: dict, split: str):
     return data
 
 
-def _rechoose_threshold(net, cfg: TrainConfig, info: dict, val, has_map: bool, n: int) -> dict:
-    """``info`` with the threshold chosen again, by the run's policy, on the validation scores
-    of the test-time-flipped network, and a ``tta`` record (the run's own threshold beside)."""
+def _rechoose_threshold(net, cfg: TrainConfig, info: dict, val, has_map: bool) -> dict:
+    """``info``'s threshold chosen again, by the run's policy, on the validation scores of
+    ``net`` (test-time-flipped, or an ensemble)."""
     probs = net.predict(val.x, batch_size=16, verbose=0)
     probs = (probs[0] if has_map else probs).astype(np.float64)
     classes, defects = info["classes"], info["defect_classes"]
     truth, score = is_defect(val.y, classes, defects), defect_score(probs, classes, defects)
-    chosen = thresholds.choose_by(cfg.threshold, truth, score)
-    record = {
+    return thresholds.choose_by(cfg.threshold, truth, score)
+
+
+def _tta_record(n: int, threshold_before: float) -> dict:
+    return {
         "transforms": n,
         "meaning": "each image judged under the flips"
         + (" and quarter turns" if n == 8 else "")
         + " the run was trained with; the mean of the probabilities",
-        "threshold_without_tta": info["threshold"]["value"],
+        "threshold_without_tta": threshold_before,
     }
-    return {**info, "threshold": chosen, "tta": record}
+
+
+def _with_map(model, classes, defects, heatmap: bool | None):
+    """``model`` with its class map output where the head allows one (``cam_model``)."""
+    if heatmap is False:
+        return model
+    try:
+        return cam_model(model, classes, defects)
+    except TrainingError as exc:
+        if heatmap:
+            raise
+        log.info("no class map: %s", exc)
+        return model
 
 
 def export(
@@ -73,6 +89,7 @@ def export(
     force: bool = False,
     heatmap: bool | None = None,
     tta: bool = False,
+    members: list[Path] = (),
 ) -> dict:
     """Write ``out`` (+ sidecar JSON, + variants); returns the manifest.
 
@@ -80,32 +97,38 @@ def export(
     default) adds it where the head allows an exact one, True refuses a head that does not
     (TrainingError), False leaves it out. ``tta``: the graph judges every image under the
     flips (and quarter turns) the run was trained with and averages (``classify.tta``); the
-    threshold is then chosen again on validation with the run's policy.
+    threshold is then chosen again on validation with the run's policy. ``members``: further
+    runs of the same split, averaged with this one in one graph (``classify.ensemble``); the
+    threshold is chosen again likewise.
 
     Refuses (TrainingError, exit 2) a run that learned too little (``training.guard``)
     unless ``force``; a forced export records that in the manifest's ``quality_gate``."""
     import onnx
 
     run, out = Path(run), Path(out)
-    cfg, info = load_run(run)
-    classes = info["classes"]
-    model = load_best(run, cfg.model, len(classes))
-    net = model
-    if heatmap is not False:
-        try:
-            net = cam_model(model, classes, info["defect_classes"])
-        except TrainingError as exc:
-            if heatmap:
-                raise
-            log.info("no class map: %s", exc)
-    has_map = net is not model
+    runs = check_members(run, list(members))
+    _, cfg, info = runs[0]
+    classes, defects = info["classes"], info["defect_classes"]
+    models = [load_best(r, c.model, len(classes)) for r, c, _ in runs]
+    nets = [_with_map(m, classes, defects, heatmap) for m in models]
+    has_map = all(n is not m for n, m in zip(nets, models, strict=True))
+    if not has_map:
+        nets = models
+    model = models[0] if len(models) == 1 else ensemble_model(models)
+    net = nets[0] if len(nets) == 1 else ensemble_model(nets)
     val = split_images(run, cfg, info, "val")
     if not len(val.y):
         raise TrainingError(f"{run}: the validation split is empty; parity cannot be checked")
+    own_threshold = info["threshold"]["value"]
+    if len(runs) > 1:
+        info = {**info, "threshold": _rechoose_threshold(net, cfg, info, val, has_map)}
+        info["ensemble"] = ensemble_record(runs, own_threshold)
     if tta:
         transforms = transforms_of(cfg.augment)
         net = tta_model(net, transforms)
-        info = _rechoose_threshold(net, cfg, info, val, has_map, len(transforms))
+        before = info["threshold"]["value"]
+        info = {**info, "threshold": _rechoose_threshold(net, cfg, info, val, has_map)}
+        info["tta"] = _tta_record(len(transforms), before)
     size, channels = cfg.model.image_size, 1 if cfg.model.color == "gray" else 3
     out.parent.mkdir(parents=True, exist_ok=True)
     graph = to_onnx(net, size, channels)
@@ -126,11 +149,13 @@ def export(
                 "meaning": "class-activation map of the last feature map: logit of the most "
                 "probable defect class minus that of the most probable good class at each "
                 "location (its mean is that logit difference)"
-                + ("; the mean over the test-time flips, each turned back" if tta else ""),
+                + ("; the mean over the test-time flips, each turned back" if tta else "")
+                + (f"; the mean over the {len(runs)} members" if len(runs) > 1 else ""),
             }
         }
-    if tta:
-        manifest["tta"] = info["tta"]
+    for key in ("tta", "ensemble"):
+        if key in info:
+            manifest[key] = info[key]
     manifest["parity"] = {"status": "pending"}
     embed(out, manifest, write_sidecar=False)
 
@@ -147,9 +172,8 @@ def export(
         parity["map_max_rel_diff"] = float(np.max(np.abs(ref_maps - maps))) / peak
     parity.update(tolerance=tolerance, images=int(len(val.y)), on="validation")
     manifest["parity"] = parity
-    classes_, defects_ = info["classes"], info["defect_classes"]
     gate = guard.check(
-        is_defect(val.y, classes_, defects_), defect_score(reference, classes_, defects_), threshold
+        is_defect(val.y, classes, defects), defect_score(reference, classes, defects), threshold
     )
     manifest["quality_gate"] = {**gate, "forced": bool(force and not gate["passed"])}
     if not gate["passed"] and not force:
