@@ -90,12 +90,3 @@ def publisher(broker):
     c.connect(broker.host, broker.port, keepalive=5)
     c.loop_start()
     return c
-
-
-def wait(cond, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()

@@ -11,6 +11,7 @@ import pytest
 from inspector.station.sources import SourceRunner
 
 from . import genicam_camera
+from .waiting import wait
 
 
 @pytest.fixture
@@ -126,14 +127,14 @@ def test_a_killed_camera_is_found_again_after_it_restarts(gv_camera):
     t = threading.Thread(target=pump, daemon=True)
     t.start()
     try:
-        _wait(lambda: len(frames) >= 5, 10)
+        wait(lambda: len(frames) >= 5, 10)
         cam.kill()
-        assert _wait(lambda: runner.state == "reconnecting", 8), states
+        assert wait(lambda: runner.state == "reconnecting", 8), states
         lost_at = len(frames)
         time.sleep(1.0)
         assert len(frames) == lost_at  # nothing comes from a dead camera
         cam.start()
-        assert _wait(lambda: len(frames) >= lost_at + 5, 20), (states, runner.detail)
+        assert wait(lambda: len(frames) >= lost_at + 5, 20), (states, runner.detail)
     finally:
         stop.set()
         t.join(5)
@@ -141,15 +142,6 @@ def test_a_killed_camera_is_found_again_after_it_restarts(gv_camera):
     assert runner.state == "stopped" and runner.reopens >= 1
     assert any(s == "reconnecting" for s, _ in states) and states[-1][0] == "ok"
     assert all(f.complete for f in frames[lost_at:])
-
-
-def _wait(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_hardware_line_mode_arms_the_camera_and_waits_for_the_line(gv_camera):

@@ -11,6 +11,7 @@ import pytest
 from inspector.station.config import load_config
 
 from . import genicam_camera
+from .waiting import wait
 
 
 @pytest.fixture
@@ -39,15 +40,6 @@ recorder: {{path: "{tmp_path / "rec"}"}}
     return load_config(path)
 
 
-def _wait(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_packet_loss_rejects_broken_frames_with_a_reason_and_inspects_the_rest(
     gv_camera, tmp_path, model_path, broker, line, station_factory
 ):
@@ -55,7 +47,7 @@ def test_packet_loss_rejects_broken_frames_with_a_reason_and_inspects_the_rest(
     station = station_factory(_station_config(tmp_path, model_path, broker, "GVSTN"))
     station.start()
     assert line.wait_status("online", 15), line.statuses
-    assert _wait(lambda: len(line.verdicts) >= 60, 20), len(line.verdicts)
+    assert wait(lambda: len(line.verdicts) >= 60, 20), len(line.verdicts)
     station.stop()
     time.sleep(0.3)
     source = station.source.source
@@ -80,15 +72,15 @@ def test_a_killed_camera_shows_as_reconnecting_and_the_station_inspects_again(
     station = station_factory(_station_config(tmp_path, model_path, broker, "GVRST"))
     station.start()
     assert line.wait_status("online", 15), line.statuses
-    assert _wait(lambda: len(line.verdicts) >= 10, 10)
+    assert wait(lambda: len(line.verdicts) >= 10, 10)
     cam.kill()
-    assert _wait(lambda: station.source.state == "reconnecting", 8), station.source.detail
+    assert wait(lambda: station.source.state == "reconnecting", 8), station.source.detail
     assert "no frame" in station.source.detail or "camera" in station.source.detail
-    assert _wait(lambda: line.statuses and line.statuses[-1]["camera"] == "reconnecting", 5)
+    assert wait(lambda: line.statuses and line.statuses[-1]["camera"] == "reconnecting", 5)
     before = len(line.verdicts)
     cam.start()
-    assert _wait(lambda: station.source.state == "ok", 20), station.source.detail
-    assert _wait(lambda: len(line.verdicts) >= before + 10, 10), len(line.verdicts)
+    assert wait(lambda: station.source.state == "ok", 20), station.source.detail
+    assert wait(lambda: len(line.verdicts) >= before + 10, 10), len(line.verdicts)
     after = line.verdicts[before:]
     assert sum(v["reason"] in ("ok", "defect") for v in after) >= 8, after
     assert station.source.reopens >= 1
@@ -120,7 +112,7 @@ def test_mqtt_part_triggers_fire_a_software_triggered_camera_one_verdict_each(
     frames = [v["frame"] for v in inspected]
     assert len(set(frames)) == len(frames)  # one frame per part
     # the status (republished every second) counts the triggers the camera took
-    assert _wait(
+    assert wait(
         lambda: line.statuses[-1].get("camera_stats", {}).get("triggers", 0) >= len(ids), 5
     ), line.statuses[-1].get("camera_stats")
 

@@ -30,6 +30,7 @@ from inspector.station.shadow import agreement
 
 from .contract import validate
 from .test_deploy import DEPLOY, secure_station_config
+from .waiting import wait
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +98,6 @@ def decided(verdicts: list[dict]) -> list[dict]:
         (v for v in verdicts if v["reason"] in ("ok", "defect", "uncertain", "anomaly")),
         key=lambda v: v["seq"],
     )
-
-
-def wait(pred, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def test_swap_by_command_switches_at_one_part_and_rollback_restores(

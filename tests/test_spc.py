@@ -11,7 +11,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from .spc_helpers import publisher, spc_yaml, verdict, wait
+from .spc_helpers import publisher, spc_yaml, verdict
+from .waiting import wait
 
 # -- the service through a real Mosquitto that restarts mid-stream -----------------------------
 

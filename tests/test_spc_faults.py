@@ -25,7 +25,8 @@ from inspector.spc.config import load_spc_config
 from inspector.spc.service import SpcService
 
 from .pg import pg_bin
-from .spc_helpers import publisher, verdict, wait
+from .spc_helpers import publisher, verdict
+from .waiting import wait
 
 # a service thread that dies (metrics and retention stop with it) fails the test
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
