@@ -6,6 +6,7 @@ No TensorFlow here: these run on a QA workstation before any training.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -247,7 +248,8 @@ def test_a_run_on_a_reviewed_folder_reads_the_review_of_its_split_only(tmp_path)
         (folder / label / f"{i}.png").write_bytes((tmp_path / f"{i}.png").read_bytes())
         if i % 4:  # every fourth image added by hand: no review of its own
             said = {"station": "st1", "line_result": "pass" if i % 3 else "fail"}
-            record = {"model_id": "m@1", "review": said}
+            t = 1796000000 if i % 3 else None  # a sidecar without a trigger time: unknown
+            record = {"model_id": "m@1", "t_trigger": t, "review": said}
             (folder / label / f"{i}.json").write_text(json.dumps(record))
     data = datasets.prepare(folder, SPEC, [], val=0.2, test=0.2, seed=1)
     run = tmp_path / "run"
@@ -259,6 +261,7 @@ def test_a_run_on_a_reviewed_folder_reads_the_review_of_its_split_only(tmp_path)
     for i, m in by_stem.items():
         if i % 4:
             said = "pass" if i % 3 else "fail"
-            assert m == {"station": "st1", "line_result": said, "line_model": "m@1"}
+            day = time.strftime("%Y-%m-%d", time.localtime(1796000000)) if i % 3 else "unknown"
+            assert m == {"station": "st1", "line_result": said, "line_model": "m@1", "day": day}
         else:
-            assert set(m.values()) == {"not reviewed"} and len(m) == 3
+            assert set(m.values()) == {"not reviewed"} and len(m) == 4

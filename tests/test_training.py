@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -199,7 +200,8 @@ def test_a_reviewed_folder_splits_the_figures_by_what_the_line_said(trained, tmp
         line[str(target)] = "pass" if i % 3 else "fail"
         review = {"label": f.parent.name, "station": "st1", "line_result": line[str(target)]}
         live = "demo@1" if i < len(files) // 2 else "demo@2"  # a model swap half-way
-        record = {**SIDECAR, "model_id": live, "review": review}
+        day = 1796000000 + 86400 * (i % 2)  # the parts of two days
+        record = {**SIDECAR, "model_id": live, "t_trigger": day, "review": review}
         target.with_suffix(".json").write_text(json.dumps(record))
     odd = sorted(data.rglob("*.png"))[:2]  # a sidecar without a review block, one not a dict
     odd[0].with_suffix(".json").write_text(json.dumps(SIDECAR))
@@ -207,7 +209,11 @@ def test_a_reviewed_folder_splits_the_figures_by_what_the_line_said(trained, tmp
     for f in odd:
         line[str(f)] = "not reviewed"
     m = evaluate(trained["model"], data, tmp_path / "report")
-    assert list(m["by_column"]) == ["station", "line_result", "line_model"]
+    assert list(m["by_column"]) == ["station", "line_result", "line_model", "day"]
+    days = [time.strftime("%Y-%m-%d", time.localtime(1796000000 + 86400 * k)) for k in (0, 1)]
+    by_day = {v: g["images"] for v, g in m["by_column"]["day"].items()}
+    assert set(by_day) == {*days, "not reviewed"} and by_day["not reviewed"] == 2
+    assert abs(by_day[days[0]] - by_day[days[1]]) <= 2 and sum(by_day.values()) == m["images"]
     models = {v: g["images"] for v, g in m["by_column"]["line_model"].items()}
     assert (
         set(models) == {"demo@1", "demo@2", "not reviewed"} and sum(models.values()) == m["images"]

@@ -122,6 +122,8 @@ COLUMN_NOTES = {
     "line_result": "What the line said of each labelled part: the defects in the pass row are "
     "the line's escapes, so a model's escapes there are the ones it would still let through; "
     "the good parts in the fail row are the line's false rejects.",
+    "day": "The day each labelled part was triggered on the line (the workbench's local "
+    "date): a model that loses on one day points at what changed on the line that day.",
 }
 
 
