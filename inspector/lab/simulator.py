@@ -9,8 +9,12 @@ on the wire. Faults can be injected mid-run; at the end a scorecard says what
 happened to every part. ``part_id_wrap`` makes the PLC's part counter come round, so the
 same ids name new parts mid-run.
 
-Why one module: the conveyor, the PLC, the faults and the scorecard run on one clock and one
-event record; the faults are named in faults.py, the swap plan in swapfault.py.
+The PLC and the camera run in a process of their own (``conveyor.py``), fed a schedule this
+module computes up front, so that nothing that pauses this process (a garbage collection,
+other busy threads) pauses them.
+
+Why one module: the run, the faults and the scorecard share one clock and one event record;
+the faults are named in faults.py, the swap plan in swapfault.py, the devices in conveyor.py.
 """
 
 from __future__ import annotations
@@ -19,15 +23,13 @@ import contextlib
 import gc
 import json
 import logging
-import os
-import queue
 import random
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,47 +155,6 @@ class _Observer:
         self.client.disconnect()
 
 
-class _Plc:
-    """The sensor/PLC that publishes triggers. It keeps every trigger until the broker has
-    acknowledged it and publishes the unacknowledged ones again after a reconnect (the
-    gate and the inspector treat a repeated part id as the same part)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.unacked: dict[int, tuple[str, bytes]] = {}
-        self.lock = threading.Lock()
-        self.was_connected = False
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="sim-plc", protocol=mqtt.MQTTv5
-        )
-        self.client.reconnect_delay_set(0.05, 0.25)
-        self.client.on_publish = self._on_publish
-        self.client.on_connect = self._on_connect
-        self.client.connect(host, port)
-        self.client.loop_start()
-
-    def publish(self, topic: str, payload: bytes, track: bool = True) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        if track:
-            with self.lock:
-                self.unacked[info.mid] = (topic, payload)
-
-    def _on_publish(self, _c, _u, mid, _rc=None, _p=None) -> None:
-        with self.lock:
-            self.unacked.pop(mid, None)
-
-    def _on_connect(self, _c, _u, _f, rc, _p=None) -> None:
-        if self.was_connected and not rc.is_failure:
-            with self.lock:
-                again, self.unacked = list(self.unacked.values()), {}
-            for topic, payload in again:
-                threading.Thread(target=self.publish, args=(topic, payload), daemon=True).start()
-        self.was_connected = True
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 class _Inspector:
     """``inspector run`` as a child process (killable, restartable)."""
 
@@ -269,7 +230,6 @@ def simulate(o: SimOptions) -> dict:
         )
     )
     observer = _Observer(host, port, prefix)
-    plc = _Plc(host, port)
     admin = None
     if o.fault == "model-swap":
         variants = model_variants(model, work / "models")
@@ -282,7 +242,7 @@ def simulate(o: SimOptions) -> dict:
             raise InspectorError(f"the inspector did not come online; see {work / 'inspector.log'}")
         with _heap_frozen():
             card = _run_line(
-                o, images, rng, work, prefix, plc, inspector, broker, observer, gate, admin
+                o, images, rng, work, prefix, (host, port), inspector, broker, observer, gate, admin
             )
         if admin is not None:
             admin.close()
@@ -290,7 +250,6 @@ def simulate(o: SimOptions) -> dict:
     finally:
         if admin is not None:
             admin.close()
-        plc.close()
         observer.close()
         gate.stop()
         inspector.stop()
@@ -306,12 +265,10 @@ def simulate(o: SimOptions) -> dict:
 
 @contextlib.contextmanager
 def _heap_frozen():
-    """The simulated PLC, camera, gate and observer are threads of this process, standing in
-    for devices of their own. A full garbage collection of a large heap (a process that has
-    loaded TensorFlow and built models: a test run) stops every one of them at once, for
-    0.2 to 0.8 s measured here: a trigger stamped before such a pause reaches the station
-    stale and a frame is exposed late, so the station fails the part with ``timeout``,
-    rightly, for a fault of the simulator's. The heap as it is before the run is frozen
+    """The gate and the observer are threads of this process (the PLC and the camera have
+    their own, ``conveyor``). A full garbage collection of a large heap (a process that has
+    loaded TensorFlow and built models: a test run) stops them for 0.2 to 0.8 s measured
+    here, and the gate would act late. The heap as it is before the run is frozen
     (``gc.freeze``): collections during the run look only at what the run allocates."""
     gc.collect()
     gc.freeze()
@@ -330,9 +287,48 @@ def _wait_for(cond, timeout: float) -> float | None:
     return None
 
 
+def _schedule(o, images, rng, work, prefix, address, fault_window) -> tuple[dict, list]:
+    """The conveyor's schedule (``conveyor``: every part's id, image, hostile payloads and
+    whether the camera exposes it) and each part's truth, computed before the run."""
+    parts, truth = [], []
+    for k in range(o.parts):
+        path, defect = images[rng.randrange(len(images))]
+        if o.fault == "model-error" and fault_window and k == fault_window[0]:
+            path, defect = work / "poison.png", True  # the model fails on this one's batch
+        hostile = []
+        if o.fault == "bad-payloads":
+            hostile = [rng.choice(HOSTILE).hex() for _ in range(rng.randrange(1, 4))]
+        lost = o.fault == "source-loss" and fault_window and fault_window[0] <= k < fault_window[1]
+        name = f"{k:08d}{path.suffix.lower()}"
+        parts.append(
+            {
+                "part_id": f"sim-{k % o.part_id_wrap if o.part_id_wrap else k:06d}",
+                "src": str(path),
+                "name": name,
+                "hostile": hostile,
+                "expose": not lost,
+            }
+        )
+        truth.append((defect, name))
+    schedule = {
+        "host": address[0],
+        "port": address[1],
+        "prefix": prefix,
+        "period_s": 60.0 / o.rate_ppm,
+        "deadline_ms": o.deadline_ms,
+        "camera": str(work / "camera"),
+        "camera_delay_s": _camera_delay(o),
+        "parts": parts,
+    }
+    return schedule, truth
+
+
 def _run_line(
-    o, images, rng, work, prefix, plc, inspector, broker, observer, gate, admin=None
+    o, images, rng, work, prefix, address, inspector, broker, observer, gate, admin=None
 ) -> dict:
+    """The run: the conveyor process triggers and exposes the parts on its own clock; this
+    process injects and clears the fault (half a part early, so that the part the window
+    starts or ends at finds it in place), tells the model admin the part count, and scores."""
     period = 60.0 / o.rate_ppm
     n = o.parts
     fault_start = int(n * o.fault_at) if o.fault not in ("none", "model-swap") else None
@@ -340,76 +336,88 @@ def _run_line(
     fault_window = (fault_start, fault_start + fault_parts) if fault_start is not None else None
     camera, lost = work / "camera", work / "camera.unplugged"
     slow_flag = work / "slow-model"
-    truth: dict[tuple[str, float], tuple[bool, str]] = {}  # (part id, trigger ts) -> truth
     t_fault = t_clear = None
     rss_start = rss_end = None
-    cam = _Camera()
-    t0 = time.monotonic()
-    for k in range(n):
-        time.sleep(max(0.0, t0 + k * period - time.monotonic()))
-        if fault_window and k == fault_window[0]:
-            t_fault = time.time()
-            _inject(o.fault, broker, inspector, camera, lost, slow_flag, o)
-        if fault_window and k == fault_window[1]:
+    schedule, part_truth = _schedule(o, images, rng, work, prefix, address, fault_window)
+    conveyor = _Conveyor(schedule, work)
+    try:
+        t0 = conveyor.start()
+        for k in range(n):
+            if fault_window and k in fault_window:
+                time.sleep(max(0.0, t0 + (k - 0.5) * period - time.time()))
+                if k == fault_window[0]:
+                    t_fault = time.time()
+                    _inject(o.fault, broker, inspector, camera, lost, slow_flag, o)
+                else:
+                    _clear(o.fault, broker, inspector, camera, lost, slow_flag)
+                    t_clear = time.time()
+            time.sleep(max(0.0, t0 + k * period - time.time()))
+            if k == min(n - 1, max(50, n // 10)):  # after warm-up
+                rss_start = inspector.rss_kb()
+            if admin is not None:  # --fault model-swap: requests at set part counts
+                admin.tick(k)
+        sent = conveyor.triggers(timeout=10.0 + period)
+        if fault_window and t_clear is None:  # the run ended inside the fault window
             _clear(o.fault, broker, inspector, camera, lost, slow_flag)
             t_clear = time.time()
-        if k == min(n - 1, max(50, n // 10)):  # after warm-up
-            rss_start = inspector.rss_kb()
-        if admin is not None:  # --fault model-swap: requests at set part counts
-            admin.tick(k)
-        path, defect = images[rng.randrange(len(images))]
-        if o.fault == "model-error" and fault_window and k == fault_window[0]:
-            path, defect = work / "poison.png", True  # the model fails on this one's batch
-        part_id = f"sim-{k % o.part_id_wrap if o.part_id_wrap else k:06d}"
-        now = time.time()
-        name = f"{k:08d}{path.suffix.lower()}"
-        truth[(part_id, now)] = (defect, name)
-        payload = {"part_id": part_id, "ts": now, "deadline": now + o.deadline_ms / 1000.0}
-        plc.publish(f"{prefix}/trigger", json.dumps(payload).encode())
-        if o.fault == "bad-payloads":
-            for _ in range(rng.randrange(1, 4)):
-                plc.publish(f"{prefix}/trigger", rng.choice(HOSTILE), track=False)
-        if not (
-            o.fault == "source-loss" and fault_window and fault_window[0] <= k < fault_window[1]
-        ):
-            cam.expose(path, camera / name, now + _camera_delay(o))
-    if fault_window and t_clear is None:  # the run ended inside the fault window
-        _clear(o.fault, broker, inspector, camera, lost, slow_flag)
-        t_clear = time.time()
-    cam.close()
-    rss_end = inspector.rss_kb()
-    _wait_for(lambda: not gate.core.waiting, o.travel_ms / 1000.0 + 5)
-    time.sleep(0.3)
-    return scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end)
+        rss_end = inspector.rss_kb()
+        truth = {(part_id, ts): part_truth[k] for k, part_id, ts in sent}
+        _wait_for(lambda: not gate.core.waiting, o.travel_ms / 1000.0 + 5)
+        time.sleep(0.3)
+        return scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end)
+    finally:
+        conveyor.close()
 
 
-class _Camera:
-    """A triggered camera: exposes each part at its time, in order, and stamps the image with
-    that time (the file's mtime), as industrial cameras timestamp frames in hardware."""
+class _Conveyor:
+    """The conveyor process (``python -m inspector.lab.conveyor``): the PLC and the camera,
+    out of reach of whatever pauses this process."""
 
-    def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="sim-camera", daemon=True)
-        self.thread.start()
+    def __init__(self, schedule: dict, work: Path) -> None:
+        path = work / "schedule.json"
+        path.write_text(json.dumps(schedule))
+        self.log = open(work / "conveyor.log", "ab")  # noqa: SIM115 (lives as long as the process)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector.lab.conveyor", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        if self._line(30.0) != "ready":
+            self.close()
+            raise InspectorError(
+                f"the simulated conveyor did not start; see {work / 'conveyor.log'}"
+            )
 
-    def expose(self, src: Path, dst: Path, at: float) -> None:
-        self.queue.put((src, dst, at))
+    def _line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if ready else ""
+
+    def start(self, lead_s: float = 0.3) -> float:
+        """Start the parts ``lead_s`` from now; returns when the first is triggered."""
+        at = time.time() + lead_s
+        self.proc.stdin.write(f"start {at!r}\n")
+        self.proc.stdin.flush()
+        return at
+
+    def triggers(self, timeout: float) -> list:
+        """``[k, part_id, ts]`` of every trigger sent, once the last part is exposed."""
+        line = self._line(timeout)
+        if not line:
+            raise InspectorError("the simulated conveyor stopped before the last part")
+        return json.loads(line)["triggers"]
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(5)
-
-    def _run(self) -> None:
-        while (job := self.queue.get()) is not None:
-            src, dst, at = job
-            time.sleep(max(0.0, at - time.time()))
-            tmp = dst.with_suffix(".tmp")
-            try:  # atomically, so the inspector never reads half a file
-                shutil.copyfile(src, tmp)
-                os.utime(tmp, (at, at))
-                os.replace(tmp, dst)
-            except OSError:
-                pass  # the camera is unplugged: no image
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
 
 
 def _poisoned_model(src: Path, dst: Path, image: Path) -> Path:
