@@ -15,7 +15,8 @@ pytest.importorskip("tensorflow", reason="make test installs the train extra")
 from inspector.cli import main  # noqa: E402
 from inspector.station.classifier import Classifier  # noqa: E402
 from inspector.station.config import ModelSection  # noqa: E402
-from tests.test_tta import SIZE, _images, _write  # noqa: E402
+
+from .test_tta import SIZE, _images, _write  # noqa: E402
 
 
 def _train(data: Path, run: Path, *sets: str) -> Path:
