@@ -100,3 +100,51 @@ def test_runs_that_cannot_be_averaged_are_refused_by_name(runs, tmp_path, capsys
     assert words in err and not out.exists()
     if other == "split":
         assert "validation and test images are among its training images" in err
+
+
+def test_the_workbench_exports_two_finished_runs_as_one_model(runs, tmp_path):
+    """The train page's Export button with 'averaged with': a finished run and another one
+    become one model folder the models page lists; a run cannot be averaged with itself or
+    with one that has not finished, and says so."""
+    import shutil
+    import time
+
+    from .review_helpers import workbench
+    from .test_review import client_as
+
+    _root, a, b = runs
+    _cfg, app = workbench(tmp_path, parts=6)
+    store = app.state.bench.store
+    rids = {}
+    for name, run in (("bars-a", a), ("bars-b", b)):
+        copy = tmp_path / "registry" / name
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export-*", "*.onnx"))
+        rids[name] = store.add_run(name, str(copy), "reviewer", 6)
+        store.set_run(rids[name], status="done", ended=time.time())
+    fresh = store.add_run("fresh", str(tmp_path / "runs" / "fresh"), "reviewer", 3)
+    reviewer, token = client_as(app, "reviewer")
+    page = reviewer.get("/train").text
+    assert f'<option value="{rids["bars-b"]}">bars-b</option>' in page
+    assert f'<option value="{fresh}">' not in page, "only finished runs are offered"
+
+    url = f"/train/{rids['bars-a']}/export"
+    for other, words in ((rids["bars-a"], "not averaged with itself"), (fresh, "not a finished run"),
+                         ("x1", "not a finished run")):  # fmt: skip
+        r = reviewer.post(url, data={"csrf": token, "with": str(other)})
+        assert r.status_code == 400 and words in r.text, r.text[-800:]
+    assert not list((tmp_path / "registry" / "bars-a").glob("export-*")), "nothing started"
+
+    # these small runs learned too little for a line: the admin exports them anyway
+    admin, atoken = client_as(app, "admin")
+    r = admin.post(url, data={"csrf": atoken, "with": str(rids["bars-b"]), "force": "on"})
+    assert r.status_code == 200 and r.url.path.startswith("/train/export/"), r.text[-1500:]
+    assert "averaged with run bars-b" in r.text
+    deadline = time.time() + 300
+    while 'data-status="running"' in r.text and time.time() < deadline:
+        time.sleep(0.5)
+        r = admin.get(r.url.path, headers={"HX-Request": "1"})
+    assert 'data-status="done"' in r.text and 'id="exported"' in r.text, r.text[-3000:]
+    (folder,) = (tmp_path / "registry" / "bars-a").glob("export-*-ensemble")
+    manifest = json.loads((folder / "model.json").read_text())
+    assert [Path(m["run"]).name for m in manifest["ensemble"]["members"]] == ["bars-a", "bars-b"]
+    assert f'data-model="registry/bars-a/{folder.name}"' in reviewer.get("/models").text

@@ -1,5 +1,5 @@
 """Training runs from the page: start (one at a time), progress (polled by htmx), cancel,
-export a finished run again (test-time flips, variants)."""
+export a finished run again (test-time flips, variants, averaged with another run)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,13 @@ async def train_page(request: Request, user) -> Response:
         no_tensorflow=_install_hint(),
         progress={r["id"]: b.jobs.progress(r) for r in runs[:5]},
         export_options=OPTIONS,
+        partners=_finished(runs),
     )
+
+
+def _finished(runs: list[dict]) -> list[dict]:
+    """The runs an export may average with (``--with``): those that finished training."""
+    return [r for r in runs if r["status"] == "done"]
 
 
 @page("reviewer")
@@ -60,7 +66,14 @@ async def progress(request: Request, user) -> Response:
     if run is None:
         return error(request, user, 404, "no such run")
     name = "_run.html" if request.headers.get("hx-request") else "run.html"
-    return render(request, name, run=run, p=b.jobs.progress(run), export_options=OPTIONS)
+    return render(
+        request,
+        name,
+        run=run,
+        p=b.jobs.progress(run),
+        export_options=OPTIONS,
+        partners=_finished(b.store.runs()),
+    )
 
 
 @page("reviewer")
@@ -84,8 +97,19 @@ async def export(request: Request, user) -> Response:
     if "force" in options and not user.can("admin"):
         return error(request, user, 403, "Exporting a run that learned too little needs the "
                      "admin role.", title="Not exported", back_url="/train")  # fmt: skip
+    members = []
+    other = field(form, "with", most=12).strip()
+    if other:
+        partner = b.store.run(int(other)) if other.isascii() and other.isdigit() else None
+        if partner is None or partner["status"] != "done":
+            return error(request, user, 400, f"with: run {other!r} is not a finished run to "
+                         "average with", title="Not exported", back_url="/train")  # fmt: skip
+        if partner["id"] == run["id"]:
+            return error(request, user, 400, "with: a run is not averaged with itself; choose "
+                         "another finished run", title="Not exported", back_url="/train")  # fmt: skip
+        members = [(Path(partner["out"]), partner["name"])]
     xid = await run_in_threadpool(
-        b.exports.start, Path(run["out"]), run["name"], options, user.name
+        b.exports.start, Path(run["out"]), run["name"], options, user.name, members
     )
     return RedirectResponse(f"/train/export/{xid}", status_code=303)
 
