@@ -19,8 +19,9 @@ The two talk over the child's stdin and stdout, one line at a time::
     parent -> stop                (after the scorecard; the PLC keeps republishing
                                    unacknowledged triggers until then)
 
-Importing this module loads paho-mqtt and the standard library only, so the process starts
-in a fraction of a second and its heap stays small.
+``ConveyorProcess`` is the simulator's side of it. Importing this module loads paho-mqtt
+and the standard library only, so the process starts in a fraction of a second and its heap
+stays small.
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import shutil
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+
+from ..errors import InspectorError
 
 
 class Plc:
@@ -129,6 +134,57 @@ def run(schedule: dict, start_at: float, plc: Plc) -> list[list]:
     finally:
         cam.close()
     return sent
+
+
+class ConveyorProcess:
+    """The simulator's side: the conveyor as a child process (``python -m
+    inspector.lab.conveyor``), out of reach of whatever pauses the simulator."""
+
+    def __init__(self, schedule: dict, work: Path) -> None:
+        path = work / "schedule.json"
+        path.write_text(json.dumps(schedule))
+        self.log = open(work / "conveyor.log", "ab")  # noqa: SIM115 (lives as long as the process)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector.lab.conveyor", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        if self._line(30.0) != "ready":
+            self.close()
+            raise InspectorError(
+                f"the simulated conveyor did not start; see {work / 'conveyor.log'}"
+            )
+
+    def _line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if ready else ""
+
+    def start(self, lead_s: float = 0.3) -> float:
+        """Start the parts ``lead_s`` from now; returns when the first is triggered."""
+        at = time.time() + lead_s
+        self.proc.stdin.write(f"start {at!r}\n")
+        self.proc.stdin.flush()
+        return at
+
+    def triggers(self, timeout: float) -> list:
+        """``[k, part_id, ts]`` of every trigger sent, once the last part is exposed."""
+        line = self._line(timeout)
+        if not line:
+            raise InspectorError("the simulated conveyor stopped before the last part")
+        return json.loads(line)["triggers"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

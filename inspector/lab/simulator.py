@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from ..gate.config import GateConfig, GateHttpSection, GateSection
 from ..gate.service import GateService
 from ..station.sources import IMAGE_SUFFIXES
 from .broker import Mosquitto, free_port
+from .conveyor import ConveyorProcess
 from .faults import FAULTS
 from .scorecard import format_scorecard, scorecard  # noqa: F401 (re-exported for the CLI)
 from .swapfault import ModelAdmin, model_variants
@@ -339,7 +339,7 @@ def _run_line(
     t_fault = t_clear = None
     rss_start = rss_end = None
     schedule, part_truth = _schedule(o, images, rng, work, prefix, address, fault_window)
-    conveyor = _Conveyor(schedule, work)
+    conveyor = ConveyorProcess(schedule, work)
     try:
         t0 = conveyor.start()
         for k in range(n):
@@ -367,57 +367,6 @@ def _run_line(
         return scorecard(o, truth, observer, gate, t_fault, t_clear, rss_start, rss_end)
     finally:
         conveyor.close()
-
-
-class _Conveyor:
-    """The conveyor process (``python -m inspector.lab.conveyor``): the PLC and the camera,
-    out of reach of whatever pauses this process."""
-
-    def __init__(self, schedule: dict, work: Path) -> None:
-        path = work / "schedule.json"
-        path.write_text(json.dumps(schedule))
-        self.log = open(work / "conveyor.log", "ab")  # noqa: SIM115 (lives as long as the process)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inspector.lab.conveyor", str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-        if self._line(30.0) != "ready":
-            self.close()
-            raise InspectorError(
-                f"the simulated conveyor did not start; see {work / 'conveyor.log'}"
-            )
-
-    def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if ready else ""
-
-    def start(self, lead_s: float = 0.3) -> float:
-        """Start the parts ``lead_s`` from now; returns when the first is triggered."""
-        at = time.time() + lead_s
-        self.proc.stdin.write(f"start {at!r}\n")
-        self.proc.stdin.flush()
-        return at
-
-    def triggers(self, timeout: float) -> list:
-        """``[k, part_id, ts]`` of every trigger sent, once the last part is exposed."""
-        line = self._line(timeout)
-        if not line:
-            raise InspectorError("the simulated conveyor stopped before the last part")
-        return json.loads(line)["triggers"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("stop\n")
-                self.proc.stdin.flush()
-                self.proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def _poisoned_model(src: Path, dst: Path, image: Path) -> Path:
