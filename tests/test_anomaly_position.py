@@ -152,6 +152,14 @@ def test_a_setting_out_of_range_is_refused_by_name(fitted, tmp_path, capsys, nam
     assert name in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
+def test_an_anomaly_run_is_not_made_an_ensemble(fitted, tmp_path, capsys):
+    _, run, _ = fitted
+    out = tmp_path / "x.onnx"
+    assert main(["export", str(run), "--out", str(out), "--with", str(run)]) != 0
+    assert "--with: ensembles are offered for classifiers only" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_the_line_fails_a_misplaced_mark_with_reason_anomaly(
     fitted, make_config, station_factory, line, tmp_path
 ):

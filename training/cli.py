@@ -89,12 +89,7 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     _verbose()
-    kind = registry.of_run(args.run)
-    if getattr(args, "members", None) and kind.name != "classify":
-        raise TrainingError(
-            f"--with: only classifier runs make an ensemble; {args.run} is {kind.name}"
-        )
-    return kind.cli_export(args)
+    return registry.of_run(args.run).cli_export(args)
 
 
 def cmd_evaluate(args) -> int:

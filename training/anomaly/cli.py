@@ -102,6 +102,8 @@ def export(args) -> int:
         raise TrainingError("--fp16/--int8: not offered for anomaly models yet")
     if getattr(args, "tta", False):
         raise TrainingError("--tta: test-time flips are offered for classifiers only")
+    if getattr(args, "members", None):
+        raise TrainingError("--with: ensembles are offered for classifiers only")
     out = args.out or Path(args.run) / "model.onnx"
     m = export_run(args.run, out, tolerance=args.tolerance)
     print(f"wrote {out} and {out.with_suffix('.json')} (ONNX opset {m['onnx']['opset']})")
