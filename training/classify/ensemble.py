@@ -17,29 +17,21 @@ Cost: the network runs once per member, so batch-1 latency grows about as many t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .. import TrainingError
 from ..common.runs import load_run
+from ..data import runsplit
 
 _SAME = ("classes", "defect_classes", "preprocess")
 
 
-def _split_files(run: Path) -> dict:
-    """The run's split, file paths relative to its dataset's root (two runs may read copies
+def _split_files(run: Path) -> dict[str, list[str]]:
+    """The run's split, file paths relative to its dataset's folder (two runs may read copies
     of one dataset in different places)."""
-    data = json.loads((Path(run) / "split.json").read_text())
-    root = data.get("root") or "/"
-    if root.lower().endswith(".csv"):  # a manifest: its paths are relative to its folder
-        root = os.path.dirname(root)
-
-    def rel(f) -> str:
-        path = f["path"] if isinstance(f, dict) else str(f)
-        return os.path.relpath(path, root) if os.path.isabs(path) else path
-
-    return {name: sorted(map(rel, files)) for name, files in data.get("files", {}).items()}
+    base, files = runsplit.files_of_run(run)
+    return {name: sorted(os.path.relpath(p, base) for p in paths) for name, paths in files.items()}
 
 
 def check_members(run: Path, others: list[Path]) -> list[tuple]:

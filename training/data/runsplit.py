@@ -16,10 +16,10 @@ def samples_of_run(run: Path, split: str, data: Path | None = None) -> list[data
     metadata of the run's dataset (a CSV manifest's columns; a folder's review sidecars of
     these files) and, for files it has none for, of ``data`` (a CSV manifest of the same
     files: a run trained on the folder, split by its columns)."""
-    saved = json.loads((Path(run) / "split.json").read_text())
+    saved, base = _saved(run)
     root = Path(saved["root"])
     files = saved["files"][split]
-    paths = [root.parent / f["path"] if root.is_file() else root / f["path"] for f in files]
+    paths = [base / f["path"] for f in files]
     if root.is_file():
         own = _manifest_meta(root)
         meta = [own.get(str(p.resolve()), ()) for p in paths]
@@ -31,6 +31,19 @@ def samples_of_run(run: Path, split: str, data: Path | None = None) -> list[data
     return [
         datasets.Sample(p, f["label"], split, m) for p, f, m in zip(paths, files, meta, strict=True)
     ]
+
+
+def files_of_run(run: Path) -> tuple[Path, dict[str, list[Path]]]:
+    """The folder a run's ``split.json`` is relative to (the dataset folder, or a manifest's
+    folder) and the image paths of every split."""
+    saved, base = _saved(run)
+    return base, {name: [base / f["path"] for f in files] for name, files in saved["files"].items()}
+
+
+def _saved(run: Path) -> tuple[dict, Path]:
+    saved = json.loads((Path(run) / "split.json").read_text())
+    root = Path(saved["root"])
+    return saved, root.parent if root.is_file() else root
 
 
 def _manifest_meta(manifest: Path) -> dict[str, tuple[tuple[str, str], ...]]:
