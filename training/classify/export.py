@@ -114,7 +114,6 @@ def export(
     has_map = all(n is not m for n, m in zip(nets, models, strict=True))
     if not has_map:
         nets = models
-    model = models[0] if len(models) == 1 else ensemble_model(models)
     net = nets[0] if len(nets) == 1 else ensemble_model(nets)
     val = split_images(run, cfg, info, "val")
     if not len(val.y):
@@ -206,7 +205,8 @@ def export(
     if variants:
         manifest["variants"] = variants
     # the Keras twin (float32, no optimizer state): the baseline of `inspector bench`
-    twin = tta_model(model, transforms_of(cfg.augment)) if tta else model
+    twin = models[0] if len(models) == 1 else ensemble_model(models)
+    twin = tta_model(twin, transforms_of(cfg.augment)) if tta else twin
     twin.save(str(out.with_suffix(".keras")))
     manifest["keras_twin"] = out.with_suffix(".keras").name
     embed(out, manifest)

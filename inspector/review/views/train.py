@@ -40,7 +40,8 @@ async def train_page(request: Request, user) -> Response:
 
 
 def _finished(runs: list[dict]) -> list[dict]:
-    """The runs an export may average with (``--with``): those that finished training."""
+    """The runs an export may average with (``--with``): those that finished training. Only
+    a finished run's block shows the export form, so a running one's poll skips the query."""
     return [r for r in runs if r["status"] == "done"]
 
 
@@ -72,7 +73,7 @@ async def progress(request: Request, user) -> Response:
         run=run,
         p=b.jobs.progress(run),
         export_options=OPTIONS,
-        partners=_finished(b.store.runs()),
+        partners=_finished(b.store.runs()) if run["status"] == "done" else [],
     )
 
 
