@@ -148,6 +148,16 @@ def workbench(tmp: Path, parts: int = 30):
     return cfg, app
 
 
+def follow(client, r, timeout: float = 300.0, every: float = 0.5):
+    """A background job's page (training, export, evaluation) polled as htmx polls it, until
+    its block no longer says running; the last response."""
+    deadline = time.time() + timeout
+    while 'data-status="running"' in r.text and time.time() < deadline:
+        time.sleep(every)
+        r = client.get(r.url.path, headers={"HX-Request": "1"})
+    return r
+
+
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 

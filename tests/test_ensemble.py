@@ -109,7 +109,7 @@ def test_the_workbench_exports_two_finished_runs_as_one_model(runs, tmp_path):
     import shutil
     import time
 
-    from .review_helpers import workbench
+    from .review_helpers import follow, workbench
     from .test_review import client_as
 
     _root, a, b = runs
@@ -139,10 +139,7 @@ def test_the_workbench_exports_two_finished_runs_as_one_model(runs, tmp_path):
     r = admin.post(url, data={"csrf": atoken, "with": str(rids["bars-b"]), "force": "on"})
     assert r.status_code == 200 and r.url.path.startswith("/train/export/"), r.text[-1500:]
     assert "averaged with run bars-b" in r.text
-    deadline = time.time() + 300
-    while 'data-status="running"' in r.text and time.time() < deadline:
-        time.sleep(0.5)
-        r = admin.get(r.url.path, headers={"HX-Request": "1"})
+    r = follow(admin, r)
     assert 'data-status="done"' in r.text and 'id="exported"' in r.text, r.text[-3000:]
     (folder,) = (tmp_path / "registry" / "bars-a").glob("export-*-ensemble")
     manifest = json.loads((folder / "model.json").read_text())

@@ -9,14 +9,13 @@ import os
 import re
 import shutil
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .review_helpers import client_as, ids, workbench
+from .review_helpers import client_as, follow, ids, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 DEMO = Path(__file__).resolve().parents[1] / "inspector" / "models" / "demo"
@@ -294,11 +293,7 @@ def test_evaluate_a_model_from_its_page_and_compare_the_report(bench):
     def evaluate() -> str:
         r = c.post("/models/evaluate", data={"csrf": token, "model": "registry/demo"})
         assert r.status_code == 200 and r.url.path.startswith("/models/evaluation/")
-        deadline = time.time() + 120
-        while 'data-status="running"' in r.text and time.time() < deadline:
-            time.sleep(0.3)
-            r = c.get(r.url.path, headers={"HX-Request": "1"})
-        return r.text
+        return follow(c, r, timeout=120, every=0.3).text
 
     # the seeded dataset names its defects 'scratch'; the demo model says 'defect'
     block = evaluate()

@@ -121,7 +121,7 @@ def test_the_workbench_exports_a_finished_run_again_with_test_time_flips(exporte
     import shutil
     import time
 
-    from .review_helpers import workbench
+    from .review_helpers import follow, workbench
     from .test_review import client_as
 
     run = exported[0]
@@ -143,10 +143,7 @@ def test_the_workbench_exports_a_finished_run_again_with_test_time_flips(exporte
     assert 'name="force"' in admin.get("/train").text
     r = admin.post(f"/train/{rid}/export", data={"csrf": atoken, "tta": "on", "force": "on"})
     assert r.status_code == 200 and r.url.path.startswith("/train/export/"), r.text[-1500:]
-    deadline = time.time() + 300
-    while 'data-status="running"' in r.text and time.time() < deadline:
-        time.sleep(0.5)
-        r = admin.get(r.url.path, headers={"HX-Request": "1"})
+    r = follow(admin, r)
     assert 'data-status="done"' in r.text and 'id="exported"' in r.text, r.text[-3000:]
     (folder,) = copy.glob("export-*-tta")
     manifest = json.loads((folder / "model.json").read_text())
