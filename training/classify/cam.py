@@ -21,7 +21,10 @@ def cam_model(model, classes: list[str], defect_classes: list[str]):
     (b_d - b_g)`` (d: the most probable defect class, g: the most probable good class) is
     exact: its mean is the logit difference ``z_d - z_g`` (Grad-CAM of a GAP + linear head,
     without the ReLU). It costs the logits layer applied at every location of A (a 1x1
-    matmul). Output ``(N, h, w)`` float32 on A's grid. Any other head: TrainingError."""
+    matmul). With ``model.head: lse`` the Dense is applied at every location already and
+    its output is the map's source; the image's logits are each class's log-sum-exp over
+    the locations, so the map's strongest places are the ones that decided. Output
+    ``(N, h, w)`` float32 on A's grid. Any other head: TrainingError."""
     from ..common.tf import keras
 
     def producer(tensor):
@@ -37,13 +40,16 @@ def cam_model(model, classes: list[str], defect_classes: list[str]):
     layer = producer(dense.input)
     if isinstance(layer, keras.layers.Dropout):
         layer = producer(layer.input)
-    if not isinstance(layer, keras.layers.GlobalAveragePooling2D):
+    if len(dense.output.shape) == 4:  # head lse: Dense already gives every location's logits
+        local = dense.output
+    elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        local = dense(layer.input)  # (N, h, w, C): the logits of every location
+    else:
         raise TrainingError(
             f"--heatmap: the head of {model.name} is {type(layer).__name__} + Dense, not "
             "global average pooling + Dense, so no exact class map exists (for the cnn, "
             "train with model.pooling: avg)"
         )
-    local = dense(layer.input)  # (N, h, w, C): the logits of every location
     defect = np.array([c in defect_classes for c in classes], np.float32)
     if len(defect_classes) == 1 and len(classes) == 2:
         select = (2.0 * defect - 1.0).reshape(1, 1, 1, -1)  # w_d - w_g, a constant

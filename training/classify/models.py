@@ -74,10 +74,13 @@ def _lite_classifier(inputs, cfg: ModelConfig, channels: int, n_classes: int) ->
     x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(x)
     weights = "imagenet" if cfg.weights == "auto" else cfg.weights
     features = efficientnet_lite(cfg.type, cfg.image_size, weights)(x)
-    features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    if cfg.head == "avg":
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     if cfg.dropout:
         features = keras.layers.Dropout(cfg.dropout, name="head_dropout")(features)
     logits = keras.layers.Dense(n_classes, name="logits")(features)
+    if cfg.head == "lse":  # the Dense above gave the logits of every place
+        logits = LogSumExpPooling(cfg.head_sharpness, dtype="float32", name="pool")(logits)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="scores")(logits)
     return keras.Model(inputs, outputs, name=f"inspector_{cfg.type.replace('-', '_')}")
 
@@ -190,6 +193,26 @@ class PerImageStandardize(keras.layers.Layer):
         mean = keras.ops.mean(x, axis=(1, 2, 3), keepdims=True)
         var = keras.ops.mean(keras.ops.square(x - mean), axis=(1, 2, 3), keepdims=True)
         return (x - mean) / keras.ops.sqrt(var + 1e-4)
+
+
+@keras.saving.register_keras_serializable(package="inspector")
+class LogSumExpPooling(keras.layers.Layer):
+    """(N, h, w, C) logits of every place -> (N, C): ``log(mean(exp(r z))) / r`` over the
+    places, computed from the maximum so it cannot overflow. Between the mean (r -> 0) and
+    the maximum (r -> inf): the image's logit follows its strongest places."""
+
+    def __init__(self, sharpness: float, **kwargs):
+        super().__init__(**kwargs)
+        self.sharpness = float(sharpness)
+
+    def call(self, z):
+        r = self.sharpness
+        top = keras.ops.max(z, axis=(1, 2), keepdims=True)
+        mean = keras.ops.mean(keras.ops.exp(r * (z - top)), axis=(1, 2))
+        return keras.ops.squeeze(top, axis=(1, 2)) + keras.ops.log(mean) / r
+
+    def get_config(self):
+        return {**super().get_config(), "sharpness": self.sharpness}
 
 
 @keras.saving.register_keras_serializable(package="inspector")

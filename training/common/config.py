@@ -56,6 +56,16 @@ class ModelConfig:
     pooling: Literal["avg", "max", "avgmax"] = setting(
         "avgmax", "cnn: global pooling; max keeps small local defects from averaging away"
     )
+    head: Literal["avg", "lse"] = setting(
+        "avg",
+        "efficientnet-lite: how the classifier's logits at each place of the last feature map "
+        "become the image's: avg (their mean, global average pooling), or lse (log-sum-exp "
+        "with sharpness head_sharpness: near the strongest place, so a small defect is not "
+        "averaged away by the good surface around it)",
+    )
+    head_sharpness: float = setting(
+        4.0, "head lse: r in log(mean(exp(r z))) / r; small r is the mean, large r the maximum"
+    )
 
     def problems(self):
         if not 16 <= self.image_size <= 1024:
@@ -64,6 +74,10 @@ class ModelConfig:
             yield "width", "must be positive"
         if not 0 <= self.dropout < 1:
             yield "dropout", "must be in [0, 1)"
+        if not 0 < self.head_sharpness <= 100:
+            yield "head_sharpness", "must be in (0, 100]"
+        if self.head != "avg" and not self.type.startswith("efficientnet-lite"):
+            yield "head", f"{self.head} is for efficientnet-lite*; {self.type} has model.pooling"
 
 
 @dataclass(frozen=True, kw_only=True)
