@@ -282,6 +282,12 @@ def test_bad_training_config_says_where(tmp_path, capsys):
     assert "train.yaml:5: train.epochs: expected" in err
     assert main(["train", "--data", str(tmp_path), "--set", "train.epochs=0"]) == 2
     assert "train.epochs: must be at least 1" in capsys.readouterr().err
+    # a choice given on the command line is checked before training, as the file's are
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path), "--out", str(out), "--set", "train.freeze_bn=maybe"]
+    assert main(argv) == 2
+    assert "train.freeze_bn: expected one of auto, yes, no, got 'maybe'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_runtime_never_imports_tensorflow():

@@ -35,6 +35,7 @@ def bench_accuracy(
     soup: bool = False,
     head: str = "avg",
     head_sharpness: float | None = None,
+    settings: tuple[tuple[str, str], ...] = (),
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
@@ -49,6 +50,8 @@ def bench_accuracy(
     ``soup``: ``train.soup: greedy``, the best epochs' weights averaged while validation loss
     does not rise. ``head``: ``model.head`` of efficientnet-lite (``lse``: log-sum-exp of
     every place's logits, sharpness ``head_sharpness``, in place of their mean).
+    ``settings``: (key, text) pairs as ``inspector train --set`` takes them, applied over the
+    recipe (e.g. ``train.freeze_bn=no``) and recorded in the JSON.
 
     Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
     bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
@@ -60,7 +63,7 @@ def bench_accuracy(
     from inspector.station.classifier import Classifier
     from inspector.station.config import ModelSection
 
-    from ..common.config import TrainConfig, override
+    from ..common.config import TrainConfig, override, typed, validate
 
     kind = registry.get("classify")
     train, export, evaluate = kind.train, kind.export, kind.evaluate
@@ -112,6 +115,9 @@ def bench_accuracy(
             "train.patience": 8,
         }.items():
             cfg = override(cfg, key, value)
+    for key, text in settings:  # over the recipe, as inspector train --set
+        cfg = override(cfg, key, typed(cfg, key, text))
+    validate(cfg)
     run_dir = work / "run"
     if reuse and (run_dir / "run.json").is_file():  # export, test and time an earlier run
         run = json.loads((run_dir / "run.json").read_text())
@@ -181,6 +187,7 @@ def bench_accuracy(
         "image_size": image_size,
         "soft_labels": soft_labels or None,
         "soup": run["training"].get("soup"),
+        "settings": {key: text for key, text in settings} or None,
         "head": {"type": cfg.model.head, "sharpness": cfg.model.head_sharpness}
         if cfg.model.head != "avg"
         else None,
@@ -293,6 +300,8 @@ def _cpus() -> int:
 
 
 def cmd_bench_accuracy(args) -> int:
+    from ..common.config import set_items
+
     logging.getLogger("training").setLevel(logging.INFO)
     r = bench_accuracy(
         args.out,
@@ -307,6 +316,7 @@ def cmd_bench_accuracy(args) -> int:
         soup=args.soup,
         head=args.head,
         head_sharpness=args.head_sharpness,
+        settings=tuple(set_items(args.set)),
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -367,6 +377,13 @@ def add_args(b) -> None:
         "--head-sharpness",
         type=float,
         help="bench accuracy: model.head_sharpness for --head lse (default: the config's)",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="bench accuracy: a training setting over the recipe, as inspector train --set "
+        "takes it (e.g. train.freeze_bn=no); recorded in the JSON",
     )
     g.add_argument(
         "--tta",

@@ -12,6 +12,7 @@ Every field has a default and a description (``inspector train --schema`` lists 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -252,8 +253,17 @@ def validate(cfg) -> None:
     def walk(obj, path):
         for key, msg in getattr(obj, "problems", lambda: [])():
             problems.append(f"{path}{key}: {msg}")
+        hints = typing.get_type_hints(type(obj))
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
+            # a choice set by --set is checked as the YAML loader checks it, before any
+            # training starts (a run that trained for an hour must not fail at export)
+            if typing.get_origin(hints.get(f.name)) is Literal:
+                allowed = typing.get_args(hints[f.name])
+                if v not in allowed:
+                    problems.append(
+                        f"{path}{f.name}: expected one of {', '.join(map(str, allowed))}, got {v!r}"
+                    )
             if dataclasses.is_dataclass(v):
                 walk(v, f"{path}{f.name}.")
 
