@@ -288,6 +288,10 @@ def test_bad_training_config_says_where(tmp_path, capsys):
     assert main(argv) == 2
     assert "train.freeze_bn: expected one of auto, yes, no, got 'maybe'" in capsys.readouterr().err
     assert not out.exists()
+    # and a word YAML 1.1 reads as a boolean stays the word the setting expects
+    from training.common.config import TrainConfig, typed
+
+    assert typed(TrainConfig(), "train.freeze_bn", "no") == "no"
 
 
 def test_runtime_never_imports_tensorflow():
@@ -386,3 +390,39 @@ def test_an_epoch_repeated_after_a_kill_counts_once(tmp_path):
         "epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.7\n2,0.7,0.1\n2,0.6,0.5\n3,0.5,0.6\n"
     )
     assert _val_losses(tmp_path) == [0.9, 0.7, 0.5, 0.6]
+
+
+def test_the_pairwise_auc_term_charges_what_is_ranked_the_wrong_way_round():
+    from training.classify.losses import loss_for
+    from training.common.tf import keras
+
+    classes, defects = ["crack", "good"], ["crack"]
+    assert loss_for(0.0, classes, defects) == "categorical_crossentropy"
+    loss = loss_for(0.5, classes, defects)
+    truth = np.array([[1, 0], [0, 1], [0, 1]], np.float32)  # one cracked part, two good
+    wrong = np.array([[0.3, 0.7], [0.6, 0.4], [0.1, 0.9]], np.float32)  # the crack below one
+    ce = np.asarray(keras.losses.categorical_crossentropy(truth, wrong))
+    # pairs (crack, good): 1 - (0.3 - 0.6) = 1.3 and 1 - (0.3 - 0.1) = 0.8, squared, averaged
+    want = ce + 0.5 * (1.3**2 + 0.8**2) / 2
+    np.testing.assert_allclose(np.asarray(loss(truth, wrong)), want, rtol=1e-5)
+    # no defective part in the batch: no pair, cross-entropy alone
+    np.testing.assert_allclose(
+        np.asarray(loss(truth[1:], wrong[1:])),
+        np.asarray(keras.losses.categorical_crossentropy(truth[1:], wrong[1:])),
+        rtol=1e-6,
+    )
+
+
+def test_training_with_the_auc_term_learns_and_records_it(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_parts(data, 240, defect_rate=0.4, seed=21, size=48)  # the module's parts, unframed
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15", "--model", "cnn"]
+    argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
+    argv += ["--set", "train.auc_weight=1"]
+    assert main(argv) == 0
+    r = json.loads((run / "run.json").read_text())
+    assert r["training"]["config"]["train"]["auc_weight"] == 1.0
+    assert r["quality_gate"]["passed"] and r["quality_gate"]["auroc"] >= 0.9
+    assert main([*argv, "--set", "train.auc_weight=-1"]) == 2
+    assert "train.auc_weight: must be between 0 and 100" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from ..common.runs import setup_of, spec_of, versions, write_json
 from ..data import datasets, runsplit
 from . import recipe, soup
 from .inputs import targets, train_dataset
+from .losses import loss_for
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
         model = build(cfg.model, n_classes)
     steps = max(1, int(np.ceil(len(tr.y) / cfg.train.batch_size)))
 
+    loss = loss_for(cfg.train.auc_weight, data.classes, data.defect_classes)
+
     def compile_for(rate: float, epochs: int) -> None:
         with strategy.scope():
             schedule = keras.optimizers.schedules.CosineDecay(
@@ -101,7 +104,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, verbose: int | None
             )
             model.compile(
                 optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay),
-                loss="categorical_crossentropy",
+                loss=loss,
                 metrics=["accuracy"],
             )
 

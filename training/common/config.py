@@ -134,6 +134,11 @@ class TrainSection:
     freeze_bn: Literal["auto", "yes", "no"] = setting(
         "auto", "keep batch-norm statistics frozen while fine-tuning (auto: under 5,000 images)"
     )
+    auc_weight: float = setting(
+        0.0,
+        "weight of a pairwise AUC term (squared hinge, margin 1, on the defect probability "
+        "of every defective-good pair in a batch) added to the cross-entropy; 0: off",
+    )
     soup: Literal["none", "greedy"] = setting(
         "none",
         "greedy: average the best epochs' weights, each joining only if the validation loss "
@@ -147,6 +152,8 @@ class TrainSection:
             yield "batch_size", "must be at least 1"
         if self.learning_rate <= 0:
             yield "learning_rate", "must be positive"
+        if not 0 <= self.auc_weight <= 100:
+            yield "auc_weight", "must be between 0 and 100"
         if self.head_epochs < 0:
             yield "head_epochs", "must be 0 or more"
         if not 0 < self.fine_tune_lr_scale <= 10:
@@ -315,6 +322,8 @@ def typed(cfg, key: str, text: str):
     current = getattr(obj, key.split(".")[-1], None)
     if isinstance(current, Path) or (current is None and key == "data"):
         return Path(text)
+    if isinstance(current, str):  # as written: YAML 1.1 would read no/yes/off as booleans
+        return text
     if isinstance(current, float) and isinstance(value, int):
         return float(value)
     if isinstance(current, float) and isinstance(value, str):  # YAML 1.1 reads 1e-9 as text
