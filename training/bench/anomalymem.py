@@ -42,19 +42,37 @@ def write_good(root: Path, n: int, size: int, seed: int = 7) -> None:
             cv2.imwrite(str(folder / f"{i:05d}.png"), img)
 
 
-def fit_child(data: Path, run: Path, size: int, statistics: str = "bank") -> None:
-    """The fit, in this process: what the parent measures."""
+def fit_child(data: Path, run: Path, size: int, statistics: str = "bank", config: str = "") -> None:
+    """The fit, in this process: what the parent measures. ``config``: a training YAML whose
+    model and ``anomaly:`` settings are fitted instead of the defaults (its data, split and
+    threshold policy are not: the generated folders and the default policy are)."""
     import logging
 
     from .. import registry
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values = {"model.image_size": size, "anomaly.statistics": statistics}
-    cfg, settings = registry.configure("anomaly", data, values)
+    if not config:
+        values = {"model.image_size": size, "anomaly.statistics": statistics}
+        cfg, settings = registry.configure("anomaly", data, values)
+        registry.get("anomaly").train(cfg, run, settings)
+        return
+    from ..anomaly.config import AnomalyConfig
+    from ..cli import TrainingYaml
+    from ..common.config import ThresholdConfig, TrainConfig, override, validate
+
+    parts = TrainingYaml(Path(config))
+    cfg = parts.load(TrainConfig, parts.rest)
+    settings = parts.load(AnomalyConfig, parts.sections["anomaly"])
+    cfg = override(override(cfg, "data", data), "model.image_size", size)
+    cfg = override(override(cfg, "method", "anomaly"), "threshold", ThresholdConfig())
+    validate(cfg)
+    validate(settings)
     registry.get("anomaly").train(cfg, run, settings)
 
 
-def measure(images: int, size: int, work: Path, statistics: str = "bank") -> dict:
+def measure(
+    images: int, size: int, work: Path, statistics: str = "bank", config: Path | None = None
+) -> dict:
     data, run = work / "data", work / "run"
     t0 = time.monotonic()
     write_good(data, images, size)
@@ -62,7 +80,7 @@ def measure(images: int, size: int, work: Path, statistics: str = "bank") -> dic
     code = (
         "import pathlib, sys; from training.bench.anomalymem import fit_child; "
         f"fit_child(pathlib.Path({str(data)!r}), pathlib.Path({str(run)!r}), {size}, "
-        f"{statistics!r})"
+        f"{statistics!r}, {str(config or '')!r})"
     )
     t1 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -74,13 +92,18 @@ def measure(images: int, size: int, work: Path, statistics: str = "bank") -> dic
     info = json.loads((run / "run.json").read_text())
     tr, a = info["training"], info["anomaly"]
     mem = tr["memory"]
+    settings = (
+        f"the settings of {config}" if config else f"default settings, statistics: {statistics}"
+    )
     return {
-        "what": f"anomaly fit (default settings, statistics: {statistics}, efficientnet-lite0, "
-        f"{size} px grey) on {images} generated good images (+{VAL_IMAGES} for the threshold), "
-        "in a fresh process",
+        "what": f"anomaly fit ({settings}, efficientnet-lite0, {size} px grey) on {images} "
+        f"generated good images (+{VAL_IMAGES} for the threshold), in a fresh process",
         "command": f"python -m training.bench.anomalymem --images {images} --size {size}"
-        + ("" if statistics == "bank" else f" --statistics {statistics}"),
-        "statistics": statistics,
+        + ("" if statistics == "bank" or config else f" --statistics {statistics}")
+        + (f" --config {config}" if config else ""),
+        "statistics": tr["config"]["anomaly"]["statistics"],
+        "config": str(config) if config else None,
+        "anomaly_settings": tr["config"]["anomaly"],
         "images": images,
         "image_size": size,
         "peak_rss_bytes": mem["peak_rss_bytes"],
@@ -123,11 +146,17 @@ def main(argv=None) -> int:
         default="bank",
         help="the model of normal (anomaly.statistics): the bank, or region Gaussians",
     )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="fit a training YAML's model and anomaly settings (e.g. "
+        "training/configs/elpv-anomaly.yaml) instead of the defaults",
+    )
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="anomalymem-"))
     try:
         shutil.rmtree(work / "run", ignore_errors=True)
-        r = measure(args.images, args.size, work, args.statistics)
+        r = measure(args.images, args.size, work, args.statistics, args.config)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
