@@ -16,6 +16,8 @@ import pytest
 from inspector.cli import main
 from inspector.lab.modelkit import write_parts
 
+from .training_helpers import small_cnn_argv
+
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
 
 
@@ -63,10 +65,7 @@ def test_a_run_with_the_soup_on_keeps_it_as_its_model_and_exports_it(tmp_path):
     data = tmp_path / "data"
     write_parts(data, 200, defect_rate=0.4, seed=8, size=48)
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "12", "--model", "cnn"]
-    argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "train.soup=greedy"]
-    argv += ["--set", "train.patience=20"]
-    assert main(argv) == 0
+    assert main(small_cnn_argv(data, run, 12, "train.soup=greedy", "train.patience=20")) == 0
     info = json.loads((run / "run.json").read_text())
     made = info["training"]["soup"]
     assert made["method"] == "greedy" and made["epochs"][0] == info["training"]["best_epoch"]

@@ -31,6 +31,8 @@ from inspector.station.config import ModelSection
 from inspector.station.decision import Decider
 from training import TrainingError
 
+from .training_helpers import small_cnn_argv
+
 pytest.importorskip("tensorflow", reason="make test installs the train extra")
 
 
@@ -56,9 +58,7 @@ def trained(tmp_path_factory):
     write_parts(data, 240, defect_rate=0.4, seed=21, size=48)
     as_recordings(data)
     run = root / "run"
-    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15", "--model", "cnn"]
-    argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
-    assert main(argv) == 0
+    assert main(small_cnn_argv(data, run, 15, "augment.rot90=true")) == 0
     model = root / "model.onnx"
     assert main(["export", str(run), "--out", str(model), "--fp16", "--int8"]) == 0
     return {"root": root, "data": data, "run": run, "model": model}
@@ -417,9 +417,7 @@ def test_training_with_the_auc_term_learns_and_records_it(tmp_path, capsys):
     data = tmp_path / "data"
     write_parts(data, 240, defect_rate=0.4, seed=21, size=48)  # the module's parts, unframed
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "15", "--model", "cnn"]
-    argv += ["--image-size", "32", "--set", "model.width=0.5", "--set", "augment.rot90=true"]
-    argv += ["--set", "train.auc_weight=1"]
+    argv = small_cnn_argv(data, run, 15, "augment.rot90=true", "train.auc_weight=1")
     assert main(argv) == 0
     r = json.loads((run / "run.json").read_text())
     assert r["training"]["config"]["train"]["auc_weight"] == 1.0
