@@ -56,17 +56,13 @@ def fit_child(data: Path, run: Path, size: int, statistics: str = "bank", config
         cfg, settings = registry.configure("anomaly", data, values)
         registry.get("anomaly").train(cfg, run, settings)
         return
-    from ..anomaly.config import AnomalyConfig
-    from ..cli import TrainingYaml
-    from ..common.config import ThresholdConfig, TrainConfig, override, validate
+    import yaml
 
-    parts = TrainingYaml(Path(config))
-    cfg = parts.load(TrainConfig, parts.rest)
-    settings = parts.load(AnomalyConfig, parts.sections["anomaly"])
-    cfg = override(override(cfg, "data", data), "model.image_size", size)
-    cfg = override(override(cfg, "method", "anomaly"), "threshold", ThresholdConfig())
-    validate(cfg)
-    validate(settings)
+    raw = yaml.safe_load(Path(config).read_text()) or {}
+    values = {f"model.{k}": v for k, v in (raw.get("model") or {}).items()}
+    values.update({f"anomaly.{k}": v for k, v in (raw.get("anomaly") or {}).items()})
+    values["model.image_size"] = size
+    cfg, settings = registry.configure("anomaly", data, values)
     registry.get("anomaly").train(cfg, run, settings)
 
 
