@@ -184,3 +184,36 @@ def test_lite_trains_under_mixed_precision_and_a_distribution_strategy():
         assert scores.dtype == np.float32 and np.allclose(scores.sum(axis=1), 1, atol=1e-3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_standardised_lite_sees_a_part_alike_under_another_lamp(tmp_path):
+    """``model.standardise``: each image to one mean and spread inside the graph, so the same
+    part under a dimmer lamp and a higher gain scores the same; the layer survives the
+    checkpoint a training run keeps and reloads; other architectures refuse it."""
+    from training.classify.models import build
+    from training.common.config import ModelConfig
+    from training.common.tf import keras
+
+    rng = np.random.default_rng(3)
+    # even grey levels, so half the light plus an offset is exact in uint8
+    as_shot = (np.clip(rng.normal(60, 12, (4, 32, 32, 1)), 0, 127).astype(np.uint8)) * 2
+    other_lamp = as_shot // 2 + 40
+
+    model = build(ModelConfig(type=LITE0, image_size=32, standardise=45), n_classes=2)
+    plain = build(ModelConfig(type=LITE0, image_size=32), n_classes=2)
+    plain.set_weights(model.get_weights())  # the same network, only the input differs
+    same = model.predict(as_shot, verbose=0), model.predict(other_lamp, verbose=0)
+    np.testing.assert_allclose(*same, atol=1e-4)
+    moved = np.abs(plain.predict(as_shot, verbose=0) - plain.predict(other_lamp, verbose=0))
+    assert moved.max() > 10 * np.abs(same[0] - same[1]).max()
+
+    path = tmp_path / "best.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    assert again.get_layer("standardise").spread == 45
+    np.testing.assert_allclose(again.predict(as_shot, verbose=0), same[0], atol=1e-6)
+
+    assert dict(ModelConfig(type="cnn", standardise=45).problems())["standardise"].startswith(
+        "only for efficientnet-lite"
+    )
+    assert "standardise" in dict(ModelConfig(type=LITE0, standardise=200).problems())

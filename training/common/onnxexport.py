@@ -79,6 +79,11 @@ def manifest_for(cfg: TrainConfig, info: dict, input_name: str, output_name: str
 def _normalisation(cfg: TrainConfig) -> str:
     if cfg.model.type.startswith("efficientnet-lite"):
         grey = " (grey replicated to RGB)" if cfg.model.color == "gray" else ""
+        if cfg.model.standardise:
+            return (
+                f"inside the graph: each image to mean 128 and standard deviation "
+                f"{cfg.model.standardise:g}, then (x - 127) / 128 in RGB{grey}"
+            )
         return f"inside the graph: (x - 127) / 128 in RGB{grey}, as ImageNet-trained"
     if cfg.model.normalize == "per_image":
         return "inside the graph: x / 255, then each image to zero mean, unit variance"
