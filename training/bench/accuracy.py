@@ -36,6 +36,7 @@ def bench_accuracy(
     head: str = "avg",
     head_sharpness: float | None = None,
     settings: tuple[tuple[str, str], ...] = (),
+    members: int = 1,
 ) -> dict:
     """Run the benchmark; writes ``out`` (JSON) and returns it.
 
@@ -51,7 +52,11 @@ def bench_accuracy(
     does not rise. ``head``: ``model.head`` of efficientnet-lite (``lse``: log-sum-exp of
     every place's logits, sharpness ``head_sharpness``, in place of their mean).
     ``settings``: (key, text) pairs as ``inspector train --set`` takes them, applied over the
-    recipe (e.g. ``train.freeze_bn=no``) and recorded in the JSON.
+    recipe (e.g. ``train.freeze_bn=no``) and recorded in the JSON. ``members``: train the
+    recipe that many times (``train.seed`` 1, 2, ...; ``work/run``, ``work/run-2`` ...) and
+    judge them as one model (``export --with``: the mean of their probabilities, the
+    threshold chosen again on validation); ``max_minutes`` is then each training's share of
+    the budget (default: 55 minutes in all), and the training time is their sum.
 
     Every model is also judged at the default threshold policy (``ThresholdConfig``: escapes
     bounded at 2 %, 95 %), chosen on validation: its escape and false-reject rates on test with
@@ -59,7 +64,10 @@ def bench_accuracy(
     pretrained = model.startswith("efficientnet-lite")
     epochs = epochs or (24 if pretrained else 90)
     image_size = image_size or (224 if pretrained else 160)
-    max_minutes = max_minutes if max_minutes is not None else (50.0 if pretrained else 28.0)
+    if members < 1:
+        raise ValueError(f"members: at least 1, got {members}")
+    if max_minutes is None:  # the ensemble shares one budget, the 60 minutes less export
+        max_minutes = (50.0 if pretrained else 28.0) if members == 1 else 55.0 / members
     from inspector.station.classifier import Classifier
     from inspector.station.config import ModelSection
 
@@ -118,17 +126,23 @@ def bench_accuracy(
     for key, text in settings:  # over the recipe, as inspector train --set
         cfg = override(cfg, key, typed(cfg, key, text))
     validate(cfg)
-    run_dir = work / "run"
-    if reuse and (run_dir / "run.json").is_file():  # export, test and time an earlier run
-        run = json.loads((run_dir / "run.json").read_text())
-        train_seconds = run["training"]["total_seconds"]
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        started = time.monotonic()
-        run = train(cfg, run_dir)
-        train_seconds = time.monotonic() - started
+    run_dirs = [work / "run", *(work / f"run-{i}" for i in range(2, members + 1))]
+    trained = []  # (run.json, seconds) of each member, the first one first
+    for i, run_dir in enumerate(run_dirs):
+        member_cfg = override(cfg, "train.seed", cfg.train.seed + i) if i else cfg
+        if reuse and (run_dir / "run.json").is_file():  # export, test and time an earlier run
+            run = json.loads((run_dir / "run.json").read_text())
+            trained.append((run, run["training"]["total_seconds"]))
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            started = time.monotonic()
+            run = train(member_cfg, run_dir)
+            trained.append((run, time.monotonic() - started))
+    run_dir, (run, _) = run_dirs[0], trained[0]
+    train_seconds = sum(seconds for _, seconds in trained)
+    others = run_dirs[1:]
     model_path = work / "elpv.onnx"
-    manifest = export(run_dir, model_path, fp16=variants, int8=variants)
+    manifest = export(run_dir, model_path, fp16=variants, int8=variants, members=others)
     # the run's test split, split by the manifest's columns (probability, cell type)
     metrics = evaluate(
         model_path, data / "manifest.csv", work / "report", split="test", run=run_dir
@@ -156,7 +170,7 @@ def bench_accuracy(
     if tta:
         started = time.monotonic()
         tta_path = work / "elpv.tta.onnx"
-        tm = export(run_dir, tta_path, tta=True)
+        tm = export(run_dir, tta_path, tta=True, members=others)
         export_seconds = time.monotonic() - started
         vm = evaluate(tta_path, data, work / "report-tta", split="test", run=run_dir)
         vs = _batch1_speed(Classifier(ModelSection(path=tta_path, warmup_runs=0)))
@@ -190,6 +204,18 @@ def bench_accuracy(
         "settings": {key: text for key, text in settings} or None,
         "head": {"type": cfg.model.head, "sharpness": cfg.model.head_sharpness}
         if cfg.model.head != "avg"
+        else None,
+        "members": [
+            {
+                "run": str(d),
+                "seed": cfg.train.seed + i,
+                "train_seconds": round(seconds, 1),
+                "epochs_run": r["training"]["epochs_run"],
+                "best_epoch": r["training"]["best_epoch"],
+            }
+            for i, (d, (r, seconds)) in enumerate(zip(run_dirs, trained, strict=True))
+        ]
+        if members > 1
         else None,
         "split_counts": counts,
         "accuracy": metrics["accuracy"],
@@ -317,6 +343,7 @@ def cmd_bench_accuracy(args) -> int:
         head=args.head,
         head_sharpness=args.head_sharpness,
         settings=tuple(set_items(args.set)),
+        members=args.members,
     )
     print(
         f"ELPV test ({sum(r['split_counts']['test'].values())} images): accuracy "
@@ -384,6 +411,15 @@ def add_args(b) -> None:
         metavar="KEY=VALUE",
         help="bench accuracy: a training setting over the recipe, as inspector train --set "
         "takes it (e.g. train.freeze_bn=no); recorded in the JSON",
+    )
+    g.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        metavar="N",
+        help="bench accuracy: train the recipe N times (train.seed 1..N) and judge the mean of "
+        "their probabilities as one model (export --with); --max-minutes is each one's share "
+        "(default: 55 minutes in all)",
     )
     g.add_argument(
         "--tta",
