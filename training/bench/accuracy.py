@@ -15,10 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .. import registry
 from ..data.elpv import SEED, import_elpv
+from .measure import at_default_policy, batch1_speed, cpus
 
 
 def bench_accuracy(
@@ -148,13 +147,13 @@ def bench_accuracy(
         model_path, data / "manifest.csv", work / "report", split="test", run=run_dir
     )
     clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
-    speed = _batch1_speed(clf)
+    speed = batch1_speed(clf)
     variant_results = {}
     for tag, v in manifest.get("variants", {}).items():  # side by side with FP32, same run
         path = model_path.with_name(v["file"])
         vm = evaluate(path, data, work / f"report-{tag}", split="test", run=run_dir)
-        vs = _batch1_speed(Classifier(ModelSection(path=path, warmup_runs=0)))
-        again = _batch1_speed(clf)  # FP32 again right after: the ratio is of neighbours
+        vs = batch1_speed(Classifier(ModelSection(path=path, warmup_runs=0)))
+        again = batch1_speed(clf)  # FP32 again right after: the ratio is of neighbours
         variant_results[tag] = {
             "file_bytes": v["bytes"],
             "validation_accuracy_change": v["accuracy_change"],
@@ -166,15 +165,15 @@ def bench_accuracy(
             "speedup_over_fp32": round(vs["throughput_fps"] / again["throughput_fps"], 3),
             "fp32_fps_batch1_alongside": again["throughput_fps"],
         }
-    policy = {"fp32": _at_default_policy(model_path, run_dir)}
+    policy = {"fp32": at_default_policy(model_path, run_dir)}
     if tta:
         started = time.monotonic()
         tta_path = work / "elpv.tta.onnx"
         tm = export(run_dir, tta_path, tta=True, members=others)
         export_seconds = time.monotonic() - started
         vm = evaluate(tta_path, data, work / "report-tta", split="test", run=run_dir)
-        vs = _batch1_speed(Classifier(ModelSection(path=tta_path, warmup_runs=0)))
-        again = _batch1_speed(clf)
+        vs = batch1_speed(Classifier(ModelSection(path=tta_path, warmup_runs=0)))
+        again = batch1_speed(clf)
         variant_results["tta"] = {
             "transforms": tm["tta"]["transforms"],
             "threshold": tm["thresholds"]["defect"]["value"],
@@ -192,7 +191,7 @@ def bench_accuracy(
             "fp32_fps_batch1_alongside": again["throughput_fps"],
             "parity": tm["parity"],
         }
-        policy["tta"] = _at_default_policy(tta_path, run_dir)
+        policy["tta"] = at_default_policy(tta_path, run_dir)
     counts = run["dataset"]["counts"]
     result = {
         "protocol": "ELPV binarised at 0.5; seeded stratified 75/25 split; validation carved "
@@ -253,76 +252,12 @@ def bench_accuracy(
         "epochs_run": run["training"]["epochs_run"],
         "best_epoch": run["training"]["best_epoch"],
         "parity": manifest["parity"],
-        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "machine": {"cpus": cpus(), "platform": platform.platform()},
         "versions": run["training"]["versions"],
         "files": {"model": str(model_path), "report": str(work / "report" / "report.html")},
     }
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _at_default_policy(model_path: Path, run_dir: Path) -> dict:
-    """The default threshold policy applied to ``model_path``'s validation scores, and the
-    escape and false-reject rates it gives on the test split, with counts and exact bounds."""
-    from inspector.station.classifier import Classifier
-    from inspector.station.config import ModelSection
-
-    from ..classify.export import split_images
-    from ..common import thresholds
-    from ..common.config import ThresholdConfig
-    from ..common.metrics import defect_score, is_defect
-    from ..common.runs import load_run
-
-    cfg, info = load_run(run_dir)
-    classes, defects = info["classes"], info["defect_classes"]
-    clf = Classifier(ModelSection(path=model_path, warmup_runs=0))
-    scores = {}
-    for split in ("val", "test"):
-        part = split_images(run_dir, cfg, info, split)
-        probs = clf.run_all(part.x)
-        scores[split] = (is_defect(part.y, classes, defects), defect_score(probs, classes, defects))
-    d = ThresholdConfig()
-    chosen = thresholds.choose(*scores["val"], d.policy, d.value, confidence=d.confidence)
-    return {
-        "policy": d.policy,
-        "target": d.value,
-        "level": d.confidence,
-        "threshold": chosen["value"],
-        "promise": chosen["promise"],
-        "warning": chosen["warning"],
-        "validation": chosen["confidence"],
-        "test": thresholds.confidence_at(*scores["test"], chosen["value"], d.confidence, "test"),
-    }
-
-
-def _batch1_speed(clf, runs: int = 500) -> dict:
-    """ONNX Runtime alone at batch 1, measured as `inspector bench` measures its bare model:
-    ``runs`` calls one after another, throughput and latency percentiles."""
-    x = np.full((1, *clf.spec.shape), 128, np.uint8)
-    for _ in range(20):
-        clf.run(x)
-    name, lat = clf.manifest.input_name, []
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        t = time.perf_counter()
-        clf.session.run(None, {name: x})
-        lat.append((time.perf_counter() - t) * 1000.0)
-    total = time.perf_counter() - t0
-    return {
-        "batch": 1,
-        "frames": runs,
-        "throughput_fps": round(runs / total, 1),
-        "latency_ms": {
-            "p50": round(float(np.percentile(lat, 50)), 3),
-            "p99": round(float(np.percentile(lat, 99)), 3),
-        },
-    }
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def cmd_bench_accuracy(args) -> int:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .. import registry
+from .measure import cpus
 
 CLASSES = ("good", "line", "dot")
 
@@ -88,17 +89,11 @@ def bench_small(out: Path, work: Path, models=("efficientnet-lite0", "cnn")) -> 
         "seeded generator (training/bench/small.py); train --epochs 8 --image-size 96; "
         "split 70/15/15 stratified (the defaults), test used once",
         "results": results,
-        "machine": {"cpus": _cpus(), "platform": platform.platform()},
+        "machine": {"cpus": cpus(), "platform": platform.platform()},
         "versions": versions(),
     }
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def cmd_bench_small(args) -> int:
