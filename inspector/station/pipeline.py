@@ -12,8 +12,8 @@ exactly one verdict: the first of "decided", "failed by the watchdog", "failed
 because something went wrong" wins (``InFlight.take``); the others are ignored.
 
 Why one module: it is the order of the stages and the one-verdict-per-part rule, which must be
-read in one place; the parts it calls live beside it (unit, acceptance, health, link, matching,
-inflight, recorder).
+read in one place; the parts it calls live beside it (unit, acceptance, health, link,
+matching, inflight, recorder, and workers: the classify stage's threads).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from ..errors import ConfigError
 from ..httpd import HttpEndpoint
 from ..logs import Throttled
 from .acceptance import acceptance, station_spec
-from .classifier import ModelRunError
 from .config import StationConfig
 from .health import Health
 from .inflight import InFlight
@@ -46,7 +45,8 @@ from .publisher import MqttLink
 from .quality import QualityWatch, load_baseline
 from .recorder import Recorder
 from .sources import SourceRunner, make_source
-from .unit import ModelUnit, Outcome, load_unit
+from .unit import ModelUnit, load_unit
+from .workers import ClassifyStage
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,13 @@ class Station:
         self.matcher = FrameMatcher(cfg.trigger, alive=lambda part: part in self.inflight)
         # a repeated id: the same part, or a new one (DESIGN 8); the gate uses the same window
         self._seen_ids = PartIds(cfg.trigger.same_part_window_s)
-        self._beats = {"capture": time.monotonic()}  # and one per classifier worker
+        self._beats = {"capture": time.monotonic()}  # and one per classifier worker (workers)
         self.metrics.in_flight.set_function(lambda: len(self.inflight))  # read when scraped
         self._lock = threading.Lock()
-        self._batch_lock = threading.Lock()  # one worker at a time takes a batch (and its model)
         self._seq = itertools.count(1)
         self._run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._capture_stop = threading.Event()
         self._stopping = threading.Event()
-        self._infer_done = threading.Event()
         self.source_ended = threading.Event()
         self.ready = False
         self.last_frame_mono = 0.0
@@ -150,9 +148,19 @@ class Station:
         self._halted = ""  # why a plant view stopped inspection (Handlers.hold), "" while on
         self._fail_log = Throttled(log)  # one line per reason and 5 s under overload
         self.verdict_hooks: list = []  # callables(Verdict), e.g. the demo's live printer
-        workers = unit.workers
-        self._infer_running = workers
-        self._beats.update({f"infer-{i + 1}": time.monotonic() for i in range(workers)})
+        self.classify = ClassifyStage(
+            cfg,
+            self._queue,
+            self.models,
+            self.inflight,
+            self.metrics,
+            self._beats,
+            finish=self._finish,
+            fail=self._fail,
+            stopping=self._stopping,
+            keep_maps=self.recorder is not None,
+            workers=unit.workers,
+        )
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True),
@@ -161,10 +169,7 @@ class Station:
                 if self._fire is not None
                 else []
             ),
-            *(
-                threading.Thread(target=self._infer_loop, name=f"infer-{i + 1}", daemon=True)
-                for i in range(workers)
-            ),
+            *self.classify.threads(),
         ]
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -207,7 +212,7 @@ class Station:
         for part in self.matcher.drain():
             self._fail(part, Reason.SHUTDOWN, "station stopped before a frame was captured")
         self._stopping.set()
-        self._infer_done.wait(timeout)
+        self.classify.done.wait(timeout)
         for part in self.inflight.snapshot():
             self._fail(part, Reason.SHUTDOWN, "station stopped before the part was classified")
         for t in self._threads[1:]:
@@ -500,106 +505,10 @@ class Station:
             self.metrics.frames_unused.inc()
         return chosen
 
-    # -- classifier threads (model.workers of them, sharing the session) ----------------------------
-    def _infer_loop(self) -> None:
-        beat = threading.current_thread().name
-        while True:
-            self._beats[beat] = time.monotonic()
-            with self._batch_lock:  # batches leave the queue in order, each with the unit
-                taken = self._take_batch()  # live at that moment: a swap falls between two
-            if taken is None:
-                if self._stopping.is_set() and self._queue.empty():
-                    break
-                continue
-            unit, batch = taken
-            live = self.inflight.live(batch)
-            if not live:
-                continue
-            try:
-                self._classify(live, unit)
-            except Exception as exc:  # whatever went wrong, this worker goes on with the next
-                log.exception("%s: a batch of %d parts failed", beat, len(live))
-                for part in live:
-                    self._fail(part, Reason.ERROR, f"internal error: {type(exc).__name__}: {exc}")
-        with self._lock:
-            self._infer_running -= 1
-            if not self._infer_running:
-                self._infer_done.set()
-
-    def _take_batch(self) -> tuple[ModelUnit, list[Part]] | None:
-        """The next batch and the unit that decides it (under the batch lock). The first
-        batch of a new unit names the part at which the change took effect: here, in queue
-        order, so a second worker cannot name a later part."""
-        try:
-            first = self._queue.get(timeout=0.05)
-        except queue.Empty:
-            return None
-        generation, unit = self.models.current
-        batch = [first]
-        while len(batch) < unit.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        self.models.announce(generation, first)
-        return unit, batch
-
-    def _classify(self, parts: list[Part], unit: ModelUnit) -> None:
-        buf = unit.buffer(len(parts))
-        n = 0
-        for part in parts:  # keeps, in place, the parts whose input is still there
-            x = part.input  # None once the watchdog failed the part after its batch formed
-            if x is not None:
-                buf[n] = x
-                parts[n] = part
-                n += 1
-        if n < len(parts):  # rare: those others have their verdict already
-            del parts[n:]
-            if not parts:
-                return
-            buf = buf[:n]
-        t0 = time.monotonic()
-        queued = self.metrics.stages["queue"]
-        for part in parts:
-            part.t_infer_mono = t0
-            queued.observe(t0 - part.t_preprocessed_mono)
-        delay_file = self.cfg.testing.model_delay_file
-        if delay_file is not None:
-            _injected_delay(delay_file)
-        try:  # heat maps only when a recorder keeps them
-            raw = unit.run(buf, maps=self.recorder is not None)
-        except ModelRunError as exc:
-            log.error("%s on a batch of %d", exc, len(parts))
-            for part in parts:
-                self._fail(part, Reason.ERROR, str(exc))
-            return
-        t1 = time.monotonic()
-        self.metrics.stages["inference"].observe(t1 - t0)
-        for part in parts:
-            part.t_inferred_mono = t1
-        self.metrics.batch.observe(len(parts))
-        outcomes: list[Outcome] = unit.decide(raw)
-        for part, o in zip(parts, outcomes, strict=True):
-            d = o.decision
-            self._finish(
-                part,
-                d.result,
-                d.reason,
-                d.label,
-                d.scores,
-                heatmap=o.heat,
-                unit=unit,
-                decided_by=o.decided_by,
-            )
-        self.metrics.stages["decide_publish"].observe(time.monotonic() - t1)
-        shadow = self.models.shadow  # after the verdicts went out: never delays one
-        if shadow is not None:
-            shadow.offer(parts, buf, [o.decision for o in outcomes], unit.model_id, t1 - t0)
-
     # -- deadline watchdog -------------------------------------------------------------------------
     def _watchdog_loop(self) -> None:
         margin = self.cfg.part.timeout_margin_ms / 1000.0
-        while not (self._stopping.is_set() and self._infer_done.is_set()):
+        while not (self._stopping.is_set() and self.classify.done.is_set()):
             due, wait = self.inflight.due(time.monotonic(), margin)
             for part in due:
                 self._fail(part, Reason.TIMEOUT, "no verdict before the part's deadline")
@@ -616,12 +525,3 @@ class Station:
             if time.monotonic() >= end:
                 return False
             time.sleep(0.01)
-
-
-def _injected_delay(path) -> None:
-    """Fault injection (``testing.model_delay_file``): sleep while the file says so."""
-    try:
-        ms = float(path.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return
-    time.sleep(ms / 1000.0)
