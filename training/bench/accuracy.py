@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import registry
+from .. import TrainingError, registry
 from ..data.elpv import SEED, import_elpv
 from .measure import at_default_policy, batch1_speed, cpus
 
@@ -64,7 +64,7 @@ def bench_accuracy(
     epochs = epochs or (24 if pretrained else 90)
     image_size = image_size or (224 if pretrained else 160)
     if members < 1:
-        raise ValueError(f"members: at least 1, got {members}")
+        raise TrainingError(f"--members: at least 1 training, got {members}")
     if max_minutes is None:  # the ensemble shares one budget, the 60 minutes less export
         max_minutes = (50.0 if pretrained else 28.0) if members == 1 else 55.0 / members
     from inspector.station.classifier import Classifier
