@@ -424,3 +424,45 @@ def test_training_with_the_auc_term_learns_and_records_it(tmp_path, capsys):
     assert r["quality_gate"]["passed"] and r["quality_gate"]["auroc"] >= 0.9
     assert main([*argv, "--set", "train.auc_weight=-1"]) == 2
     assert "train.auc_weight: must be between 0 and 100" in capsys.readouterr().err
+
+
+def test_mixup_blends_each_image_and_its_target_by_the_same_weight(capsys):
+    """``augment.mixup``: a training image becomes a blend of two, and its target says how
+    much of each; validation and test never see it (it is in the training pipeline only)."""
+    from training.classify.inputs import train_dataset
+    from training.common.config import TrainConfig, override, validate
+    from training.common.tf import keras, tf
+
+    n = 64
+    x = np.zeros((n, 8, 8, 1), np.uint8)
+    x[n // 2 :] = 200  # good parts black, defective ones at 200
+    y = np.repeat([0, 1], n // 2)
+    onehot = np.eye(2, dtype=np.float32)[y]
+    cfg = TrainConfig(data=Path("unused"))
+    for key, value in {
+        "augment.flip": False,
+        "augment.rotation_deg": 0.0,
+        "augment.shift": 0.0,
+        "augment.brightness": 0.0,
+        "augment.contrast": 0.0,
+        "augment.noise": 0.0,
+        "augment.mixup": 0.4,
+        "train.batch_size": n,
+        "train.balance": "none",
+    }.items():
+        cfg = override(cfg, key, value)
+    xb, yb = next(iter(train_dataset(x, y, onehot, cfg, 2, tf, keras)))
+    xb, yb = np.asarray(xb), np.asarray(yb)
+    assert xb.dtype == np.uint8
+    share = xb[:, 0, 0, 0] / 200.0  # how much of a defective image each blend holds
+    np.testing.assert_allclose(yb[:, 1], share, atol=0.5 / 200 + 1e-6)
+    np.testing.assert_allclose(yb.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(xb == xb[:, :1, :1])  # each image blended whole, not in patches
+    blended = (share > 0.05) & (share < 0.95)
+    assert 0.2 < blended.mean() < 0.95  # Beta(0.4, 0.4): many near the ends, many between
+
+    plain = override(cfg, "augment.mixup", 0.0)
+    xb, yb = next(iter(train_dataset(x, y, onehot, plain, 2, tf, keras)))
+    assert set(np.unique(np.asarray(xb))) <= {0, 200} and set(np.unique(yb)) <= {0.0, 1.0}
+    with pytest.raises(TrainingError, match="augment.mixup: 0 .off. or the Beta"):
+        validate(override(cfg, "augment.mixup", -1.0))

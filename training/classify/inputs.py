@@ -51,7 +51,32 @@ def train_dataset(x, y, targets, cfg: TrainConfig, n_classes: int, tf, keras):
     if a.enabled:
         augment = augmenter(a, seed, keras, tf)
         ds = ds.map(lambda xb, yb: (augment(xb), yb), num_parallel_calls=tf.data.AUTOTUNE)
+        if a.mixup:
+            ds = ds.map(mixer(a.mixup, seed, tf), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def mixer(alpha: float, seed: int, tf):
+    """mixup on uint8 batches: image i blended with image n-1-i of the same (shuffled) batch,
+    ``lam * x_i + (1 - lam) * x_j``, and the targets with the same weight; ``lam`` drawn per
+    image from Beta(alpha, alpha) (the ratio of two Gamma draws). Images stay uint8, as the
+    camera gives them."""
+    gen = tf.random.Generator.from_seed(seed + 7919)
+
+    def mix(xb, yb):
+        n = tf.shape(xb)[0]
+        g = [
+            tf.random.stateless_gamma([n], seed=gen.make_seeds(1)[:, 0], alpha=alpha)
+            for _ in range(2)
+        ]
+        lam = g[0] / tf.maximum(g[0] + g[1], 1e-12)
+        x, y = tf.cast(xb, tf.float32), tf.cast(yb, tf.float32)
+        lx = tf.reshape(lam, [-1, 1, 1, 1])
+        x = lx * x + (1.0 - lx) * tf.reverse(x, [0])
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.reverse(y, [0])
+        return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8), tf.cast(y, yb.dtype)
+
+    return mix
 
 
 def augmenter(a, seed: int, keras, tf):

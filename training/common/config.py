@@ -115,6 +115,16 @@ class AugmentConfig:
     brightness: float = setting(0.1, "random brightness change up to this fraction")
     contrast: float = setting(0.1, "random contrast change up to this fraction")
     noise: float = setting(2.0, "Gaussian noise, standard deviation in grey levels")
+    mixup: float = setting(
+        0.0,
+        "mixup (Zhang et al. 2018): each training image blended with another of its batch, "
+        "and their targets alike, by a weight drawn from Beta(a, a); a: this value (0: off; "
+        "0.1-0.4 usual)",
+    )
+
+    def problems(self):
+        if not 0 <= self.mixup <= 10:
+            yield "mixup", "0 (off) or the Beta distribution's a, up to 10"
 
 
 @dataclass(frozen=True, kw_only=True)
