@@ -81,8 +81,13 @@ test-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "the tests want:$$missing (sudo apt-get install -y$$missing); they skip without" >&2; fi
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them
+# (its module fixtures, often a small trained model, are built once). Most of the suite waits
+# on brokers, browsers and servers, so two workers on two cores take about half the time of
+# one; TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(TRAIN_STAMP) $(GENICAM_STAMP) mosquitto test-deps
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 # The README's screenshots of the workbench, remade by the browser tests that walk its pages
 # (the demo journey trains a small model: a few minutes).
