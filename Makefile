@@ -33,7 +33,7 @@ $(GENICAM_STAMP): $(STAMP) | aravis
 
 # Refresh the lock: the newest versions setup.cfg allows, pinned as installed. Then `make test`.
 constraints: $(PY)
-	$(PIP) install --quiet --upgrade --upgrade-strategy eager -e '.[dev,train,genicam]'
+	$(PIP) install --quiet --upgrade --upgrade-strategy eager -e '.[dev,train,genicam,pretrained-large]'
 	$(PY) deploy/constraints.py --out $(CONSTRAINTS)
 	touch $(STAMP) $(TRAIN_STAMP)
 

