@@ -179,7 +179,7 @@ def total(html: str) -> int:
 
 def ids(app, station: str = "line1") -> dict[str, dict]:
     """part_id -> the store's row (ids follow the order the indexer found the files)."""
-    from inspector.review.store import PartFilter
+    from inspector.review.db.store import PartFilter
 
     rows = app.state.bench.store.parts(PartFilter(station=station), 0, 1000)
     return {r["part_id"]: r for r in rows}

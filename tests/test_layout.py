@@ -215,6 +215,29 @@ def test_the_station_has_one_owner_of_the_mqtt_library():
         assert not users or mod in owners, f"{mod} imports {users}: go through station.link"
 
 
+# the workbench's wings -> what of the workbench each may import (besides itself); the app,
+# its pages and the rest of review/ stand above them
+REVIEW = "inspector.review"
+WINGS = {
+    "figures": set(),  # pure functions of files and numbers
+    "db": {"files"},  # the database, and the recorders' folders read into it
+    "work": {"config", "files", "db", "figures"},  # runs, evaluations, exports, promotion
+}
+
+
+def test_the_workbench_wings_import_down_only():
+    bad = []
+    for wing, may in WINGS.items():
+        for path in (PKG / "review" / wing).rglob("*.py"):
+            for line, target, _ in _imports(path):
+                if not target.startswith(REVIEW + "."):
+                    continue
+                first = target[len(REVIEW) + 1 :].split(".")[0]
+                if first != wing and first not in may:
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: imports {target}")
+    assert not bad, "\n".join(bad)
+
+
 LONG = 400
 
 

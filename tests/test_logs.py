@@ -33,7 +33,7 @@ def test_a_flood_of_failures_becomes_one_line_and_a_summary(caplog):
         assert caplog.records[-1].getMessage() == "part 'p1000' failed safe: overflow"
 
 
-@pytest.mark.parametrize("room", ["review", "spc"])
+@pytest.mark.parametrize("room", ["review.db", "spc"])
 def test_a_database_that_cannot_be_reached_is_named_without_its_password(room):
     pytest.importorskip("psycopg", reason="the review and spc extras install it")
     import importlib

@@ -10,10 +10,10 @@ from starlette.testclient import TestClient
 
 from inspector.cli import main
 from inspector.errors import ConfigError
-from inspector.review import index
 from inspector.review.config import load_review_config
-from inspector.review.schema import MIGRATIONS
-from inspector.review.store import Store
+from inspector.review.db import index
+from inspector.review.db.schema import MIGRATIONS
+from inspector.review.db.store import Store
 
 from .review_helpers import PASSWORD, client_as, csrf_of
 

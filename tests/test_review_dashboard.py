@@ -12,7 +12,7 @@ import pytest
 
 from inspector.review.app import create_app
 from inspector.review.config import load_review_config
-from inspector.review.linestats import line_yield
+from inspector.review.figures.linestats import line_yield
 
 from .review_helpers import client_as, make_recordings, seed_dataset, write_config
 

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from inspector.errors import InspectorError
 from inspector.review import users
-from inspector.review.store import PartFilter, Store
+from inspector.review.db.store import PartFilter, Store
 
 from .review_helpers import PASSWORD, Http, csrf_of, login_http, serve, workbench
 

@@ -13,8 +13,8 @@ import pytest
 from inspector.review import auth
 from inspector.review.app import create_app
 from inspector.review.config import load_review_config
-from inspector.review.schema import MIGRATIONS
-from inspector.review.store import PartFilter, Store
+from inspector.review.db.schema import MIGRATIONS
+from inspector.review.db.store import PartFilter, Store
 
 from . import test_review, test_review_inbox, test_review_labels
 from .pg import postgres_url  # noqa: F401 (fixture)
@@ -128,7 +128,7 @@ def exercise(store: Store) -> dict:
 
 def test_postgresql_store_gives_what_sqlite_gives(review_url, tmp_path, monkeypatch):
     clock = types.SimpleNamespace(time=lambda: T0 + 0.5)  # labels of one (UTC) day
-    monkeypatch.setattr("inspector.review.store.time", clock)
+    monkeypatch.setattr("inspector.review.db.store.time", clock)
     pg = Store(review_url)
     assert pg.dialect == "postgresql" and pg.version() == len(MIGRATIONS)
     got = exercise(pg)

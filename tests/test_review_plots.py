@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from inspector.review.plots import roc_pr
+from inspector.review.figures.plots import roc_pr
 
 from .review_helpers import client_as, workbench
 
@@ -60,7 +60,7 @@ def test_a_run_shows_its_loss_per_epoch(tmp_path):
 
 
 def test_a_curve_of_one_point_is_still_drawn():
-    from inspector.review.plots import chart
+    from inspector.review.figures.plots import chart
 
     c = chart([{"name": "A", "cls": "s1", "points": [(1.0, 0.5)]}], "x", "y", (0, 1), (0, 1))
     [line] = c["lines"]

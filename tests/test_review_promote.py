@@ -26,9 +26,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from inspector.lab.modelkit import build_contrast_model, synthetic_part
-from inspector.review import registry
 from inspector.review.app import create_app
 from inspector.review.config import load_review_config
+from inspector.review.work import registry
 
 from .conftest import station_yaml
 from .review_helpers import Http, login_http, serve, workbench

@@ -19,15 +19,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from . import index
 from .config import ReviewConfig
 from .dataset import Labeller
-from .evaluations import Evaluations
-from .exports import Exports
+from .db import index
+from .db.store import MAX_ID, Store
 from .inputs import ModelSpecs
-from .jobs import Jobs
-from .promote import Promoter
-from .store import MAX_ID, Store
+from .work.evaluations import Evaluations
+from .work.exports import Exports
+from .work.jobs import Jobs
+from .work.promote import Promoter
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent

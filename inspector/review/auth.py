@@ -24,7 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..errors import InspectorError
-from .store import Store
+from .db.store import Store
 
 log = logging.getLogger(__name__)
 ROLES = ("viewer", "reviewer", "admin")

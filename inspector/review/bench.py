@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .config import DatasetSection, RecordingsSection, ReviewConfig
-from .store import Store
+from .db.store import Store
 
 T0 = 1_796_000_000.0  # the first generated part (2026-11-30T00:53:20Z); one every STEP_S
 STEP_S = 3.0

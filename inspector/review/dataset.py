@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ..errors import InspectorError
 from .config import DatasetSection
+from .db.store import Store
 from .files import no_links_below, read_bytes, resolve
-from .store import Store
 
 log = logging.getLogger(__name__)
 UNSURE = "unsure"

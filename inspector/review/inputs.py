@@ -35,8 +35,8 @@ from ..contract.preprocess import (
     setup_of_record,
     spec_from_record,
 )
-from . import registry
 from .files import read_bytes, read_image, resolve
+from .work import registry
 
 log = logging.getLogger(__name__)
 

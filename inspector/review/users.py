@@ -17,7 +17,7 @@ from typing import TextIO
 
 from ..errors import InspectorError
 from . import auth
-from .store import Store
+from .db.store import Store
 
 PASSWORD_ENV = "INSPECTOR_REVIEW_PASSWORD"
 

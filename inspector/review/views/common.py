@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ...errors import InspectorError
 from .. import auth
-from ..store import MAX_ID, SORTS, PartFilter
+from ..db.store import MAX_ID, SORTS, PartFilter
 
 MAX_FIELD = 4096  # characters of one form or query field; longer ones are refused (400)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import operating, plots, reports
 from ..dataset import UNSURE
+from ..figures import operating, plots, reports
 from .common import _float, bench, error, page, render
 
 

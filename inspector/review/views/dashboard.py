@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import plots, registry
-from ..linestats import line_yield
-from ..promote import STALE_S
+from ..figures import plots
+from ..figures.linestats import line_yield
+from ..work import registry
+from ..work.promote import STALE_S
 from .common import _float, bench, fmt_time, page, render
 
 STRIP = 24  # parts in the strip

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .. import modelcard, registry
+from ..figures import modelcard
+from ..work import registry
 from .common import bench, error, field, page, process_block, render
 
 DONE = ("swapped", "unchanged", "linked")

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..exports import OPTIONS
+from ..work.exports import OPTIONS
 from .common import bench, error, field, page, process_block, render
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import InspectorError
+from ...errors import InspectorError
 
 
 class Processes:

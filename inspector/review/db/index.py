@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import read_bytes
+from ..files import read_bytes
 from .store import MAX_ID, Store
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InspectorError
+from ...errors import InspectorError
 from .processes import Processes
 from .registry import slug
 

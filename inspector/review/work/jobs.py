@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InspectorError
-from .config import TrainingSection
-from .plots import history_chart
-from .store import Store
+from ...errors import InspectorError
+from ..config import TrainingSection
+from ..db.store import Store
+from ..figures.plots import history_chart
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -9,8 +9,8 @@ written differently (``DIALECT_SQL``), and opening a PostgreSQL database (psycop
 
 from __future__ import annotations
 
-from ..errors import InspectorError
-from ..logs import redact_url
+from ...errors import InspectorError
+from ...logs import redact_url
 
 # {id}, {int}, {float}: the column types that differ between the dialects (DIALECT_TYPES);
 # {nulls_first}: score indexes in SQLite's order (a part without a score sorts lowest), which

@@ -39,13 +39,13 @@ import time
 import uuid
 from pathlib import Path
 
-from ..contract.mqtt import RequestError, new_client
-from ..contract.mqtt import request as mqtt_request
-from ..contract.topics import Topics
-from ..errors import InspectorError
+from ...contract.mqtt import RequestError, new_client
+from ...contract.mqtt import request as mqtt_request
+from ...contract.topics import Topics
+from ...errors import InspectorError
+from ..config import StationModelSection
+from ..db.store import Store
 from . import registry
-from .config import StationModelSection
-from .store import Store
 
 log = logging.getLogger(__name__)
 UP = ("online", "starting", "degraded", "halted")  # halted: the plant holds inspection

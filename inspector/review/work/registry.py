@@ -17,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import InspectorError
-from .config import StationModelSection
-from .files import no_links_below
+from ...errors import InspectorError
+from ..config import StationModelSection
+from ..files import no_links_below
 
 log = logging.getLogger(__name__)
 FILES = ("model.onnx", "model.json")

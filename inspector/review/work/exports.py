@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InspectorError
+from ...errors import InspectorError
 from .processes import Processes
 
 # form field -> (export's flag, what the page calls it)
